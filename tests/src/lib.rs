@@ -1,0 +1,2 @@
+//! Network-namespace topologies with real routers and resolvers, for end-to-end tests and the lab
+#![forbid(unsafe_code)]
