@@ -30,8 +30,14 @@ pub struct AddressFamily {
 }
 
 impl AddressFamily {
-    pub const IPV4_UNICAST: Self = Self { afi: Afi::Ipv4, safi: Safi::Unicast };
-    pub const IPV6_UNICAST: Self = Self { afi: Afi::Ipv6, safi: Safi::Unicast };
+    pub const IPV4_UNICAST: Self = Self {
+        afi: Afi::Ipv4,
+        safi: Safi::Unicast,
+    };
+    pub const IPV6_UNICAST: Self = Self {
+        afi: Afi::Ipv6,
+        safi: Safi::Unicast,
+    };
 }
 
 /// AS_TRANS (RFC 6793 §9): put in the 2-octet "My Autonomous System" field when the real ASN
