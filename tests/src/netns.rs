@@ -1,0 +1,685 @@
+//! The one test-network builder: network namespaces, veth links, bridges, addresses, and the
+//! processes started in them, all removed by a guard even when the test panics.
+//!
+//! ```no_run
+//! use leafbridge_tests::netns::Topology;
+//! let topo = Topology::new("md5");            // names: lb-md5-<pid>-<n>-...
+//! let leaf = topo.namespace("leaf");
+//! let node = topo.namespace("node");
+//! topo.link(&leaf, "eth-node", &node, "eth-leaf");
+//! leaf.add_addr("eth-node", "192.0.2.1/24");
+//! node.add_addr("eth-leaf", "192.0.2.2/24");
+//! node.add_addr("eth-leaf", "2001:db8::2/64"); // no DAD: usable at once
+//! let ping = node.run("ping", &["-c1", "-W1", "192.0.2.1"]);
+//! # let _ = ping;
+//! // dropping `topo` ends every process it started and deletes both namespaces
+//! ```
+//!
+//! Harness operations panic with a clear message when they fail: in a test, a broken harness is
+//! a test failure. Interface names are checked to be 4..=15 characters (`ip link add` parses very
+//! short names as keywords; the kernel's limit is 15). Links are created inside the test's
+//! namespaces, never in the host namespace, so tests running in parallel cannot collide.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::{require, require_root};
+
+static TOPOLOGY_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// How long a process gets between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// A test's network: its namespaces, its processes and its log directory. Cheap to clone (all
+/// clones share one guard); the last clone dropped removes everything.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: String,
+    dir: Mutex<Option<tempfile::TempDir>>,
+    dir_path: PathBuf,
+    namespaces: Mutex<Vec<String>>,
+    processes: Mutex<Vec<Tracked>>,
+    keep_dir: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    label: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Topology {
+    /// Starts a topology. `tag` (a few letters naming the test) goes into every name, with the
+    /// process id and a per-process counter, so parallel tests never share a name.
+    #[track_caller]
+    pub fn new(tag: &str) -> Topology {
+        require_root();
+        require("ip");
+        assert!(
+            !tag.is_empty() && tag.len() <= 12 && tag.chars().all(|c| c.is_ascii_alphanumeric()),
+            "topology tag must be 1..=12 ASCII letters/digits, got {tag:?}"
+        );
+        let n = TOPOLOGY_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("lb-{tag}-{}-{n}", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{id}-"))
+            .tempdir()
+            .expect("create per-test temp dir");
+        // Daemons that drop privileges (FRR runs as `frr`) must reach their files below it.
+        set_mode(dir.path(), 0o755);
+        let dir_path = dir.path().to_path_buf();
+        Topology {
+            inner: Arc::new(Inner {
+                id,
+                dir: Mutex::new(Some(dir)),
+                dir_path,
+                namespaces: Mutex::new(Vec::new()),
+                processes: Mutex::new(Vec::new()),
+                keep_dir: false.into(),
+            }),
+        }
+    }
+
+    /// The unique id (`lb-TAG-PID-N`) that prefixes this topology's namespace names.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The per-test directory for configs, sockets and logs. Kept (and printed) when the test
+    /// panics; removed otherwise.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir_path
+    }
+
+    /// Creates a fresh sub-directory of [`Topology::dir`] (mode 0755) and returns its path.
+    pub fn subdir(&self, name: &str) -> PathBuf {
+        let p = self.inner.dir_path.join(name);
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        set_mode(&p, 0o755);
+        p
+    }
+
+    /// Keeps the temp dir after the test even when it passes (for debugging or the lab).
+    pub fn keep_dir(&self) {
+        self.inner.keep_dir.store(true, Ordering::Relaxed);
+    }
+
+    /// Creates the namespace `<id>-<name>` with `lo` up. IPv6 duplicate address detection is
+    /// disabled in it, so addresses are usable at once.
+    #[track_caller]
+    pub fn namespace(&self, name: &str) -> Netns {
+        let full = format!("{}-{name}", self.inner.id);
+        run_checked(Command::new("ip").args(["netns", "add", &full]));
+        self.inner.namespaces.lock().unwrap().push(full.clone());
+        let ns = Netns {
+            name: Some(full),
+            topo: self.clone(),
+        };
+        ns.run("ip", &["link", "set", "lo", "up"]);
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
+        ns
+    }
+
+    /// A handle on the namespace this test process runs in (for daemons on loopback ports).
+    /// Never use it to add links or addresses.
+    pub fn host(&self) -> Netns {
+        Netns {
+            name: None,
+            topo: self.clone(),
+        }
+    }
+
+    /// Connects `a` and `b` with a veth pair: `a_if` in `a`, `b_if` in `b`, both up.
+    #[track_caller]
+    pub fn link(&self, a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+        check_ifname(a_if);
+        check_ifname(b_if);
+        let (an, bn) = (a.name_or_panic(), b.name_or_panic());
+        run_checked(Command::new("ip").args([
+            "-n", an, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", bn,
+        ]));
+        a.run("ip", &["link", "set", a_if, "up"]);
+        b.run("ip", &["link", "set", b_if, "up"]);
+    }
+
+    /// Starts `cmd` (already built, e.g. by [`Netns::command`]) with stdout/stderr captured to
+    /// `<dir>/<label>.stdout|stderr`, and tracks it for the guard.
+    #[track_caller]
+    pub fn spawn(&self, label: &str, mut cmd: Command) -> Process {
+        let logs = self.subdir("logs");
+        let stdout = unique_path(&logs, label, "stdout");
+        let stderr = stdout.with_extension("stderr");
+        cmd.stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("create stdout log"))
+            .stderr(File::create(&stderr).expect("create stderr log"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {label} ({cmd:?}): {e}"));
+        let pid = child.id();
+        self.inner.processes.lock().unwrap().push(Tracked {
+            label: label.to_string(),
+            child,
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+        });
+        Process {
+            pid,
+            label: label.to_string(),
+            stdout,
+            stderr,
+            topo: self.clone(),
+        }
+    }
+}
+
+/// Two namespaces `a` and `b` joined by one link, the common case of "our speaker and one
+/// router": `a` has 192.0.2.1/24 and 2001:db8::1/64 on `eth-b`, `b` has 192.0.2.2/24 and
+/// 2001:db8::2/64 on `eth-a`.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub topo: Topology,
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl Pair {
+    pub const A_V4: &str = "192.0.2.1";
+    pub const B_V4: &str = "192.0.2.2";
+    pub const A_V6: &str = "2001:db8::1";
+    pub const B_V6: &str = "2001:db8::2";
+    pub const A_IF: &str = "eth-b";
+    pub const B_IF: &str = "eth-a";
+
+    #[track_caller]
+    pub fn new(tag: &str) -> Pair {
+        let topo = Topology::new(tag);
+        let a = topo.namespace("a");
+        let b = topo.namespace("b");
+        topo.link(&a, Self::A_IF, &b, Self::B_IF);
+        a.add_addr(Self::A_IF, &format!("{}/24", Self::A_V4));
+        b.add_addr(Self::B_IF, &format!("{}/24", Self::B_V4));
+        a.add_addr(Self::A_IF, &format!("{}/64", Self::A_V6));
+        b.add_addr(Self::B_IF, &format!("{}/64", Self::B_V6));
+        Pair { topo, a, b }
+    }
+
+    pub fn a_v4() -> IpAddr {
+        Self::A_V4.parse().unwrap()
+    }
+    pub fn b_v4() -> IpAddr {
+        Self::B_V4.parse().unwrap()
+    }
+    pub fn a_v6() -> IpAddr {
+        Self::A_V6.parse().unwrap()
+    }
+    pub fn b_v6() -> IpAddr {
+        Self::B_V6.parse().unwrap()
+    }
+}
+
+/// One network namespace of a [`Topology`] (or the host namespace, from [`Topology::host`]).
+#[derive(Clone, Debug)]
+pub struct Netns {
+    name: Option<String>,
+    topo: Topology,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Netns {
+    /// The namespace's name as `ip netns` knows it; `None` for the host namespace.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The topology this namespace belongs to.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    #[track_caller]
+    fn name_or_panic(&self) -> &str {
+        self.name
+            .as_deref()
+            .expect("this operation needs a test namespace, not the host namespace")
+    }
+
+    /// A `Command` that runs `program` in this namespace (`ip netns exec NAME program`, which
+    /// execs in place, so the child's PID is the program's).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.name {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Runs `program args` to completion in this namespace and returns what happened.
+    pub fn exec(&self, program: &str, args: &[&str]) -> ExecOutput {
+        let out = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        ExecOutput::from(out)
+    }
+
+    /// Runs `program args` in this namespace and returns stdout; panics with stderr on failure.
+    #[track_caller]
+    pub fn run(&self, program: &str, args: &[&str]) -> String {
+        let out = self.exec(program, args);
+        assert!(
+            out.success,
+            "in netns {:?}: `{program} {}` failed ({:?}): {}{}",
+            self.name,
+            args.join(" "),
+            out.code,
+            out.stderr,
+            out.stdout
+        );
+        out.stdout
+    }
+
+    /// Starts `program args` in this namespace as a tracked background process.
+    #[track_caller]
+    pub fn spawn(&self, label: &str, program: &str, args: &[&str]) -> Process {
+        let mut cmd = self.command(program);
+        cmd.args(args);
+        self.topo.spawn(label, cmd)
+    }
+
+    /// Adds `addr` (CIDR notation) to `ifname`. IPv6 addresses get `nodad`. Only documentation
+    /// ranges, shared address space and loopback are allowed (see DESIGN.md).
+    #[track_caller]
+    pub fn add_addr(&self, ifname: &str, cidr: &str) {
+        let ip: IpAddr = cidr
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("not an address/prefix: {cidr:?}"));
+        assert!(
+            is_test_address(ip),
+            "{ip} is outside the test address ranges of DESIGN.md"
+        );
+        let mut args = vec!["addr", "add", cidr, "dev", ifname];
+        if ip.is_ipv6() {
+            args.push("nodad");
+        }
+        self.run("ip", &args);
+    }
+
+    /// Sets a sysctl in this namespace (for example `net.ipv4.ip_forward`).
+    #[track_caller]
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.name_or_panic();
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        // `ip netns exec` remounts /proc/sys for the namespace; writing through `sh` keeps us
+        // independent of procps' sysctl.
+        self.run("sh", &["-c", &format!("echo {value} > {path}")]);
+    }
+
+    /// Turns on IPv4 and IPv6 forwarding (a router namespace).
+    #[track_caller]
+    pub fn enable_forwarding(&self) {
+        self.sysctl("net.ipv4.ip_forward", "1");
+        self.sysctl("net.ipv6.conf.all.forwarding", "1");
+    }
+
+    /// Creates a bridge `name` (up) in this namespace; attach ports with
+    /// [`Netns::attach_to_bridge`].
+    #[track_caller]
+    pub fn add_bridge(&self, name: &str) {
+        check_ifname(name);
+        self.run("ip", &["link", "add", name, "type", "bridge"]);
+        self.run("ip", &["link", "set", name, "up"]);
+    }
+
+    /// Makes `ifname` a port of `bridge` (both in this namespace).
+    #[track_caller]
+    pub fn attach_to_bridge(&self, ifname: &str, bridge: &str) {
+        self.run("ip", &["link", "set", ifname, "master", bridge]);
+    }
+
+    /// Adds a route, e.g. `add_route("203.0.113.0/24", "192.0.2.1")`.
+    #[track_caller]
+    pub fn add_route(&self, prefix: &str, via: &str) {
+        self.run("ip", &["route", "add", prefix, "via", via]);
+    }
+
+    /// The kernel routes of this namespace (`ip route show` / `ip -6 route show`), one a line.
+    pub fn routes(&self, ipv6: bool) -> Vec<String> {
+        let fam = if ipv6 { "-6" } else { "-4" };
+        self.run("ip", &[fam, "route", "show"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A kernel SNMP/netstat counter of this namespace, e.g. `TcpExtTCPMD5Failure`
+    /// (`nstat -az`, absolute values; 0 when the counter is absent).
+    #[track_caller]
+    pub fn nstat(&self, counter: &str) -> u64 {
+        require("nstat");
+        // -a: absolute values (ignore the history file shared with other tests), -s: do not
+        // update it, -z: show zero counters too.
+        let out = self.run("nstat", &["-asz", counter]);
+        out.lines()
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next() == Some(counter)).then(|| f.next()?.parse().ok())?
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// A process started by a [`Topology`]. Dropping the handle does not stop it (the topology's
+/// guard does); call [`Process::stop`] or [`Process::kill`] to end it earlier.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pid: u32,
+    label: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    topo: Topology,
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn stdout_path(&self) -> &Path {
+        &self.stdout
+    }
+
+    pub fn stderr_path(&self) -> &Path {
+        &self.stderr
+    }
+
+    /// Everything the process wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Whether the process is still running (it has not exited and been reaped).
+    pub fn is_running(&self) -> bool {
+        self.with_child(|t| matches!(t.child.try_wait(), Ok(None)))
+            .unwrap_or(false)
+    }
+
+    /// The exit status once it has exited, without waiting.
+    pub fn try_exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.with_child(|t| t.child.try_wait().ok().flatten())
+            .flatten()
+    }
+
+    /// Sends `signal` (a name such as `TERM`, `STOP`, `CONT`, `HUP`) if it is still running.
+    /// Only our own unreaped child is signalled, so its PID cannot have been reused.
+    pub fn signal(&self, signal: &str) {
+        self.with_child(|t| send_signal(&mut t.child, signal));
+    }
+
+    /// SIGTERM, wait up to 3 s, then SIGKILL; returns once it has exited.
+    pub fn stop(&self) {
+        self.with_child(|t| terminate(std::slice::from_mut(t)));
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill(&self) {
+        self.with_child(|t| {
+            let _ = t.child.kill();
+            let _ = t.child.wait();
+        });
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.try_exit_status() {
+                return Some(s);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn with_child<R>(&self, f: impl FnOnce(&mut Tracked) -> R) -> Option<R> {
+        let mut procs = self.topo.inner.processes.lock().unwrap();
+        procs.iter_mut().find(|t| t.child.id() == self.pid).map(f)
+    }
+}
+
+fn send_signal(child: &mut Child, signal: &str) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// SIGTERM to all, then wait for all together (up to [`TERM_GRACE`]), then SIGKILL the rest.
+fn terminate(procs: &mut [Tracked]) {
+    for t in procs.iter_mut() {
+        // A stopped process cannot act on SIGTERM: continue it first.
+        send_signal(&mut t.child, "CONT");
+        send_signal(&mut t.child, "TERM");
+    }
+    let deadline = Instant::now() + TERM_GRACE;
+    while Instant::now() < deadline
+        && procs
+            .iter_mut()
+            .any(|t| matches!(t.child.try_wait(), Ok(None)))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for t in procs.iter_mut() {
+        if matches!(t.child.try_wait(), Ok(None)) {
+            let _ = t.child.kill();
+            let _ = t.child.wait();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        let mut procs =
+            std::mem::take(&mut *self.processes.lock().unwrap_or_else(|e| e.into_inner()));
+        terminate(&mut procs);
+        for ns in self
+            .namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let out = Command::new("ip").args(["netns", "del", &ns]).output();
+            if !matches!(&out, Ok(o) if o.status.success()) {
+                eprintln!("leafbridge-tests: could not delete netns {ns}: {out:?}");
+            }
+        }
+        let dir = self.dir.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if panicking || self.keep_dir.load(Ordering::Relaxed) {
+            if let Some(dir) = dir {
+                let path = dir.keep();
+                eprintln!(
+                    "leafbridge-tests: topology {} kept its files in {}",
+                    self.id,
+                    path.display()
+                );
+            }
+            if panicking {
+                for t in &procs {
+                    for p in [&t.stdout, &t.stderr] {
+                        let text = std::fs::read_to_string(p).unwrap_or_default();
+                        if !text.is_empty() {
+                            eprintln!(
+                                "----- {} ({}), last lines:\n{}",
+                                t.label,
+                                p.display(),
+                                tail(&text, 30)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl From<Output> for ExecOutput {
+    fn from(o: Output) -> Self {
+        ExecOutput {
+            success: o.status.success(),
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+#[track_caller]
+fn run_checked(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Interface names: the kernel allows at most 15 bytes; `ip link add` misreads names shorter
+/// than 4 characters as keywords (PEERS.md).
+#[track_caller]
+fn check_ifname(name: &str) {
+    assert!(
+        (4..=15).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "interface name {name:?} must be 4..=15 characters of [A-Za-z0-9_-]"
+    );
+}
+
+/// Documentation ranges (RFC 5737, RFC 3849), shared address space (RFC 6598) and loopback:
+/// the only addresses tests may use.
+pub fn is_test_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || (o[0], o[1], o[2]) == (192, 0, 2)
+                || (o[0], o[1], o[2]) == (198, 51, 100)
+                || (o[0], o[1], o[2]) == (203, 0, 113)
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            v6.is_loopback() || (s[0], s[1]) == (0x2001, 0x0db8)
+        }
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+}
+
+fn unique_path(dir: &Path, label: &str, ext: &str) -> PathBuf {
+    let label: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut p = dir.join(format!("{label}.{ext}"));
+    let mut n = 1;
+    while p.exists() {
+        n += 1;
+        p = dir.join(format!("{label}-{n}.{ext}"));
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_addresses_are_documentation_ranges_only() {
+        for ok in [
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "100.64.0.1",
+            "2001:db8::1",
+            "::1",
+            "127.0.0.1",
+        ] {
+            assert!(is_test_address(ok.parse().unwrap()), "{ok}");
+        }
+        for bad in [
+            "10.0.0.1",
+            "192.0.3.1",
+            "100.128.0.1",
+            "2001:db9::1",
+            "8.8.8.8",
+        ] {
+            assert!(!is_test_address(bad.parse().unwrap()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rejects_interface_names_ip_link_misparses() {
+        assert!(std::panic::catch_unwind(|| check_ifname("ma")).is_err());
+        assert!(std::panic::catch_unwind(|| check_ifname("a-very-long-name-x")).is_err());
+        check_ifname("eth-leaf");
+    }
+}

@@ -1,0 +1,97 @@
+//! The topology builder and its guard, proved with real namespaces.
+
+use std::time::Duration;
+
+use leafbridge_tests::{Topology, wait_until};
+
+fn netns_list() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn linked_namespaces_reach_each_other_over_ipv4_and_ipv6() {
+    let topo = Topology::new("ping");
+    let a = topo.namespace("a");
+    let b = topo.namespace("b");
+    topo.link(&a, "veth-b", &b, "veth-a");
+    a.add_addr("veth-b", "192.0.2.1/24");
+    b.add_addr("veth-a", "192.0.2.2/24");
+    a.add_addr("veth-b", "2001:db8::1/64");
+    b.add_addr("veth-a", "2001:db8::2/64");
+    a.run("ping", &["-c1", "-W2", "192.0.2.2"]);
+    // nodad: IPv6 works without waiting for duplicate address detection.
+    a.run("ping", &["-c1", "-W2", "2001:db8::2"]);
+}
+
+#[test]
+fn bridge_joins_three_namespaces() {
+    let topo = Topology::new("brdg");
+    let sw = topo.namespace("sw");
+    sw.add_bridge("br-lan");
+    let hosts: Vec<_> = (1..=3).map(|i| topo.namespace(&format!("h{i}"))).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let port = format!("port-h{}", i + 1);
+        topo.link(&sw, &port, h, "eth-lan");
+        sw.attach_to_bridge(&port, "br-lan");
+        h.add_addr("eth-lan", &format!("198.51.100.{}/24", i + 1));
+    }
+    hosts[0].run("ping", &["-c1", "-W2", "198.51.100.3"]);
+}
+
+#[test]
+fn guard_removes_namespaces_and_processes_on_panic() {
+    let (names, pid) = std::panic::catch_unwind(|| {
+        let topo = Topology::new("panic");
+        let ns = topo.namespace("x");
+        let p = ns.spawn("sleeper", "sleep", &["600"]);
+        let names = (topo.id().to_string(), p.pid());
+        // Hand the facts out through the panic payload.
+        std::panic::panic_any(names);
+    })
+    .unwrap_err()
+    .downcast::<(String, u32)>()
+    .map(|b| *b)
+    .unwrap();
+    assert!(
+        !netns_list().contains(&names),
+        "namespace {names} survived: {}",
+        netns_list()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} survived the guard"
+    );
+}
+
+#[test]
+fn stop_ends_a_process_that_ignores_sigterm() {
+    let topo = Topology::new("term");
+    let ns = topo.namespace("x");
+    let p = ns.spawn(
+        "stubborn",
+        "sh",
+        &[
+            "-c",
+            "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+        ],
+    );
+    wait_until(Duration::from_secs(2), "sh to start", || {
+        p.stdout().contains("ready")
+    });
+    p.stop();
+    assert!(!p.is_running());
+}
+
+#[test]
+fn nstat_reads_a_namespace_counter() {
+    let topo = Topology::new("nstat");
+    let ns = topo.namespace("x");
+    // A fresh namespace has sent nothing yet; the counter exists.
+    assert_eq!(ns.nstat("TcpExtTCPMD5Failure"), 0);
+    ns.run("ping", &["-c2", "-i0.2", "-W1", "127.0.0.1"]);
+    assert!(ns.nstat("IcmpOutEchos") >= 2);
+}
