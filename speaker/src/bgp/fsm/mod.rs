@@ -1228,3 +1228,6 @@ pub fn negotiate(
         peer_open: open,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,981 @@
+//! FSM tests: drive input sequences, assert the outputs.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::bgp::message::{
+    AddressFamily, Capability, GracefulRestartCap, Message, Notification, Open, RouteRefresh,
+    Update,
+};
+
+const LOCAL_AS: u32 = 65001;
+const PEER_AS: u32 = 65002;
+
+fn local_id() -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 1)
+}
+
+fn config() -> PeerConfig {
+    PeerConfig::new(LOCAL_AS, PEER_AS, local_id())
+}
+
+fn peer_open(asn: u32, id: Ipv4Addr, hold_time: u16) -> Open {
+    Open {
+        version: 4,
+        my_as: u16::try_from(asn).unwrap_or(AS_TRANS),
+        hold_time,
+        bgp_identifier: id,
+        capabilities: vec![
+            Capability::Multiprotocol(AddressFamily::IPV4_UNICAST),
+            Capability::Multiprotocol(AddressFamily::IPV6_UNICAST),
+            Capability::RouteRefresh,
+            Capability::FourOctetAs(asn),
+        ],
+    }
+}
+
+fn default_peer_open() -> Open {
+    peer_open(PEER_AS, Ipv4Addr::new(192, 0, 2, 2), 90)
+}
+
+/// A test harness: the FSM plus a clock.
+struct Harness {
+    fsm: Fsm,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(config: PeerConfig) -> Self {
+        Self {
+            fsm: Fsm::new(config),
+            now: Instant::now(),
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<Output> {
+        self.fsm.handle(input, self.now)
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+    }
+
+    /// ManualStart (active): returns the outbound connection id.
+    fn start_active(&mut self) -> ConnectionId {
+        let out = self.feed(Input::ManualStart { passive: false });
+        connect_id(&out).expect("ManualStart connects out")
+    }
+
+    /// Start, connect out, exchange OPENs and KEEPALIVEs: Established on one connection.
+    fn establish_with(&mut self, open: Open) -> (ConnectionId, Vec<Output>) {
+        let id = self.start_active();
+        self.feed(Input::TcpCrAcked(id));
+        self.feed(Input::Message(id, Message::Open(open)));
+        let out = self.feed(Input::Message(id, Message::Keepalive));
+        assert_eq!(self.fsm.state(), State::Established, "{out:#?}");
+        (id, out)
+    }
+
+    fn establish(&mut self) -> ConnectionId {
+        self.establish_with(default_peer_open()).0
+    }
+}
+
+fn connect_id(out: &[Output]) -> Option<ConnectionId> {
+    out.iter().find_map(|o| match o {
+        Output::Connect(id) => Some(*id),
+        _ => None,
+    })
+}
+
+fn sent(out: &[Output], conn: ConnectionId) -> Vec<&Message> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                connection,
+                message,
+            } if *connection == conn => Some(message),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_notification(out: &[Output], conn: ConnectionId) -> Option<(u8, u8)> {
+    sent(out, conn).into_iter().find_map(|m| match m {
+        Message::Notification(n) => Some((n.code, n.subcode)),
+        _ => None,
+    })
+}
+
+fn closed(out: &[Output]) -> Vec<ConnectionId> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::CloseConnection { connection, .. } => Some(*connection),
+            _ => None,
+        })
+        .collect()
+}
+
+fn timer_started(out: &[Output], timer: Timer) -> Option<Duration> {
+    out.iter().rev().find_map(|o| match o {
+        Output::StartTimer { timer: t, after } if *t == timer => Some(*after),
+        _ => None,
+    })
+}
+
+fn negotiated(out: &[Output]) -> Option<&Negotiated> {
+    out.iter().find_map(|o| match o {
+        Output::SessionEstablished(n) => Some(&**n),
+        _ => None,
+    })
+}
+
+fn session_down(out: &[Output]) -> Option<&DownReason> {
+    out.iter().find_map(|o| match o {
+        Output::SessionDown(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// Feed an OPEN on a fresh outbound connection and return the outputs.
+fn open_on_fresh_session(config: PeerConfig, open: Open) -> (ConnectionId, Vec<Output>, Fsm) {
+    let mut h = Harness::new(config);
+    let id = h.start_active();
+    h.feed(Input::TcpCrAcked(id));
+    let out = h.feed(Input::Message(id, Message::Open(open)));
+    (id, out, h.fsm)
+}
+
+#[test]
+fn starts_idle() {
+    let fsm = Fsm::new(config());
+    assert_eq!(fsm.state(), State::Idle);
+    assert!(fsm.established().is_none());
+}
+
+#[test]
+fn active_start_connects_and_starts_connect_retry_timer() {
+    let mut h = Harness::new(config());
+    let out = h.feed(Input::ManualStart { passive: false });
+    let id = connect_id(&out).unwrap();
+    let retry = timer_started(&out, Timer::ConnectRetry).unwrap();
+    assert!(
+        retry >= Duration::from_millis(3750) && retry <= Duration::from_secs(5),
+        "{retry:?}"
+    );
+    assert_eq!(h.fsm.state(), State::Connect);
+    assert!(out.contains(&Output::StateChanged {
+        from: State::Idle,
+        to: State::Connect
+    }));
+
+    let out = h.feed(Input::TcpCrAcked(id));
+    assert_eq!(h.fsm.state(), State::OpenSent);
+    assert!(out.contains(&Output::StopTimer(Timer::ConnectRetry)));
+    assert_eq!(
+        sent(&out, id),
+        vec![&Message::Open(config().open_message())]
+    );
+}
+
+#[test]
+fn open_sent_uses_four_minute_hold_timer() {
+    let mut h = Harness::new(config());
+    let id = h.start_active();
+    let out = h.feed(Input::TcpCrAcked(id));
+    assert_eq!(
+        timer_started(&out, Timer::Hold(id)),
+        Some(Duration::from_secs(240))
+    );
+}
+
+#[test]
+fn outbound_session_reaches_established_with_negotiated_values() {
+    let mut h = Harness::new(PeerConfig {
+        graceful_restart: Some(GracefulRestartConfig::default()),
+        ..config()
+    });
+    let mut open = peer_open(PEER_AS, Ipv4Addr::new(192, 0, 2, 2), 30);
+    open.capabilities.push(Capability::ExtendedMessage);
+    open.capabilities
+        .push(Capability::GracefulRestart(GracefulRestartCap {
+            restart_time: 120,
+            ..Default::default()
+        }));
+    let id = h.start_active();
+    h.feed(Input::TcpCrAcked(id));
+    let out = h.feed(Input::Message(id, Message::Open(open.clone())));
+    assert_eq!(h.fsm.state(), State::OpenConfirm);
+    assert_eq!(sent(&out, id), vec![&Message::Keepalive]);
+    let out = h.feed(Input::Message(id, Message::Keepalive));
+    assert_eq!(h.fsm.state(), State::Established);
+    let n = negotiated(&out).unwrap();
+    assert_eq!(n.connection, id);
+    assert_eq!(n.hold_time, Duration::from_secs(30));
+    assert_eq!(n.keepalive, Duration::from_secs(10));
+    assert_eq!(n.peer_as, PEER_AS);
+    assert_eq!(n.peer_router_id, Ipv4Addr::new(192, 0, 2, 2));
+    assert!(n.four_octet_as && n.extended_message && n.route_refresh && n.graceful_restart);
+    assert!(!n.is_ibgp());
+    assert_eq!(
+        n.families,
+        vec![AddressFamily::IPV4_UNICAST, AddressFamily::IPV6_UNICAST]
+    );
+    assert!(n.peer_supports_graceful_restart());
+    assert_eq!(n.codec_context().max_message_len(), 65535);
+    assert_eq!(n.peer_open, open);
+    assert_eq!(h.fsm.established(), Some(n));
+}
+
+#[test]
+fn peer_without_multiprotocol_capabilities_gets_ipv4_unicast_only() {
+    let mut open = default_peer_open();
+    open.capabilities
+        .retain(|c| !matches!(c, Capability::Multiprotocol(_)));
+    let mut h = Harness::new(config());
+    let (_, out) = h.establish_with(open);
+    let n = negotiated(&out).unwrap();
+    assert_eq!(n.families, vec![AddressFamily::IPV4_UNICAST]);
+    assert!(
+        !n.extended_message,
+        "the peer did not offer extended messages"
+    );
+}
+
+#[test]
+fn passive_start_waits_in_active_and_accepts_inbound() {
+    let mut h = Harness::new(config());
+    let out = h.feed(Input::ManualStart { passive: true });
+    assert_eq!(connect_id(&out), None);
+    assert_eq!(h.fsm.state(), State::Active);
+    let id = h.fsm.new_connection_id();
+    let out = h.feed(Input::TcpConnectionConfirmed(id));
+    assert_eq!(h.fsm.state(), State::OpenSent);
+    assert_eq!(
+        sent(&out, id),
+        vec![&Message::Open(config().open_message())]
+    );
+    h.feed(Input::Message(id, Message::Open(default_peer_open())));
+    h.feed(Input::Message(id, Message::Keepalive));
+    assert_eq!(h.fsm.state(), State::Established);
+}
+
+#[test]
+fn passive_peer_never_connects_out_after_a_failure() {
+    let mut h = Harness::new(config());
+    h.feed(Input::ManualStart { passive: true });
+    let id = h.fsm.new_connection_id();
+    h.feed(Input::TcpConnectionConfirmed(id));
+    let out = h.feed(Input::TcpConnectionFails(id));
+    assert_eq!(h.fsm.state(), State::Active);
+    assert_eq!(connect_id(&out), None);
+    let out = h.feed(Input::TimerExpired(Timer::ConnectRetry));
+    assert_eq!(connect_id(&out), None);
+}
+
+#[test]
+fn idle_refuses_inbound_connections() {
+    let mut h = Harness::new(config());
+    let id = h.fsm.new_connection_id();
+    let out = h.feed(Input::TcpConnectionConfirmed(id));
+    assert_eq!(closed(&out), vec![id]);
+    assert!(sent(&out, id).is_empty());
+    assert_eq!(h.fsm.state(), State::Idle);
+}
+
+#[test]
+fn hold_time_of_two_seconds_is_rejected_with_2_6() {
+    for hold in [1, 2] {
+        let open = peer_open(PEER_AS, Ipv4Addr::new(192, 0, 2, 2), hold);
+        let (id, out, fsm) = open_on_fresh_session(config(), open);
+        assert_eq!(sent_notification(&out, id), Some((2, 6)));
+        assert_eq!(closed(&out), vec![id]);
+        assert_ne!(fsm.state(), State::OpenConfirm);
+    }
+}
+
+#[test]
+fn hold_time_of_three_seconds_is_accepted() {
+    let open = peer_open(PEER_AS, Ipv4Addr::new(192, 0, 2, 2), 3);
+    let (id, out, fsm) = open_on_fresh_session(config(), open);
+    assert_eq!(sent_notification(&out, id), None);
+    assert_eq!(fsm.state(), State::OpenConfirm);
+    assert_eq!(
+        timer_started(&out, Timer::Hold(id)),
+        Some(Duration::from_secs(3))
+    );
+    assert_eq!(
+        timer_started(&out, Timer::Keepalive(id)),
+        Some(Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn wrong_peer_as_is_rejected_with_2_2() {
+    let open = peer_open(65099, Ipv4Addr::new(192, 0, 2, 2), 90);
+    let (id, out, _) = open_on_fresh_session(config(), open);
+    assert_eq!(sent_notification(&out, id), Some((2, 2)));
+}
+
+#[test]
+fn four_octet_peer_as_is_read_from_the_capability_behind_as_trans() {
+    let big = 4_200_000_001;
+    let cfg = PeerConfig::new(LOCAL_AS, big, local_id());
+    let open = peer_open(big, Ipv4Addr::new(192, 0, 2, 2), 90);
+    assert_eq!(open.my_as, AS_TRANS);
+    let (id, out, fsm) = open_on_fresh_session(cfg.clone(), open.clone());
+    assert_eq!(sent_notification(&out, id), None);
+    assert_eq!(fsm.state(), State::OpenConfirm);
+
+    // Without the capability the peer is AS 23456, which is not the configured AS.
+    let mut open = open;
+    open.capabilities
+        .retain(|c| !matches!(c, Capability::FourOctetAs(_)));
+    let (id, out, _) = open_on_fresh_session(cfg, open);
+    assert_eq!(sent_notification(&out, id), Some((2, 2)));
+}
+
+#[test]
+fn unsupported_version_is_rejected_with_2_1_naming_version_4() {
+    let mut open = default_peer_open();
+    open.version = 3;
+    let (id, out, _) = open_on_fresh_session(config(), open);
+    let n = sent(&out, id)
+        .into_iter()
+        .find_map(|m| match m {
+            Message::Notification(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        n,
+        Notification {
+            code: 2,
+            subcode: 1,
+            data: vec![0, 4]
+        }
+    );
+}
+
+#[test]
+fn zero_bgp_identifier_is_rejected_with_2_3() {
+    let open = peer_open(PEER_AS, Ipv4Addr::UNSPECIFIED, 90);
+    let (id, out, _) = open_on_fresh_session(config(), open);
+    assert_eq!(sent_notification(&out, id), Some((2, 3)));
+}
+
+#[test]
+fn own_bgp_identifier_is_rejected_from_internal_peer_only() {
+    let ibgp = PeerConfig::new(LOCAL_AS, LOCAL_AS, local_id());
+    let (id, out, _) = open_on_fresh_session(ibgp, peer_open(LOCAL_AS, local_id(), 90));
+    assert_eq!(sent_notification(&out, id), Some((2, 3)));
+
+    // RFC 6286 §2.1: between ASes the identifiers may be equal.
+    let (id, out, fsm) = open_on_fresh_session(config(), peer_open(PEER_AS, local_id(), 90));
+    assert_eq!(sent_notification(&out, id), None);
+    assert_eq!(fsm.state(), State::OpenConfirm);
+}
+
+#[test]
+fn keepalive_every_third_of_negotiated_hold_time() {
+    let mut h = Harness::new(PeerConfig {
+        hold_time: 9,
+        ..config()
+    });
+    let (id, out) = h.establish_with(default_peer_open());
+    assert_eq!(negotiated(&out).unwrap().hold_time, Duration::from_secs(9));
+    assert_eq!(
+        timer_started(&out, Timer::Hold(id)),
+        Some(Duration::from_secs(9))
+    );
+    for _ in 0..3 {
+        h.advance(Duration::from_secs(3));
+        let out = h.feed(Input::TimerExpired(Timer::Keepalive(id)));
+        assert_eq!(sent(&out, id), vec![&Message::Keepalive]);
+        assert_eq!(
+            timer_started(&out, Timer::Keepalive(id)),
+            Some(Duration::from_secs(3))
+        );
+    }
+}
+
+#[test]
+fn hold_time_zero_means_no_keepalives_and_no_hold_timer() {
+    let open = peer_open(PEER_AS, Ipv4Addr::new(192, 0, 2, 2), 0);
+    let mut h = Harness::new(config());
+    let id = h.start_active();
+    h.feed(Input::TcpCrAcked(id));
+    let out = h.feed(Input::Message(id, Message::Open(open)));
+    assert!(out.contains(&Output::StopTimer(Timer::Hold(id))));
+    assert_eq!(timer_started(&out, Timer::Keepalive(id)), None);
+    let out = h.feed(Input::Message(id, Message::Keepalive));
+    assert_eq!(negotiated(&out).unwrap().keepalive, Duration::ZERO);
+    assert_eq!(timer_started(&out, Timer::Hold(id)), None);
+    let out = h.feed(Input::Message(id, Message::Keepalive));
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn received_messages_restart_the_hold_timer() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    for message in [
+        Message::Keepalive,
+        Message::Update(Update::default()),
+        Message::RouteRefresh(RouteRefresh {
+            family: AddressFamily::IPV4_UNICAST,
+        }),
+    ] {
+        let out = h.feed(Input::Message(id, message));
+        assert_eq!(
+            timer_started(&out, Timer::Hold(id)),
+            Some(Duration::from_secs(90))
+        );
+    }
+}
+
+#[test]
+fn hold_timer_expiry_sends_4_0_and_goes_idle() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    h.advance(Duration::from_secs(90));
+    let out = h.feed(Input::TimerExpired(Timer::Hold(id)));
+    assert_eq!(sent_notification(&out, id), Some((4, 0)));
+    assert_eq!(closed(&out), vec![id]);
+    assert_eq!(session_down(&out), Some(&DownReason::HoldTimerExpired));
+    assert!(out.contains(&Output::StopTimer(Timer::Keepalive(id))));
+    assert_eq!(h.fsm.state(), State::Idle);
+    assert!(
+        timer_started(&out, Timer::ConnectRetry).is_some(),
+        "restarts by itself"
+    );
+    assert!(out.contains(&Output::StateChanged {
+        from: State::Established,
+        to: State::Idle
+    }));
+
+    // The automatic restart: Idle → Connect.
+    let out = h.feed(Input::TimerExpired(Timer::ConnectRetry));
+    assert!(connect_id(&out).is_some());
+    assert_eq!(h.fsm.state(), State::Connect);
+}
+
+#[test]
+fn stale_timer_expiries_are_ignored() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let out = h.feed(Input::TimerExpired(Timer::Hold(ConnectionId(999))));
+    assert!(out.is_empty());
+    let out = h.feed(Input::TimerExpired(Timer::ConnectRetry));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(h.fsm.established().unwrap().connection, id);
+}
+
+#[test]
+fn connect_retry_backs_off_with_jitter() {
+    let mut h = Harness::new(config());
+    let mut delays = Vec::new();
+    let out = h.feed(Input::ManualStart { passive: false });
+    let mut id = connect_id(&out).unwrap();
+    delays.push(timer_started(&out, Timer::ConnectRetry).unwrap());
+    for _ in 0..10 {
+        // Connect fails → Active with the timer; the timer → Connect again.
+        let out = h.feed(Input::TcpConnectionFails(id));
+        assert_eq!(h.fsm.state(), State::Active);
+        delays.push(timer_started(&out, Timer::ConnectRetry).unwrap());
+        let out = h.feed(Input::TimerExpired(Timer::ConnectRetry));
+        id = connect_id(&out).unwrap();
+        assert_eq!(h.fsm.state(), State::Connect);
+    }
+    // Base 5 s doubling per failure, capped at 120 s, each jittered into [0.75, 1.0].
+    for pair in delays.windows(2) {
+        assert!(pair[1] >= pair[0].mul_f64(0.74), "backs off: {delays:?}");
+    }
+    let max = *delays.iter().max().unwrap();
+    assert!(max <= Duration::from_secs(120), "{delays:?}");
+    assert!(
+        max >= Duration::from_secs(90),
+        "reaches the cap: {delays:?}"
+    );
+    assert!(delays[1] >= Duration::from_millis(3750) && delays[1] <= Duration::from_secs(5));
+    assert!(delays[3] >= Duration::from_secs(15) && delays[3] <= Duration::from_secs(20));
+    // Jitter: the capped delays are not all equal.
+    let capped: Vec<_> = delays
+        .iter()
+        .filter(|d| **d >= Duration::from_secs(90))
+        .collect();
+    assert!(capped.windows(2).any(|w| w[0] != w[1]), "{delays:?}");
+}
+
+#[test]
+fn same_seed_same_outputs() {
+    let run = || {
+        let mut h = Harness::new(config());
+        let id = h.start_active();
+        h.feed(Input::TcpConnectionFails(id))
+    };
+    assert_eq!(run(), run());
+    let mut other = Harness::new(PeerConfig {
+        jitter_seed: 7,
+        ..config()
+    });
+    let id = other.start_active();
+    assert_ne!(run(), other.feed(Input::TcpConnectionFails(id)));
+}
+
+#[test]
+fn connect_retry_expiry_in_connect_abandons_the_attempt_and_connects_again() {
+    let mut h = Harness::new(config());
+    let first = h.start_active();
+    let out = h.feed(Input::TimerExpired(Timer::ConnectRetry));
+    assert_eq!(closed(&out), vec![first]);
+    let second = connect_id(&out).unwrap();
+    assert_ne!(first, second);
+    // The abandoned connect completing late is closed.
+    let out = h.feed(Input::TcpCrAcked(first));
+    assert_eq!(closed(&out), vec![first]);
+    assert_eq!(h.fsm.state(), State::Connect);
+}
+
+#[test]
+fn backoff_resets_after_session_stays_up() {
+    // Sessions that go down after `stay_up`, five times: the retry delays.
+    let flap = |stay_up: Duration| {
+        let mut h = Harness::new(config());
+        let mut delays = Vec::new();
+        let (mut id, _) = h.establish_with(default_peer_open());
+        for _ in 0..5 {
+            h.advance(stay_up);
+            let out = h.feed(Input::TcpConnectionFails(id));
+            delays.push(timer_started(&out, Timer::ConnectRetry).unwrap());
+            let out = h.feed(Input::TimerExpired(Timer::ConnectRetry));
+            id = connect_id(&out).unwrap();
+            h.feed(Input::TcpCrAcked(id));
+            h.feed(Input::Message(id, Message::Open(default_peer_open())));
+            h.feed(Input::Message(id, Message::Keepalive));
+        }
+        delays
+    };
+    let flapping = flap(Duration::from_secs(1));
+    assert!(flapping[4] >= Duration::from_secs(60), "{flapping:?}");
+    let stable = flap(Duration::from_secs(600));
+    assert!(
+        stable.iter().all(|d| *d <= Duration::from_secs(5)),
+        "{stable:?}"
+    );
+}
+
+/// Run both connections to OpenSent, then OPENs on both: `first_open_on` gets its OPEN first.
+fn collision(
+    local: Ipv4Addr,
+    remote: Ipv4Addr,
+    first_open_on: Direction,
+) -> (Fsm, ConnectionId, ConnectionId, Vec<Output>) {
+    let mut h = Harness::new(PeerConfig::new(LOCAL_AS, PEER_AS, local));
+    let outbound = h.start_active();
+    h.feed(Input::TcpCrAcked(outbound));
+    let inbound = h.fsm.new_connection_id();
+    h.feed(Input::TcpConnectionConfirmed(inbound));
+    assert_eq!(h.fsm.state(), State::OpenSent);
+    let open = Message::Open(peer_open(PEER_AS, remote, 90));
+    let (first, second) = match first_open_on {
+        Direction::Outbound => (outbound, inbound),
+        Direction::Inbound => (inbound, outbound),
+    };
+    let out = h.feed(Input::Message(first, open.clone()));
+    assert_eq!(sent_notification(&out, first), None);
+    assert_eq!(h.fsm.state(), State::OpenConfirm);
+    let out = h.feed(Input::Message(second, open));
+    (h.fsm, outbound, inbound, out)
+}
+
+#[test]
+fn collision_keeps_connection_of_higher_router_id() {
+    for first in [Direction::Outbound, Direction::Inbound] {
+        // We have the higher identifier: our outbound connection survives.
+        let (mut fsm, outbound, inbound, out) = collision(
+            Ipv4Addr::new(192, 0, 2, 9),
+            Ipv4Addr::new(192, 0, 2, 2),
+            first,
+        );
+        assert_eq!(sent_notification(&out, inbound), Some((6, 7)), "{first:?}");
+        assert_eq!(closed(&out), vec![inbound]);
+        assert_eq!(fsm.state(), State::OpenConfirm);
+        let out = fsm.handle(Input::Message(outbound, Message::Keepalive), Instant::now());
+        assert_eq!(negotiated(&out).unwrap().connection, outbound);
+
+        // The peer has the higher identifier: its connection (our inbound) survives.
+        let (mut fsm, outbound, inbound, out) = collision(
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(192, 0, 2, 2),
+            first,
+        );
+        assert_eq!(sent_notification(&out, outbound), Some((6, 7)), "{first:?}");
+        assert_eq!(closed(&out), vec![outbound]);
+        let out = fsm.handle(Input::Message(inbound, Message::Keepalive), Instant::now());
+        assert_eq!(negotiated(&out).unwrap().connection, inbound);
+    }
+}
+
+#[test]
+fn collision_compares_identifiers_as_unsigned_integers() {
+    // 10.0.0.1 > 9.255.255.255 numerically although "1" < "9" as text.
+    let (_, _, inbound, out) = collision(
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(9, 255, 255, 255),
+        Direction::Outbound,
+    );
+    assert_eq!(closed(&out), vec![inbound]);
+}
+
+#[test]
+fn collision_with_equal_identifiers_keeps_connection_of_larger_as() {
+    // PEER_AS > LOCAL_AS: the connection the peer initiated (our inbound) is preserved.
+    let id = Ipv4Addr::new(192, 0, 2, 1);
+    let (_, outbound, _, out) = collision(id, id, Direction::Outbound);
+    assert_eq!(closed(&out), vec![outbound]);
+}
+
+#[test]
+fn establishing_closes_the_other_connection() {
+    let mut h = Harness::new(config());
+    let outbound = h.start_active();
+    h.feed(Input::TcpCrAcked(outbound));
+    let inbound = h.fsm.new_connection_id();
+    h.feed(Input::TcpConnectionConfirmed(inbound));
+    h.feed(Input::Message(outbound, Message::Open(default_peer_open())));
+    let out = h.feed(Input::Message(outbound, Message::Keepalive));
+    assert_eq!(sent_notification(&out, inbound), Some((6, 7)));
+    assert_eq!(closed(&out), vec![inbound]);
+    assert_eq!(negotiated(&out).unwrap().connection, outbound);
+}
+
+#[test]
+fn inbound_open_while_established_is_closed_with_cease_7_without_graceful_restart() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let new = h.fsm.new_connection_id();
+    h.feed(Input::TcpConnectionConfirmed(new));
+    let out = h.feed(Input::Message(new, Message::Open(default_peer_open())));
+    assert_eq!(sent_notification(&out, new), Some((6, 7)));
+    assert_eq!(closed(&out), vec![new]);
+    assert_eq!(h.fsm.established().unwrap().connection, id);
+}
+
+#[test]
+fn new_session_from_graceful_restart_peer_replaces_the_established_one() {
+    let mut open = default_peer_open();
+    open.capabilities
+        .push(Capability::GracefulRestart(GracefulRestartCap {
+            restart_time: 120,
+            ..Default::default()
+        }));
+    let mut h = Harness::new(config());
+    let (old, _) = h.establish_with(open.clone());
+    let new = h.fsm.new_connection_id();
+    h.feed(Input::TcpConnectionConfirmed(new));
+    let out = h.feed(Input::Message(new, Message::Open(open)));
+    assert_eq!(closed(&out), vec![old]);
+    assert_eq!(sent_notification(&out, old), None);
+    assert_eq!(session_down(&out), Some(&DownReason::PeerRestarted));
+    assert_eq!(h.fsm.state(), State::OpenConfirm);
+    let out = h.feed(Input::Message(new, Message::Keepalive));
+    assert_eq!(negotiated(&out).unwrap().connection, new);
+}
+
+#[test]
+fn manual_stop_sends_administrative_shutdown_with_message() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let out = h.feed(Input::ManualStop {
+        reason: Some("maintenance: node drained".into()),
+    });
+    let n = match sent(&out, id).as_slice() {
+        [Message::Notification(n)] => n.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((n.code, n.subcode), (6, 2));
+    assert_eq!(
+        shutdown_communication(&n).as_deref(),
+        Some("maintenance: node drained")
+    );
+    assert_eq!(closed(&out), vec![id]);
+    assert_eq!(session_down(&out), Some(&DownReason::ManualStop));
+    assert_eq!(h.fsm.state(), State::Idle);
+    // Stays down: no automatic restart.
+    assert_eq!(timer_started(&out, Timer::ConnectRetry), None);
+    assert!(h.feed(Input::TimerExpired(Timer::ConnectRetry)).is_empty());
+}
+
+#[test]
+fn shutdown_communication_is_cut_to_255_octets_at_a_character_boundary() {
+    let long = "é".repeat(200); // 400 octets
+    let n = administrative_shutdown(Some(&long));
+    assert_eq!(n.data[0], 254);
+    assert_eq!(n.data.len(), 255);
+    assert_eq!(shutdown_communication(&n).unwrap(), "é".repeat(127));
+    assert!(administrative_shutdown(None).data.is_empty());
+}
+
+#[test]
+fn graceful_stop_closes_without_notification() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let out = h.feed(Input::GracefulStop);
+    assert!(sent(&out, id).is_empty());
+    assert_eq!(closed(&out), vec![id]);
+    assert_eq!(session_down(&out), Some(&DownReason::GracefulStop));
+    assert_eq!(h.fsm.state(), State::Idle);
+}
+
+#[test]
+fn manual_start_after_manual_stop_starts_again() {
+    let mut h = Harness::new(config());
+    h.establish();
+    h.feed(Input::ManualStop { reason: None });
+    let id = h.start_active();
+    assert_eq!(h.fsm.state(), State::Connect);
+    h.feed(Input::TcpCrAcked(id));
+    assert_eq!(h.fsm.state(), State::OpenSent);
+}
+
+#[test]
+fn automatic_stop_sends_cease_and_restarts_later() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let out = h.feed(Input::AutomaticStop);
+    assert_eq!(sent_notification(&out, id), Some((6, 0)));
+    assert_eq!(h.fsm.state(), State::Idle);
+    assert!(timer_started(&out, Timer::ConnectRetry).is_some());
+    let out = h.feed(Input::TimerExpired(Timer::ConnectRetry));
+    assert!(connect_id(&out).is_some());
+}
+
+#[test]
+fn notification_received_goes_idle_and_restarts_after_backoff() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let cease = administrative_shutdown(Some("bye"));
+    let out = h.feed(Input::Message(id, Message::Notification(cease.clone())));
+    assert_eq!(sent(&out, id), Vec::<&Message>::new());
+    assert_eq!(
+        session_down(&out),
+        Some(&DownReason::NotificationReceived(cease.clone()))
+    );
+    assert_eq!(
+        DownReason::NotificationReceived(cease).to_string(),
+        "NOTIFICATION 6/2 received: \"bye\""
+    );
+    assert_eq!(h.fsm.state(), State::Idle);
+    assert!(timer_started(&out, Timer::ConnectRetry).is_some());
+    // Idle refuses the peer until the back-off ends.
+    let inbound = h.fsm.new_connection_id();
+    assert_eq!(
+        closed(&h.feed(Input::TcpConnectionConfirmed(inbound))),
+        vec![inbound]
+    );
+}
+
+#[test]
+fn tcp_failure_while_established_reports_session_down() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let out = h.feed(Input::TcpConnectionFails(id));
+    assert_eq!(session_down(&out), Some(&DownReason::ConnectionClosed));
+    assert_eq!(h.fsm.state(), State::Idle);
+    assert!(h.fsm.established().is_none());
+}
+
+#[test]
+fn update_in_open_confirm_is_fsm_error_5_2() {
+    let (id, _, mut fsm) = open_on_fresh_session(config(), default_peer_open());
+    let out = fsm.handle(
+        Input::Message(id, Message::Update(Update::default())),
+        Instant::now(),
+    );
+    assert_eq!(sent_notification(&out, id), Some((5, 2)));
+    assert_eq!(fsm.state(), State::Idle);
+}
+
+#[test]
+fn keepalive_in_open_sent_is_fsm_error_5_1() {
+    let mut h = Harness::new(config());
+    let id = h.start_active();
+    h.feed(Input::TcpCrAcked(id));
+    let out = h.feed(Input::Message(id, Message::Keepalive));
+    assert_eq!(sent_notification(&out, id), Some((5, 1)));
+    // OpenSent falls back to Active, which retries.
+    assert_eq!(h.fsm.state(), State::Active);
+    assert!(timer_started(&out, Timer::ConnectRetry).is_some());
+}
+
+#[test]
+fn open_in_established_is_fsm_error_5_3() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let out = h.feed(Input::Message(id, Message::Open(default_peer_open())));
+    assert_eq!(sent_notification(&out, id), Some((5, 3)));
+}
+
+#[test]
+fn updates_are_passed_on_in_established() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let update = Update {
+        withdrawn: vec!["203.0.113.0/24".parse().unwrap()],
+        ..Default::default()
+    };
+    let out = h.feed(Input::Message(id, Message::Update(update.clone())));
+    assert!(out.contains(&Output::UpdateReceived(update)));
+}
+
+#[test]
+fn route_refresh_for_negotiated_family_is_reported_others_ignored() {
+    let mut open = default_peer_open();
+    open.capabilities
+        .retain(|c| *c != Capability::Multiprotocol(AddressFamily::IPV6_UNICAST));
+    let mut h = Harness::new(config());
+    let (id, _) = h.establish_with(open);
+    let v4 = AddressFamily::IPV4_UNICAST;
+    let out = h.feed(Input::Message(
+        id,
+        Message::RouteRefresh(RouteRefresh { family: v4 }),
+    ));
+    assert!(out.contains(&Output::RouteRefreshRequested(v4)));
+    let v6 = AddressFamily::IPV6_UNICAST;
+    let out = h.feed(Input::Message(
+        id,
+        Message::RouteRefresh(RouteRefresh { family: v6 }),
+    ));
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::RouteRefreshRequested(_)))
+    );
+}
+
+#[test]
+fn decode_error_sends_the_given_notification() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let n = Notification {
+        code: 3,
+        subcode: 1,
+        data: vec![],
+    };
+    let out = h.feed(Input::DecodeError(id, n.clone()));
+    assert_eq!(sent(&out, id), vec![&Message::Notification(n.clone())]);
+    assert_eq!(session_down(&out), Some(&DownReason::NotificationSent(n)));
+}
+
+#[test]
+fn restarting_flag_sets_r_bit_until_established() {
+    let cfg = PeerConfig {
+        graceful_restart: Some(GracefulRestartConfig {
+            restarting: true,
+            ..Default::default()
+        }),
+        ..config()
+    };
+    let gr = |open: &Open| {
+        open.capabilities.iter().find_map(|c| match c {
+            Capability::GracefulRestart(gr) => Some(gr.clone()),
+            _ => None,
+        })
+    };
+    let mut h = Harness::new(cfg);
+    let id = h.start_active();
+    let out = h.feed(Input::TcpCrAcked(id));
+    let Message::Open(open) = sent(&out, id)[0] else {
+        panic!()
+    };
+    let cap = gr(open).unwrap();
+    assert!(cap.restart_state);
+    assert_eq!(cap.restart_time, 120);
+    assert!(cap.families.iter().all(|f| f.forwarding_preserved));
+    assert_eq!(cap.families.len(), 2);
+    h.feed(Input::Message(id, Message::Open(default_peer_open())));
+    h.feed(Input::Message(id, Message::Keepalive));
+    // The next session after a reconnect is not a restart.
+    let out = h.feed(Input::TcpConnectionFails(id));
+    assert!(timer_started(&out, Timer::ConnectRetry).is_some());
+    let out = h.feed(Input::TimerExpired(Timer::ConnectRetry));
+    let id = connect_id(&out).unwrap();
+    let out = h.feed(Input::TcpCrAcked(id));
+    let Message::Open(open) = sent(&out, id)[0] else {
+        panic!()
+    };
+    assert!(!gr(open).unwrap().restart_state);
+}
+
+#[test]
+fn open_message_carries_as_trans_and_capabilities() {
+    let cfg = PeerConfig::new(4_200_000_000, PEER_AS, local_id());
+    let open = cfg.open_message();
+    assert_eq!(open.my_as, AS_TRANS);
+    assert_eq!(open.asn(), 4_200_000_000);
+    assert_eq!(open.version, 4);
+    assert_eq!(open.hold_time, 90);
+    assert!(open.capabilities.contains(&Capability::RouteRefresh));
+    assert!(open.capabilities.contains(&Capability::ExtendedMessage));
+    assert!(
+        open.capabilities
+            .contains(&Capability::Multiprotocol(AddressFamily::IPV6_UNICAST))
+    );
+    assert!(
+        !open
+            .capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::GracefulRestart(_)))
+    );
+    assert_eq!(config().open_message().my_as, 65001);
+}
+
+#[test]
+fn config_validation_cites_rfc_bounds() {
+    assert_eq!(config().validate(), Ok(()));
+    assert_eq!(
+        PeerConfig {
+            hold_time: 2,
+            ..config()
+        }
+        .validate(),
+        Err(ConfigError::HoldTime(2))
+    );
+    assert_eq!(
+        PeerConfig {
+            hold_time: 0,
+            ..config()
+        }
+        .validate(),
+        Ok(())
+    );
+    assert_eq!(
+        PeerConfig::new(1, 2, Ipv4Addr::UNSPECIFIED).validate(),
+        Err(ConfigError::ZeroRouterId)
+    );
+    assert_eq!(
+        PeerConfig::new(0, 2, local_id()).validate(),
+        Err(ConfigError::ZeroAs)
+    );
+    let gr = GracefulRestartConfig {
+        restart_time: 4096,
+        ..Default::default()
+    };
+    assert_eq!(
+        PeerConfig {
+            graceful_restart: Some(gr),
+            ..config()
+        }
+        .validate(),
+        Err(ConfigError::RestartTime(4096))
+    );
+    assert_eq!(
+        PeerConfig {
+            families: vec![],
+            ..config()
+        }
+        .validate(),
+        Err(ConfigError::NoFamily)
+    );
+}
