@@ -1,2 +1,18 @@
 //! Shared leafbridge types: CRDs, annotations, the cluster-state source abstraction, ops endpoints
 #![forbid(unsafe_code)]
+
+pub mod annotations;
+pub mod crd;
+pub mod ops;
+pub mod state;
+
+pub use crd::{
+    BGPAdvertisement, BGPAdvertisementSpec, BGPPeer, BGPPeerSpec, DNSView, DNSViewSpec, IPPool,
+    IPPoolSpec, IPPoolStatus,
+};
+pub use state::{EventSink, StateError, StateObject, StateSource};
+
+/// API group of every leafbridge CRD.
+pub const GROUP: &str = "leafbridge.io";
+/// API version of every leafbridge CRD.
+pub const VERSION: &str = "v1alpha1";

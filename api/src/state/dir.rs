@@ -1,0 +1,595 @@
+//! State-directory backend: a directory of Kubernetes-format YAML manifests.
+//!
+//! - Any file names and subdirectories; multi-document files (`---`) and `kind: List` files are
+//!   fine. Names starting with `.` (files and directories) are ignored: that is where temp files
+//!   of atomic writes and leafbridge's own bookkeeping (`.leafbridge/`) live.
+//! - Objects are matched to a watched type by `apiVersion` + `kind`; a namespaced object without
+//!   `metadata.namespace` is in `default`, as `kubectl apply` would put it.
+//! - Changes are picked up from `notify` events (debounced) plus a periodic full rescan as a
+//!   safety net (notify can miss events, e.g. on some network filesystems).
+//! - A malformed file (bad YAML, a document without apiVersion/kind/name, or a matching document
+//!   that does not deserialize) is logged and counted in
+//!   `leafbridge_state_dir_malformed_manifests_total{kind}` and skipped as a whole: objects loaded
+//!   from a good earlier version of that file stay, so a typo never deletes Services.
+//! - Status writes re-read the file right before writing, write a temp file in the same
+//!   directory, fsync it, check the original did not change meanwhile (else retry) and rename it
+//!   over the original: readers never see half a file and a concurrent spec edit is never lost.
+//!   Writers in several processes serialise on `.leafbridge/write.lock` (advisory lock).
+//! - Events are appended as core/v1 Event YAML documents to `.leafbridge/events.yaml` (rotated to
+//!   `events.yaml.1` past 8 MiB).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
+use kube::runtime::watcher::Event;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{StateError, StateObject};
+
+/// Directory (inside the state directory) for leafbridge's own files.
+pub const META_DIR: &str = ".leafbridge";
+/// Event log, relative to the state directory.
+pub const EVENTS_FILE: &str = ".leafbridge/events.yaml";
+const EVENTS_ROTATE_BYTES: u64 = 8 << 20;
+const DEBOUNCE: Duration = Duration::from_millis(25);
+const WRITE_ATTEMPTS: usize = 8;
+
+type Labels = Vec<(String, String)>;
+/// (apiVersion, kind, namespace, name) of an object a status is written to.
+type ObjectId = (String, String, Option<String>, String);
+
+/// A state directory shared by the watches and writers of one program.
+#[derive(Debug)]
+pub struct StateDir {
+    root: PathBuf,
+    rescan: Duration,
+    write_lock: Mutex<()>,
+    /// Where an object was last found: (apiVersion, kind, namespace, name) -> file.
+    hints: Mutex<HashMap<ObjectId, PathBuf>>,
+    tmp_seq: AtomicU64,
+    malformed: Family<Labels, Counter>,
+    status_writes: Family<Labels, Counter>,
+}
+
+impl StateDir {
+    /// Open `root`, creating it if missing. Rescans every 2 s besides notify events.
+    pub fn open(root: PathBuf) -> Result<Self, StateError> {
+        Self::open_with_rescan(root, Duration::from_secs(2))
+    }
+
+    pub fn open_with_rescan(root: PathBuf, rescan: Duration) -> Result<Self, StateError> {
+        fs::create_dir_all(&root).map_err(|source| StateError::Io {
+            path: root.clone(),
+            source,
+        })?;
+        Ok(Self {
+            root,
+            rescan,
+            write_lock: Mutex::new(()),
+            hints: Mutex::default(),
+            tmp_seq: AtomicU64::new(0),
+            malformed: Family::default(),
+            status_writes: Family::default(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "leafbridge_state_dir_malformed_manifests",
+            "Manifest files skipped because they could not be parsed (per watched kind)",
+            self.malformed.clone(),
+        );
+        registry.register(
+            "leafbridge_state_dir_status_writes",
+            "Status writes to the state directory by outcome",
+            self.status_writes.clone(),
+        );
+    }
+
+    /// Malformed-manifest count for `kind` (tests, diagnostics).
+    pub fn malformed_count(&self, kind: &str) -> u64 {
+        self.malformed
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .get()
+    }
+
+    pub(super) fn watch<K: StateObject>(
+        self: &std::sync::Arc<Self>,
+    ) -> BoxStream<'static, Result<Event<K>, StateError>> {
+        let (tx, rx) = mpsc::channel(256);
+        let me = self.clone();
+        tokio::spawn(async move { me.run_watch::<K>(tx).await });
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|ev| (ev, rx))
+        }))
+    }
+
+    async fn run_watch<K: StateObject>(&self, tx: mpsc::Sender<Result<Event<K>, StateError>>) {
+        let (ntx, mut nrx) = mpsc::unbounded_channel::<()>();
+        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = ntx.send(());
+        })
+        .and_then(|mut w| {
+            notify::Watcher::watch(&mut w, &self.root, notify::RecursiveMode::Recursive).map(|()| w)
+        });
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %self.root.display(), error = %e,
+                    "cannot watch state directory for changes; relying on periodic rescans");
+                None
+            }
+        };
+
+        let mut files = BTreeMap::new();
+        let mut current = self.rescan::<K>(&mut files);
+        let init = std::iter::once(Event::Init)
+            .chain(current.values().map(|(_, o)| Event::InitApply(o.clone())))
+            .chain(std::iter::once(Event::InitDone));
+        for ev in init {
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
+            }
+        }
+
+        let mut ticker = tokio::time::interval(self.rescan);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                n = nrx.recv(), if _watcher.is_some() => {
+                    if n.is_none() { continue; }
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while nrx.try_recv().is_ok() {}
+                }
+                _ = ticker.tick() => {}
+                _ = tx.closed() => return,
+            }
+            let next = self.rescan::<K>(&mut files);
+            for ev in diff(&current, &next) {
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            current = next;
+        }
+    }
+
+    /// Re-read changed files and return the objects of kind K now in the directory.
+    fn rescan<K: StateObject>(&self, files: &mut BTreeMap<PathBuf, FileEntry<K>>) -> Objects<K> {
+        let kind = K::kind(&());
+        let list = match list_manifest_files(&self.root) {
+            Ok(l) => l,
+            Err(e) => {
+                // Keep everything we have: an unreadable directory is not "everything deleted".
+                tracing::warn!(dir = %self.root.display(), error = %e, "cannot list state directory");
+                return collect(files);
+            }
+        };
+        files.retain(|p, _| list.binary_search(p).is_ok());
+        for path in list {
+            let content = match fs::read(&path) {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    files.remove(&path);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read manifest; keeping what it held");
+                    continue;
+                }
+            };
+            let entry = files.entry(path.clone()).or_insert_with(|| FileEntry {
+                seen: None,
+                objects: vec![],
+            });
+            if entry.seen.as_deref() == Some(&content[..]) {
+                continue;
+            }
+            match parse_manifests::<K>(&content) {
+                Ok(objects) => entry.objects = objects,
+                Err(reason) => {
+                    self.malformed
+                        .get_or_create(&vec![("kind".into(), kind.to_string())])
+                        .inc();
+                    tracing::warn!(file = %path.display(), %kind, %reason,
+                        "malformed manifest skipped; objects from its last good version are kept");
+                }
+            }
+            entry.seen = Some(content);
+        }
+        collect(files)
+    }
+
+    /// See [`super::StateSource::apply_status`].
+    pub fn apply_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        status: &Value,
+    ) -> Result<(), StateError> {
+        let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _flock = self.lock_file()?;
+        let key = (
+            api_version.to_owned(),
+            kind.to_owned(),
+            namespace.map(str::to_owned),
+            name.to_owned(),
+        );
+        let res = self.apply_status_locked(&key, status);
+        let outcome = match &res {
+            Ok(true) => "written",
+            Ok(false) => "unchanged",
+            Err(StateError::NotFound { .. }) => "not_found",
+            Err(_) => "error",
+        };
+        self.status_writes
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
+        res.map(|_| ())
+    }
+
+    fn lock_file(&self) -> Result<File, StateError> {
+        let meta = self.root.join(META_DIR);
+        let io = |source| StateError::Io {
+            path: meta.clone(),
+            source,
+        };
+        fs::create_dir_all(&meta).map_err(io)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(meta.join("write.lock"))
+            .map_err(io)?;
+        f.lock().map_err(io)?;
+        Ok(f)
+    }
+
+    /// Returns whether the file changed.
+    fn apply_status_locked(&self, key: &ObjectId, status: &Value) -> Result<bool, StateError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let hint = self
+                .hints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(key)
+                .cloned();
+            let found = hint
+                .and_then(|p| find_in_file(&p, key))
+                .or_else(|| self.find_anywhere(key));
+            let Some((path, content, mut docs, idx)) = found else {
+                return Err(StateError::NotFound {
+                    kind: key.1.clone(),
+                    name: key.3.clone(),
+                });
+            };
+            self.hints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), path.clone());
+            let doc = &mut docs[idx];
+            let old = doc.get("status").cloned();
+            let mut new_status = match &old {
+                Some(Value::Object(m)) => m.clone(),
+                _ => serde_json::Map::new(),
+            };
+            if let Value::Object(m) = status {
+                for (k, v) in m {
+                    new_status.insert(k.clone(), v.clone());
+                }
+            }
+            let new_status = Value::Object(new_status);
+            if old.as_ref() == Some(&new_status)
+                || (old.is_none() && new_status == Value::Object(Default::default()))
+            {
+                return Ok(false);
+            }
+            doc.as_object_mut()
+                .expect("matched documents are objects")
+                .insert("status".into(), new_status);
+
+            let mut text = String::new();
+            for (i, d) in docs.iter().enumerate() {
+                if i > 0 {
+                    text.push_str("---\n");
+                }
+                text.push_str(
+                    &serde_yaml::to_string(d).map_err(|e| StateError::Malformed {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?,
+                );
+            }
+            let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+            let fname = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = dir.join(format!(
+                ".{fname}.leafbridge-tmp-{}-{}",
+                std::process::id(),
+                self.tmp_seq.fetch_add(1, Ordering::Relaxed)
+            ));
+            let io = |source| StateError::Io {
+                path: tmp.clone(),
+                source,
+            };
+            {
+                let mut f = File::create(&tmp).map_err(io)?;
+                f.write_all(text.as_bytes()).map_err(io)?;
+                f.sync_all().map_err(io)?;
+            }
+            // Someone (an operator's editor, another program) changed the file since we read it:
+            // start over from their version rather than overwrite their edit.
+            if fs::read(&path).ok().as_deref() != Some(&content[..]) {
+                let _ = fs::remove_file(&tmp);
+                continue;
+            }
+            fs::rename(&tmp, &path).map_err(|source| {
+                let _ = fs::remove_file(&tmp);
+                StateError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            // Make the rename itself durable.
+            if let Ok(d) = File::open(&dir) {
+                let _ = d.sync_all();
+            }
+            return Ok(true);
+        }
+        Err(StateError::Contended {
+            path: self.root.clone(),
+        })
+    }
+
+    fn find_anywhere(&self, key: &ObjectId) -> Option<(PathBuf, Vec<u8>, Vec<Value>, usize)> {
+        list_manifest_files(&self.root)
+            .ok()?
+            .into_iter()
+            .find_map(|p| find_in_file(&p, key))
+    }
+
+    /// Append one Event document to the events file.
+    pub fn append_event(&self, doc: &Value) -> Result<(), StateError> {
+        let meta = self.root.join(META_DIR);
+        let path = self.root.join(EVENTS_FILE);
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&meta).map_err(io)?;
+        if fs::metadata(&path).is_ok_and(|m| m.len() > EVENTS_ROTATE_BYTES) {
+            let _ = fs::rename(&path, meta.join("events.yaml.1"));
+        }
+        let yaml = serde_yaml::to_string(doc).map_err(|e| StateError::Malformed {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        // One write call per document: O_APPEND keeps concurrent writers' documents whole.
+        f.write_all(format!("---\n{yaml}").as_bytes()).map_err(io)?;
+        Ok(())
+    }
+}
+
+struct FileEntry<K> {
+    /// Content last read (good or bad): unchanged content is not parsed (or reported) again.
+    seen: Option<Vec<u8>>,
+    /// Objects from the last good version of the file.
+    objects: Vec<(ObjKey, Value, K)>,
+}
+
+type ObjKey = (Option<String>, String);
+type Objects<K> = BTreeMap<ObjKey, (Value, K)>;
+
+fn collect<K: StateObject>(files: &BTreeMap<PathBuf, FileEntry<K>>) -> Objects<K> {
+    let mut out = BTreeMap::new();
+    for (path, entry) in files {
+        for (k, v, o) in &entry.objects {
+            if out.insert(k.clone(), (v.clone(), o.clone())).is_some() {
+                tracing::warn!(file = %path.display(), namespace = ?k.0, name = %k.1,
+                    "object defined in several files; the last file (by path) wins");
+            }
+        }
+    }
+    out
+}
+
+fn diff<K: StateObject>(old: &Objects<K>, new: &Objects<K>) -> Vec<Event<K>> {
+    let mut out = Vec::new();
+    for (k, (v, o)) in new {
+        if old.get(k).is_none_or(|(ov, _)| ov != v) {
+            out.push(Event::Apply(o.clone()));
+        }
+    }
+    for (k, (_, o)) in old {
+        if !new.contains_key(k) {
+            out.push(Event::Delete(o.clone()));
+        }
+    }
+    out
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// All manifest files under `root`, recursively, sorted; hidden names skipped.
+pub fn list_manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if is_hidden(&path) {
+                continue;
+            }
+            let ft = match fs::metadata(&path) {
+                Ok(m) => m.file_type(),
+                Err(_) => continue,
+            };
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// All YAML documents of a file (null documents dropped, `kind: List` expanded).
+pub fn parse_documents(content: &[u8]) -> Result<Vec<Value>, String> {
+    let text = std::str::from_utf8(content).map_err(|e| format!("not UTF-8: {e}"))?;
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let v = Value::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))?;
+        match v {
+            Value::Null => {}
+            Value::Object(ref m) => {
+                let kind = m.get("kind").and_then(Value::as_str);
+                let api = m.get("apiVersion").and_then(Value::as_str);
+                if kind.is_none() || api.is_none() {
+                    return Err(format!("document {} has no apiVersion/kind", i + 1));
+                }
+                if kind == Some("List")
+                    && let Some(Value::Array(items)) = m.get("items")
+                {
+                    out.extend(items.iter().cloned());
+                } else {
+                    out.push(v);
+                }
+            }
+            _ => return Err(format!("document {} is not a mapping", i + 1)),
+        }
+    }
+    Ok(out)
+}
+
+fn is_namespaced<K: StateObject>() -> bool {
+    std::any::type_name::<K::Scope>()
+        == std::any::type_name::<k8s_openapi::NamespaceResourceScope>()
+}
+
+fn parse_manifests<K: StateObject>(content: &[u8]) -> Result<Vec<(ObjKey, Value, K)>, String> {
+    let (api_version, kind) = (K::api_version(&()), K::kind(&()));
+    let namespaced = is_namespaced::<K>();
+    let mut out = Vec::new();
+    for mut v in parse_documents(content)? {
+        if v.get("apiVersion").and_then(Value::as_str) != Some(&api_version)
+            || v.get("kind").and_then(Value::as_str) != Some(&kind)
+        {
+            continue;
+        }
+        let Some(name) = v
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return Err(format!("a {kind} has no metadata.name"));
+        };
+        let ns = if namespaced {
+            let ns = v
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_owned();
+            if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("namespace".into(), Value::String(ns.clone()));
+            }
+            Some(ns)
+        } else {
+            None
+        };
+        let obj: K =
+            serde_json::from_value(v.clone()).map_err(|e| format!("{kind} {name}: {e}"))?;
+        out.push(((ns, name), v, obj));
+    }
+    Ok(out)
+}
+
+fn find_in_file(path: &Path, key: &ObjectId) -> Option<(PathBuf, Vec<u8>, Vec<Value>, usize)> {
+    let content = fs::read(path).ok()?;
+    let text = std::str::from_utf8(&content).ok()?;
+    // Keep every document (also ones of other kinds) to write them back unchanged.
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        match Value::deserialize(doc) {
+            Ok(Value::Null) => {}
+            Ok(v) => docs.push(v),
+            Err(_) => return None,
+        }
+    }
+    let idx = docs.iter().position(|d| {
+        d.get("apiVersion").and_then(Value::as_str) == Some(&key.0)
+            && d.get("kind").and_then(Value::as_str) == Some(&key.1)
+            && d.pointer("/metadata/name").and_then(Value::as_str) == Some(&key.3)
+            && match &key.2 {
+                None => true,
+                Some(ns) => {
+                    d.pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or("default")
+                        == ns
+                }
+            }
+    })?;
+    Some((path.to_path_buf(), content, docs, idx))
+}
+
+/// A core/v1 Event document for the state directory's event log.
+pub fn core_v1_event(ev: &KubeEvent, regarding: &ObjectReference, reporter: &Reporter) -> Value {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let ts = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let obj_name = regarding
+        .name
+        .clone()
+        .unwrap_or_else(|| reporter.controller.clone());
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("{obj_name}.{:x}", now.as_nanosecond()),
+            "namespace": regarding.namespace.clone().unwrap_or_else(|| "default".into()),
+        },
+        "involvedObject": regarding,
+        "type": match ev.type_ { EventType::Normal => "Normal", EventType::Warning => "Warning" },
+        "reason": ev.reason,
+        "message": ev.note.clone().unwrap_or_default(),
+        "action": ev.action,
+        "source": { "component": reporter.controller },
+        "reportingComponent": reporter.controller,
+        "reportingInstance": reporter.instance.clone().unwrap_or_else(|| reporter.controller.clone()),
+        "firstTimestamp": ts,
+        "lastTimestamp": ts,
+        "count": 1,
+    })
+}

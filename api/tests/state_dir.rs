@@ -1,0 +1,380 @@
+//! State-directory backend: listing, live changes, malformed files, status writes, Events.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::ResourceExt;
+use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
+use kube::runtime::watcher::Event;
+use leafbridge_api::state::dir::{EVENTS_FILE, parse_documents};
+use leafbridge_api::{IPPool, StateSource};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn svc_yaml(name: &str, ns: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  type: LoadBalancer\n  ports:\n  - port: {port}\n"
+    )
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    let p = dir.join(file);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+async fn next<K, S>(s: &mut S) -> Event<K>
+where
+    S: Stream<Item = Result<Event<K>, leafbridge_api::StateError>> + Unpin,
+{
+    tokio::time::timeout(WAIT, s.next())
+        .await
+        .expect("no event within 5 s")
+        .expect("stream ended")
+        .expect("stream error")
+}
+
+fn names<K: ResourceExt>(evs: &[Event<K>]) -> Vec<String> {
+    evs.iter()
+        .map(|e| match e {
+            Event::Init => "Init".to_string(),
+            Event::InitDone => "InitDone".to_string(),
+            Event::InitApply(o) => format!("InitApply {}", o.name_any()),
+            Event::Apply(o) => format!("Apply {}", o.name_any()),
+            Event::Delete(o) => format!("Delete {}", o.name_any()),
+        })
+        .collect()
+}
+
+async fn init<K, S>(s: &mut S) -> Vec<Event<K>>
+where
+    S: Stream<Item = Result<Event<K>, leafbridge_api::StateError>> + Unpin,
+{
+    let mut out = vec![];
+    loop {
+        let e = next(s).await;
+        let done = matches!(e, Event::InitDone);
+        out.push(e);
+        if done {
+            return out;
+        }
+    }
+}
+
+#[tokio::test]
+async fn lists_matching_objects_from_multi_document_files_in_subdirectories() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "apps/web.yaml",
+        &format!(
+            "{}---\n{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg}}\n---\n",
+            svc_yaml("web", "shop", 80),
+            svc_yaml("db", "shop", 5432)
+        ),
+    );
+    write(
+        d.path(),
+        "pools",
+        "apiVersion: leafbridge.io/v1alpha1\nkind: IPPool\nmetadata: {name: office}\nspec:\n  addresses: [203.0.113.0/24]\n",
+    );
+    write(d.path(), ".hidden.yaml", &svc_yaml("ghost", "shop", 1));
+    let src = StateSource::dir(d.path()).unwrap();
+
+    let mut svcs = src.watch::<Service>();
+    let evs = init(&mut svcs).await;
+    assert_eq!(
+        names(&evs),
+        ["Init", "InitApply db", "InitApply web", "InitDone"]
+    );
+
+    let mut pools = src.watch::<IPPool>();
+    let evs = init(&mut pools).await;
+    assert_eq!(names(&evs), ["Init", "InitApply office", "InitDone"]);
+    if let Event::InitApply(p) = &evs[1] {
+        assert!(p.spec.auto_assign, "autoAssign defaults to true");
+        assert_eq!(p.spec.addresses, ["203.0.113.0/24"]);
+    }
+
+    // A namespaced object without a namespace lands in `default`, like kubectl apply.
+    let mut cms = src.watch::<ConfigMap>();
+    let evs = init(&mut cms).await;
+    match &evs[1] {
+        Event::InitApply(cm) => assert_eq!(cm.namespace().as_deref(), Some("default")),
+        e => panic!("unexpected {:?}", names(std::slice::from_ref(e))),
+    }
+}
+
+#[tokio::test]
+async fn file_changes_become_apply_and_delete_events() {
+    let d = tempfile::tempdir().unwrap();
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    assert_eq!(names(&init(&mut s).await), ["Init", "InitDone"]);
+
+    write(d.path(), "a.yaml", &svc_yaml("web", "shop", 80));
+    assert_eq!(names(&[next(&mut s).await]), ["Apply web"]);
+
+    write(d.path(), "a.yaml", &svc_yaml("web", "shop", 8080));
+    match next(&mut s).await {
+        Event::Apply(svc) => assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 8080),
+        e => panic!("{:?}", names(&[e])),
+    }
+
+    std::fs::remove_file(d.path().join("a.yaml")).unwrap();
+    assert_eq!(names(&[next(&mut s).await]), ["Delete web"]);
+}
+
+#[tokio::test]
+async fn periodic_rescan_picks_up_changes_without_notify() {
+    // The rescan is the safety net: with a short interval, changes arrive even if notify is slow.
+    let d = tempfile::tempdir().unwrap();
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_millis(100)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    write(d.path(), "x/y/z.yml", &svc_yaml("deep", "ns1", 53));
+    assert_eq!(names(&[next(&mut s).await]), ["Apply deep"]);
+}
+
+#[tokio::test]
+async fn malformed_file_keeps_objects_from_its_last_good_version() {
+    let d = tempfile::tempdir().unwrap();
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_millis(100)).unwrap();
+    write(
+        d.path(),
+        "svc.yaml",
+        &format!(
+            "{}---\n{}",
+            svc_yaml("web", "shop", 80),
+            svc_yaml("db", "shop", 5432)
+        ),
+    );
+    let mut s = src.watch::<Service>();
+    assert_eq!(init(&mut s).await.len(), 4);
+
+    // Broken YAML, then a document without a kind, then a Service whose spec does not parse.
+    for bad in [
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web\n  : : :".to_string(),
+        "metadata: {name: web}\n".to_string(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: 7}\n"
+            .to_string(),
+    ] {
+        write(d.path(), "svc.yaml", &bad);
+        let r = tokio::time::timeout(Duration::from_millis(600), s.next()).await;
+        assert!(
+            r.is_err(),
+            "a malformed file must not produce events, got {:?}",
+            r.map(|o| o.map(|r| r.map(|e| names(&[e]))))
+        );
+    }
+    let StateSource::Dir(sd) = &src else {
+        unreachable!()
+    };
+    assert_eq!(sd.malformed_count("Service"), 3);
+
+    // Fixing the file applies the real change (db removed) and nothing else.
+    write(d.path(), "svc.yaml", &svc_yaml("web", "shop", 80));
+    assert_eq!(names(&[next(&mut s).await]), ["Delete db"]);
+}
+
+#[tokio::test]
+async fn status_write_is_atomic_merges_into_status_and_keeps_other_documents() {
+    let d = tempfile::tempdir().unwrap();
+    let src = StateSource::dir(d.path()).unwrap();
+    let text = format!(
+        "# operator's comment\n{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: shop}}\ndata: {{a: b}}\n",
+        svc_yaml("web", "shop", 80)
+    );
+    write(d.path(), "all.yaml", &text);
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+
+    let status =
+        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.1", "ipMode": "VIP"}]}});
+    src.apply_status::<Service>(Some("shop"), "web", "leafbridge-controller", status)
+        .await
+        .unwrap();
+
+    let docs = parse_documents(&std::fs::read(d.path().join("all.yaml")).unwrap()).unwrap();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(
+        docs[0]["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "203.0.113.1"
+    );
+    assert_eq!(docs[0]["spec"]["ports"][0]["port"], 80);
+    assert_eq!(docs[1]["data"]["a"], "b");
+    let leftovers: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+
+    match next(&mut s).await {
+        Event::Apply(svc) => {
+            let ing = svc.status.unwrap().load_balancer.unwrap().ingress.unwrap();
+            assert_eq!(ing[0].ip.as_deref(), Some("203.0.113.1"));
+            assert_eq!(ing[0].ip_mode.as_deref(), Some("VIP"));
+        }
+        e => panic!("{:?}", names(&[e])),
+    }
+
+    // Writing the same status again does not touch the file (no watch loop).
+    let before = std::fs::metadata(d.path().join("all.yaml"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let status =
+        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.1", "ipMode": "VIP"}]}});
+    src.apply_status::<Service>(Some("shop"), "web", "m", status)
+        .await
+        .unwrap();
+    assert_eq!(
+        before,
+        std::fs::metadata(d.path().join("all.yaml"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    );
+
+    // Clearing: `{"loadBalancer": {}}` replaces the key, as an apply without the field would.
+    src.apply_status::<Service>(
+        Some("shop"),
+        "web",
+        "m",
+        serde_json::json!({"loadBalancer": {}}),
+    )
+    .await
+    .unwrap();
+    let docs = parse_documents(&std::fs::read(d.path().join("all.yaml")).unwrap()).unwrap();
+    assert_eq!(docs[0]["status"], serde_json::json!({"loadBalancer": {}}));
+
+    let err = src
+        .apply_status::<Service>(Some("shop"), "nope", "m", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, leafbridge_api::StateError::NotFound { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn concurrent_status_writers_and_a_spec_editor_lose_nothing_and_readers_never_see_half_a_file() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("svcs.yaml");
+    let body = |label: usize| {
+        format!(
+            "{}---\n{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: shop, labels: {{gen: \"{label}\"}}}}\n",
+            svc_yaml("a", "shop", 1),
+            svc_yaml("b", "shop", 2)
+        )
+    };
+    std::fs::write(&path, body(0)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // Two independent StateDir instances stand for two processes sharing the directory.
+    let writers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            let root = d.path().to_path_buf();
+            std::thread::spawn(move || {
+                let sd = leafbridge_api::state::dir::StateDir::open(root).unwrap();
+                for i in 0..40 {
+                    let st = serde_json::json!({"loadBalancer": {"ingress": [{"ip": format!("203.0.113.{i}")}]}});
+                    sd.apply_status("v1", "Service", Some("shop"), name, &st).unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let docs = parse_documents(&std::fs::read(&path).unwrap())
+                    .expect("a reader saw a broken file");
+                assert_eq!(docs.len(), 3);
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(reader.join().unwrap() > 0);
+    let docs = parse_documents(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(
+        docs[0]["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "203.0.113.39"
+    );
+    assert_eq!(
+        docs[1]["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "203.0.113.39"
+    );
+
+    // A spec edit made by an editor (atomic rename, no lock) right before a status write is kept:
+    // the writer re-reads the file before writing.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text = text
+        .replace("gen: '0'", "gen: 'edited'")
+        .replace("gen: \"0\"", "gen: 'edited'");
+    let tmp = d.path().join(".editor-tmp");
+    std::fs::write(&tmp, &text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let sd = leafbridge_api::state::dir::StateDir::open(d.path().to_path_buf()).unwrap();
+    sd.apply_status(
+        "v1",
+        "Service",
+        Some("shop"),
+        "a",
+        &serde_json::json!({"loadBalancer": {}}),
+    )
+    .unwrap();
+    let docs = parse_documents(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(docs[2]["metadata"]["labels"]["gen"], "edited");
+    assert_eq!(docs[0]["status"]["loadBalancer"], serde_json::json!({}));
+}
+
+#[tokio::test]
+async fn events_are_appended_as_core_v1_event_documents() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "svc.yaml", &svc_yaml("web", "shop", 80));
+    let src = StateSource::dir(d.path()).unwrap();
+    let sink = src.event_sink(Reporter {
+        controller: "leafbridge-controller".into(),
+        instance: None,
+    });
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        name: Some("web".into()),
+        namespace: Some("shop".into()),
+        ..Default::default()
+    };
+    for reason in ["IPAllocated", "AllocationFailed"] {
+        let ev = KubeEvent {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some("203.0.113.1".into()),
+            action: "Allocate".into(),
+            secondary: None,
+        };
+        sink.publish(&ev, &reference).await.unwrap();
+    }
+    let docs = parse_documents(&std::fs::read(d.path().join(EVENTS_FILE)).unwrap()).unwrap();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0]["kind"], "Event");
+    assert_eq!(docs[0]["apiVersion"], "v1");
+    assert_eq!(docs[0]["involvedObject"]["name"], "web");
+    assert_eq!(docs[0]["metadata"]["namespace"], "shop");
+    assert_eq!(docs[1]["reason"], "AllocationFailed");
+    assert_eq!(docs[1]["source"]["component"], "leafbridge-controller");
+    // The event log is hidden from the manifest scan: it never shows up as watched objects.
+    let mut evs = src.watch::<k8s_openapi::api::core::v1::Event>();
+    assert_eq!(names(&init(&mut evs).await), ["Init", "InitDone"]);
+}
