@@ -22,34 +22,7 @@ use crate::netns::{Netns, Process};
 use crate::rib::RibRoute;
 use crate::support::{require, wait_for};
 
-/// A route BIRD originates (from a `static` protocol) and exports to the peers that have
-/// `export_static` set, with the attributes given here.
-#[derive(Debug, Clone, Default)]
-pub struct StaticRoute {
-    /// CIDR prefix, IPv4 or IPv6.
-    pub prefix: String,
-    pub communities: Vec<(u16, u16)>,
-    pub large_communities: Vec<(u32, u32, u32)>,
-    pub med: Option<u32>,
-    /// Only sent over iBGP sessions.
-    pub local_pref: Option<u32>,
-}
-
-impl StaticRoute {
-    pub fn new(prefix: impl Into<String>) -> StaticRoute {
-        StaticRoute {
-            prefix: prefix.into(),
-            ..StaticRoute::default()
-        }
-    }
-
-    fn has_attributes(&self) -> bool {
-        !self.communities.is_empty()
-            || !self.large_communities.is_empty()
-            || self.med.is_some()
-            || self.local_pref.is_some()
-    }
-}
+pub use crate::rib::StaticRoute;
 
 /// One `protocol bgp` block.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bird;
+pub mod frr;
 pub mod netns;
 pub mod rib;
 pub mod support;

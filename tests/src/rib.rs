@@ -43,6 +43,35 @@ impl RibRoute {
     }
 }
 
+/// A route a runner's daemon originates (BIRD: a `static` protocol; FRR: a `network`
+/// statement; GoBGP/ExaBGP: a static route) with the attributes given here.
+#[derive(Debug, Clone, Default)]
+pub struct StaticRoute {
+    /// CIDR prefix, IPv4 or IPv6.
+    pub prefix: String,
+    pub communities: Vec<(u16, u16)>,
+    pub large_communities: Vec<(u32, u32, u32)>,
+    pub med: Option<u32>,
+    /// Only sent over iBGP sessions.
+    pub local_pref: Option<u32>,
+}
+
+impl StaticRoute {
+    pub fn new(prefix: impl Into<String>) -> StaticRoute {
+        StaticRoute {
+            prefix: prefix.into(),
+            ..StaticRoute::default()
+        }
+    }
+
+    pub(crate) fn has_attributes(&self) -> bool {
+        !self.communities.is_empty()
+            || !self.large_communities.is_empty()
+            || self.med.is_some()
+            || self.local_pref.is_some()
+    }
+}
+
 /// Routes keyed by prefix (when a daemon holds several paths, the best / first one).
 pub fn by_prefix(routes: Vec<RibRoute>) -> BTreeMap<String, RibRoute> {
     let mut map = BTreeMap::new();

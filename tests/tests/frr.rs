@@ -1,0 +1,125 @@
+//! The FRR runner proved against BIRD: routes both ways with attributes, MD5.
+
+use std::time::Duration;
+
+use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
+use leafbridge_tests::frr::{Frr, FrrConfig, FrrNeighbor};
+use leafbridge_tests::rib::StaticRoute;
+use leafbridge_tests::{Pair, wait_for};
+
+const T: Duration = Duration::from_secs(15);
+
+fn attributed(prefix: &str) -> StaticRoute {
+    StaticRoute {
+        communities: vec![(65001, 100), (65001, 200)],
+        large_communities: vec![(65001, 1, 2)],
+        med: Some(50),
+        ..StaticRoute::new(prefix)
+    }
+}
+
+/// IPv4 only: BIRD 2.0.12 adds its link-local address to IPv6 next hops on a shared link, and
+/// bgpd without zebra has no interface to resolve it ("sent a v6 LL next-hop and there's no
+/// peer interface information"), so it treats the UPDATE as withdraw.
+fn bird_sender(password: Option<&str>) -> BirdConfig {
+    let mut c = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
+    c.routes.push(attributed("203.0.113.1/32"));
+    c.peers.push(BirdPeer {
+        export_static: true,
+        password: password.map(str::to_string),
+        ipv6: false,
+        ..BirdPeer::new("toleaf", Pair::b_v4(), 65002)
+    });
+    c
+}
+
+fn frr_receiver(password: Option<&str>) -> FrrConfig {
+    let mut c = FrrConfig::new("192.0.2.2".parse().unwrap(), 65002);
+    c.neighbors.push(FrrNeighbor {
+        passive: true,
+        password: password.map(str::to_string),
+        ..FrrNeighbor::new(Pair::a_v4(), 65001)
+    });
+    c
+}
+
+#[test]
+fn bird_route_with_attributes_arrives_in_frr_rib() {
+    let p = Pair::new("bf");
+    let _bird = Bird::start(&p.a, "tx", &bird_sender(None));
+    let frr = Frr::start(&p.b, "rx", &frr_receiver(None));
+    frr.wait_established(Pair::a_v4(), T);
+    let routes = wait_for(T, "the route in FRR", || {
+        let r = frr.routes();
+        if r.len() == 1 { Ok(r) } else { Err(r) }
+    });
+    let v4 = routes
+        .iter()
+        .find(|r| r.prefix == "203.0.113.1/32")
+        .unwrap();
+    assert_eq!(v4.next_hop, Some(Pair::a_v4()));
+    assert_eq!(v4.as_path, vec![65001]);
+    assert_eq!(v4.communities, vec![(65001, 100), (65001, 200)]);
+    assert_eq!(v4.large_communities, vec![(65001, 1, 2)]);
+    assert_eq!(v4.med, Some(50));
+    assert_eq!(frr.prefixes_received(Pair::a_v4(), "ipv4"), 1);
+}
+
+#[test]
+fn frr_networks_with_attributes_arrive_in_bird_rib() {
+    let p = Pair::new("fb");
+    let mut fc = FrrConfig::new("192.0.2.2".parse().unwrap(), 65002);
+    fc.networks.push(attributed("203.0.113.9/32"));
+    fc.networks.push(StaticRoute::new("2001:db8:ff::/48"));
+    fc.add_hosts("100.64.0.0".parse().unwrap(), 100);
+    fc.neighbors.push(FrrNeighbor {
+        export: true,
+        ipv6_next_hop: Some(Pair::B_V6.parse().unwrap()),
+        ..FrrNeighbor::new(Pair::a_v4(), 65001)
+    });
+    let _frr = Frr::start(&p.b, "tx", &fc);
+    let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
+    bc.peers.push(BirdPeer {
+        passive: true,
+        ..BirdPeer::new("fromfrr", Pair::b_v4(), 65002)
+    });
+    let bird = Bird::start(&p.a, "rx", &bc);
+    wait_for(T, "102 routes in BIRD", || {
+        let n = bird.route_count_from("fromfrr");
+        if n == 102 { Ok(()) } else { Err(n) }
+    });
+    let r = bird
+        .bgp_routes("fromfrr")
+        .into_iter()
+        .find(|r| r.prefix == "203.0.113.9/32")
+        .unwrap();
+    assert_eq!(r.as_path, vec![65002]);
+    assert_eq!(r.next_hop, Some(Pair::b_v4()));
+    assert_eq!(r.communities, vec![(65001, 100), (65001, 200)]);
+    assert_eq!(r.large_communities, vec![(65001, 1, 2)]);
+    assert_eq!(r.med, Some(50));
+    let v6 = bird
+        .bgp_routes("fromfrr")
+        .into_iter()
+        .find(|r| r.prefix == "2001:db8:ff::/48")
+        .unwrap();
+    assert_eq!(v6.next_hop, Some(Pair::b_v6()));
+}
+
+#[test]
+fn frr_md5_same_key_establishes_wrong_key_does_not() {
+    let p = Pair::new("fmd5");
+    let _bird = Bird::start(&p.a, "tx", &bird_sender(Some("k3y")));
+    let frr = Frr::start(&p.b, "rx", &frr_receiver(Some("k3y")));
+    frr.wait_established(Pair::a_v4(), T);
+
+    let q = Pair::new("fmd5x");
+    let _bird = Bird::start(&q.a, "tx", &bird_sender(Some("k3y")));
+    let frr = Frr::start(&q.b, "rx", &frr_receiver(Some("wrong")));
+    let before = q.b.nstat("TcpExtTCPMD5Failure");
+    wait_for(T, "TCPMD5Failure to rise at FRR", || {
+        let n = q.b.nstat("TcpExtTCPMD5Failure");
+        if n > before { Ok(()) } else { Err(n) }
+    });
+    assert_ne!(frr.bgp_state(Pair::a_v4()), "Established");
+}
