@@ -1,2 +1,16 @@
-//! Split-horizon DNS proxy for the cluster domain with a forwarding cache
+//! Split-horizon DNS proxy for the cluster domain with a forwarding cache.
+//!
+//! Pure parts: [`index`] (objects → DNS data), [`answer`] (questions → answers),
+//! [`view`] (client → view). I/O at the edges: [`server`] (UDP/TCP), [`forward`]
+//! (upstreams and cache), [`statedir`], [`ops`].
 #![forbid(unsafe_code)]
+
+pub mod answer;
+pub mod config;
+pub mod forward;
+pub mod index;
+pub mod metrics;
+pub mod ops;
+pub mod server;
+pub mod statedir;
+pub mod view;

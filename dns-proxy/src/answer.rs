@@ -1,0 +1,564 @@
+//! Authoritative answers for the cluster zone, its reverse zones and the office-facing zone,
+//! as a pure function of (index, zone settings, view, question).
+//!
+//! Record shapes follow the Kubernetes DNS-Based Service Discovery specification
+//! (kubernetes/dns docs/specification.md, schema 1.1.0); negative answers follow RFC 2308
+//! (SOA in the authority section; NXDOMAIN only when the name has no records of any type and
+//! no descendants, otherwise NODATA).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use ipnet::IpNet;
+
+use crate::config::{ClusterConfig, PodMode};
+use crate::index::{NsName, ServiceEntry, ServiceKind, ZoneIndex, undashed};
+use crate::view::ViewPolicy;
+
+/// Spec section 2.2: the schema version this server implements.
+pub const SCHEMA_VERSION: &str = "1.1.0";
+
+/// One zone we are authoritative for.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub name: Name,
+    labels: Vec<String>,
+    soa: Record,
+}
+
+impl Zone {
+    fn new(name: Name, ttl: u32) -> Self {
+        let name = name.to_lowercase();
+        let mut fqdn = name.clone();
+        fqdn.set_fqdn(true);
+        let labels = labels_of(&fqdn);
+        let mname = Name::from_ascii("ns.dns")
+            .and_then(|n| n.append_domain(&fqdn))
+            .unwrap_or_else(|_| fqdn.clone());
+        let rname = Name::from_ascii("hostmaster")
+            .and_then(|n| n.append_domain(&fqdn))
+            .unwrap_or_else(|_| fqdn.clone());
+        // Serial is not meaningful (no zone transfers); the SOA minimum caps negative caching
+        // of our answers at the record TTL (RFC 2308 section 4).
+        let soa = SOA::new(mname, rname, 1, 7200, 1800, 86400, ttl);
+        let soa = Record::from_rdata(fqdn.clone(), ttl, RData::SOA(soa));
+        Self {
+            name: fqdn,
+            labels,
+            soa,
+        }
+    }
+
+    /// Labels of `qname` left of this zone, if `qname` is inside it.
+    fn relative<'a>(&self, q: &'a [String]) -> Option<&'a [String]> {
+        if q.len() >= self.labels.len() && q[q.len() - self.labels.len()..] == self.labels[..] {
+            Some(&q[..q.len() - self.labels.len()])
+        } else {
+            None
+        }
+    }
+}
+
+/// Zone parameters derived from the configuration.
+#[derive(Debug, Clone)]
+pub struct ZoneSettings {
+    pub cluster: Zone,
+    pub external: Option<Zone>,
+    pub reverse: Vec<(IpNet, Zone)>,
+    pub ttl: u32,
+    pub pods: PodMode,
+}
+
+fn labels_of(name: &Name) -> Vec<String> {
+    name.iter()
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        .collect()
+}
+
+/// The reverse zone covering a CIDR, rounded out to a label boundary (RFC 2317 aside, a
+/// server can only be authoritative for whole labels).
+fn reverse_zone(net: &IpNet) -> Option<Name> {
+    let (bits, step) = match net {
+        IpNet::V4(_) => (8u8, 8u8),
+        IpNet::V6(_) => (4, 4),
+    };
+    let prefix = net.prefix_len() / bits * step;
+    let trunc = IpNet::new(net.addr(), prefix).ok()?.trunc();
+    let full = Name::from(trunc.addr());
+    let keep = match net {
+        IpNet::V4(_) => prefix / 8,
+        IpNet::V6(_) => prefix / 4,
+    } as usize;
+    let total = full.num_labels() as usize;
+    // in-addr.arpa / ip6.arpa plus `keep` address labels.
+    let labels: Vec<&[u8]> = full.iter().collect();
+    let start = total - 2 - keep;
+    Name::from_labels(labels[start..].iter().copied()).ok()
+}
+
+impl ZoneSettings {
+    pub fn from_config(c: &ClusterConfig) -> Result<Self, hickory_proto::ProtoError> {
+        let cluster = Zone::new(Name::from_ascii(&c.zone)?, c.ttl);
+        let external = match &c.external_zone {
+            Some(z) => Some(Zone::new(Name::from_ascii(z)?, c.ttl)),
+            None => None,
+        };
+        let mut reverse = Vec::new();
+        for net in c.service_cidrs.iter().chain(&c.pod_cidrs) {
+            if let Some(z) = reverse_zone(net) {
+                reverse.push((*net, Zone::new(z, c.ttl)));
+            }
+        }
+        Ok(Self {
+            cluster,
+            external,
+            reverse,
+            ttl: c.ttl,
+            pods: c.pods,
+        })
+    }
+}
+
+/// An authoritative answer; `None` from [`answer`] means "not ours, forward it".
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
+}
+
+impl Answer {
+    fn records(answers: Vec<Record>, additionals: Vec<Record>, zone: &Zone) -> Self {
+        if answers.is_empty() {
+            return Self::nodata(zone);
+        }
+        Self {
+            rcode: ResponseCode::NoError,
+            answers,
+            authorities: Vec::new(),
+            additionals,
+        }
+    }
+    /// RFC 2308 section 2.2: NOERROR, empty answer, SOA in authority.
+    fn nodata(zone: &Zone) -> Self {
+        Self {
+            rcode: ResponseCode::NoError,
+            answers: Vec::new(),
+            authorities: vec![zone.soa.clone()],
+            additionals: Vec::new(),
+        }
+    }
+    /// RFC 2308 section 2.1.
+    fn nxdomain(zone: &Zone) -> Self {
+        Self {
+            rcode: ResponseCode::NXDomain,
+            answers: Vec::new(),
+            authorities: vec![zone.soa.clone()],
+            additionals: Vec::new(),
+        }
+    }
+}
+
+/// Address records of `ips` matching `qtype` (A, AAAA, or both for ANY).
+fn address_records(owner: &Name, ips: &[IpAddr], qtype: RecordType, ttl: u32) -> Vec<Record> {
+    ips.iter()
+        .filter_map(|ip| match (ip, qtype) {
+            (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => {
+                Some(Record::from_rdata(owner.clone(), ttl, RData::A(A(*v4))))
+            }
+            (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => Some(Record::from_rdata(
+                owner.clone(),
+                ttl,
+                RData::AAAA(AAAA(*v6)),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn child(labels: &[&str], zone: &Zone) -> Name {
+    Name::from_labels(labels.iter().map(|l| l.as_bytes()))
+        .and_then(|n| n.append_domain(&zone.name))
+        .unwrap_or_else(|_| zone.name.clone())
+}
+
+struct Ctx<'a> {
+    index: &'a ZoneIndex,
+    settings: &'a ZoneSettings,
+    view: &'a ViewPolicy,
+    qname: &'a Name,
+    qtype: RecordType,
+}
+
+/// Answer `qname`/`qtype` if it falls in one of our zones.
+pub fn answer(
+    index: &ZoneIndex,
+    settings: &ZoneSettings,
+    view: &ViewPolicy,
+    qname: &Name,
+    qtype: RecordType,
+) -> Option<Answer> {
+    let labels = labels_of(qname);
+    let ctx = Ctx {
+        index,
+        settings,
+        view,
+        qname,
+        qtype,
+    };
+    if let Some(rel) = settings.cluster.relative(&labels) {
+        return Some(ctx.cluster(rel));
+    }
+    if let Some(ext) = &settings.external
+        && let Some(rel) = ext.relative(&labels)
+    {
+        return Some(ctx.external(rel, ext));
+    }
+    for (net, zone) in &settings.reverse {
+        if zone.relative(&labels).is_some()
+            && let Some(ip) = full_arpa_address(qname)
+            && net.contains(&ip)
+        {
+            return Some(ctx.reverse(ip, zone));
+        }
+    }
+    None
+}
+
+impl Ctx<'_> {
+    fn zone(&self) -> &Zone {
+        &self.settings.cluster
+    }
+    fn ttl(&self) -> u32 {
+        self.settings.ttl
+    }
+
+    fn apex(&self, zone: &Zone) -> Answer {
+        match self.qtype {
+            RecordType::SOA | RecordType::ANY => {
+                let mut soa = zone.soa.clone();
+                soa.name = self.qname.clone();
+                Answer::records(vec![soa], Vec::new(), zone)
+            }
+            _ => Answer::nodata(zone),
+        }
+    }
+
+    fn cluster(&self, rel: &[String]) -> Answer {
+        let zone = self.zone();
+        let r: Vec<&str> = rel.iter().map(String::as_str).collect();
+        match r.as_slice() {
+            [] => self.apex(zone),
+            // Spec 2.2.
+            ["dns-version"] => match self.qtype {
+                RecordType::TXT | RecordType::ANY => {
+                    let txt = TXT::new(vec![SCHEMA_VERSION.to_string()]);
+                    Answer::records(
+                        vec![Record::from_rdata(
+                            self.qname.clone(),
+                            self.ttl(),
+                            RData::TXT(txt),
+                        )],
+                        Vec::new(),
+                        zone,
+                    )
+                }
+                _ => Answer::nodata(zone),
+            },
+            // Empty non-terminals: they have descendants, so NODATA (RFC 8020).
+            ["svc"] | ["pod"] => Answer::nodata(zone),
+            [ns, "svc"] | [ns, "pod"] => {
+                if self.view.namespace_visible(ns) && self.index.namespace_exists(ns) {
+                    Answer::nodata(zone)
+                } else {
+                    Answer::nxdomain(zone)
+                }
+            }
+            [svc, ns, "svc"] => self.service(ns, svc),
+            [first, svc, ns, "svc"] if first.starts_with('_') => {
+                self.srv_proto_node(ns, svc, first)
+            }
+            [host, svc, ns, "svc"] => self.endpoint_host(ns, svc, host),
+            [port, proto, svc, ns, "svc"] if port.starts_with('_') && proto.starts_with('_') => {
+                self.srv(ns, svc, &port[1..], &proto[1..])
+            }
+            [ip, ns, "pod"] => self.pod(ns, ip),
+            _ => Answer::nxdomain(zone),
+        }
+    }
+
+    /// The Service if this view may see it.
+    fn visible_service(&self, ns: &str, name: &str) -> Option<&ServiceEntry> {
+        let svc = self.index.service(ns, name)?;
+        self.view.service_visible(ns, svc.hidden).then_some(svc)
+    }
+
+    /// Addresses a Service's own name answers with in this view, or `None` if it has no
+    /// ready endpoints (headless; spec 2.4.1 gives no records, CoreDNS answers NXDOMAIN).
+    fn service_addresses(&self, key: &NsName, svc: &ServiceEntry) -> Option<Vec<IpAddr>> {
+        match &svc.kind {
+            ServiceKind::ClusterIp(ips) => Some(self.view.service_addresses(ips, &svc.lb_ips)),
+            ServiceKind::Headless => {
+                let eps = self.index.ready_endpoints(key, svc);
+                if eps.is_empty() {
+                    return None;
+                }
+                if !self.view.pods_reachable() {
+                    return Some(Vec::new());
+                }
+                let mut ips: Vec<IpAddr> = eps
+                    .iter()
+                    .flat_map(|e| e.addresses.iter().copied())
+                    .collect();
+                let mut seen = HashSet::new();
+                ips.retain(|ip| seen.insert(*ip));
+                Some(ips)
+            }
+            ServiceKind::ExternalName(_) => Some(Vec::new()),
+        }
+    }
+
+    fn service(&self, ns: &str, name: &str) -> Answer {
+        let zone = self.zone();
+        let Some(svc) = self.visible_service(ns, name) else {
+            return Answer::nxdomain(zone);
+        };
+        let key = (ns.to_string(), name.to_string());
+        if let ServiceKind::ExternalName(target) = &svc.kind {
+            // Spec 2.5.1: a CNAME, whatever the type asked (RFC 1034 3.6.2).
+            let Ok(target) = Name::from_ascii(format!("{target}.")) else {
+                return Answer::nxdomain(zone);
+            };
+            let rec =
+                Record::from_rdata(self.qname.clone(), self.ttl(), RData::CNAME(CNAME(target)));
+            return Answer::records(vec![rec], Vec::new(), zone);
+        }
+        match self.service_addresses(&key, svc) {
+            None => Answer::nxdomain(zone),
+            Some(ips) => Answer::records(
+                address_records(self.qname, &ips, self.qtype, self.ttl()),
+                Vec::new(),
+                zone,
+            ),
+        }
+    }
+
+    /// `_proto.svc.ns.svc.zone`: an empty non-terminal when a named port uses that protocol.
+    fn srv_proto_node(&self, ns: &str, name: &str, proto: &str) -> Answer {
+        let zone = self.zone();
+        let proto = &proto[1..];
+        match self.visible_service(ns, name) {
+            Some(svc) if svc.ports.iter().any(|p| p.protocol == proto) => Answer::nodata(zone),
+            _ => Answer::nxdomain(zone),
+        }
+    }
+
+    /// Spec 2.3.2 (ClusterIP: one SRV to the Service name) and 2.4.2 (headless: one SRV per
+    /// ready endpoint and named port, targeting the endpoint hostname).
+    fn srv(&self, ns: &str, name: &str, port: &str, proto: &str) -> Answer {
+        let zone = self.zone();
+        let Some(svc) = self.visible_service(ns, name) else {
+            return Answer::nxdomain(zone);
+        };
+        let key = (ns.to_string(), name.to_string());
+        let ttl = self.ttl();
+        let wants_srv = matches!(self.qtype, RecordType::SRV | RecordType::ANY);
+        let mut answers = Vec::new();
+        let mut additionals = Vec::new();
+        match &svc.kind {
+            ServiceKind::ClusterIp(ips) => {
+                let Some(p) = svc
+                    .ports
+                    .iter()
+                    .find(|p| p.name == port && p.protocol == proto)
+                else {
+                    return Answer::nxdomain(zone);
+                };
+                let target = child(&[name, ns, "svc"], zone);
+                if wants_srv {
+                    answers.push(Record::from_rdata(
+                        self.qname.clone(),
+                        ttl,
+                        RData::SRV(SRV::new(0, 100, p.port, target.clone())),
+                    ));
+                    let addrs = self.view.service_addresses(ips, &svc.lb_ips);
+                    additionals.extend(address_records(&target, &addrs, RecordType::ANY, ttl));
+                }
+            }
+            ServiceKind::Headless => {
+                let eps = self.index.ready_endpoints(&key, svc);
+                let mut found = false;
+                for slice in self.index.slices(ns, name) {
+                    let Some(p) = slice
+                        .ports
+                        .iter()
+                        .find(|p| p.name == port && p.protocol == proto)
+                    else {
+                        continue;
+                    };
+                    for ep in &slice.endpoints {
+                        if !eps.iter().any(|e| std::ptr::eq(*e, ep)) {
+                            continue;
+                        }
+                        let Some(host) = ep.dns_hostname() else {
+                            continue;
+                        };
+                        found = true;
+                        if !wants_srv {
+                            continue;
+                        }
+                        let target = child(&[&host, name, ns, "svc"], zone);
+                        let weight = (100 / eps.len().max(1)) as u16;
+                        answers.push(Record::from_rdata(
+                            self.qname.clone(),
+                            ttl,
+                            RData::SRV(SRV::new(0, weight.max(1), p.port, target.clone())),
+                        ));
+                        if self.view.pods_reachable() {
+                            additionals.extend(address_records(
+                                &target,
+                                &ep.addresses,
+                                RecordType::ANY,
+                                ttl,
+                            ));
+                        }
+                    }
+                }
+                if !found {
+                    return Answer::nxdomain(zone);
+                }
+            }
+            ServiceKind::ExternalName(_) => return Answer::nxdomain(zone),
+        }
+        Answer::records(answers, additionals, zone)
+    }
+
+    /// Spec 2.4.1: `<hostname>.<service>.<ns>.svc.<zone>` for headless Services, from
+    /// EndpointSlice hostnames or Pods' hostname/subdomain.
+    fn endpoint_host(&self, ns: &str, name: &str, host: &str) -> Answer {
+        let zone = self.zone();
+        let Some(svc) = self.visible_service(ns, name) else {
+            return Answer::nxdomain(zone);
+        };
+        if svc.kind != ServiceKind::Headless {
+            return Answer::nxdomain(zone);
+        }
+        let key = (ns.to_string(), name.to_string());
+        let mut ips: Vec<IpAddr> = self
+            .index
+            .ready_endpoints(&key, svc)
+            .into_iter()
+            .filter(|e| e.dns_hostname().as_deref() == Some(host))
+            .flat_map(|e| e.addresses.iter().copied())
+            .collect();
+        if ips.is_empty() {
+            ips = self.index.pod_host(ns, name, host);
+        }
+        if ips.is_empty() {
+            return Answer::nxdomain(zone);
+        }
+        if !self.view.pods_reachable() {
+            return Answer::nodata(zone);
+        }
+        Answer::records(
+            address_records(self.qname, &ips, self.qtype, self.ttl()),
+            Vec::new(),
+            zone,
+        )
+    }
+
+    /// `a-b-c-d.<ns>.pod.<zone>` (kube-dns pod records).
+    fn pod(&self, ns: &str, label: &str) -> Answer {
+        let zone = self.zone();
+        let Some(ip) = undashed(label) else {
+            return Answer::nxdomain(zone);
+        };
+        let exists = match self.settings.pods {
+            PodMode::Disabled => false,
+            PodMode::Insecure => true,
+            PodMode::Verified => self.index.pod_exists(ns, ip),
+        };
+        if !exists || !self.view.namespace_visible(ns) {
+            return Answer::nxdomain(zone);
+        }
+        if !self.view.pods_reachable() {
+            return Answer::nodata(zone);
+        }
+        Answer::records(
+            address_records(self.qname, &[ip], self.qtype, self.ttl()),
+            Vec::new(),
+            zone,
+        )
+    }
+
+    /// Office-facing zone: `<svc>.<ns>.<zone>` answers LoadBalancer addresses only.
+    fn external(&self, rel: &[String], zone: &Zone) -> Answer {
+        let r: Vec<&str> = rel.iter().map(String::as_str).collect();
+        match r.as_slice() {
+            [] => self.apex(zone),
+            [ns] => {
+                if self.view.namespace_visible(ns) && self.index.namespace_exists(ns) {
+                    Answer::nodata(zone)
+                } else {
+                    Answer::nxdomain(zone)
+                }
+            }
+            [svc, ns] => match self.visible_service(ns, svc) {
+                Some(s) if !s.lb_ips.is_empty() => Answer::records(
+                    address_records(self.qname, &s.lb_ips, self.qtype, self.ttl()),
+                    Vec::new(),
+                    zone,
+                ),
+                _ => Answer::nxdomain(zone),
+            },
+            _ => Answer::nxdomain(zone),
+        }
+    }
+
+    /// PTR in the reverse zones of the service and pod CIDRs (spec 2.3.3, 2.4.3).
+    fn reverse(&self, ip: IpAddr, zone: &Zone) -> Answer {
+        let mut answers = Vec::new();
+        for t in self.index.ptr_targets(ip) {
+            let visible = match &t.service {
+                Some(s) => self
+                    .index
+                    .service(&t.namespace, s)
+                    .is_some_and(|svc| self.view.service_visible(&t.namespace, svc.hidden)),
+                None => self.view.namespace_visible(&t.namespace),
+            };
+            if !visible {
+                continue;
+            }
+            let labels: Vec<&str> = t.labels.iter().map(String::as_str).collect();
+            let target = child(&labels, &self.settings.cluster);
+            answers.push(Record::from_rdata(
+                self.qname.clone(),
+                self.ttl(),
+                RData::PTR(PTR(target)),
+            ));
+        }
+        if answers.is_empty() {
+            return Answer::nxdomain(zone);
+        }
+        if !matches!(self.qtype, RecordType::PTR | RecordType::ANY) {
+            // The name exists (it has a PTR): other types are NODATA.
+            return Answer::nodata(zone);
+        }
+        answers.dedup();
+        Answer::records(answers, Vec::new(), zone)
+    }
+}
+
+/// The address a full-length reverse name stands for (`4.3.2.1.in-addr.arpa` → 1.2.3.4).
+fn full_arpa_address(qname: &Name) -> Option<IpAddr> {
+    let net = qname.parse_arpa_name().ok()?;
+    let full = match net {
+        IpNet::V4(p) => p.prefix_len() == 32,
+        IpNet::V6(p) => p.prefix_len() == 128,
+    };
+    full.then(|| net.addr())
+}

@@ -1,0 +1,342 @@
+//! The YAML configuration file: listeners, zones, views, upstreams, cache and limits.
+//!
+//! Unknown fields are rejected so a typo never silently turns a policy off.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot parse configuration: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    #[error("invalid domain name {name:?}: {reason}")]
+    BadName { name: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Config {
+    /// UDP and TCP listeners (RFC 7766: a DNS server must serve both).
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Address of the /metrics, /healthz, /readyz HTTP listener.
+    #[serde(default)]
+    pub ops_listen: Option<SocketAddr>,
+    /// Tokio worker threads (benchmarks compare servers with one worker each).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// Clients allowed to query at all; everyone else gets REFUSED (never an open resolver).
+    #[serde(default = "default_allow")]
+    pub allow_clients: Vec<IpNet>,
+    /// Ordered view list; the first whose selector matches answers. Clients matching none get
+    /// the standard in-cluster view.
+    #[serde(default)]
+    pub views: Vec<ViewConfig>,
+    #[serde(default)]
+    pub upstreams: UpstreamConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 53))]
+}
+
+fn default_allow() -> Vec<IpNet> {
+    vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ClusterConfig {
+    /// The cluster domain (Kubernetes `--cluster-domain`).
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Optional office-facing zone where `<svc>.<ns>.<zone>` answers LoadBalancer addresses
+    /// (like CoreDNS k8s_external).
+    #[serde(default)]
+    pub external_zone: Option<String>,
+    /// Service CIDRs: their reverse zones are answered from the index.
+    #[serde(default)]
+    pub service_cidrs: Vec<IpNet>,
+    /// Pod CIDRs: their reverse zones are answered from the index.
+    #[serde(default)]
+    pub pod_cidrs: Vec<IpNet>,
+    /// TTL of every record in the cluster zone (CoreDNS's default is 5 s).
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// How `a-b-c-d.<ns>.pod.<zone>` is answered.
+    #[serde(default)]
+    pub pods: PodMode,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            zone: default_zone(),
+            external_zone: None,
+            service_cidrs: Vec::new(),
+            pod_cidrs: Vec::new(),
+            ttl: default_ttl(),
+            pods: PodMode::default(),
+        }
+    }
+}
+
+fn default_zone() -> String {
+    "cluster.local".into()
+}
+fn default_ttl() -> u32 {
+    5
+}
+
+/// Pod record policy, named after CoreDNS's `pods` option.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PodMode {
+    /// Answer only when a Pod with that IP exists in that namespace.
+    #[default]
+    Verified,
+    /// Answer any well-formed name (kube-dns behaviour).
+    Insecure,
+    /// Never answer pod records (NXDOMAIN).
+    Disabled,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ViewConfig {
+    pub name: String,
+    /// Client source networks.
+    #[serde(default)]
+    pub sources: Vec<IpNet>,
+    /// Local listening addresses the query reached.
+    #[serde(default)]
+    pub destinations: Vec<IpAddr>,
+    /// Forwarders whose EDNS client-subnet (RFC 7871) option is trusted to name the real client.
+    #[serde(default)]
+    pub trusted_ecs_from: Vec<IpNet>,
+    /// Answer like in-cluster DNS (ClusterIPs, everything visible) instead of office answers.
+    #[serde(default)]
+    pub standard: bool,
+    /// If set, only these namespaces are visible.
+    #[serde(default)]
+    pub namespaces_allow: Option<Vec<String>>,
+    #[serde(default)]
+    pub namespaces_deny: Vec<String>,
+    /// ClusterIPs are answered only when the service CIDR is routed to these clients.
+    #[serde(default)]
+    pub service_cidr_announced: bool,
+    /// Pod IPs (headless Services, pod records) only when the pod CIDRs are routed to them.
+    #[serde(default)]
+    pub pod_cidr_announced: bool,
+    /// Whether names outside the cluster zones are forwarded for this view.
+    #[serde(default = "yes")]
+    pub forward: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct UpstreamConfig {
+    /// Upstreams for names no zone rule matches, tried in order (failover).
+    #[serde(default)]
+    pub default: Vec<SocketAddr>,
+    /// Per-zone upstreams, like dnsmasq `server=/zone/addr#port`; the longest match wins.
+    #[serde(default)]
+    pub zones: Vec<ZoneUpstream>,
+    /// Per-attempt timeout before failing over to the next upstream.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    1500
+}
+
+impl UpstreamConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ZoneUpstream {
+    pub zone: String,
+    pub servers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct CacheConfig {
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+    /// Upper bound on any cached TTL.
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: u32,
+    /// Upper bound on negative caching (RFC 2308 section 5 suggests 1–3 hours at most).
+    #[serde(default = "default_max_negative_ttl")]
+    pub max_negative_ttl: u32,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: default_cache_entries(),
+            max_ttl: default_max_ttl(),
+            max_negative_ttl: default_max_negative_ttl(),
+        }
+    }
+}
+
+fn default_cache_entries() -> usize {
+    100_000
+}
+fn default_max_ttl() -> u32 {
+    86_400
+}
+fn default_max_negative_ttl() -> u32 {
+    3_600
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct LimitsConfig {
+    /// Largest UDP response we send, whatever the client's EDNS buffer size (RFC 6891 6.2.5;
+    /// 1232 is the DNS Flag Day 2020 value that avoids fragmentation).
+    #[serde(default = "default_udp_payload")]
+    pub max_udp_payload: u16,
+    /// Per-client token bucket; absent means unlimited.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Idle TCP connections are closed after this long (RFC 7766 6.2.3).
+    #[serde(default = "default_tcp_idle_ms")]
+    pub tcp_idle_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_udp_payload: default_udp_payload(),
+            rate_limit: None,
+            tcp_idle_ms: default_tcp_idle_ms(),
+        }
+    }
+}
+
+fn default_udp_payload() -> u16 {
+    1232
+}
+fn default_tcp_idle_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RateLimit {
+    pub queries_per_second: u32,
+    pub burst: u32,
+}
+
+impl Config {
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = serde_yaml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_name(&self.cluster.zone)?;
+        if let Some(z) = &self.cluster.external_zone {
+            check_name(z)?;
+        }
+        for z in &self.upstreams.zones {
+            check_name(&z.zone)?;
+            if z.servers.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "zone {} has no upstream servers",
+                    z.zone
+                )));
+            }
+        }
+        // RFC 6891 6.2.5: values below 512 are treated as 512.
+        if self.limits.max_udp_payload < 512 {
+            return Err(ConfigError::Invalid(
+                "limits.max_udp_payload must be at least 512 (RFC 6891 6.2.5)".into(),
+            ));
+        }
+        if let Some(r) = self.limits.rate_limit
+            && (r.queries_per_second == 0 || r.burst == 0)
+        {
+            return Err(ConfigError::Invalid(
+                "rate_limit queries_per_second and burst must be positive".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for v in &self.views {
+            if !names.insert(v.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("duplicate view {}", v.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ConfigError> {
+    hickory_proto::rr::Name::from_ascii(name)
+        .map(|_| ())
+        .map_err(|e| ConfigError::BadName {
+            name: name.into(),
+            reason: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_fields() {
+        assert!(Config::from_yaml("listn: []\n").is_err());
+    }
+
+    #[test]
+    fn rejects_udp_payload_below_512() {
+        assert!(Config::from_yaml("limits: {max_udp_payload: 100}\n").is_err());
+    }
+
+    #[test]
+    fn defaults_are_loopback_only() {
+        let c = Config::from_yaml("{}").unwrap();
+        assert_eq!(c.cluster.zone, "cluster.local");
+        assert!(c.allow_clients.iter().all(|n| n.addr().is_loopback()));
+    }
+}

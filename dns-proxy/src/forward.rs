@@ -1,0 +1,571 @@
+//! Forwarding everything outside our zones: upstream selection per zone, UDP with TCP
+//! fallback on truncation, failover, a TTL-honouring cache with negative caching
+//! (RFC 2308) and coalescing of identical in-flight queries.
+//!
+//! Each upstream exchange uses its own ephemeral UDP socket (random source port, RFC 5452
+//! section 9.2), so there is no fixed cap on concurrent forwarded queries.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+
+use crate::config::{CacheConfig, UpstreamConfig};
+use crate::metrics::{Metrics, UpstreamErrorLabels, UpstreamLabels};
+
+/// EDNS buffer size we advertise upstream (DNS Flag Day 2020).
+const UPSTREAM_PAYLOAD: u16 = 1232;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no upstream configured for this name")]
+    NoUpstream,
+    #[error("upstream {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("upstream {0}: {1}")]
+    Io(SocketAddr, std::io::Error),
+    #[error("upstream {0} sent a malformed response")]
+    Malformed(SocketAddr),
+}
+
+impl UpstreamError {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::NoUpstream => "no_upstream",
+            Self::Timeout(_) => "timeout",
+            Self::Io(..) => "io",
+            Self::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// An ordered list of upstreams; the last one that answered is tried first, so a dead
+/// primary costs one timeout, not one per query.
+#[derive(Debug)]
+pub struct UpstreamGroup {
+    servers: Vec<SocketAddr>,
+    preferred: AtomicUsize,
+}
+
+impl UpstreamGroup {
+    fn new(servers: Vec<SocketAddr>) -> Self {
+        Self {
+            servers,
+            preferred: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Upstream routing: per-zone groups (longest suffix wins) and a default.
+#[derive(Debug)]
+pub struct Upstreams {
+    zones: Vec<(Name, UpstreamGroup)>,
+    default: UpstreamGroup,
+    timeout: Duration,
+}
+
+impl Upstreams {
+    pub fn from_config(c: &UpstreamConfig) -> Self {
+        let mut zones: Vec<(Name, UpstreamGroup)> = c
+            .zones
+            .iter()
+            .filter_map(|z| {
+                let mut n = Name::from_ascii(&z.zone).ok()?.to_lowercase();
+                n.set_fqdn(true);
+                Some((n, UpstreamGroup::new(z.servers.clone())))
+            })
+            .collect();
+        zones.sort_by_key(|(n, _)| std::cmp::Reverse(n.num_labels()));
+        Self {
+            zones,
+            default: UpstreamGroup::new(c.default.clone()),
+            timeout: c.timeout(),
+        }
+    }
+
+    fn group_for(&self, name: &Name) -> &UpstreamGroup {
+        self.zones
+            .iter()
+            .find(|(z, _)| z.zone_of(name))
+            .map(|(_, g)| g)
+            .unwrap_or(&self.default)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    name: Name,
+    qtype: RecordType,
+    qclass: DNSClass,
+}
+
+impl CacheKey {
+    pub fn new(q: &Query) -> Self {
+        Self {
+            name: q.name().to_lowercase(),
+            qtype: q.query_type(),
+            qclass: q.query_class(),
+        }
+    }
+}
+
+/// A cached upstream answer; record TTLs are relative to `stored`.
+#[derive(Debug)]
+pub struct CachedAnswer {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
+    stored: Instant,
+    ttl: u32,
+}
+
+impl CachedAnswer {
+    /// Seconds since it was stored, or `None` once expired.
+    pub fn age(&self, now: Instant) -> Option<u32> {
+        let age = now.saturating_duration_since(self.stored).as_secs();
+        (age < u64::from(self.ttl)).then_some(age as u32)
+    }
+
+    /// Records with their TTLs decreased by `age` (RFC 1035 7.4, RFC 2308 5).
+    pub fn aged(records: &[Record], age: u32) -> Vec<Record> {
+        records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.ttl = r.ttl.saturating_sub(age);
+                r
+            })
+            .collect()
+    }
+}
+
+/// How long a response may be cached, per RFC 2181 5.2 (an RRset's TTL) and RFC 2308 5
+/// (negative answers: the lesser of the SOA's TTL and its MINIMUM). `None`: not cacheable.
+pub fn cache_ttl(msg: &Message, limits: &CacheConfig) -> Option<u32> {
+    let rcode = msg.metadata.response_code;
+    if msg.metadata.truncation {
+        return None;
+    }
+    let positive = rcode == ResponseCode::NoError && !msg.answers.is_empty();
+    if positive {
+        let ttl = msg.answers.iter().map(|r| r.ttl).min()?;
+        return Some(ttl.min(limits.max_ttl));
+    }
+    if rcode != ResponseCode::NoError && rcode != ResponseCode::NXDomain {
+        // SERVFAIL, REFUSED…: RFC 2308 7 allows a short cache, we simply do not.
+        return None;
+    }
+    // RFC 2308 5: without an SOA a negative answer is not cached.
+    msg.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) => Some(r.ttl.min(soa.minimum).min(limits.max_negative_ttl)),
+        _ => None,
+    })
+}
+
+const SHARDS: usize = 16;
+
+/// A sharded map of cached answers; sharding keeps one lock from serialising worker threads.
+#[derive(Debug)]
+pub struct Cache {
+    shards: Vec<Mutex<HashMap<CacheKey, Arc<CachedAnswer>>>>,
+    hasher: std::collections::hash_map::RandomState,
+    per_shard: usize,
+}
+
+impl Cache {
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            per_shard: max_entries.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, key: &CacheKey) -> &Mutex<HashMap<CacheKey, Arc<CachedAnswer>>> {
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    }
+
+    pub fn get(&self, key: &CacheKey, now: Instant) -> Option<(Arc<CachedAnswer>, u32)> {
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let entry = shard.get(key)?;
+        match entry.age(now) {
+            Some(age) => Some((entry.clone(), age)),
+            None => {
+                shard.remove(key);
+                None
+            }
+        }
+    }
+
+    pub fn insert(&self, key: CacheKey, value: Arc<CachedAnswer>) {
+        let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+            // Full: first drop what has expired, then (still full) an arbitrary entry.
+            let now = Instant::now();
+            shard.retain(|_, v| v.age(now).is_some());
+            if shard.len() >= self.per_shard
+                && let Some(k) = shard.keys().next().cloned()
+            {
+                shard.remove(&k);
+            }
+        }
+        shard.insert(key, value);
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+type Waiters = Vec<oneshot::Sender<Result<Arc<CachedAnswer>, ResponseCode>>>;
+
+/// The forwarding resolver: cache, in-flight table and upstream exchanges.
+#[derive(Debug)]
+pub struct Forwarder {
+    pub cache: Cache,
+    inflight: Mutex<HashMap<CacheKey, Waiters>>,
+}
+
+/// Removes an in-flight entry even if the leading task is cancelled, so waiters are told
+/// (their receivers see the sender dropped) instead of hanging.
+struct InflightGuard<'a> {
+    fwd: &'a Forwarder,
+    key: Option<CacheKey>,
+}
+
+impl InflightGuard<'_> {
+    fn finish(mut self, result: Result<Arc<CachedAnswer>, ResponseCode>) {
+        if let Some(key) = self.key.take() {
+            let waiters = self
+                .fwd
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key)
+                .unwrap_or_default();
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+        }
+    }
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.fwd
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+    }
+}
+
+impl Forwarder {
+    pub fn new(cache_entries: usize) -> Self {
+        Self {
+            cache: Cache::new(cache_entries),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Resolve `query` through the cache or upstream. `Ok` carries the answer and its age;
+    /// `Err` the response code to send (SERVFAIL when every upstream failed).
+    pub async fn resolve(
+        &self,
+        query: &Query,
+        upstreams: &Upstreams,
+        cache_cfg: &CacheConfig,
+        metrics: &Metrics,
+    ) -> Result<(Arc<CachedAnswer>, u32), ResponseCode> {
+        let key = CacheKey::new(query);
+        if let Some(hit) = self.cache.get(&key, Instant::now()) {
+            metrics.cache_hits.inc();
+            return Ok(hit);
+        }
+        metrics.cache_misses.inc();
+        let rx = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            match inflight.get_mut(&key) {
+                Some(waiters) => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    inflight.insert(key.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = rx {
+            metrics.coalesced.inc();
+            return match rx.await {
+                Ok(Ok(ans)) => Ok((ans, 0)),
+                Ok(Err(rcode)) => Err(rcode),
+                Err(_) => Err(ResponseCode::ServFail),
+            };
+        }
+        let guard = InflightGuard {
+            fwd: self,
+            key: Some(key.clone()),
+        };
+        let result = match query_upstreams(query, upstreams, metrics).await {
+            Ok(msg) => {
+                let ttl = cache_ttl(&msg, cache_cfg);
+                let cap = ttl.unwrap_or(0);
+                let clamp = |v: Vec<Record>| -> Vec<Record> {
+                    v.into_iter()
+                        .filter(|r| r.record_type() != RecordType::OPT)
+                        .map(|mut r| {
+                            if ttl.is_some() {
+                                r.ttl = r.ttl.min(cap.max(1));
+                            }
+                            r
+                        })
+                        .collect()
+                };
+                let ans = Arc::new(CachedAnswer {
+                    rcode: msg.metadata.response_code,
+                    answers: clamp(msg.answers),
+                    authorities: clamp(msg.authorities),
+                    additionals: clamp(msg.additionals),
+                    stored: Instant::now(),
+                    ttl: cap,
+                });
+                if ttl.is_some_and(|t| t > 0) {
+                    self.cache.insert(key, ans.clone());
+                }
+                Ok(ans)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, name = %query.name(), "forwarding failed");
+                Err(ResponseCode::ServFail)
+            }
+        };
+        guard.finish(result.clone());
+        result.map(|a| (a, 0))
+    }
+}
+
+fn upstream_query(query: &Query) -> Message {
+    let mut msg = Message::query();
+    msg.metadata.recursion_desired = true;
+    msg.add_query(query.clone());
+    let mut edns = Edns::new();
+    edns.set_max_payload(UPSTREAM_PAYLOAD);
+    msg.set_edns(edns);
+    msg
+}
+
+/// Try the group's upstreams, starting with the last one that answered.
+async fn query_upstreams(
+    query: &Query,
+    upstreams: &Upstreams,
+    metrics: &Metrics,
+) -> Result<Message, UpstreamError> {
+    let group = upstreams.group_for(query.name());
+    let n = group.servers.len();
+    if n == 0 {
+        return Err(UpstreamError::NoUpstream);
+    }
+    let start = group.preferred.load(Ordering::Relaxed) % n;
+    let mut last_err = UpstreamError::NoUpstream;
+    let mut fallback: Option<Message> = None;
+    for i in 0..n {
+        let idx = (start + i) % n;
+        let server = group.servers[idx];
+        let msg = upstream_query(query);
+        let t0 = Instant::now();
+        let res = exchange(server, &msg, upstreams.timeout).await;
+        let label = server.to_string();
+        match res {
+            Ok(resp) => {
+                metrics
+                    .upstream_latency
+                    .get_or_create(&UpstreamLabels {
+                        upstream: label.clone(),
+                    })
+                    .observe(t0.elapsed().as_secs_f64());
+                let rc = resp.metadata.response_code;
+                if rc == ResponseCode::ServFail || rc == ResponseCode::Refused {
+                    // Another upstream may do better; keep this as the last resort.
+                    metrics
+                        .upstream_errors
+                        .get_or_create(&UpstreamErrorLabels {
+                            upstream: label,
+                            error: "servfail_or_refused",
+                        })
+                        .inc();
+                    fallback = Some(resp);
+                    continue;
+                }
+                group.preferred.store(idx, Ordering::Relaxed);
+                return Ok(resp);
+            }
+            Err(e) => {
+                metrics
+                    .upstream_errors
+                    .get_or_create(&UpstreamErrorLabels {
+                        upstream: label,
+                        error: e.label(),
+                    })
+                    .inc();
+                tracing::debug!(error = %e, "upstream failed, trying the next");
+                last_err = e;
+            }
+        }
+    }
+    fallback.ok_or(last_err)
+}
+
+/// One exchange with one upstream: UDP, then TCP if the answer was truncated
+/// (RFC 1035 4.2.1, RFC 7766 5).
+pub async fn exchange(
+    server: SocketAddr,
+    msg: &Message,
+    timeout: Duration,
+) -> Result<Message, UpstreamError> {
+    let bytes = msg.to_vec().map_err(|_| UpstreamError::Malformed(server))?;
+    let resp = tokio::time::timeout(timeout, udp_exchange(server, msg, &bytes))
+        .await
+        .map_err(|_| UpstreamError::Timeout(server))??;
+    if !resp.metadata.truncation {
+        return Ok(resp);
+    }
+    tokio::time::timeout(timeout, tcp_exchange(server, msg, &bytes))
+        .await
+        .map_err(|_| UpstreamError::Timeout(server))?
+}
+
+/// RFC 5452 section 9.1: accept only a response with our ID and our question.
+fn matches(req: &Message, resp: &Message) -> bool {
+    resp.metadata.id == req.metadata.id
+        && resp.metadata.message_type == MessageType::Response
+        && resp.queries.len() == 1
+        && req.queries.first().is_some_and(|q| {
+            let r = &resp.queries[0];
+            r.query_type() == q.query_type() && r.name().eq_ignore_root(q.name())
+        })
+}
+
+async fn udp_exchange(
+    server: SocketAddr,
+    req: &Message,
+    bytes: &[u8],
+) -> Result<Message, UpstreamError> {
+    let bind: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let io = |e| UpstreamError::Io(server, e);
+    let sock = UdpSocket::bind(bind).await.map_err(io)?;
+    sock.connect(server).await.map_err(io)?;
+    sock.send(bytes).await.map_err(io)?;
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let n = sock.recv(&mut buf).await.map_err(io)?;
+        match Message::from_vec(&buf[..n]) {
+            Ok(resp) if matches(req, &resp) => return Ok(resp),
+            // Spoofed or stray datagram: keep waiting for ours until the timeout.
+            _ => continue,
+        }
+    }
+}
+
+async fn tcp_exchange(
+    server: SocketAddr,
+    req: &Message,
+    bytes: &[u8],
+) -> Result<Message, UpstreamError> {
+    let io = |e| UpstreamError::Io(server, e);
+    let mut stream = TcpStream::connect(server).await.map_err(io)?;
+    let len = u16::try_from(bytes.len()).map_err(|_| UpstreamError::Malformed(server))?;
+    let mut framed = Vec::with_capacity(bytes.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(bytes);
+    stream.write_all(&framed).await.map_err(io)?;
+    let len = stream.read_u16().await.map_err(io)? as usize;
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf).await.map_err(io)?;
+    let resp = Message::from_vec(&buf).map_err(|_| UpstreamError::Malformed(server))?;
+    if matches(req, &resp) {
+        Ok(resp)
+    } else {
+        Err(UpstreamError::Malformed(server))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{A, SOA};
+
+    fn response(rcode: ResponseCode) -> Message {
+        let mut m = Message::response(1, hickory_proto::op::OpCode::Query);
+        m.metadata.response_code = rcode;
+        m
+    }
+
+    fn soa(ttl: u32, minimum: u32) -> Record {
+        let n = Name::from_ascii("example.").unwrap();
+        Record::from_rdata(
+            n.clone(),
+            ttl,
+            RData::SOA(SOA::new(n.clone(), n, 1, 1, 1, 1, minimum)),
+        )
+    }
+
+    #[test]
+    fn positive_ttl_is_the_smallest_record_ttl() {
+        let mut m = response(ResponseCode::NoError);
+        let n = Name::from_ascii("a.example.").unwrap();
+        m.add_answer(Record::from_rdata(
+            n.clone(),
+            300,
+            RData::A(A::new(192, 0, 2, 1)),
+        ));
+        m.add_answer(Record::from_rdata(n, 60, RData::A(A::new(192, 0, 2, 2))));
+        assert_eq!(cache_ttl(&m, &CacheConfig::default()), Some(60));
+    }
+
+    #[test]
+    fn negative_ttl_is_min_of_soa_ttl_and_minimum() {
+        let mut m = response(ResponseCode::NXDomain);
+        m.add_authority(soa(900, 30));
+        assert_eq!(cache_ttl(&m, &CacheConfig::default()), Some(30));
+        let mut m = response(ResponseCode::NoError);
+        m.add_authority(soa(20, 300));
+        assert_eq!(cache_ttl(&m, &CacheConfig::default()), Some(20));
+    }
+
+    #[test]
+    fn negative_answer_without_soa_and_servfail_are_not_cached() {
+        assert_eq!(
+            cache_ttl(&response(ResponseCode::NXDomain), &CacheConfig::default()),
+            None
+        );
+        assert_eq!(
+            cache_ttl(&response(ResponseCode::ServFail), &CacheConfig::default()),
+            None
+        );
+    }
+}

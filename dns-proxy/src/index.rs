@@ -1,0 +1,602 @@
+//! The zone index: what the cluster holds, in the shape DNS answers need.
+//!
+//! Built incrementally from Service, EndpointSlice and Pod objects (apply/delete, or
+//! `kube::runtime::watcher::Event`s); every change updates only the entries of the object it
+//! touches, so an answer is never staler than the watch. No I/O here.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::Event;
+
+/// Annotation that hides a Service (or, on a Namespace-less object, nothing else) from every
+/// non-standard view. Local until it moves to `leafbridge-api`.
+pub const DNS_HIDDEN_ANNOTATION: &str = "leafbridge.io/dns-hidden";
+/// Legacy annotation the specification still honours for readiness (spec 2.1, _ready_).
+const TOLERATE_UNREADY: &str = "service.alpha.kubernetes.io/tolerate-unready-endpoints";
+/// Label linking an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// `(namespace, name)`, both lower-case: all comparisons are case-insensitive (spec 2.1).
+pub type NsName = (String, String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceKind {
+    ClusterIp(Vec<IpAddr>),
+    Headless,
+    ExternalName(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortEntry {
+    pub name: String,
+    pub protocol: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub kind: ServiceKind,
+    pub lb_ips: Vec<IpAddr>,
+    pub ports: Vec<PortEntry>,
+    pub hidden: bool,
+    pub publish_not_ready: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointEntry {
+    pub addresses: Vec<IpAddr>,
+    pub hostname: Option<String>,
+    pub ready: bool,
+}
+
+impl EndpointEntry {
+    /// The endpoint's _hostname_ (spec 2.1): its `hostname`, else a unique identifier derived
+    /// from its first address (the dashed form CoreDNS uses).
+    pub fn dns_hostname(&self) -> Option<String> {
+        self.hostname
+            .clone()
+            .or_else(|| self.addresses.first().map(|ip| dashed(*ip)))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SliceEntry {
+    pub ports: Vec<PortEntry>,
+    pub endpoints: Vec<EndpointEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PodEntry {
+    ips: Vec<IpAddr>,
+    hostname: Option<String>,
+    subdomain: Option<String>,
+}
+
+/// Who contributed a PTR record, so a change replaces exactly its own records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Owner {
+    Service(NsName),
+    Pod(NsName),
+}
+
+/// A PTR target inside the cluster zone, as labels left of the zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtrTarget {
+    pub namespace: String,
+    pub service: Option<String>,
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct ZoneIndex {
+    services: HashMap<NsName, ServiceEntry>,
+    /// (namespace, service) → slice name → slice.
+    slices: HashMap<NsName, BTreeMap<String, SliceEntry>>,
+    /// (namespace, slice name) → service it belonged to, for deletes and relabels.
+    slice_service: HashMap<NsName, String>,
+    pods: HashMap<NsName, PodEntry>,
+    pod_ips: HashMap<(String, IpAddr), u32>,
+    /// (namespace, subdomain, hostname) → pod name → addresses (spec 2.4.1 via Pod fields).
+    pod_hosts: HashMap<(String, String, String), BTreeMap<String, Vec<IpAddr>>>,
+    /// Objects per namespace: a namespace "exists" for DNS while it holds one.
+    namespaces: HashMap<String, u32>,
+    ptr: HashMap<IpAddr, BTreeMap<Owner, Vec<PtrTarget>>>,
+    ptr_owned: HashMap<Owner, Vec<IpAddr>>,
+    /// Keys seen since a watcher `Init`, per kind; `InitDone` deletes the rest.
+    relist: HashMap<&'static str, HashSet<NsName>>,
+}
+
+fn lower(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+/// `10.1.2.3` → `10-1-2-3`, `2001:db8::1` → `2001-db8--1` (spec 2.4.1 and pod records).
+pub fn dashed(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
+        IpAddr::V6(v6) => v6.to_string().replace(':', "-"),
+    }
+}
+
+/// Inverse of [`dashed`].
+pub fn undashed(label: &str) -> Option<IpAddr> {
+    if let Ok(ip) = label.replace('-', ".").parse::<std::net::Ipv4Addr>() {
+        return Some(IpAddr::V4(ip));
+    }
+    label
+        .replace('-', ":")
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
+}
+
+fn meta_key(ns: &Option<String>, name: &Option<String>) -> Option<NsName> {
+    Some((
+        lower(ns.as_deref().unwrap_or("default")),
+        lower(name.as_deref()?),
+    ))
+}
+
+fn parse_ips<'a>(it: impl IntoIterator<Item = &'a String>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = it.into_iter().filter_map(|s| s.parse().ok()).collect();
+    out.dedup();
+    out
+}
+
+fn annotation_true(
+    annotations: &Option<std::collections::BTreeMap<String, String>>,
+    key: &str,
+) -> bool {
+    annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// What an object kind contributes; lets one generic function consume watcher events.
+pub trait Indexed {
+    const KIND: &'static str;
+    fn key(&self) -> Option<NsName>;
+    fn apply_to(&self, index: &mut ZoneIndex);
+    fn delete_key(index: &mut ZoneIndex, key: &NsName);
+}
+
+impl Indexed for Service {
+    const KIND: &'static str = "Service";
+    fn key(&self) -> Option<NsName> {
+        meta_key(&self.metadata.namespace, &self.metadata.name)
+    }
+    fn apply_to(&self, index: &mut ZoneIndex) {
+        index.apply_service(self);
+    }
+    fn delete_key(index: &mut ZoneIndex, key: &NsName) {
+        index.delete_service(key);
+    }
+}
+
+impl Indexed for EndpointSlice {
+    const KIND: &'static str = "EndpointSlice";
+    fn key(&self) -> Option<NsName> {
+        meta_key(&self.metadata.namespace, &self.metadata.name)
+    }
+    fn apply_to(&self, index: &mut ZoneIndex) {
+        index.apply_endpoint_slice(self);
+    }
+    fn delete_key(index: &mut ZoneIndex, key: &NsName) {
+        index.delete_endpoint_slice(key);
+    }
+}
+
+impl Indexed for Pod {
+    const KIND: &'static str = "Pod";
+    fn key(&self) -> Option<NsName> {
+        meta_key(&self.metadata.namespace, &self.metadata.name)
+    }
+    fn apply_to(&self, index: &mut ZoneIndex) {
+        index.apply_pod(self);
+    }
+    fn delete_key(index: &mut ZoneIndex, key: &NsName) {
+        index.delete_pod(key);
+    }
+}
+
+impl ZoneIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Consume one watcher event. A relist (`Init` … `InitDone`) removes objects of that kind
+    /// that were not listed again.
+    pub fn apply_event<K: Indexed>(&mut self, event: &Event<K>) {
+        match event {
+            Event::Apply(obj) => obj.apply_to(self),
+            Event::Delete(obj) => {
+                if let Some(key) = obj.key() {
+                    K::delete_key(self, &key);
+                }
+            }
+            Event::Init => {
+                self.relist.insert(K::KIND, HashSet::new());
+            }
+            Event::InitApply(obj) => {
+                if let Some(key) = obj.key() {
+                    self.relist.entry(K::KIND).or_default().insert(key);
+                }
+                obj.apply_to(self);
+            }
+            Event::InitDone => {
+                let Some(seen) = self.relist.remove(K::KIND) else {
+                    return;
+                };
+                for key in self.keys_of(K::KIND) {
+                    if !seen.contains(&key) {
+                        K::delete_key(self, &key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn keys_of(&self, kind: &str) -> Vec<NsName> {
+        match kind {
+            "Service" => self.services.keys().cloned().collect(),
+            "EndpointSlice" => self.slice_service.keys().cloned().collect(),
+            "Pod" => self.pods.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn ns_add(&mut self, ns: &str) {
+        *self.namespaces.entry(ns.to_string()).or_default() += 1;
+    }
+
+    fn ns_remove(&mut self, ns: &str) {
+        if let Some(n) = self.namespaces.get_mut(ns) {
+            *n -= 1;
+            if *n == 0 {
+                self.namespaces.remove(ns);
+            }
+        }
+    }
+
+    pub fn apply_service(&mut self, svc: &Service) {
+        let Some(key) = Indexed::key(svc) else { return };
+        let spec = svc.spec.clone().unwrap_or_default();
+        let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+        let kind = if type_ == "ExternalName" {
+            match spec.external_name {
+                Some(target) => ServiceKind::ExternalName(lower(target.trim_end_matches('.'))),
+                None => ServiceKind::Headless,
+            }
+        } else {
+            let mut ips: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
+            if ips.is_empty()
+                && let Some(ip) = &spec.cluster_ip
+            {
+                ips.push(ip.clone());
+            }
+            let ips = parse_ips(ips.iter().filter(|s| !s.eq_ignore_ascii_case("None")));
+            if ips.is_empty() {
+                ServiceKind::Headless
+            } else {
+                ServiceKind::ClusterIp(ips)
+            }
+        };
+        let lb_ips = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .map(|ing| parse_ips(ing.iter().filter_map(|i| i.ip.as_ref())))
+            .unwrap_or_default();
+        let ports = spec
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                Some(PortEntry {
+                    name: lower(p.name.as_deref().filter(|n| !n.is_empty())?),
+                    protocol: lower(p.protocol.as_deref().unwrap_or("TCP")),
+                    port: u16::try_from(p.port).ok()?,
+                })
+            })
+            .collect();
+        let entry = ServiceEntry {
+            kind,
+            lb_ips,
+            ports,
+            hidden: annotation_true(&svc.metadata.annotations, DNS_HIDDEN_ANNOTATION),
+            publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false)
+                || annotation_true(&svc.metadata.annotations, TOLERATE_UNREADY),
+        };
+        if self.services.insert(key.clone(), entry).is_none() {
+            self.ns_add(&key.0);
+        }
+        self.refresh_service_ptr(&key);
+    }
+
+    pub fn delete_service(&mut self, key: &NsName) {
+        if self.services.remove(key).is_some() {
+            self.ns_remove(&key.0);
+        }
+        self.refresh_service_ptr(key);
+    }
+
+    pub fn apply_endpoint_slice(&mut self, slice: &EndpointSlice) {
+        let Some(key) = Indexed::key(slice) else {
+            return;
+        };
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .map(|s| lower(s))
+        else {
+            // Not owned by a Service: contributes no DNS records.
+            self.delete_endpoint_slice(&key);
+            return;
+        };
+        let ports = slice
+            .ports
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                Some(PortEntry {
+                    name: lower(p.name.as_deref().filter(|n| !n.is_empty())?),
+                    protocol: lower(p.protocol.as_deref().unwrap_or("TCP")),
+                    port: u16::try_from(p.port?).ok()?,
+                })
+            })
+            .collect();
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .map(|e| EndpointEntry {
+                addresses: parse_ips(e.addresses.iter()),
+                hostname: e.hostname.as_deref().map(lower),
+                // A nil ready condition means ready (discovery/v1 EndpointConditions).
+                ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
+            })
+            .collect();
+        if let Some(old) = self.slice_service.insert(key.clone(), service.clone())
+            && old != service
+        {
+            self.remove_slice_from(&(key.0.clone(), old), &key.1);
+        }
+        let svc_key = (key.0.clone(), service);
+        self.slices
+            .entry(svc_key.clone())
+            .or_default()
+            .insert(key.1.clone(), SliceEntry { ports, endpoints });
+        self.refresh_service_ptr(&svc_key);
+    }
+
+    fn remove_slice_from(&mut self, svc_key: &NsName, slice: &str) {
+        if let Some(m) = self.slices.get_mut(svc_key) {
+            m.remove(slice);
+            if m.is_empty() {
+                self.slices.remove(svc_key);
+            }
+        }
+        self.refresh_service_ptr(svc_key);
+    }
+
+    pub fn delete_endpoint_slice(&mut self, key: &NsName) {
+        if let Some(service) = self.slice_service.remove(key) {
+            self.remove_slice_from(&(key.0.clone(), service), &key.1);
+        }
+    }
+
+    pub fn apply_pod(&mut self, pod: &Pod) {
+        let Some(key) = Indexed::key(pod) else { return };
+        let status = pod.status.clone().unwrap_or_default();
+        let mut ips: Vec<String> = status
+            .pod_ips
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.ip)
+            .collect();
+        if ips.is_empty()
+            && let Some(ip) = status.pod_ip
+        {
+            ips.push(ip);
+        }
+        let spec = pod.spec.as_ref();
+        let entry = PodEntry {
+            ips: parse_ips(ips.iter()),
+            hostname: spec.and_then(|s| s.hostname.as_deref()).map(lower),
+            subdomain: spec.and_then(|s| s.subdomain.as_deref()).map(lower),
+        };
+        self.delete_pod(&key);
+        for ip in &entry.ips {
+            *self.pod_ips.entry((key.0.clone(), *ip)).or_default() += 1;
+        }
+        if let (Some(h), Some(s)) = (&entry.hostname, &entry.subdomain) {
+            self.pod_hosts
+                .entry((key.0.clone(), s.clone(), h.clone()))
+                .or_default()
+                .insert(key.1.clone(), entry.ips.clone());
+        }
+        let targets: Vec<(IpAddr, PtrTarget)> = entry
+            .ips
+            .iter()
+            .map(|ip| {
+                (
+                    *ip,
+                    PtrTarget {
+                        namespace: key.0.clone(),
+                        service: None,
+                        labels: vec![dashed(*ip), key.0.clone(), "pod".into()],
+                    },
+                )
+            })
+            .collect();
+        self.ns_add(&key.0);
+        self.pods.insert(key.clone(), entry);
+        self.set_ptr(Owner::Pod(key), targets);
+    }
+
+    pub fn delete_pod(&mut self, key: &NsName) {
+        let Some(old) = self.pods.remove(key) else {
+            return;
+        };
+        self.ns_remove(&key.0);
+        for ip in &old.ips {
+            let k = (key.0.clone(), *ip);
+            if let Some(n) = self.pod_ips.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.pod_ips.remove(&k);
+                }
+            }
+        }
+        if let (Some(h), Some(s)) = (old.hostname, old.subdomain) {
+            let hk = (key.0.clone(), s, h);
+            if let Some(m) = self.pod_hosts.get_mut(&hk) {
+                m.remove(&key.1);
+                if m.is_empty() {
+                    self.pod_hosts.remove(&hk);
+                }
+            }
+        }
+        self.set_ptr(Owner::Pod(key.clone()), Vec::new());
+    }
+
+    fn set_ptr(&mut self, owner: Owner, targets: Vec<(IpAddr, PtrTarget)>) {
+        for ip in self.ptr_owned.remove(&owner).unwrap_or_default() {
+            if let Some(m) = self.ptr.get_mut(&ip) {
+                m.remove(&owner);
+                if m.is_empty() {
+                    self.ptr.remove(&ip);
+                }
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        let mut owned = Vec::new();
+        for (ip, t) in targets {
+            self.ptr
+                .entry(ip)
+                .or_default()
+                .entry(owner.clone())
+                .or_default()
+                .push(t);
+            owned.push(ip);
+        }
+        owned.dedup();
+        self.ptr_owned.insert(owner, owned);
+    }
+
+    /// PTR records of a Service: its ClusterIPs (spec 2.3.3) or, headless, its ready
+    /// endpoints' addresses under their hostnames (spec 2.4.3).
+    fn refresh_service_ptr(&mut self, key: &NsName) {
+        let mut targets = Vec::new();
+        if let Some(svc) = self.services.get(key) {
+            let base = |first: Option<String>| {
+                let mut l: Vec<String> = first.into_iter().collect();
+                l.extend([key.1.clone(), key.0.clone(), "svc".to_string()]);
+                PtrTarget {
+                    namespace: key.0.clone(),
+                    service: Some(key.1.clone()),
+                    labels: l,
+                }
+            };
+            match &svc.kind {
+                ServiceKind::ClusterIp(ips) => {
+                    targets.extend(ips.iter().map(|ip| (*ip, base(None))));
+                }
+                ServiceKind::Headless => {
+                    for ep in self.ready_endpoints(key, svc) {
+                        for ip in &ep.addresses {
+                            targets.push((*ip, base(ep.dns_hostname())));
+                        }
+                    }
+                }
+                ServiceKind::ExternalName(_) => {}
+            }
+        }
+        self.set_ptr(Owner::Service(key.clone()), targets);
+    }
+
+    // ---- read side -------------------------------------------------------------------------
+
+    pub fn service(&self, ns: &str, name: &str) -> Option<&ServiceEntry> {
+        self.services.get(&(ns.to_string(), name.to_string()))
+    }
+
+    pub fn namespace_exists(&self, ns: &str) -> bool {
+        self.namespaces.contains_key(ns)
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// All slices of a Service.
+    pub fn slices(&self, ns: &str, service: &str) -> impl Iterator<Item = &SliceEntry> {
+        self.slices
+            .get(&(ns.to_string(), service.to_string()))
+            .into_iter()
+            .flat_map(|m| m.values())
+    }
+
+    /// Endpoints that count as _ready_ (spec 2.1), deduplicated by address across slices.
+    pub fn ready_endpoints<'a>(
+        &'a self,
+        key: &NsName,
+        svc: &ServiceEntry,
+    ) -> Vec<&'a EndpointEntry> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for slice in self.slices(&key.0, &key.1) {
+            for ep in &slice.endpoints {
+                if (ep.ready || svc.publish_not_ready)
+                    && !ep.addresses.is_empty()
+                    && seen.insert(ep.addresses.clone())
+                {
+                    out.push(ep);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn pod_exists(&self, ns: &str, ip: IpAddr) -> bool {
+        self.pod_ips.contains_key(&(ns.to_string(), ip))
+    }
+
+    /// Addresses of Pods with `spec.hostname`/`spec.subdomain` = (host, subdomain).
+    pub fn pod_host(&self, ns: &str, subdomain: &str, host: &str) -> Vec<IpAddr> {
+        self.pod_hosts
+            .get(&(ns.to_string(), subdomain.to_string(), host.to_string()))
+            .map(|m| m.values().flatten().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn ptr_targets(&self, ip: IpAddr) -> impl Iterator<Item = &PtrTarget> {
+        self.ptr
+            .get(&ip)
+            .into_iter()
+            .flat_map(|m| m.values().flatten())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashed_round_trips_v4_and_v6() {
+        for s in ["10.244.1.5", "2001:db8::1", "fd00::a:b"] {
+            let ip: IpAddr = s.parse().unwrap();
+            assert_eq!(undashed(&dashed(ip)), Some(ip));
+        }
+        assert_eq!(undashed("not-an-ip"), None);
+    }
+}

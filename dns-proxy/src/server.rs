@@ -1,0 +1,429 @@
+//! The request path: parse, admit (allow list, rate limit), pick a view, answer from the
+//! index or forward, size the response for its transport, encode. UDP and TCP listeners
+//! are thin loops around [`Server::handle`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::answer::{ZoneSettings, answer};
+use crate::config::{CacheConfig, Config, LimitsConfig, RateLimit};
+use crate::forward::{CachedAnswer, Forwarder, Upstreams};
+use crate::index::ZoneIndex;
+use crate::metrics::{DropLabels, Metrics, QueryLabels};
+use crate::view::{ViewPolicy, Views};
+
+/// Everything derived from one configuration; swapped whole on reload so a query sees one
+/// consistent configuration.
+#[derive(Debug)]
+pub struct Runtime {
+    pub settings: ZoneSettings,
+    pub views: Views,
+    pub allow: Vec<IpNet>,
+    pub upstreams: Upstreams,
+    pub cache: CacheConfig,
+    pub limits: LimitsConfig,
+}
+
+impl Runtime {
+    pub fn from_config(c: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            settings: ZoneSettings::from_config(&c.cluster)?,
+            views: Views::new(&c.views),
+            allow: c.allow_clients.clone(),
+            upstreams: Upstreams::from_config(&c.upstreams),
+            cache: c.cache.clone(),
+            limits: c.limits.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// Token bucket per client address.
+#[derive(Debug, Default)]
+struct RateLimiter {
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    fn admit(&self, ip: IpAddr, limit: RateLimit, now: Instant) -> bool {
+        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() > 100_000 {
+            // Bound memory under a spoofed-source flood: forget idle clients.
+            b.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(10));
+        }
+        let burst = f64::from(limit.burst);
+        let (tokens, last) = b.entry(ip).or_insert((burst, now));
+        let refill = now.duration_since(*last).as_secs_f64() * f64::from(limit.queries_per_second);
+        *tokens = (*tokens + refill).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub runtime: ArcSwap<Runtime>,
+    pub index: RwLock<ZoneIndex>,
+    pub forwarder: Forwarder,
+    pub metrics: Metrics,
+    pub ready: AtomicBool,
+    limiter: RateLimiter,
+}
+
+/// What to do with one datagram or TCP message.
+#[derive(Debug)]
+pub enum Outcome {
+    Reply(Vec<u8>),
+    /// Needs the forwarder (an await); carries the parsed request and chosen view.
+    Forward(Box<Message>, ViewPolicy),
+    Drop,
+}
+
+fn rcode_label(r: ResponseCode) -> String {
+    format!("{r:?}").to_ascii_uppercase()
+}
+
+impl Server {
+    pub fn new(runtime: Runtime, cache_entries: usize, metrics: Metrics) -> Self {
+        Self {
+            runtime: ArcSwap::from_pointee(runtime),
+            index: RwLock::new(ZoneIndex::new()),
+            forwarder: Forwarder::new(cache_entries),
+            metrics,
+            ready: AtomicBool::new(false),
+            limiter: RateLimiter::default(),
+        }
+    }
+
+    fn reject(&self, reason: &'static str) {
+        self.metrics
+            .rejected
+            .get_or_create(&DropLabels { reason })
+            .inc();
+    }
+
+    fn count(&self, view: &str, req: &Message, rcode: ResponseCode, t: Transport) {
+        let qtype = req
+            .queries
+            .first()
+            .map(|q| q.query_type().to_string())
+            .unwrap_or_default();
+        self.metrics
+            .queries
+            .get_or_create(&QueryLabels {
+                view: view.to_string(),
+                qtype,
+                rcode: rcode_label(rcode),
+                transport: t.label(),
+            })
+            .inc();
+    }
+
+    /// Handle one query synchronously where possible (authoritative answers, cache hits,
+    /// errors); forwarded misses come back as [`Outcome::Forward`].
+    pub fn handle(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        local: SocketAddr,
+        t: Transport,
+    ) -> Outcome {
+        let rt = self.runtime.load();
+        let req = match Message::from_vec(packet) {
+            Ok(m) => m,
+            Err(_) => {
+                self.reject("malformed");
+                return formerr_from_header(packet).map_or(Outcome::Drop, Outcome::Reply);
+            }
+        };
+        if req.metadata.message_type != MessageType::Query {
+            // Never answer a response: that is how reflection loops start.
+            self.reject("not_a_query");
+            return Outcome::Drop;
+        }
+        if !rt.allow.iter().any(|n| n.contains(&src.ip())) {
+            self.reject("client_not_allowed");
+            return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t);
+        }
+        if let Some(limit) = rt.limits.rate_limit
+            && !self.limiter.admit(src.ip(), limit, Instant::now())
+        {
+            self.reject("rate_limited");
+            return match t {
+                Transport::Udp => Outcome::Drop,
+                Transport::Tcp => self.reply_code(&req, ResponseCode::Refused, &rt.limits, t),
+            };
+        }
+        if req.metadata.op_code != OpCode::Query {
+            return self.reply_code(&req, ResponseCode::NotImp, &rt.limits, t);
+        }
+        if req.queries.len() != 1 {
+            return self.reply_code(&req, ResponseCode::FormErr, &rt.limits, t);
+        }
+        let ecs = req
+            .edns
+            .as_ref()
+            .and_then(|e| match e.option(EdnsCode::Subnet) {
+                Some(EdnsOption::Subnet(s)) => Some(s.addr()),
+                _ => None,
+            });
+        let view = rt.views.select(src.ip(), local.ip(), ecs);
+        let q = &req.queries[0];
+        let auth = {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            answer(&index, &rt.settings, view, q.name(), q.query_type())
+        };
+        if let Some(a) = auth {
+            let mut resp = response_to(&req, &rt.limits);
+            resp.metadata.authoritative = true;
+            resp.metadata.recursion_available = view.forward;
+            resp.metadata.response_code = a.rcode;
+            resp.answers = a.answers;
+            resp.authorities = a.authorities;
+            resp.additionals = a.additionals;
+            self.count(&view.name, &req, a.rcode, t);
+            return encode(&resp, &req, &rt.limits, t);
+        }
+        if !view.forward {
+            self.count(&view.name, &req, ResponseCode::Refused, t);
+            return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t);
+        }
+        // Cache hit without a task switch.
+        let key = crate::forward::CacheKey::new(q);
+        if let Some((hit, age)) = self.forwarder.cache.get(&key, Instant::now()) {
+            self.metrics.cache_hits.inc();
+            self.count(&view.name, &req, hit.rcode, t);
+            return encode(
+                &from_cache(&req, &hit, age, &rt.limits),
+                &req,
+                &rt.limits,
+                t,
+            );
+        }
+        Outcome::Forward(Box::new(req), view.clone())
+    }
+
+    /// Second half of a forwarded query.
+    pub async fn forward(&self, req: &Message, view: &ViewPolicy, t: Transport) -> Outcome {
+        let rt = self.runtime.load_full();
+        let q = &req.queries[0];
+        let result = self
+            .forwarder
+            .resolve(q, &rt.upstreams, &rt.cache, &self.metrics)
+            .await;
+        match result {
+            Ok((ans, age)) => {
+                self.count(&view.name, req, ans.rcode, t);
+                encode(&from_cache(req, &ans, age, &rt.limits), req, &rt.limits, t)
+            }
+            Err(rcode) => {
+                self.count(&view.name, req, rcode, t);
+                self.reply_code(req, rcode, &rt.limits, t)
+            }
+        }
+    }
+
+    fn reply_code(
+        &self,
+        req: &Message,
+        rcode: ResponseCode,
+        limits: &LimitsConfig,
+        t: Transport,
+    ) -> Outcome {
+        let mut resp = response_to(req, limits);
+        resp.metadata.response_code = rcode;
+        encode(&resp, req, limits, t)
+    }
+
+    /// Full path for one message, awaiting the forwarder if needed.
+    pub async fn handle_full(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        local: SocketAddr,
+        t: Transport,
+    ) -> Option<Vec<u8>> {
+        match self.handle(packet, src, local, t) {
+            Outcome::Reply(b) => Some(b),
+            Outcome::Drop => None,
+            Outcome::Forward(req, view) => match self.forward(&req, &view, t).await {
+                Outcome::Reply(b) => Some(b),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The response skeleton: same ID, opcode, question, RD and CD (RFC 1035 4.1.1, RFC 6895
+/// 2); an OPT record if the query had one (RFC 6891 6.1.1).
+fn response_to(req: &Message, limits: &LimitsConfig) -> Message {
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.metadata.checking_disabled = req.metadata.checking_disabled;
+    resp.queries = req.queries.clone();
+    if req.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(limits.max_udp_payload);
+        resp.set_edns(edns);
+    }
+    resp
+}
+
+fn from_cache(req: &Message, ans: &CachedAnswer, age: u32, limits: &LimitsConfig) -> Message {
+    let mut resp = response_to(req, limits);
+    resp.metadata.recursion_available = true;
+    resp.metadata.response_code = ans.rcode;
+    resp.answers = CachedAnswer::aged(&ans.answers, age);
+    resp.authorities = CachedAnswer::aged(&ans.authorities, age);
+    resp.additionals = CachedAnswer::aged(&ans.additionals, age);
+    resp
+}
+
+/// Largest response for this query over UDP: the client's EDNS buffer size (512 without
+/// EDNS, RFC 1035 4.2.1; at least 512, RFC 6891 6.2.5) capped by our configured limit.
+fn udp_limit(req: &Message, limits: &LimitsConfig) -> usize {
+    let client = req.edns.as_ref().map_or(512, |e| e.max_payload().max(512));
+    usize::from(client.min(limits.max_udp_payload))
+}
+
+fn encode(resp: &Message, req: &Message, limits: &LimitsConfig, t: Transport) -> Outcome {
+    let Ok(bytes) = resp.to_vec() else {
+        let mut fail = response_to(req, limits);
+        fail.metadata.response_code = ResponseCode::ServFail;
+        return fail.to_vec().map_or(Outcome::Drop, Outcome::Reply);
+    };
+    let limit = match t {
+        Transport::Udp => udp_limit(req, limits),
+        Transport::Tcp => usize::from(u16::MAX),
+    };
+    if bytes.len() <= limit {
+        return Outcome::Reply(bytes);
+    }
+    // RFC 2181 9: set TC and let the client retry over TCP rather than send a partial RRset.
+    let truncated = resp.truncate();
+    truncated.to_vec().map_or(Outcome::Drop, Outcome::Reply)
+}
+
+/// RFC 1035 4.1.1: FORMERR for a message we could not parse, if at least its header is
+/// there and it claims to be a query; anything shorter is dropped.
+fn formerr_from_header(packet: &[u8]) -> Option<Vec<u8>> {
+    if packet.len() < 12 || packet[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut out = packet[..12].to_vec();
+    out[2] = 0x80 | (packet[2] & 0x79); // QR=1, keep opcode and RD, clear AA/TC
+    out[3] = 1; // RA=0, Z=0, RCODE=FORMERR
+    out[4..12].fill(0); // no sections
+    Some(out)
+}
+
+/// Serve UDP on one socket until the task is dropped.
+pub async fn serve_udp(server: Arc<Server>, socket: Arc<UdpSocket>) {
+    let local = socket
+        .local_addr()
+        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, src) = match socket.recv_from(&mut buf).await {
+            Ok(v) => v,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some platforms: keep going.
+                tracing::debug!(error = %e, "udp recv");
+                continue;
+            }
+        };
+        match server.handle(&buf[..n], src, local, Transport::Udp) {
+            Outcome::Reply(b) => {
+                let _ = socket.send_to(&b, src).await;
+            }
+            Outcome::Drop => {}
+            Outcome::Forward(req, view) => {
+                let server = server.clone();
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    if let Outcome::Reply(b) = server.forward(&req, &view, Transport::Udp).await {
+                        let _ = socket.send_to(&b, src).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Serve TCP (RFC 7766): two-byte length-prefixed messages, several per connection,
+/// idle connections closed.
+pub async fn serve_tcp(server: Arc<Server>, listener: TcpListener) {
+    loop {
+        let (mut stream, src) = match listener.accept().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let local = stream
+                .local_addr()
+                .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+            loop {
+                let idle = Duration::from_millis(server.runtime.load().limits.tcp_idle_ms);
+                let len = match tokio::time::timeout(idle, stream.read_u16()).await {
+                    Ok(Ok(l)) => usize::from(l),
+                    _ => return,
+                };
+                let mut buf = vec![0u8; len];
+                if !matches!(
+                    tokio::time::timeout(idle, stream.read_exact(&mut buf)).await,
+                    Ok(Ok(_))
+                ) {
+                    return;
+                }
+                let Some(resp) = server.handle_full(&buf, src, local, Transport::Tcp).await else {
+                    continue;
+                };
+                let mut framed = Vec::with_capacity(resp.len() + 2);
+                framed.extend_from_slice(&(resp.len() as u16).to_be_bytes());
+                framed.extend_from_slice(&resp);
+                if stream.write_all(&framed).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Ready once the first state snapshot is in the index.
+pub fn set_ready(server: &Server) {
+    server.ready.store(true, Ordering::SeqCst);
+}
