@@ -2,7 +2,7 @@
 //!
 //! Pure parts: [`index`] (objects → DNS data), [`answer`] (questions → answers),
 //! [`view`] (client → view). I/O at the edges: [`server`] (UDP/TCP), [`forward`]
-//! (upstreams and cache), [`statedir`], [`ops`].
+//! (upstreams and cache); cluster state and /metrics come from `leafbridge_api`.
 #![forbid(unsafe_code)]
 
 pub mod answer;
@@ -10,7 +10,5 @@ pub mod config;
 pub mod forward;
 pub mod index;
 pub mod metrics;
-pub mod ops;
 pub mod server;
-pub mod statedir;
 pub mod view;

@@ -3,15 +3,23 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::Event;
+use leafbridge_api::ops::{self, Readiness};
+use leafbridge_api::state::{StateObject, StateSource};
 use leafbridge_dns::config::Config;
+use leafbridge_dns::index::Indexed;
 use leafbridge_dns::metrics::{DropLabels, Metrics};
 use leafbridge_dns::server::{self, Runtime, Server};
-use leafbridge_dns::{ops, statedir};
 use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,16 +31,23 @@ struct Args {
     #[arg(long, env = "LEAFBRIDGE_DNS_CONFIG")]
     config: PathBuf,
     /// State directory of Kubernetes-format manifests (Services, EndpointSlices, Pods).
+    /// Without it, the Kubernetes API is watched (in-cluster or kubeconfig credentials).
     #[arg(long, env = "LEAFBRIDGE_STATE_DIR")]
-    state_dir: PathBuf,
-    /// How often the state directory and configuration file are checked for changes.
-    #[arg(long, default_value_t = 250)]
+    state_dir: Option<PathBuf>,
+    /// How often the configuration file is checked for changes (SIGHUP reloads at once).
+    #[arg(long, default_value_t = 500)]
     poll_ms: u64,
+    /// Log JSON lines.
+    #[arg(long)]
+    log_json: bool,
 }
 
+/// Object kinds the index is built from.
+const KINDS: usize = 3;
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber_init();
     let args = Args::parse();
+    ops::init_tracing(args.log_json);
     let config = Config::load(&args.config)?;
     let threads = config.threads.unwrap_or(2).max(1);
     let rt = if threads == 1 {
@@ -48,26 +63,54 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args, config))
 }
 
-fn tracing_subscriber_init() {
-    use tracing_subscriber::EnvFilter;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let runtime = Runtime::from_config(&config)?;
     let server = Arc::new(Server::new(runtime, config.cache.max_entries, metrics));
 
-    // Load the state before listening, so the first answer is already complete.
-    let mut state = statedir::StateDir::default();
-    let errors = state.scan(&args.state_dir, &server.index);
-    server.metrics.state_errors.inc_by(errors as u64);
+    let source = match &args.state_dir {
+        Some(dir) => StateSource::dir(dir.clone())?,
+        None => StateSource::kube(
+            kube::Client::try_default()
+                .await
+                .context("no --state-dir and no Kubernetes credentials")?,
+        ),
+    };
+    source.register_metrics(&mut registry);
+    let readiness = Readiness::new();
+    let synced = Arc::new((AtomicUsize::new(0), Notify::new()));
+    tokio::spawn(feed::<Service>(
+        source.clone(),
+        server.clone(),
+        synced.clone(),
+        readiness.clone(),
+    ));
+    tokio::spawn(feed::<EndpointSlice>(
+        source.clone(),
+        server.clone(),
+        synced.clone(),
+        readiness.clone(),
+    ));
+    tokio::spawn(feed::<Pod>(
+        source.clone(),
+        server.clone(),
+        synced.clone(),
+        readiness.clone(),
+    ));
+    // Listen once the first listing is in, so the first answers are complete; a source
+    // that is slow to list delays us at most this long (answers then fill in as it lists).
+    let wait = async {
+        while synced.0.load(Ordering::SeqCst) < KINDS {
+            synced.1.notified().await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .is_err()
+    {
+        tracing::warn!("state not fully listed after 15 s; serving what is known");
+    }
 
     for addr in &config.listen {
         let udp = tokio::net::UdpSocket::bind(addr)
@@ -81,22 +124,13 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         tokio::spawn(server::serve_tcp(server.clone(), tcp));
     }
     if let Some(addr) = config.ops_listen {
-        let listener_server = server.clone();
-        let registry = Arc::new(registry);
-        tokio::spawn(async move {
-            if let Err(e) = ops::serve(addr, registry, listener_server).await {
-                tracing::error!(error = %e, %addr, "ops listener failed");
-            }
-        });
+        ops::serve(addr, Arc::new(registry), readiness.clone()).await?;
     }
-    let poll = Duration::from_millis(args.poll_ms);
-    tokio::spawn(statedir::watch(
+    tokio::spawn(reload_loop(
         server.clone(),
-        args.state_dir.clone(),
-        poll,
+        args.config.clone(),
+        Duration::from_millis(args.poll_ms),
     ));
-    tokio::spawn(reload_loop(server.clone(), args.config.clone(), poll));
-    tracing::info!("ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -104,6 +138,43 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// Apply one kind's watch events to the index, forever.
+async fn feed<K: StateObject + Indexed>(
+    source: StateSource,
+    server: Arc<Server>,
+    synced: Arc<(AtomicUsize, Notify)>,
+    readiness: Readiness,
+) {
+    let mut stream = source.watch::<K>();
+    let mut first_sync = true;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                let done = matches!(event, Event::InitDone);
+                let services = {
+                    let mut index = server.index.write().unwrap_or_else(|e| e.into_inner());
+                    index.apply_event(&event);
+                    index.service_count()
+                };
+                server.metrics.services.set(services as i64);
+                if done && first_sync {
+                    first_sync = false;
+                    if synced.0.fetch_add(1, Ordering::SeqCst) + 1 == KINDS {
+                        readiness.set_ready(true);
+                        tracing::info!(services, "cluster state synced");
+                    }
+                    synced.1.notify_waiters();
+                }
+            }
+            Err(e) => {
+                server.metrics.state_errors.inc();
+                tracing::warn!(kind = K::KIND, error = %e, "state watch error; keeping the index");
+            }
+        }
+    }
+    tracing::error!(kind = K::KIND, "state watch ended");
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -95,7 +94,6 @@ pub struct Server {
     pub index: RwLock<ZoneIndex>,
     pub forwarder: Forwarder,
     pub metrics: Metrics,
-    pub ready: AtomicBool,
     limiter: RateLimiter,
 }
 
@@ -119,7 +117,6 @@ impl Server {
             index: RwLock::new(ZoneIndex::new()),
             forwarder: Forwarder::new(cache_entries),
             metrics,
-            ready: AtomicBool::new(false),
             limiter: RateLimiter::default(),
         }
     }
@@ -421,9 +418,4 @@ pub async fn serve_tcp(server: Arc<Server>, listener: TcpListener) {
             }
         });
     }
-}
-
-/// Ready once the first state snapshot is in the index.
-pub fn set_ready(server: &Server) {
-    server.ready.store(true, Ordering::SeqCst);
 }

@@ -369,7 +369,7 @@ spec: {clusterIP: 10.96.0.77}
 "#;
     std::fs::write(dns.state_dir().join("late.yaml"), extra).unwrap();
     let ok = wait_until(|| {
-        q(&dns, &["late.newns.svc.cluster.local", "A"]).rdata("A") == vec!["10.96.0.77"]
+        dns.dig(&["late.newns.svc.cluster.local", "A"]).rdata("A") == vec!["10.96.0.77"]
     });
     assert!(ok, "new Service never answered");
     // A malformed edit of the same file keeps the last good objects.
@@ -385,11 +385,14 @@ spec: {clusterIP: 10.96.0.77}
     );
     assert!(
         dns.http_get("/metrics")
-            .contains("leafbridge_dns_state_errors_total 1")
+            .contains("leafbridge_state_dir_malformed_manifests_total{")
     );
     // Removing the file deletes its objects.
     std::fs::remove_file(dns.state_dir().join("late.yaml")).unwrap();
-    let ok = wait_until(|| q(&dns, &["late.newns.svc.cluster.local", "A"]).is_nxdomain());
+    let ok = wait_until(|| {
+        dns.dig(&["late.newns.svc.cluster.local", "A"])
+            .is_nxdomain()
+    });
     assert!(ok, "deleted Service still answered");
     // An endpoint becoming not ready leaves the headless answer.
     let slices = SLICES.replace(
@@ -398,7 +401,7 @@ spec: {clusterIP: 10.96.0.77}
     );
     std::fs::write(dns.state_dir().join("slices.yaml"), slices).unwrap();
     let ok = wait_until(|| {
-        q(&dns, &["db.default.svc.cluster.local", "A"]).rdata("A") == vec!["10.244.1.5"]
+        dns.dig(&["db.default.svc.cluster.local", "A"]).rdata("A") == vec!["10.244.1.5"]
     });
     assert!(ok, "not-ready endpoint still answered");
 }

@@ -116,7 +116,8 @@ impl Dns {
                 .arg("--state-dir")
                 .arg(&state)
                 .arg("--poll-ms")
-                .arg("100"),
+                .arg("100")
+                .env("RUST_LOG", "info"),
             &dir.path().join("dns.log"),
         );
         wait_tcp(([127, 0, 0, 1], port).into(), "leafbridge-dns");
@@ -257,5 +258,37 @@ pub fn parse_dig(raw: &str) -> Reply {
         authority,
         additional,
         raw: raw.to_string(),
+    }
+}
+
+/// A real unbound on 127.0.0.1 serving `local_data` lines for `example.test.` (a static
+/// local zone with an SOA, so missing names are NXDOMAIN with SOA).
+pub struct Unbound {
+    pub guard: ProcGuard,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Unbound {
+    pub fn start(local_data: &[String]) -> Self {
+        require("unbound");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut conf = format!(
+            "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  use-syslog: no\n  logfile: \"\"\n  num-threads: 1\n  access-control: 127.0.0.0/8 allow\n  do-ip6: no\n  local-zone: \"test.\" nodefault\n  local-zone: \"example.test.\" static\n  local-data: \"example.test. 60 IN SOA ns.example.test. h.example.test. 1 3600 600 86400 10\"\n",
+            d = dir.path().display()
+        );
+        for l in local_data {
+            conf.push_str(&format!("  local-data: \"{l}\"\n"));
+        }
+        let path = dir.path().join("unbound.conf");
+        std::fs::write(&path, conf).unwrap();
+        let guard = ProcGuard::spawn(
+            "unbound",
+            Command::new("unbound").arg("-d").arg("-c").arg(&path),
+            &dir.path().join("unbound.log"),
+        );
+        wait_tcp(([127, 0, 0, 1], port).into(), "unbound");
+        Self { guard, port, dir }
     }
 }

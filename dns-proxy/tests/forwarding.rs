@@ -1,0 +1,220 @@
+//! Forwarding through a real unbound upstream on loopback: cache hits, TTL decrease,
+//! negative caching (RFC 2308), TCP fallback on truncation, upstream failover, per-zone
+//! upstreams, coalescing and config reload.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Dns, Unbound, free_port};
+
+fn config(upstreams: &str) -> String {
+    format!(
+        r#"
+listen: ["127.0.0.1:{{port}}"]
+ops_listen: "127.0.0.1:{{ops}}"
+threads: 2
+upstreams:
+  timeout_ms: 300
+{upstreams}
+"#
+    )
+}
+
+fn data() -> Vec<String> {
+    let mut d = vec![
+        "a.example.test. 30 IN A 192.0.2.1".to_string(),
+        "b.example.test. 30 IN A 192.0.2.2".to_string(),
+    ];
+    // ~100 A records: more than our 1232-byte EDNS buffer, so unbound truncates over UDP.
+    for i in 1..=100 {
+        d.push(format!("big.example.test. 30 IN A 198.51.100.{i}"));
+    }
+    d
+}
+
+fn metric(dns: &Dns, name: &str) -> u64 {
+    let m = dns.http_get("/metrics");
+    m.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn answers_from_cache_with_decreasing_ttl_after_the_upstream_is_gone() {
+    let mut ub = Unbound::start(&data());
+    let dns = Dns::start(
+        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.port)),
+        &[],
+    );
+    let first = dns.dig(&["a.example.test", "A"]);
+    assert_eq!(first.rdata("A"), vec!["192.0.2.1"], "{}", first.raw);
+    assert_eq!(first.ttls(), vec![30]);
+    assert!(first.flags.contains(&"ra".to_string()));
+    assert!(!first.flags.contains(&"aa".to_string()));
+    std::thread::sleep(Duration::from_millis(2100));
+    ub.guard.kill();
+    let again = dns.dig(&["a.example.test", "A"]);
+    assert_eq!(again.rdata("A"), vec!["192.0.2.1"]);
+    let ttl = again.ttls()[0];
+    assert!(
+        (26..=28).contains(&ttl),
+        "TTL should have decreased by ~2 s, got {ttl}"
+    );
+    let tcp = dns.dig(&["+tcp", "a.example.test", "A"]);
+    assert_eq!(tcp.rdata("A"), vec!["192.0.2.1"]);
+    assert!(metric(&dns, "leafbridge_dns_cache_hits_total") >= 2);
+    // Not cached, upstream gone: SERVFAIL, not a hang.
+    assert_eq!(dns.dig(&["b.example.test", "A"]).status, "SERVFAIL");
+}
+
+#[test]
+fn caches_nxdomain_and_nodata_for_the_soa_minimum() {
+    let mut ub = Unbound::start(&data());
+    let dns = Dns::start(
+        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.port)),
+        &[],
+    );
+    let nx = dns.dig(&["missing.example.test", "A"]);
+    assert!(nx.is_nxdomain(), "{}", nx.raw);
+    let nodata = dns.dig(&["a.example.test", "AAAA"]);
+    assert!(nodata.is_nodata(), "{}", nodata.raw);
+    ub.guard.kill();
+    // RFC 2308 5: cached for min(SOA TTL, SOA MINIMUM) = 10 s.
+    let nx = dns.dig(&["missing.example.test", "A"]);
+    assert!(nx.is_nxdomain(), "negative answer not cached: {}", nx.raw);
+    assert!(dns.dig(&["a.example.test", "AAAA"]).is_nodata());
+    let soa_ttl: u32 = nx.authority[0][1].parse().unwrap();
+    assert!(
+        soa_ttl <= 10,
+        "negative TTL {soa_ttl} above the SOA minimum"
+    );
+}
+
+#[test]
+fn retries_over_tcp_when_the_upstream_truncates() {
+    let ub = Unbound::start(&data());
+    let dns = Dns::start(
+        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.port)),
+        &[],
+    );
+    let r = dns.dig(&["+tcp", "big.example.test", "A"]);
+    assert_eq!(r.rdata("A").len(), 100, "{}", r.raw);
+    // The same answer over UDP to us is too large: TC, client retries over TCP.
+    let udp = dns.dig(&["+ignore", "big.example.test", "A"]);
+    assert!(udp.flags.contains(&"tc".to_string()), "{}", udp.raw);
+}
+
+#[test]
+fn fails_over_to_the_next_upstream_and_remembers_it() {
+    let ub = Unbound::start(&data());
+    let dead = free_port();
+    let dns = Dns::start(
+        &config(&format!(
+            "  default: [\"127.0.0.1:{dead}\", \"127.0.0.1:{}\"]",
+            ub.port
+        )),
+        &[],
+    );
+    let t0 = std::time::Instant::now();
+    assert_eq!(
+        dns.dig(&["a.example.test", "A"]).rdata("A"),
+        vec!["192.0.2.1"]
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    // The working upstream is now preferred: no timeout for the next miss.
+    let t1 = std::time::Instant::now();
+    assert_eq!(
+        dns.dig(&["b.example.test", "A"]).rdata("A"),
+        vec!["192.0.2.2"]
+    );
+    assert!(
+        t1.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t1.elapsed()
+    );
+    assert!(
+        dns.http_get("/metrics")
+            .contains("leafbridge_dns_upstream_errors_total{")
+    );
+}
+
+#[test]
+fn routes_zones_to_their_own_upstreams() {
+    let ub = Unbound::start(&data());
+    let dead = free_port();
+    let dns = Dns::start(
+        &config(&format!(
+            "  default: [\"127.0.0.1:{dead}\"]\n  zones:\n    - zone: example.test\n      servers: [\"127.0.0.1:{}\"]",
+            ub.port
+        )),
+        &[],
+    );
+    assert_eq!(
+        dns.dig(&["A.Example.Test", "A"]).rdata("A"),
+        vec!["192.0.2.1"]
+    );
+    assert_eq!(dns.dig(&["other.invalid", "A"]).status, "SERVFAIL");
+}
+
+#[test]
+fn coalesces_identical_concurrent_queries() {
+    let ub = Unbound::start(&data());
+    let dns = Dns::start(
+        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.port)),
+        &[],
+    );
+    let port = dns.port;
+    let handles: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || common::dig(port, &["b.example.test", "A"])))
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().rdata("A"), vec!["192.0.2.2"]);
+    }
+    let misses = metric(&dns, "leafbridge_dns_cache_misses_total");
+    let coalesced = metric(&dns, "leafbridge_dns_coalesced_total");
+    let hits = metric(&dns, "leafbridge_dns_cache_hits_total");
+    assert_eq!(misses + hits, 8);
+    // Exactly one upstream query: every other miss joined it.
+    assert_eq!(
+        misses - coalesced,
+        1,
+        "misses {misses} coalesced {coalesced}"
+    );
+}
+
+#[test]
+fn reloads_configuration_without_restarting() {
+    let ub = Unbound::start(&data());
+    let dead = free_port();
+    let dns = Dns::start(&config(&format!("  default: [\"127.0.0.1:{dead}\"]")), &[]);
+    assert_eq!(dns.dig(&["a.example.test", "A"]).status, "SERVFAIL");
+    let text = std::fs::read_to_string(dns.config_path())
+        .unwrap()
+        .replace(&dead.to_string(), &ub.port.to_string());
+    std::fs::write(dns.config_path(), text).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if dns.dig(&["a.example.test", "A"]).rdata("A") == vec!["192.0.2.1"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "config never reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A broken file is rejected and the running configuration kept.
+    std::fs::write(dns.config_path(), "listen: [oops\n").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        dns.dig(&["a.example.test", "A"]).rdata("A"),
+        vec!["192.0.2.1"]
+    );
+    assert!(
+        dns.http_get("/metrics")
+            .contains(r#"leafbridge_dns_config_reloads_total{reason="error"}"#)
+    );
+}
