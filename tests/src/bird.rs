@@ -126,6 +126,8 @@ impl BirdConfig {
     pub fn render(&self) -> String {
         let mut c = String::new();
         let _ = writeln!(c, "router id {};", self.router_id);
+        // Into the process's captured stderr, printed when a test fails.
+        c.push_str("log stderr all;\n");
         c.push_str("protocol device { scan time 10; }\n");
         if self.kernel {
             c.push_str("protocol kernel kernel4 { ipv4 { import none; export all; }; }\n");

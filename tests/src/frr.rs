@@ -110,9 +110,10 @@ impl FrrConfig {
 
     /// The bgpd.conf text.
     pub fn render(&self) -> String {
-        let mut c = String::from(
-            "frr defaults traditional\nhostname lb-frr\nlog stdout informational\n!\n",
-        );
+        let c =
+            String::from("frr defaults traditional\nhostname lb-frr\nlog stdout informational\n");
+        let header = c;
+        let mut c = String::new();
         let mut maps = String::new();
         c.push_str(&format!("router bgp {}\n", self.local_as));
         let _ = writeln!(c, " bgp router-id {}", self.router_id);
@@ -209,9 +210,10 @@ impl FrrConfig {
             c.push_str(" exit-address-family\n");
         }
         c.push_str(&self.extra);
-        c.push_str("exit\n!\nroute-map lbdeny deny 10\n");
-        c.push_str(&maps);
-        c
+        c.push_str("exit\n");
+        // Route-maps come before `router bgp` refers to them: a route-map that appears later
+        // holds the first UPDATEs for the 5 s route-map delay timer.
+        format!("{header}route-map lbdeny deny 10\n{maps}!\n{c}")
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod bird;
 pub mod frr;
+pub mod gobgp;
 pub mod netns;
 pub mod rib;
 pub mod support;

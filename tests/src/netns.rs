@@ -87,7 +87,9 @@ impl Topology {
                 dir_path,
                 namespaces: Mutex::new(Vec::new()),
                 processes: Mutex::new(Vec::new()),
-                keep_dir: false.into(),
+                keep_dir: std::env::var_os("LEAFBRIDGE_KEEP_TEST_DIRS")
+                    .is_some()
+                    .into(),
             }),
         }
     }
@@ -111,7 +113,8 @@ impl Topology {
         p
     }
 
-    /// Keeps the temp dir after the test even when it passes (for debugging or the lab).
+    /// Keeps the temp dir after the test even when it passes (for debugging or the lab). Setting
+    /// `LEAFBRIDGE_KEEP_TEST_DIRS=1` in the environment does the same for every topology.
     pub fn keep_dir(&self) {
         self.inner.keep_dir.store(true, Ordering::Relaxed);
     }

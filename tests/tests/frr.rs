@@ -74,15 +74,14 @@ fn frr_networks_with_attributes_arrive_in_bird_rib() {
     fc.add_hosts("100.64.0.0".parse().unwrap(), 100);
     fc.neighbors.push(FrrNeighbor {
         export: true,
+        passive: true,
         ipv6_next_hop: Some(Pair::B_V6.parse().unwrap()),
         ..FrrNeighbor::new(Pair::a_v4(), 65001)
     });
     let _frr = Frr::start(&p.b, "tx", &fc);
     let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
-    bc.peers.push(BirdPeer {
-        passive: true,
-        ..BirdPeer::new("fromfrr", Pair::b_v4(), 65002)
-    });
+    // FRR and BIRD both connect quickly; FRR listens here so BIRD dials.
+    bc.peers.push(BirdPeer::new("fromfrr", Pair::b_v4(), 65002));
     let bird = Bird::start(&p.a, "rx", &bc);
     wait_for(T, "102 routes in BIRD", || {
         let n = bird.route_count_from("fromfrr");
