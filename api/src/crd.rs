@@ -75,7 +75,7 @@ pub struct IPPoolSpec {
     #[serde(default = "default_true")]
     pub auto_assign: bool,
     /// Skip addresses ending in .0 and .255 (IPv4), which some old clients and routers mishandle.
-    #[serde(default)]
+    #[serde(default, rename = "avoidBuggyIPs")]
     pub avoid_buggy_ips: bool,
     /// Which Services may use this pool; when unset, every Service may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,7 +229,11 @@ pub struct BGPAdvertisementSpec {
     )]
     pub service_cidrs: Vec<String>,
     /// Nodes that act as gateways for the service CIDRs; all announcing nodes when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "serviceCIDRGatewaySelector",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_cidr_gateway_selector: Option<LabelSelector>,
 }
 

@@ -1,0 +1,241 @@
+//! End to end on the state-directory backend: the real `leafbridge-controller` binary allocates
+//! for Services written as YAML files, survives restarts with every address unchanged, and a
+//! standby instance takes over when the active one dies.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use leafbridge_api::state::dir::{EVENTS_FILE, list_manifest_files, parse_documents};
+
+/// Kills the controller by PID when dropped, even when the test panics.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &Path, port: u16, log: &str) -> Proc {
+    let log = std::fs::File::create(dir.parent().unwrap().join(log)).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_leafbridge-controller"))
+        .args([
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start leafbridge-controller");
+    Proc(child)
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some((out.get(9..12)?.parse().ok()?, out))
+}
+
+fn svc(name: &str, extra_meta: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: shop\n{extra_meta}spec:\n  type: LoadBalancer\n  loadBalancerClass: leafbridge.io/lb\n  selector: {{app: {name}}}\n  ports:\n  - port: 80\n{extra_spec}---\n"
+    )
+}
+
+/// Service name -> ingress IPs, read from every manifest in the directory.
+fn addresses(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for f in list_manifest_files(dir).unwrap() {
+        let Ok(docs) = parse_documents(&std::fs::read(&f).unwrap()) else {
+            continue;
+        };
+        for d in docs.iter().filter(|d| d["kind"] == "Service") {
+            let ips: Vec<String> = d["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i["ip"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.insert(d["metadata"]["name"].as_str().unwrap().to_owned(), ips);
+        }
+    }
+    out
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn read_log(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.parent().unwrap().join(name)).unwrap_or_default()
+}
+
+#[test]
+fn allocates_for_yaml_services_and_keeps_every_address_across_restarts_and_failover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join("state");
+    std::fs::create_dir_all(dir.join("pools")).unwrap();
+    std::fs::write(
+        dir.join("pools/office.yaml"),
+        "apiVersion: leafbridge.io/v1alpha1\nkind: IPPool\nmetadata: {name: office}\nspec:\n  addresses: [203.0.113.0/28, \"2001:db8:5::10-2001:db8:5::1f\"]\n  avoidBuggyIPs: true\n",
+    )
+    .unwrap();
+    let mut services = String::new();
+    services += &svc("web", "", "");
+    services += &svc(
+        "api",
+        "",
+        "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n",
+    );
+    services += &svc(
+        "pinned",
+        "  annotations: {leafbridge.io/load-balancer-ips: 203.0.113.9}\n",
+        "",
+    );
+    services += &svc(
+        "dns-tcp",
+        "  annotations: {leafbridge.io/allow-shared-ip: dns}\n",
+        "",
+    );
+    services += &svc(
+        "dns-udp",
+        "  annotations: {leafbridge.io/allow-shared-ip: dns}\n",
+        "",
+    )
+    .replace("  - port: 80\n", "  - port: 53\n    protocol: UDP\n");
+    services += "apiVersion: v1\nkind: Service\nmetadata: {name: foreign, namespace: shop}\nspec: {type: LoadBalancer, loadBalancerClass: other.io/lb}\n";
+    std::fs::write(dir.join("services.yaml"), services).unwrap();
+
+    let port = free_port();
+    let mut a = start(&dir, port, "a.log");
+    let expected = ["api", "dns-tcp", "dns-udp", "pinned", "web"];
+    wait_for("first allocations", Duration::from_secs(30), || {
+        let addrs = addresses(&dir);
+        expected
+            .iter()
+            .all(|n| addrs.get(*n).is_some_and(|v| !v.is_empty()))
+    });
+    let first = addresses(&dir);
+    assert!(
+        first["foreign"].is_empty(),
+        "a Service of another class was touched"
+    );
+    assert_eq!(first["pinned"], ["203.0.113.9"]);
+    assert_eq!(
+        first["api"].len(),
+        2,
+        "RequireDualStack gets both families: {:?}",
+        first["api"]
+    );
+    assert!(
+        first["api"][1].starts_with("2001:db8:5::"),
+        "{:?}",
+        first["api"]
+    );
+    assert_eq!(
+        first["dns-tcp"], first["dns-udp"],
+        "sharing key with distinct ports shares"
+    );
+    assert!(
+        !first.values().flatten().any(|ip| ip == "203.0.113.0"),
+        "avoidBuggyIPs skips .0"
+    );
+    let v4: Vec<&String> = ["web", "api", "dns-tcp", "pinned"]
+        .iter()
+        .map(|n| &first[*n][0])
+        .collect();
+    let unique: std::collections::BTreeSet<_> = v4.iter().collect();
+    assert_eq!(
+        unique.len(),
+        v4.len(),
+        "an address was given twice: {first:?}"
+    );
+
+    // Ops endpoints.
+    wait_for("/readyz", Duration::from_secs(10), || {
+        http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    wait_for("pool metrics", Duration::from_secs(10), || {
+        http_get(port, "/metrics").is_some_and(|(_, b)| {
+            b.contains("leafbridge_pool_addresses_in_use{pool=\"office\",family=\"IPv4\"} 4")
+        })
+    });
+    // IPPool status and Events.
+    wait_for("IPPool status", Duration::from_secs(10), || {
+        let docs = parse_documents(&std::fs::read(dir.join("pools/office.yaml")).unwrap()).unwrap();
+        docs[0]["status"]["assignedIPv4"] == 4
+            && docs[0]["status"]["conditions"][0]["status"] == "True"
+    });
+    let events = std::fs::read_to_string(dir.join(EVENTS_FILE)).unwrap();
+    assert!(events.contains("IPAllocated"), "{events}");
+
+    // Restart: nothing moves, even though a new Service (which would take the lowest free
+    // address) is added while the controller is down.
+    drop(a);
+    std::fs::write(dir.join("late.yaml"), svc("late", "", "")).unwrap();
+    a = start(&dir, port, "a2.log");
+    wait_for("allocation after restart", Duration::from_secs(30), || {
+        addresses(&dir).get("late").is_some_and(|v| !v.is_empty())
+    });
+    let second = addresses(&dir);
+    for n in expected {
+        assert_eq!(second[n], first[n], "{n} changed address across a restart");
+    }
+    assert!(
+        !first
+            .values()
+            .flatten()
+            .any(|ip| second["late"].contains(ip)),
+        "late got a taken address"
+    );
+
+    // A standby waits on the lock and takes over when the active instance dies.
+    let port_b = free_port();
+    let _b = start(&dir, port_b, "b.log");
+    wait_for("standby", Duration::from_secs(10), || {
+        read_log(&dir, "b.log").contains("standing by")
+    });
+    drop(a);
+    std::fs::remove_file(dir.join("late.yaml")).unwrap();
+    std::fs::write(dir.join("later.yaml"), svc("later", "", "")).unwrap();
+    wait_for("allocation by the standby", Duration::from_secs(30), || {
+        addresses(&dir).get("later").is_some_and(|v| !v.is_empty())
+    });
+    let third = addresses(&dir);
+    for n in expected {
+        assert_eq!(third[n], first[n], "{n} changed address across a failover");
+    }
+    // `late` was deleted while the new leader started: its address is free again and, being the
+    // lowest free one, goes to `later`.
+    assert_eq!(third["later"], second["late"]);
+}
