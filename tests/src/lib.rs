@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bird;
+pub mod dns;
 pub mod exabgp;
 pub mod frr;
 pub mod gobgp;
