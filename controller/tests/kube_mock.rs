@@ -1,0 +1,389 @@
+//! The controller against a mocked Kubernetes API server (`tower_test::mock::pair`), asserting
+//! the exact requests: Service status apply, Events, IPPool status, and the leader Lease.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use leafbridge_api::StateSource;
+use leafbridge_api::ops::Readiness;
+use leafbridge_controller::leader::{self, LeaseConfig};
+use leafbridge_controller::reconcile::{self, Metrics};
+use leafbridge_controller::service::ClassConfig;
+use serde_json::{Value, json};
+use tower_test::mock;
+
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    uri: String,
+    body: Value,
+}
+
+type Responder = Box<dyn Fn(&Seen) -> (StatusCode, Value) + Send + Sync>;
+
+/// A mock API server: records every request; answers with `respond`; watch requests are held
+/// open without an answer.
+fn api_server(respond: Responder) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Some((req, send)) = handle.next_request().await {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await.unwrap();
+            let s = Seen {
+                method: parts.method.clone(),
+                uri: parts.uri.to_string(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            log.lock().unwrap().push(s.clone());
+            if s.uri.contains("watch=true") {
+                held.push(send);
+                continue;
+            }
+            let (code, v) = respond(&s);
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&v).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (Client::new(svc, "default"), seen)
+}
+
+fn list(kind: &str, api_version: &str, items: Vec<Value>) -> (StatusCode, Value) {
+    (
+        StatusCode::OK,
+        json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
+}
+
+fn wait_until(
+    seen: &Arc<Mutex<Vec<Seen>>>,
+    what: &str,
+    f: impl Fn(&[Seen]) -> bool,
+) -> impl Future<Output = ()> {
+    let seen = seen.clone();
+    let what = what.to_owned();
+    async move {
+        let t = Instant::now();
+        while !f(&seen.lock().unwrap()) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}: {:#?}",
+                seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn service(name: &str, status_ip: Option<&str>) -> Value {
+    let mut s = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"), "resourceVersion": "1"},
+        "spec": {"type": "LoadBalancer", "loadBalancerClass": "leafbridge.io/lb", "ports": [{"port": 80, "protocol": "TCP"}]},
+    });
+    if let Some(ip) = status_ip {
+        s["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}});
+    }
+    s
+}
+
+#[tokio::test]
+async fn restores_from_status_then_applies_new_status_event_and_pool_status() {
+    let (client, seen) = api_server(Box::new(|s: &Seen| {
+        let path = s.uri.split('?').next().unwrap();
+        match (&s.method, path) {
+            (&Method::GET, "/api/v1/services") => {
+                // `old` already holds .0 (from before a restart): `new` must not get it.
+                list(
+                    "ServiceList",
+                    "v1",
+                    vec![service("old", Some("203.0.113.0")), service("new", None)],
+                )
+            }
+            (&Method::GET, "/apis/leafbridge.io/v1alpha1/ippools") => list(
+                "IPPoolList",
+                "leafbridge.io/v1alpha1",
+                vec![
+                    json!({"apiVersion": "leafbridge.io/v1alpha1", "kind": "IPPool",
+                    "metadata": {"name": "office", "resourceVersion": "1", "generation": 1},
+                    "spec": {"addresses": ["203.0.113.0/29"]}}),
+                ],
+            ),
+            (&Method::GET, "/api/v1/namespaces") => list(
+                "NamespaceList",
+                "v1",
+                vec![
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "resourceVersion": "1"}}),
+                ],
+            ),
+            (&Method::POST, _) => (StatusCode::CREATED, s.body.clone()),
+            (&Method::PATCH, _) => (StatusCode::OK, json!({})),
+            _ => (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "unexpected"}),
+            ),
+        }
+    }));
+    let ready = Readiness::new();
+    let class = ClassConfig {
+        class: "leafbridge.io/lb".into(),
+        default_class: false,
+    };
+    let task = tokio::spawn(reconcile::run(
+        StateSource::kube(client),
+        class,
+        Metrics::default(),
+        ready.clone(),
+    ));
+
+    wait_until(&seen, "IPPool status", |s| {
+        s.iter().any(|r| r.uri.contains("/ippools/office/status"))
+    })
+    .await;
+    wait_until(&seen, "Event", |s| {
+        s.iter().any(|r| r.method == Method::POST)
+    })
+    .await;
+    assert!(ready.is_ready());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = seen.lock().unwrap().clone();
+    task.abort();
+
+    let status_patches: Vec<&Seen> = seen
+        .iter()
+        .filter(|r| r.uri.contains("/services/") && r.method == Method::PATCH)
+        .collect();
+    assert_eq!(
+        status_patches.len(),
+        1,
+        "only the new Service's status is written: {status_patches:#?}"
+    );
+    let p = status_patches[0];
+    assert_eq!(
+        p.uri,
+        "/api/v1/namespaces/shop/services/new/status?&force=true&fieldManager=leafbridge-controller"
+    );
+    assert_eq!(
+        p.body,
+        json!({"apiVersion": "v1", "kind": "Service", "status": {
+            "loadBalancer": {"ingress": [{"ip": "203.0.113.1", "ipMode": "VIP"}]},
+            "conditions": [],
+        }})
+    );
+
+    let events: Vec<&Seen> = seen.iter().filter(|r| r.method == Method::POST).collect();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(
+        events[0].uri,
+        "/apis/events.k8s.io/v1/namespaces/shop/events?"
+    );
+    assert_eq!(events[0].body["reason"], "IPAllocated");
+    assert_eq!(events[0].body["type"], "Normal");
+    assert_eq!(events[0].body["regarding"]["name"], "new");
+    assert_eq!(events[0].body["note"], "assigned 203.0.113.1 (pool office)");
+    assert_eq!(
+        events[0].body["reportingController"],
+        "leafbridge-controller"
+    );
+
+    let pool: Vec<&Seen> = seen
+        .iter()
+        .filter(|r| r.uri.contains("/ippools/office/status"))
+        .collect();
+    assert_eq!(
+        pool[0].uri,
+        "/apis/leafbridge.io/v1alpha1/ippools/office/status?&force=true&fieldManager=leafbridge-controller"
+    );
+    let st = &pool.last().unwrap().body["status"];
+    assert_eq!(pool.last().unwrap().body["kind"], "IPPool");
+    assert_eq!(st["assignedIPv4"], 2);
+    assert_eq!(st["availableIPv4"], "6");
+    assert_eq!(st["availableIPv6"], "0");
+    assert_eq!(st["observedGeneration"], 1);
+    assert_eq!(st["conditions"][0]["type"], "Ready");
+    assert_eq!(st["conditions"][0]["status"], "True");
+}
+
+#[tokio::test]
+async fn allocation_failure_is_a_warning_event_with_the_reason() {
+    let (client, seen) = api_server(Box::new(|s: &Seen| {
+        let path = s.uri.split('?').next().unwrap();
+        match (&s.method, path) {
+            (&Method::GET, "/api/v1/services") => {
+                list("ServiceList", "v1", vec![service("web", None)])
+            }
+            (&Method::GET, "/apis/leafbridge.io/v1alpha1/ippools") => {
+                list("IPPoolList", "leafbridge.io/v1alpha1", vec![])
+            }
+            (&Method::GET, "/api/v1/namespaces") => list("NamespaceList", "v1", vec![]),
+            (&Method::POST, _) => (StatusCode::CREATED, s.body.clone()),
+            _ => (StatusCode::OK, json!({})),
+        }
+    }));
+    let class = ClassConfig {
+        class: "leafbridge.io/lb".into(),
+        default_class: false,
+    };
+    let metrics = Metrics::default();
+    let task = tokio::spawn(reconcile::run(
+        StateSource::kube(client),
+        class,
+        metrics.clone(),
+        Readiness::new(),
+    ));
+    wait_until(&seen, "Event", |s| {
+        s.iter().any(|r| r.method == Method::POST)
+    })
+    .await;
+    task.abort();
+    let seen = seen.lock().unwrap().clone();
+    let ev = seen.iter().find(|r| r.method == Method::POST).unwrap();
+    assert_eq!(ev.body["reason"], "AllocationFailed");
+    assert_eq!(ev.body["type"], "Warning");
+    assert_eq!(
+        ev.body["note"],
+        "NoPoolForFamily: no IPPool this Service may use has IPv4 addresses"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r.method == Method::PATCH && r.uri.contains("/services/")),
+        "no status on failure"
+    );
+    assert_eq!(
+        metrics
+            .failures
+            .get_or_create(&vec![("reason".into(), "NoPoolForFamily".into())])
+            .get(),
+        1
+    );
+}
+
+fn lease_cfg(identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        namespace: "leafbridge-system".into(),
+        name: "leafbridge-controller".into(),
+        identity: identity.into(),
+        duration_secs: 15,
+        grace_secs: 5,
+    }
+}
+
+#[tokio::test]
+async fn creates_and_acquires_the_lease_when_none_exists() {
+    let state = Arc::new(Mutex::new(None::<Value>));
+    let st = state.clone();
+    let (client, seen) = api_server(Box::new(move |s: &Seen| {
+        let mut cur = st.lock().unwrap();
+        match s.method {
+            Method::GET => match &*cur {
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "leases \"leafbridge-controller\" not found"}),
+                ),
+                Some(l) => (StatusCode::OK, l.clone()),
+            },
+            Method::POST => {
+                *cur = Some(s.body.clone());
+                (StatusCode::CREATED, s.body.clone())
+            }
+            _ => {
+                let mut l = cur.clone().unwrap();
+                for (k, v) in s.body["spec"].as_object().unwrap() {
+                    l["spec"][k] = v.clone();
+                }
+                *cur = Some(l.clone());
+                (StatusCode::OK, l)
+            }
+        }
+    }));
+    let mut rx = leader::kube_lease(client, &lease_cfg("replica-a"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), leader::wait_until_leader(&mut rx))
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let base = "/apis/coordination.k8s.io/v1/namespaces/leafbridge-system/leases";
+    assert_eq!(
+        (seen[0].method.clone(), seen[0].uri.as_str()),
+        (
+            Method::GET,
+            format!("{base}/leafbridge-controller").as_str()
+        )
+    );
+    assert_eq!(
+        (seen[1].method.clone(), seen[1].uri.as_str()),
+        (Method::POST, format!("{base}?").as_str())
+    );
+    assert_eq!(seen[1].body["metadata"]["name"], "leafbridge-controller");
+    let acquire = seen
+        .iter()
+        .find(|r| r.method == Method::PATCH)
+        .expect("acquire patch");
+    assert_eq!(
+        acquire.uri,
+        format!("{base}/leafbridge-controller?&fieldManager=leafbridge-controller")
+    );
+    assert_eq!(acquire.body["spec"]["holderIdentity"], "replica-a");
+    assert_eq!(acquire.body["spec"]["leaseDurationSeconds"], 15);
+}
+
+#[tokio::test]
+async fn a_second_replica_takes_over_an_expired_lease() {
+    // replica-a renewed 20 s ago with a 15 s lease: it is gone; replica-b must take over.
+    let renewed =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(20);
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "leafbridge-controller", "namespace": "leafbridge-system", "resourceVersion": "5"},
+        "spec": {"holderIdentity": "replica-a", "leaseDurationSeconds": 15,
+                 "acquireTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string(),
+                 "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string(), "leaseTransitions": 1},
+    });
+    let state = Arc::new(Mutex::new(lease));
+    let st = state.clone();
+    let (client, seen) = api_server(Box::new(move |s: &Seen| {
+        let mut cur = st.lock().unwrap();
+        if s.method == Method::PATCH {
+            for (k, v) in s.body["spec"].as_object().unwrap() {
+                cur["spec"][k] = v.clone();
+            }
+        }
+        (StatusCode::OK, cur.clone())
+    }));
+    let mut rx = leader::kube_lease(client, &lease_cfg("replica-b"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), leader::wait_until_leader(&mut rx))
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|r| r.method != Method::POST),
+        "an existing Lease is not re-created"
+    );
+    let patches: Vec<&Value> = seen
+        .iter()
+        .filter(|r| r.method == Method::PATCH)
+        .map(|r| &r.body["spec"])
+        .collect();
+    assert_eq!(patches.len(), 3, "{patches:#?}");
+    // The expired holder is cleared, then replica-b acquires, then the transition is counted.
+    assert_eq!(patches[0]["holderIdentity"], Value::Null);
+    assert_eq!(patches[1]["holderIdentity"], "replica-b");
+    assert_eq!(patches[1]["leaseDurationSeconds"], 15);
+    assert_eq!(patches[2], &json!({"leaseTransitions": 2}));
+    assert_eq!(state.lock().unwrap()["spec"]["leaseTransitions"], 2);
+}
