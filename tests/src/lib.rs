@@ -10,11 +10,13 @@
 #![forbid(unsafe_code)]
 
 pub mod bird;
+pub mod capture;
 pub mod dns;
 pub mod exabgp;
 pub mod frr;
 pub mod gobgp;
 pub mod netns;
+pub mod raw;
 pub mod rib;
 pub mod support;
 

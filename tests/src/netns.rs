@@ -188,6 +188,46 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// Like [`Topology::spawn`], but with stdin and stdout as pipes handed to the caller (for
+    /// relays and interactive tools); stderr still goes to `<dir>/logs/<label>.stderr`.
+    #[track_caller]
+    pub fn spawn_piped(
+        &self,
+        label: &str,
+        mut cmd: Command,
+    ) -> (Process, std::process::ChildStdin, std::process::ChildStdout) {
+        let logs = self.subdir("logs");
+        let stdout = unique_path(&logs, label, "stdout");
+        let stderr = stdout.with_extension("stderr");
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr).expect("create stderr log"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {label} ({cmd:?}): {e}"));
+        let (stdin, out) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+        let pid = child.id();
+        self.inner.processes.lock().unwrap().push(Tracked {
+            label: label.to_string(),
+            child,
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+        });
+        (
+            Process {
+                pid,
+                label: label.to_string(),
+                stdout,
+                stderr,
+                topo: self.clone(),
+            },
+            stdin,
+            out,
+        )
+    }
+}
+
 /// Two namespaces `a` and `b` joined by one link, the common case of "our speaker and one
 /// router": `a` has 192.0.2.1/24 and 2001:db8::1/64 on `eth-b`, `b` has 192.0.2.2/24 and
 /// 2001:db8::2/64 on `eth-a`.

@@ -1,0 +1,76 @@
+//! The raw TCP relay and the capture helper proved against BIRD: a hand-made OPEN gets BIRD's
+//! OPEN, a bad header length gets Message Header Error / Bad Message Length, and the capture
+//! holds the NOTIFICATION.
+
+use std::time::Duration;
+
+use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
+use leafbridge_tests::capture::Capture;
+use leafbridge_tests::raw::{self, RawBgp};
+use leafbridge_tests::{Pair, wait_for};
+
+const T: Duration = Duration::from_secs(10);
+
+fn bird(passive: bool) -> BirdConfig {
+    let mut c = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
+    c.peers.push(BirdPeer {
+        passive,
+        ..BirdPeer::new("raw", Pair::b_v4(), 65002)
+    });
+    c
+}
+
+#[test]
+fn bad_header_length_gets_bird_notification_and_capture_keeps_it() {
+    let p = Pair::new("rawc");
+    let bird = Bird::start(&p.a, "dut", &bird(true));
+    let cap = Capture::start(&p.b, "bgp", Pair::B_IF, "tcp port 179");
+    let conn = RawBgp::connect(&p.b, "192.0.2.1:179".parse().unwrap(), T);
+    conn.send(&raw::open_message(
+        65002,
+        90,
+        "192.0.2.2".parse().unwrap(),
+        &[],
+    ));
+    let open = conn.recv_message(T).expect("BIRD's OPEN");
+    assert_eq!(raw::message_type(&open), Some(raw::OPEN));
+    conn.send(&raw::keepalive_message());
+    let ka = conn.recv_message(T).expect("BIRD's KEEPALIVE");
+    assert_eq!(raw::message_type(&ka), Some(raw::KEEPALIVE));
+    bird.wait_established("raw", T);
+
+    // RFC 4271 §6.1: a length field below 19 is Message Header Error / Bad Message Length.
+    let mut bad = raw::keepalive_message();
+    bad[17] = 5;
+    conn.send(&bad);
+    let (code, subcode, data) = conn.recv_notification(T).expect("a NOTIFICATION");
+    assert_eq!((code, subcode), (1, 2), "data {data:?}");
+    assert!(
+        conn.wait_closed(T),
+        "BIRD keeps the connection open: {}",
+        conn.log()
+    );
+    cap.stop();
+    // SYN, OPENs, KEEPALIVEs, the bad message, the NOTIFICATION, FINs.
+    assert!(cap.packet_count() >= 6, "{}", cap.text());
+}
+
+#[test]
+fn raw_listener_accepts_bird_and_reads_its_open() {
+    let p = Pair::new("rawl");
+    let listener = RawBgp::listen(&p.b, "192.0.2.2:179".parse().unwrap());
+    let _bird = Bird::start(&p.a, "dut", &bird(false));
+    listener.wait_connected(T);
+    let open = listener.recv_message(T).expect("BIRD's OPEN");
+    assert_eq!(raw::message_type(&open), Some(raw::OPEN));
+    // My AS (bytes 20..22) is BIRD's 65001.
+    assert_eq!(&open[20..22], &65001u16.to_be_bytes());
+    listener.close();
+    wait_for(T, "relay gone", || {
+        if listener.is_closed() {
+            Ok(())
+        } else {
+            Err(listener.log())
+        }
+    });
+}
