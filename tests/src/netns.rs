@@ -508,6 +508,30 @@ impl Process {
         });
     }
 
+    /// Peak resident set size so far (`VmHWM` from /proc, KiB); `None` once it has exited.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// CPU time used so far, user + system (from /proc/PID/stat, in clock ticks of
+    /// `getconf CLK_TCK`, normally 10 ms); `None` once it has exited. Read it before stopping
+    /// the process.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the parenthesised command name (which may contain spaces).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_micros(
+            ticks * 1_000_000 / clock_ticks_per_second(),
+        ))
+    }
+
     /// Waits up to `timeout` for the process to exit by itself.
     pub fn wait_exit(&self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let start = Instant::now();
@@ -526,6 +550,19 @@ impl Process {
         let mut procs = self.topo.inner.processes.lock().unwrap();
         procs.iter_mut().find(|t| t.child.id() == self.pid).map(f)
     }
+}
+
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
 }
 
 fn send_signal(child: &mut Child, signal: &str) {

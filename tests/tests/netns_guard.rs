@@ -44,27 +44,29 @@ fn bridge_joins_three_namespaces() {
 
 #[test]
 fn guard_removes_namespaces_and_processes_on_panic() {
-    let (names, pid) = std::panic::catch_unwind(|| {
+    let (id, pid, dir) = std::panic::catch_unwind(|| {
         let topo = Topology::new("panic");
         let ns = topo.namespace("x");
         let p = ns.spawn("sleeper", "sleep", &["600"]);
-        let names = (topo.id().to_string(), p.pid());
         // Hand the facts out through the panic payload.
-        std::panic::panic_any(names);
+        std::panic::panic_any((topo.id().to_string(), p.pid(), topo.dir().to_path_buf()));
     })
     .unwrap_err()
-    .downcast::<(String, u32)>()
+    .downcast::<(String, u32, std::path::PathBuf)>()
     .map(|b| *b)
     .unwrap();
     assert!(
-        !netns_list().contains(&names),
-        "namespace {names} survived: {}",
+        !netns_list().contains(&id),
+        "namespace {id} survived: {}",
         netns_list()
     );
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "process {pid} survived the guard"
     );
+    // A panicking test keeps its files for the post-mortem; this panic was on purpose.
+    assert!(dir.join("logs/sleeper.stdout").exists());
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -94,4 +96,26 @@ fn nstat_reads_a_namespace_counter() {
     assert_eq!(ns.nstat("TcpExtTCPMD5Failure"), 0);
     ns.run("ping", &["-c2", "-i0.2", "-W1", "127.0.0.1"]);
     assert!(ns.nstat("IcmpOutEchos") >= 2);
+}
+
+#[test]
+fn process_reports_cpu_time_and_peak_rss() {
+    let topo = Topology::new("cpu");
+    let ns = topo.namespace("x");
+    let p = ns.spawn(
+        "busy",
+        "sh",
+        &[
+            "-c",
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo done; sleep 60",
+        ],
+    );
+    wait_until(Duration::from_secs(20), "the loop to finish", || {
+        p.stdout().contains("done")
+    });
+    let cpu = p.cpu_time().unwrap();
+    assert!(cpu >= Duration::from_millis(20), "{cpu:?}");
+    assert!(p.peak_rss_kib().unwrap() > 100);
+    p.stop();
+    assert_eq!(p.cpu_time(), None);
 }
