@@ -27,7 +27,8 @@ pub use crate::rib::StaticRoute;
 /// One `protocol bgp` block.
 #[derive(Debug, Clone)]
 pub struct BirdPeer {
-    /// Protocol name (more than one letter: single letters are keywords in BIRD's grammar).
+    /// Protocol name. Not a BIRD keyword: single letters, `ebgp`, `ibgp`, `bgp`, `static`, ...
+    /// fail to parse; names such as `toleaf` or `peer1` are safe.
     pub name: String,
     pub neighbor: IpAddr,
     pub neighbor_as: u32,
@@ -195,8 +196,8 @@ impl BirdConfig {
             if let Some(ttl) = p.multihop {
                 let _ = writeln!(c, "  multihop {ttl};");
             } else if p.neighbor_as == self.local_as {
-                // iBGP on a shared link: resolve next hops directly, not through an IGP.
-                c.push_str("  direct;\n  gateway direct;\n");
+                // iBGP on a shared link: the neighbor is directly connected.
+                c.push_str("  direct;\n");
             }
             if p.ttl_security {
                 c.push_str("  ttl security on;\n");
@@ -207,6 +208,12 @@ impl BirdConfig {
             if let Some(h) = p.hold_time {
                 let _ = writeln!(c, "  hold time {h};");
             }
+            // iBGP on a shared link: resolve next hops directly, not through an IGP.
+            let gw = if p.neighbor_as == self.local_as && p.multihop.is_none() {
+                " gateway direct;"
+            } else {
+                ""
+            };
             let import = if p.import_all { "all" } else { "none" };
             let export = if p.export_static {
                 "filter lb_export"
@@ -214,14 +221,14 @@ impl BirdConfig {
                 "none"
             };
             if p.ipv4 {
-                let _ = writeln!(c, "  ipv4 {{ import {import}; export {export}; }};");
+                let _ = writeln!(c, "  ipv4 {{ import {import}; export {export};{gw} }};");
             }
             if p.ipv6 {
                 let nh = p
                     .ipv6_next_hop
                     .map(|a| format!(" next hop address {a};"))
                     .unwrap_or_default();
-                let _ = writeln!(c, "  ipv6 {{ import {import}; export {export};{nh} }};");
+                let _ = writeln!(c, "  ipv6 {{ import {import}; export {export};{nh}{gw} }};");
             }
             c.push_str(&p.extra);
             c.push_str("}\n");

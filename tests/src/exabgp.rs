@@ -224,6 +224,28 @@ impl Exabgp {
         );
         let conf = dir.join("exabgp.conf");
         std::fs::write(&conf, config.render(&run)).expect("write exabgp.conf");
+        // `--validate` re-parses the whole file: worth it, except for benchmark-sized configs
+        // (PEERS.md: ~5 s for 100k routes).
+        if config
+            .neighbors
+            .iter()
+            .map(|n| n.routes.len())
+            .sum::<usize>()
+            <= 1000
+        {
+            let out = std::process::Command::new("exabgp")
+                .arg("--validate")
+                .arg(&conf)
+                .env("exabgp.daemon.user", "root")
+                .output()
+                .expect("run exabgp --validate");
+            assert!(
+                out.status.success(),
+                "ExaBGP rejects {}: {}",
+                conf.display(),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
         let process = Self::spawn(ns, name, &conf, config.listen);
         let exa = Exabgp {
             ns: ns.clone(),

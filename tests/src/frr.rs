@@ -236,6 +236,7 @@ impl Frr {
         std::fs::write(dir.join("bgpd.conf"), config.render()).expect("write bgpd.conf");
         chown_frr(&dir);
         chown_frr(&dir.join("bgpd.conf"));
+        check_config(&dir.join("bgpd.conf"));
         let process = Self::spawn(ns, name, &dir, config.listen_port);
         let frr = Frr {
             ns: ns.clone(),
@@ -417,6 +418,22 @@ impl Frr {
         self.process = Self::spawn(&self.ns, &self.name, &self.dir, self.listen_port);
         self.wait_ready();
     }
+}
+
+/// `bgpd -C` (dry run) exits 0 even when lines are rejected, so its log is checked too.
+#[track_caller]
+fn check_config(conf: &Path) {
+    let bgpd = require("bgpd").display().to_string();
+    let c = conf.display().to_string();
+    let out = crate::netns::host_exec(&bgpd, &["-C", "-Z", "-u", "frr", "-g", "frr", "-f", &c]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        out.success
+            && !text.contains("No such command")
+            && !text.contains("Unknown command")
+            && !text.contains("% "),
+        "bgpd rejects {c}: {text}"
+    );
 }
 
 fn chown_frr(p: &Path) {

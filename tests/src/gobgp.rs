@@ -172,6 +172,13 @@ impl Gobgp {
         let dir = ns.topology().subdir(&format!("gobgp-{name}"));
         let conf = dir.join("gobgpd.toml");
         std::fs::write(&conf, config.render()).expect("write gobgpd.toml");
+        let c = conf.display().to_string();
+        let out = crate::netns::host_exec("gobgpd", &["-d", "-f", &c]);
+        assert!(
+            out.success,
+            "gobgpd rejects {c}: {}{}",
+            out.stdout, out.stderr
+        );
         let process = Self::spawn(ns, name, &conf, config.api_port);
         let g = Gobgp {
             ns: ns.clone(),

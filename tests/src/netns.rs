@@ -659,6 +659,16 @@ impl From<Output> for ExecOutput {
     }
 }
 
+/// Runs a program in the test process's own namespace (config checks and the like).
+pub(crate) fn host_exec(program: &str, args: &[&str]) -> ExecOutput {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    ExecOutput::from(out)
+}
+
 #[track_caller]
 fn run_checked(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));

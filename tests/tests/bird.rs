@@ -113,3 +113,31 @@ fn bird_restart_reestablishes_and_route_count_reads_many_routes() {
     rx.wait_established("tonode", T);
     assert_eq!(tx.process().label(), "bird-tx");
 }
+
+#[test]
+fn bird_ibgp_route_carries_local_pref() {
+    let p = Pair::new("bibgp");
+    let mut tx = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
+    tx.routes.push(StaticRoute {
+        local_pref: Some(250),
+        ..StaticRoute::new("203.0.113.5/32")
+    });
+    tx.peers.push(BirdPeer {
+        export_static: true,
+        ..BirdPeer::new("toleaf", Pair::b_v4(), 65001)
+    });
+    let mut rx = BirdConfig::new("192.0.2.2".parse().unwrap(), 65001);
+    rx.peers.push(BirdPeer {
+        passive: true,
+        ..BirdPeer::new("tonode", Pair::a_v4(), 65001)
+    });
+    let _tx = Bird::start(&p.a, "tx", &tx);
+    let rx = Bird::start(&p.b, "rx", &rx);
+    let r = wait_for(T, "the iBGP route", || {
+        let r = rx.bgp_routes("tonode");
+        if r.len() == 1 { Ok(r) } else { Err(r) }
+    });
+    assert_eq!(r[0].local_pref, Some(250));
+    assert_eq!(r[0].as_path, Vec::<u32>::new());
+    assert_eq!(r[0].next_hop, Some(Pair::a_v4()));
+}
