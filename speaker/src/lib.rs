@@ -2,4 +2,6 @@
 #![deny(unsafe_code)] // forbid everywhere but bgp::transport::md5 (TCP_MD5SIG needs setsockopt)
 
 pub mod bgp;
+pub mod config;
+pub mod metrics;
 pub mod standalone;

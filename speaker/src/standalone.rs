@@ -1,1 +1,545 @@
-//! placeholder: being written
+//! Standalone mode: `leafbridge-speaker --config FILE`. The file lists local AS, router id,
+//! peers and prefixes (see `config`). Edits (noticed through `notify`, or on SIGHUP) are applied
+//! as incremental changes: a changed prefix set becomes UPDATEs on the running sessions, an
+//! added or removed peer touches only that peer, and a bad edit is logged and ignored, keeping
+//! the running configuration.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::bgp::fsm::{self, GracefulRestartConfig};
+use crate::bgp::rib::Route;
+use crate::bgp::session::{
+    self, DesiredRoute, DesiredRoutes, SessionConfig, SessionHandle, StopMode,
+};
+use crate::bgp::transport::{Listener, Md5Key, TransportConfig, TtlPolicy};
+use crate::config::{Config, NextHop, PeerConfig, ShutdownMode};
+use crate::metrics::SpeakerMetrics;
+
+/// Name of the marker file written on a graceful shutdown: when the speaker starts again
+/// within the Restart Time, it sets the Restart State bit (RFC 4724 §3).
+pub const RESTART_MARKER: &str = "graceful-restart";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    /// We are restarting: advertise the Restart State bit to graceful-restart peers.
+    pub restarting: bool,
+    /// Where the graceful-restart marker lives (none: only `restarting` decides).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Run until SIGTERM/SIGINT.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let config =
+        Config::load(&opts.config).with_context(|| format!("loading {}", opts.config.display()))?;
+    let restarting =
+        opts.restarting || take_restart_marker(opts.state_dir.as_deref(), config.restart_time);
+    if restarting {
+        info!("starting as a restarting speaker (graceful restart R bit set)");
+    }
+
+    let metrics = SpeakerMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let ready = leafbridge_api::ops::Readiness::new();
+    if let Some(addr) = config.metrics_address {
+        leafbridge_api::ops::serve(addr, Arc::new(registry), ready.clone())
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
+
+    let mut speaker = Speaker::new(metrics.clone(), restarting);
+    speaker
+        .apply(config)
+        .await
+        .context("applying configuration")?;
+    ready.set_ready(true);
+
+    let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
+    let _watcher = watch_file(&opts.config, reload_tx.clone());
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => speaker.reload(&opts.config).await,
+            Some(()) = reload_rx.recv() => {
+                // Editors write in several steps: let the file settle, then read it once.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                while reload_rx.try_recv().is_ok() {}
+                speaker.reload(&opts.config).await;
+            }
+        }
+    }
+    ready.set_ready(false);
+    let mode = speaker
+        .config
+        .as_ref()
+        .map(|c| c.shutdown)
+        .unwrap_or_default();
+    info!(?mode, "shutting down");
+    if mode == ShutdownMode::Graceful
+        && let Some(dir) = &opts.state_dir
+        && let Err(e) = write_restart_marker(dir)
+    {
+        warn!(error = %e, "cannot write the graceful-restart marker");
+    }
+    speaker.shutdown().await;
+    Ok(())
+}
+
+fn take_restart_marker(dir: Option<&Path>, restart_time: u16) -> bool {
+    let Some(dir) = dir else { return false };
+    let path = dir.join(RESTART_MARKER);
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return false;
+    };
+    let _ = std::fs::remove_file(&path);
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok());
+    // After the Restart Time the peers have dropped our routes: a plain start.
+    age.is_some_and(|a| a <= Duration::from_secs(restart_time.into()))
+}
+
+fn write_restart_marker(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(RESTART_MARKER), b"")
+}
+
+/// Watch the directory of the file (editors replace files by renaming) and signal any event
+/// that names the file.
+fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let file = path.file_name()?.to_owned();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && !ev.kind.is_access()
+            && ev.paths.iter().any(|p| p.file_name() == Some(&file))
+        {
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|e| warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP"))
+    .ok()?;
+    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        warn!(error = %e, "cannot watch the configuration directory; reload with SIGHUP");
+        return None;
+    }
+    Some(watcher)
+}
+
+type IncomingRoutes = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
+
+struct PeerRuntime {
+    session_cfg: SessionConfig,
+    md5: Option<Md5Key>,
+    desired: watch::Sender<DesiredRoutes>,
+    handle: SessionHandle,
+}
+
+/// The running speaker: sessions by peer name, the listener, the configuration in force.
+pub struct Speaker {
+    metrics: SpeakerMetrics,
+    restarting: bool,
+    config: Option<Config>,
+    peers: BTreeMap<String, PeerRuntime>,
+    listener: Option<(crate::config::Listen, Arc<Listener>, JoinHandle<()>)>,
+    incoming: IncomingRoutes,
+}
+
+impl std::fmt::Debug for Speaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Speaker")
+            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// One peer's settings, worked out (and its key file read) before anything changes.
+struct PreparedPeer {
+    session_cfg: SessionConfig,
+    md5: Option<Md5Key>,
+    desired: DesiredRoutes,
+}
+
+impl Speaker {
+    pub fn new(metrics: SpeakerMetrics, restarting: bool) -> Self {
+        Self {
+            metrics,
+            restarting,
+            config: None,
+            peers: BTreeMap::new(),
+            listener: None,
+            incoming: Arc::default(),
+        }
+    }
+
+    /// Re-read the file; a bad edit is logged and the running configuration stays.
+    pub async fn reload(&mut self, path: &Path) {
+        let result = match Config::load(path) {
+            Ok(c) if Some(&c) == self.config.as_ref() => {
+                return;
+            }
+            Ok(c) => self.apply(c).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(()) => {
+                self.metrics.config_reloads.inc();
+                info!("configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics.config_reload_errors.inc();
+                error!(error = %e, "configuration edit rejected; keeping the running configuration");
+            }
+        }
+    }
+
+    /// Make the running sessions match `config`.
+    pub async fn apply(&mut self, config: Config) -> anyhow::Result<()> {
+        config.validate()?;
+        let mut prepared = BTreeMap::new();
+        for p in &config.peers {
+            prepared.insert(p.name(), prepare_peer(&config, p, self.restarting)?);
+        }
+        // The listener first, so that a bind failure changes nothing.
+        let listener_changed = self.listener.as_ref().map(|(l, _, _)| l) != config.listen.as_ref();
+        if listener_changed {
+            if let Some((_, _, task)) = self.listener.take() {
+                task.abort();
+            }
+            if let Some(listen) = &config.listen {
+                let addr = SocketAddr::new(listen.address, listen.port);
+                let l =
+                    Arc::new(Listener::bind(addr).with_context(|| format!("listening on {addr}"))?);
+                info!(addr = %l.local_addr()?, "listening for BGP connections");
+                let task = tokio::spawn(accept_loop(l.clone(), self.incoming.clone()));
+                self.listener = Some((listen.clone(), l, task));
+            }
+        }
+
+        // Peers that went away or changed: stop them (only them).
+        let names: Vec<String> = self.peers.keys().cloned().collect();
+        for name in names {
+            let keep = prepared.get(&name).is_some_and(|p| {
+                let cur = &self.peers[&name];
+                same_session(&cur.session_cfg, &p.session_cfg) && cur.md5 == p.md5
+            });
+            if !keep {
+                let rt = self.peers.remove(&name).expect("listed above");
+                info!(peer = %name, "peer removed or changed: stopping its session");
+                self.remove_peer(rt, "peer removed from configuration")
+                    .await;
+            }
+        }
+        // New and changed peers start; kept ones get the new desired routes.
+        for (name, p) in prepared {
+            if let Some(rt) = self.peers.get(&name) {
+                rt.desired.send_if_modified(|cur| {
+                    if **cur == *p.desired {
+                        false
+                    } else {
+                        *cur = p.desired.clone();
+                        true
+                    }
+                });
+                continue;
+            }
+            info!(peer = %name, "starting session");
+            let peer_ip = p.session_cfg.transport.peer.ip();
+            if let Some((_, l, _)) = &self.listener
+                && let Err(e) = l.set_peer_key(peer_ip, p.md5.as_ref())
+            {
+                warn!(peer = %name, error = %e, "cannot set the TCP MD5 key on the listener");
+            }
+            let (desired_tx, desired_rx) = watch::channel(p.desired);
+            let handle = session::spawn(p.session_cfg.clone(), desired_rx, self.metrics.clone());
+            self.incoming
+                .lock()
+                .expect("not poisoned")
+                .insert(peer_ip, handle.incoming_sender());
+            self.peers.insert(
+                name,
+                PeerRuntime {
+                    session_cfg: p.session_cfg,
+                    md5: p.md5,
+                    desired: desired_tx,
+                    handle,
+                },
+            );
+        }
+        if listener_changed && let Some((_, l, _)) = &self.listener {
+            for rt in self.peers.values() {
+                if let Some(k) = &rt.md5 {
+                    let _ = l.set_peer_key(rt.session_cfg.transport.peer.ip(), Some(k));
+                }
+            }
+        }
+        self.config = Some(config);
+        Ok(())
+    }
+
+    async fn remove_peer(&mut self, rt: PeerRuntime, why: &str) {
+        let ip = rt.session_cfg.transport.peer.ip();
+        self.incoming.lock().expect("not poisoned").remove(&ip);
+        if rt.md5.is_some()
+            && let Some((_, l, _)) = &self.listener
+        {
+            let _ = l.set_peer_key(ip, None);
+        }
+        rt.handle
+            .stop(StopMode::Withdraw {
+                message: Some(why.to_owned()),
+            })
+            .await;
+        self.metrics.forget(&rt.session_cfg.name);
+    }
+
+    /// Stop every session as the configuration's `shutdown` mode says, all at once.
+    pub async fn shutdown(&mut self) {
+        let (mode, message) = self
+            .config
+            .as_ref()
+            .map(|c| (c.shutdown, c.shutdown_message.clone()))
+            .unwrap_or((ShutdownMode::Withdraw, String::new()));
+        let message = Some(message).filter(|m| !m.is_empty());
+        let stop = match mode {
+            ShutdownMode::Withdraw => StopMode::Withdraw { message },
+            ShutdownMode::Graceful => StopMode::Graceful { message },
+        };
+        if let Some((_, _, task)) = self.listener.take() {
+            task.abort();
+        }
+        let peers = std::mem::take(&mut self.peers);
+        futures::future::join_all(peers.into_values().map(|rt| rt.handle.stop(stop.clone()))).await;
+    }
+}
+
+/// Equal apart from the Restart State bit, which only the first session after a start sets.
+fn same_session(a: &SessionConfig, b: &SessionConfig) -> bool {
+    let strip = |c: &SessionConfig| {
+        let mut c = c.clone();
+        if let Some(gr) = &mut c.fsm.graceful_restart {
+            gr.restarting = false;
+        }
+        c
+    };
+    strip(a) == strip(b)
+}
+
+async fn accept_loop(listener: Arc<Listener>, incoming: IncomingRoutes) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let to = incoming
+                    .lock()
+                    .expect("not poisoned")
+                    .get(&addr.ip())
+                    .cloned();
+                match to {
+                    Some(tx) => {
+                        if tx.try_send(stream).is_err() {
+                            warn!(%addr, "session busy; dropping inbound connection");
+                        }
+                    }
+                    // RFC 4271 §8.2.1.1 leaves unconfigured peers to policy: ours is to refuse.
+                    None => warn!(%addr, "connection from an unconfigured address; closing it"),
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn prepare_peer(
+    config: &Config,
+    p: &PeerConfig,
+    restarting: bool,
+) -> Result<PreparedPeer, anyhow::Error> {
+    let name = p.name();
+    let mut fsm_cfg = fsm::PeerConfig::new(config.local_as, p.remote_as, config.router_id);
+    fsm_cfg.hold_time = p.hold_time;
+    if p.graceful_restart {
+        fsm_cfg.graceful_restart = Some(GracefulRestartConfig {
+            restart_time: config.restart_time,
+            restarting,
+            forwarding_preserved: true,
+        });
+    }
+    fsm_cfg.validate().with_context(|| format!("peer {name}"))?;
+    let md5 = match &p.password_file {
+        Some(path) => Some(Md5Key::from_file(path).with_context(|| format!("peer {name}"))?),
+        None => None,
+    };
+    let ttl = if p.gtsm {
+        TtlPolicy::Gtsm { hops: 1 }
+    } else if let Some(t) = p.multihop_ttl {
+        TtlPolicy::Ttl(t)
+    } else if p.is_ibgp(config.local_as) {
+        TtlPolicy::Default
+    } else {
+        // Directly connected eBGP: TTL 1, as every implementation sends by default.
+        TtlPolicy::Ttl(1)
+    };
+    let mut transport = TransportConfig::new(SocketAddr::new(p.address, p.port));
+    transport.source = p.source_address;
+    transport.ttl = ttl;
+    transport.md5 = md5.clone();
+    let session_cfg = SessionConfig {
+        name: name.clone(),
+        fsm: fsm_cfg,
+        transport,
+        passive: p.passive,
+        ipv6_next_hop: p.ipv6_next_hop,
+        ipv4_next_hop: p.ipv4_next_hop,
+    };
+    Ok(PreparedPeer {
+        session_cfg,
+        md5,
+        desired: Arc::new(desired_for(config, &name)),
+    })
+}
+
+/// The routes one peer should have.
+pub fn desired_for(config: &Config, peer: &str) -> Vec<DesiredRoute> {
+    config
+        .prefixes
+        .iter()
+        .filter(|pf| {
+            pf.peers
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|n| n == peer))
+        })
+        .map(|pf| {
+            let (next_hop, next_hop_self) = match pf.next_hop {
+                NextHop::SelfAddress => (unspecified_for(pf.prefix), true),
+                NextHop::Address(a) => (a, false),
+            };
+            let mut route = Route::new(pf.prefix, next_hop);
+            route.communities = pf.communities.iter().map(|c| c.0).collect();
+            route.large_communities = pf.large_communities.iter().map(|c| c.0).collect();
+            route.local_pref = pf.local_pref;
+            route.med = pf.med;
+            route.normalize();
+            DesiredRoute {
+                route,
+                next_hop_self,
+            }
+        })
+        .collect()
+}
+
+fn unspecified_for(prefix: ipnet::IpNet) -> IpAddr {
+    match prefix {
+        ipnet::IpNet::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        ipnet::IpNet::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::from_yaml(yaml).unwrap()
+    }
+
+    #[test]
+    fn prefixes_go_to_the_peers_they_name() {
+        let c = config(
+            r#"
+local_as: 65001
+router_id: 192.0.2.1
+peers:
+  - { name: leaf1, address: 192.0.2.2, remote_as: 65000 }
+  - { name: leaf2, address: 192.0.2.3, remote_as: 65000 }
+prefixes:
+  - { prefix: 203.0.113.1/32 }
+  - { prefix: 203.0.113.2/32, peers: [leaf2], next_hop: 192.0.2.9, communities: ["65000:2", "65000:1"] }
+"#,
+        );
+        let d1 = desired_for(&c, "leaf1");
+        assert_eq!(d1.len(), 1);
+        assert!(d1[0].next_hop_self);
+        let d2 = desired_for(&c, "leaf2");
+        assert_eq!(d2.len(), 2);
+        assert!(!d2[1].next_hop_self);
+        assert_eq!(d2[1].route.next_hop, "192.0.2.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            d2[1].route.communities,
+            vec![65000 << 16 | 1, 65000 << 16 | 2]
+        );
+    }
+
+    #[test]
+    fn ebgp_defaults_to_ttl_1_and_ibgp_to_the_system_ttl() {
+        let c = config(
+            r#"
+local_as: 65001
+router_id: 192.0.2.1
+peers:
+  - { name: ext, address: 192.0.2.2, remote_as: 65000 }
+  - { name: int, address: 192.0.2.3, remote_as: 65001 }
+  - { name: mh, address: 192.0.2.4, remote_as: 65000, multihop_ttl: 4 }
+  - { name: gtsm, address: 192.0.2.5, remote_as: 65000, gtsm: true }
+"#,
+        );
+        let ttl = |i: usize| {
+            prepare_peer(&c, &c.peers[i], false)
+                .unwrap()
+                .session_cfg
+                .transport
+                .ttl
+        };
+        assert_eq!(ttl(0), TtlPolicy::Ttl(1));
+        assert_eq!(ttl(1), TtlPolicy::Default);
+        assert_eq!(ttl(2), TtlPolicy::Ttl(4));
+        assert_eq!(ttl(3), TtlPolicy::Gtsm { hops: 1 });
+    }
+
+    #[test]
+    fn a_missing_password_file_rejects_the_configuration() {
+        let c = config(
+            r#"
+local_as: 65001
+router_id: 192.0.2.1
+peers:
+  - { address: 192.0.2.2, remote_as: 65000, password_file: /nonexistent/key }
+"#,
+        );
+        let e = prepare_peer(&c, &c.peers[0], false).err().unwrap();
+        assert!(format!("{e:#}").contains("/nonexistent/key"), "{e:#}");
+    }
+
+    #[test]
+    fn restart_marker_counts_only_within_the_restart_time() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!take_restart_marker(Some(dir.path()), 120));
+        write_restart_marker(dir.path()).unwrap();
+        assert!(take_restart_marker(Some(dir.path()), 120));
+        // Taken: a second start is a plain start.
+        assert!(!take_restart_marker(Some(dir.path()), 120));
+    }
+}

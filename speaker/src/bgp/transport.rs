@@ -1,1 +1,400 @@
-//! placeholder: being written
+//! TCP for BGP (RFC 4271 §8: port 179): outbound connects with a chosen source address and
+//! peer port, a passive listener, the TTL policy (eBGP single hop, multihop, or GTSM per
+//! RFC 5082), TCP MD5 signatures (RFC 2385) and TCP_NODELAY.
+//!
+//! Sockets are prepared with `socket2` and handed to tokio; the two options socket2 lacks
+//! (TCP_MD5SIG, IP_MINTTL / IPV6_MINHOPCOUNT) live in the small `md5` module.
+
+mod md5;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// The well-known BGP port (RFC 4271 §8.2.1).
+pub const BGP_PORT: u16 = 179;
+
+/// A TCP MD5 key (RFC 2385). Its bytes are never logged: `Debug` prints `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Md5Key(Vec<u8>);
+
+impl fmt::Debug for Md5Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Md5Key {
+    /// Read a key from a file: its content with one trailing newline (`\n` or `\r\n`) removed,
+    /// so that `echo secret > file` works as people expect.
+    pub fn from_file(path: &Path) -> Result<Self, TransportError> {
+        let mut bytes = std::fs::read(path).map_err(|source| TransportError::KeyFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
+            }
+        }
+        Self::new(bytes).map_err(|reason| TransportError::BadKey {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    pub fn new(bytes: Vec<u8>) -> Result<Self, &'static str> {
+        if bytes.is_empty() {
+            return Err("the key is empty");
+        }
+        if bytes.len() > md5::MAX_KEY_LEN {
+            return Err("the key is longer than 80 octets (TCP_MD5SIG_MAXKEYLEN)");
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl Drop for Md5Key {
+    fn drop(&mut self) {
+        self.0.fill(0);
+    }
+}
+
+/// How the IP TTL / hop limit of the session's packets is set and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TtlPolicy {
+    /// Leave the system default (iBGP).
+    #[default]
+    Default,
+    /// Send with this TTL: 1 for directly connected eBGP (RFC 4271 does not mandate it, but
+    /// every implementation does so), more for eBGP multihop.
+    Ttl(u8),
+    /// GTSM (RFC 5082 §3): send with TTL 255 and drop anything that arrives with a TTL below
+    /// 256 - `hops` (255 for a directly connected peer).
+    Gtsm { hops: u8 },
+}
+
+impl TtlPolicy {
+    fn min_ttl(self) -> Option<u8> {
+        match self {
+            TtlPolicy::Gtsm { hops } => Some(255u8.saturating_sub(hops.saturating_sub(1))),
+            _ => None,
+        }
+    }
+
+    fn out_ttl(self) -> Option<u8> {
+        match self {
+            TtlPolicy::Default => None,
+            TtlPolicy::Ttl(t) => Some(t),
+            TtlPolicy::Gtsm { .. } => Some(255),
+        }
+    }
+}
+
+/// Everything needed to open (or accept) the TCP connection of one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    pub peer: SocketAddr,
+    pub source: Option<IpAddr>,
+    pub ttl: TtlPolicy,
+    pub md5: Option<Md5Key>,
+    pub connect_timeout: Duration,
+}
+
+impl TransportConfig {
+    pub fn new(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            source: None,
+            ttl: TtlPolicy::Default,
+            md5: None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot read TCP MD5 key file {path}: {source}")]
+    KeyFile { path: PathBuf, source: io::Error },
+    #[error("bad TCP MD5 key in {path}: {reason}")]
+    BadKey { path: PathBuf, reason: &'static str },
+    #[error("source address {source_addr} is not of the same family as peer {peer}")]
+    FamilyMismatch { source_addr: IpAddr, peer: IpAddr },
+    #[error("{op}: {source}")]
+    Io { op: &'static str, source: io::Error },
+    #[error("connect to {peer} timed out")]
+    ConnectTimeout { peer: SocketAddr },
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> TransportError {
+    move |source| TransportError::Io { op, source }
+}
+
+fn domain_of(addr: IpAddr) -> Domain {
+    if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    }
+}
+
+/// Apply the TTL policy on a socket (outbound TTL and, for GTSM, the minimum inbound TTL).
+fn apply_ttl(sock: &Socket, is_v6: bool, ttl: TtlPolicy) -> Result<(), TransportError> {
+    if let Some(t) = ttl.out_ttl() {
+        if is_v6 {
+            sock.set_unicast_hops_v6(t.into())
+                .map_err(io_err("set IPV6_UNICAST_HOPS"))?;
+        } else {
+            sock.set_ttl_v4(t.into()).map_err(io_err("set IP_TTL"))?;
+        }
+    }
+    if let Some(min) = ttl.min_ttl() {
+        md5::set_min_ttl(sock.as_fd(), is_v6, min).map_err(io_err("set IP_MINTTL"))?;
+    }
+    Ok(())
+}
+
+/// Open the TCP connection to a peer (RFC 4271 §8: the "active" side).
+pub async fn connect(cfg: &TransportConfig) -> Result<TcpStream, TransportError> {
+    let peer_ip = cfg.peer.ip();
+    let is_v6 = peer_ip.is_ipv6();
+    let sock = Socket::new(domain_of(peer_ip), Type::STREAM, None).map_err(io_err("socket"))?;
+    sock.set_nonblocking(true)
+        .map_err(io_err("set O_NONBLOCK"))?;
+    // Keepalives and UPDATEs are small and latency matters more than packing (RFC 4271 §8
+    // timers assume prompt delivery); the session batches writes itself.
+    sock.set_tcp_nodelay(true)
+        .map_err(io_err("set TCP_NODELAY"))?;
+    if let Some(src) = cfg.source {
+        if src.is_ipv6() != is_v6 {
+            return Err(TransportError::FamilyMismatch {
+                source_addr: src,
+                peer: peer_ip,
+            });
+        }
+        sock.bind(&SocketAddr::new(src, 0).into())
+            .map_err(io_err("bind source address"))?;
+    }
+    apply_ttl(&sock, is_v6, cfg.ttl)?;
+    if let Some(key) = &cfg.md5 {
+        md5::set_tcp_md5sig(sock.as_fd(), is_v6, peer_ip, &key.0)
+            .map_err(io_err("set TCP_MD5SIG"))?;
+    }
+    let std_stream: std::net::TcpStream = sock.into();
+    let tsock = TcpSocket::from_std_stream(std_stream);
+    match tokio::time::timeout(cfg.connect_timeout, tsock.connect(cfg.peer)).await {
+        Ok(r) => r.map_err(io_err("connect")),
+        Err(_) => Err(TransportError::ConnectTimeout { peer: cfg.peer }),
+    }
+}
+
+/// The passive side: one listening socket shared by every peer (RFC 4271 §8.2.1: the speaker
+/// listens on port 179). Keys are installed per peer address, before any SYN from that peer.
+#[derive(Debug)]
+pub struct Listener {
+    inner: TcpListener,
+    is_v6: bool,
+}
+
+impl Listener {
+    /// Bind `addr`. An IPv6 wildcard also accepts IPv4 peers (as IPv4-mapped addresses).
+    pub fn bind(addr: SocketAddr) -> Result<Self, TransportError> {
+        let is_v6 = addr.is_ipv6();
+        let sock =
+            Socket::new(domain_of(addr.ip()), Type::STREAM, None).map_err(io_err("socket"))?;
+        sock.set_reuse_address(true)
+            .map_err(io_err("set SO_REUSEADDR"))?;
+        if is_v6 {
+            sock.set_only_v6(false)
+                .map_err(io_err("clear IPV6_V6ONLY"))?;
+        }
+        sock.set_nonblocking(true)
+            .map_err(io_err("set O_NONBLOCK"))?;
+        sock.set_tcp_nodelay(true)
+            .map_err(io_err("set TCP_NODELAY"))?;
+        sock.bind(&addr.into()).map_err(io_err("bind listener"))?;
+        sock.listen(64).map_err(io_err("listen"))?;
+        let std_listener: std::net::TcpListener = sock.into();
+        let inner = TcpListener::from_std(std_listener).map_err(io_err("register listener"))?;
+        Ok(Self { inner, is_v6 })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Install (`Some`) or remove (`None`) the MD5 key for connections from `peer`.
+    pub fn set_peer_key(&self, peer: IpAddr, key: Option<&Md5Key>) -> Result<(), TransportError> {
+        let bytes: &[u8] = key.map(|k| k.0.as_slice()).unwrap_or(&[]);
+        md5::set_tcp_md5sig(self.inner.as_fd(), self.is_v6, peer, bytes)
+            .map_err(io_err("set TCP_MD5SIG on listener"))
+    }
+
+    /// Accept one connection; the peer address is unmapped (IPv4-mapped IPv6 → IPv4).
+    pub async fn accept(&self) -> Result<(TcpStream, SocketAddr), TransportError> {
+        let (stream, mut addr) = self.inner.accept().await.map_err(io_err("accept"))?;
+        addr.set_ip(unmap(addr.ip()));
+        Ok((stream, addr))
+    }
+}
+
+/// Configure an accepted connection for its peer's TTL policy. With GTSM, the minimum TTL is
+/// enforced from here on; the handshake itself was accepted by the shared listener.
+pub fn configure_accepted(stream: &TcpStream, ttl: TtlPolicy) -> Result<(), TransportError> {
+    stream
+        .set_nodelay(true)
+        .map_err(io_err("set TCP_NODELAY"))?;
+    let is_v6 = stream
+        .local_addr()
+        .map_err(io_err("getsockname"))?
+        .is_ipv6();
+    let sock = socket2::SockRef::from(stream);
+    apply_ttl(&sock, is_v6, ttl)
+}
+
+/// IPv4-mapped IPv6 address (::ffff:a.b.c.d) → IPv4.
+pub fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// The unspecified address of the family of `ip`.
+pub fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn md5_key_debug_is_redacted() {
+        let k = Md5Key::new(b"hunter2".to_vec()).unwrap();
+        assert_eq!(format!("{k:?}"), "<redacted>");
+        let cfg = TransportConfig {
+            md5: Some(k),
+            ..TransportConfig::new("127.0.0.1:179".parse().unwrap())
+        };
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn md5_key_file_drops_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, b"s3cret\n").unwrap();
+        assert_eq!(Md5Key::from_file(&p).unwrap().0, b"s3cret");
+        std::fs::write(&p, b"\n").unwrap();
+        assert!(matches!(
+            Md5Key::from_file(&p),
+            Err(TransportError::BadKey { .. })
+        ));
+        std::fs::write(&p, [b'a'; 81]).unwrap();
+        assert!(matches!(
+            Md5Key::from_file(&p),
+            Err(TransportError::BadKey { .. })
+        ));
+        assert!(matches!(
+            Md5Key::from_file(&dir.path().join("missing")),
+            Err(TransportError::KeyFile { .. })
+        ));
+    }
+
+    #[test]
+    fn gtsm_min_ttl_follows_rfc_5082() {
+        assert_eq!(TtlPolicy::Gtsm { hops: 1 }.min_ttl(), Some(255));
+        assert_eq!(TtlPolicy::Gtsm { hops: 3 }.min_ttl(), Some(253));
+        assert_eq!(TtlPolicy::Gtsm { hops: 1 }.out_ttl(), Some(255));
+        assert_eq!(TtlPolicy::Ttl(1).min_ttl(), None);
+    }
+
+    #[tokio::test]
+    async fn connects_to_listener_on_custom_port_with_source_address_and_ttl() {
+        let l = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut cfg = TransportConfig::new(addr);
+        cfg.source = Some("127.0.0.1".parse().unwrap());
+        cfg.ttl = TtlPolicy::Ttl(255);
+        let (c, a) = tokio::join!(connect(&cfg), l.accept());
+        let mut c = c.unwrap();
+        let (mut s, peer) = a.unwrap();
+        configure_accepted(&s, TtlPolicy::Gtsm { hops: 1 }).unwrap();
+        assert_eq!(peer.ip(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(socket2::SockRef::from(&c).ttl_v4().unwrap(), 255);
+        assert!(socket2::SockRef::from(&c).tcp_nodelay().unwrap());
+        // TTL 255 passes the GTSM check of the accepting side.
+        c.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+
+    #[tokio::test]
+    async fn gtsm_drops_segments_that_arrive_with_a_lower_ttl() {
+        let l = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut cfg = TransportConfig::new(l.local_addr().unwrap());
+        cfg.ttl = TtlPolicy::Ttl(64);
+        let (c, a) = tokio::join!(connect(&cfg), l.accept());
+        let mut c = c.unwrap();
+        let (mut s, _) = a.unwrap();
+        configure_accepted(&s, TtlPolicy::Gtsm { hops: 1 }).unwrap();
+        c.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        let got = tokio::time::timeout(Duration::from_millis(500), s.read_exact(&mut buf)).await;
+        assert!(got.is_err(), "a segment with TTL 64 must not pass GTSM");
+    }
+
+    #[tokio::test]
+    async fn source_address_of_the_wrong_family_is_an_error() {
+        let mut cfg = TransportConfig::new("127.0.0.1:1".parse().unwrap());
+        cfg.source = Some("::1".parse().unwrap());
+        assert!(matches!(
+            connect(&cfg).await,
+            Err(TransportError::FamilyMismatch { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn md5_keys_must_match_for_the_connection_to_open() {
+        let l = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        l.set_peer_key(lo, Some(&Md5Key::new(b"right".to_vec()).unwrap()))
+            .unwrap();
+
+        let mut good = TransportConfig::new(addr);
+        good.md5 = Some(Md5Key::new(b"right".to_vec()).unwrap());
+        let (c, a) = tokio::join!(connect(&good), l.accept());
+        c.unwrap();
+        a.unwrap();
+
+        let mut bad = TransportConfig::new(addr);
+        bad.md5 = Some(Md5Key::new(b"wrong".to_vec()).unwrap());
+        bad.connect_timeout = Duration::from_millis(700);
+        let accepted = tokio::time::timeout(Duration::from_millis(900), async {
+            tokio::join!(connect(&bad), l.accept())
+        })
+        .await;
+        match accepted {
+            Err(_) => {}
+            Ok((c, _)) => assert!(c.is_err(), "a wrong MD5 key must not connect"),
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! The standalone configuration file (`leafbridge-speaker --config FILE`): local AS, router id,
+//! listen address, peers and the prefixes to announce. Parsed with serde (unknown fields are
+//! errors, so typos do not silently change behaviour) and checked by `validate()`, whose bounds
+//! cite the RFC they come from.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+use crate::bgp::message::{AS_TRANS, LargeCommunity};
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    /// Where passive (and colliding active) connections are accepted; none if absent.
+    #[serde(default)]
+    pub listen: Option<Listen>,
+    /// Address of the /metrics, /healthz and /readyz endpoint.
+    #[serde(default)]
+    pub metrics_address: Option<SocketAddr>,
+    /// What SIGTERM does to the sessions.
+    #[serde(default)]
+    pub shutdown: ShutdownMode,
+    /// RFC 8203 message sent with the Administrative Shutdown NOTIFICATION.
+    #[serde(default = "default_shutdown_message")]
+    pub shutdown_message: String,
+    /// RFC 4724 §3 Restart Time advertised to peers with graceful restart, in seconds.
+    #[serde(default = "default_restart_time")]
+    pub restart_time: u16,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub prefixes: Vec<PrefixConfig>,
+}
+
+fn default_shutdown_message() -> String {
+    "leafbridge-speaker shutting down".to_owned()
+}
+
+fn default_restart_time() -> u16 {
+    120
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub address: IpAddr,
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_port() -> u16 {
+    crate::bgp::transport::BGP_PORT
+}
+
+/// What the speaker does with its sessions on SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownMode {
+    /// Withdraw every route, then NOTIFICATION Cease / Administrative Shutdown (RFC 4486 §4,
+    /// RFC 8203 message) and close.
+    #[default]
+    Withdraw,
+    /// Close so that peers with graceful restart keep our routes (RFC 4724 §4.2); peers without
+    /// it get the Administrative Shutdown NOTIFICATION.
+    Graceful,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Defaults to the address.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub address: IpAddr,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub remote_as: u32,
+    #[serde(default)]
+    pub source_address: Option<IpAddr>,
+    /// eBGP multihop: the TTL of outgoing packets.
+    #[serde(default)]
+    pub multihop_ttl: Option<u8>,
+    /// GTSM (RFC 5082) for a directly connected peer.
+    #[serde(default)]
+    pub gtsm: bool,
+    /// File holding the TCP MD5 (RFC 2385) key. The key is never logged.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Only accept connections, never connect (RFC 4271 §8.1.1 PassiveTcpEstablishment).
+    #[serde(default)]
+    pub passive: bool,
+    /// Hold Time proposed in our OPEN, seconds (RFC 4271 §4.2).
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+    /// Advertise the graceful restart capability (RFC 4724).
+    #[serde(default)]
+    pub graceful_restart: bool,
+    /// Next hop for IPv6 prefixes with `next_hop: self` when the session runs over IPv4.
+    #[serde(default)]
+    pub ipv6_next_hop: Option<Ipv6Addr>,
+    /// Next hop for IPv4 prefixes with `next_hop: self` when the session runs over IPv6.
+    #[serde(default)]
+    pub ipv4_next_hop: Option<Ipv4Addr>,
+}
+
+fn default_hold_time() -> u16 {
+    90
+}
+
+impl PeerConfig {
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.address.to_string())
+    }
+
+    pub fn is_ibgp(&self, local_as: u32) -> bool {
+        self.remote_as == local_as
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixConfig {
+    pub prefix: IpNet,
+    #[serde(default)]
+    pub next_hop: NextHop,
+    #[serde(default)]
+    pub communities: Vec<Community>,
+    #[serde(default)]
+    pub large_communities: Vec<LargeCommunityText>,
+    /// LOCAL_PREF, sent to iBGP peers only (RFC 4271 §5.1.5).
+    #[serde(default)]
+    pub local_pref: Option<u32>,
+    /// MULTI_EXIT_DISC (RFC 4271 §5.1.4).
+    #[serde(default)]
+    pub med: Option<u32>,
+    /// Peer names to announce to; all peers when absent.
+    #[serde(default)]
+    pub peers: Option<Vec<String>>,
+}
+
+/// NEXT_HOP of an announced prefix: our own session address, or a given one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NextHop {
+    #[default]
+    SelfAddress,
+    Address(IpAddr),
+}
+
+impl<'de> Deserialize<'de> for NextHop {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "self" {
+            return Ok(NextHop::SelfAddress);
+        }
+        s.parse().map(NextHop::Address).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "next_hop {s:?} is neither \"self\" nor an IP address"
+            ))
+        })
+    }
+}
+
+/// A COMMUNITIES value written "ASN:value" (RFC 1997 §Attribute Values), both 16-bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Community(pub u32);
+
+impl FromStr for Community {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, v) = s
+            .split_once(':')
+            .ok_or_else(|| format!("community {s:?} is not ASN:value"))?;
+        let a: u16 = a
+            .parse()
+            .map_err(|_| format!("community {s:?}: ASN part is not 0..=65535"))?;
+        let v: u16 = v
+            .parse()
+            .map_err(|_| format!("community {s:?}: value part is not 0..=65535"))?;
+        Ok(Community((u32::from(a) << 16) | u32::from(v)))
+    }
+}
+
+impl fmt::Display for Community {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.0 >> 16, self.0 & 0xffff)
+    }
+}
+
+impl<'de> Deserialize<'de> for Community {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A LARGE_COMMUNITY written "global:local1:local2" (RFC 8092 §5 canonical form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LargeCommunityText(pub LargeCommunity);
+
+impl FromStr for LargeCommunityText {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let [g, l1, l2] = parts.as_slice() else {
+            return Err(format!("large community {s:?} is not global:local1:local2"));
+        };
+        let n = |p: &str| {
+            p.parse::<u32>()
+                .map_err(|_| format!("large community {s:?}: {p:?} is not a 32-bit number"))
+        };
+        Ok(LargeCommunityText(LargeCommunity {
+            global_admin: n(g)?,
+            local_data_1: n(l1)?,
+            local_data_2: n(l2)?,
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for LargeCommunityText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a configuration was rejected. The running configuration stays in force.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("cannot parse configuration: {0}")]
+    Parse(String),
+    #[error("local_as 0 is reserved (RFC 7607)")]
+    LocalAsZero,
+    #[error("local_as 23456 is AS_TRANS and cannot be a speaker's ASN (RFC 6793 §9)")]
+    LocalAsTrans,
+    #[error("router_id 0.0.0.0 is not allowed (RFC 6286 §2.1: a non-zero 32-bit identifier)")]
+    RouterIdZero,
+    #[error("peer {peer}: remote_as {asn} is reserved (RFC 7607 for 0, RFC 6793 §9 for 23456)")]
+    RemoteAsReserved { peer: String, asn: u32 },
+    #[error("peer {peer}: hold_time {hold} must be 0 or at least 3 seconds (RFC 4271 §4.2)")]
+    HoldTime { peer: String, hold: u16 },
+    #[error("peer {peer}: multihop_ttl must be 1..=255")]
+    MultihopTtl { peer: String },
+    #[error("peer {peer}: gtsm and multihop_ttl cannot both be set (RFC 5082 §3 sends TTL 255)")]
+    GtsmWithMultihop { peer: String },
+    #[error("peer {peer}: multihop_ttl applies to eBGP only")]
+    MultihopOnIbgp { peer: String },
+    #[error("peer {peer}: source_address {source_addr} is not of the address family of the peer")]
+    SourceFamily { peer: String, source_addr: IpAddr },
+    #[error("peer {0} is configured twice (names and addresses must be unique)")]
+    DuplicatePeer(String),
+    #[error("prefix {prefix}: next_hop {next_hop} is not of the prefix's address family")]
+    NextHopFamily { prefix: IpNet, next_hop: IpAddr },
+    #[error("prefix {prefix} names unknown peer {peer}")]
+    UnknownPeer { prefix: IpNet, peer: String },
+    #[error("prefix {0} is listed twice")]
+    DuplicatePrefix(IpNet),
+    #[error("restart_time {0} exceeds 4095 seconds (12-bit field, RFC 4724 §3)")]
+    RestartTime(u16),
+    #[error("shutdown_message is {0} octets; RFC 8203 §2 (as updated by RFC 9003) allows 255")]
+    ShutdownMessage(usize),
+}
+
+impl Config {
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let c: Config =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // RFC 7607: AS 0 must not be used; RFC 6793 §9: AS_TRANS only stands in for 4-octet ASNs.
+        if self.local_as == 0 {
+            return Err(ConfigError::LocalAsZero);
+        }
+        if self.local_as == u32::from(AS_TRANS) {
+            return Err(ConfigError::LocalAsTrans);
+        }
+        if self.router_id.is_unspecified() {
+            return Err(ConfigError::RouterIdZero);
+        }
+        if self.restart_time > 4095 {
+            return Err(ConfigError::RestartTime(self.restart_time));
+        }
+        if self.shutdown_message.len() > 255 {
+            return Err(ConfigError::ShutdownMessage(self.shutdown_message.len()));
+        }
+        let mut names = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for p in &self.peers {
+            let name = p.name();
+            if !names.insert(name.clone()) || !addrs.insert((p.address, p.port)) {
+                return Err(ConfigError::DuplicatePeer(name));
+            }
+            if p.remote_as == 0 || p.remote_as == u32::from(AS_TRANS) {
+                return Err(ConfigError::RemoteAsReserved {
+                    peer: name,
+                    asn: p.remote_as,
+                });
+            }
+            // RFC 4271 §4.2: "the Hold Time MUST be either zero or at least three seconds".
+            if p.hold_time != 0 && p.hold_time < 3 {
+                return Err(ConfigError::HoldTime {
+                    peer: name,
+                    hold: p.hold_time,
+                });
+            }
+            if let Some(ttl) = p.multihop_ttl {
+                if ttl == 0 {
+                    return Err(ConfigError::MultihopTtl { peer: name });
+                }
+                if p.gtsm {
+                    return Err(ConfigError::GtsmWithMultihop { peer: name });
+                }
+                if p.is_ibgp(self.local_as) {
+                    return Err(ConfigError::MultihopOnIbgp { peer: name });
+                }
+            }
+            if let Some(src) = p.source_address
+                && src.is_ipv4() != p.address.is_ipv4()
+            {
+                return Err(ConfigError::SourceFamily {
+                    peer: name,
+                    source_addr: src,
+                });
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for pf in &self.prefixes {
+            if !seen.insert(pf.prefix) {
+                return Err(ConfigError::DuplicatePrefix(pf.prefix));
+            }
+            if let NextHop::Address(nh) = pf.next_hop
+                && nh.is_ipv4() != matches!(pf.prefix, IpNet::V4(_))
+            {
+                return Err(ConfigError::NextHopFamily {
+                    prefix: pf.prefix,
+                    next_hop: nh,
+                });
+            }
+            for peer in pf.peers.iter().flatten() {
+                if !names.contains(peer) {
+                    return Err(ConfigError::UnknownPeer {
+                        prefix: pf.prefix,
+                        peer: peer.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+local_as: 65001
+router_id: 192.0.2.1
+listen: { address: "::", port: 1790 }
+metrics_address: 127.0.0.1:9179
+shutdown: graceful
+peers:
+  - name: leaf1
+    address: 192.0.2.2
+    remote_as: 65000
+    source_address: 192.0.2.1
+    password_file: /run/secret
+    hold_time: 9
+    graceful_restart: true
+    ipv6_next_hop: "2001:db8::1"
+  - address: "2001:db8::2"
+    port: 11179
+    remote_as: 65001
+    passive: true
+prefixes:
+  - prefix: 203.0.113.1/32
+    communities: ["65000:100"]
+    large_communities: ["65000:1:2"]
+    local_pref: 200
+    med: 10
+    peers: [leaf1]
+  - prefix: "2001:db8:100::/48"
+    next_hop: "2001:db8::1"
+"#;
+
+    fn good() -> Config {
+        Config::from_yaml(GOOD).unwrap()
+    }
+
+    fn invalid(edit: impl FnOnce(&mut Config)) -> ConfigError {
+        let mut c = good();
+        edit(&mut c);
+        c.validate().unwrap_err()
+    }
+
+    #[test]
+    fn parses_a_full_configuration() {
+        let c = good();
+        assert_eq!(c.shutdown, ShutdownMode::Graceful);
+        assert_eq!(c.peers[0].name(), "leaf1");
+        assert_eq!(c.peers[1].name(), "2001:db8::2");
+        assert_eq!(c.peers[1].port, 11179);
+        assert_eq!(c.peers[0].port, 179);
+        assert_eq!(
+            c.prefixes[0].communities,
+            vec![Community(65000 << 16 | 100)]
+        );
+        assert_eq!(c.prefixes[0].large_communities[0].0.local_data_2, 2);
+        assert_eq!(c.prefixes[0].next_hop, NextHop::SelfAddress);
+        assert_eq!(
+            c.prefixes[1].next_hop,
+            NextHop::Address("2001:db8::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let e = Config::from_yaml(&GOOD.replace("hold_time: 9", "hold_tme: 9")).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse(_)), "{e}");
+    }
+
+    #[test]
+    fn malformed_communities_are_rejected() {
+        for bad in ["\"65000\"", "\"70000:1\"", "\"1:70000\"", "\"a:b\""] {
+            let e = Config::from_yaml(&GOOD.replace("\"65000:100\"", bad)).unwrap_err();
+            assert!(matches!(e, ConfigError::Parse(_)), "{bad}: {e}");
+        }
+        for bad in ["\"65000:1\"", "\"1:2:3:4\"", "\"4294967296:1:2\""] {
+            let e = Config::from_yaml(&GOOD.replace("\"65000:1:2\"", bad)).unwrap_err();
+            assert!(matches!(e, ConfigError::Parse(_)), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn hold_time_must_be_zero_or_at_least_three() {
+        for (hold, ok) in [(0, true), (1, false), (2, false), (3, true), (65535, true)] {
+            let mut c = good();
+            c.peers[0].hold_time = hold;
+            assert_eq!(c.validate().is_ok(), ok, "hold {hold}");
+        }
+    }
+
+    #[test]
+    fn reserved_asns_are_rejected() {
+        assert_eq!(invalid(|c| c.local_as = 0), ConfigError::LocalAsZero);
+        assert_eq!(invalid(|c| c.local_as = 23456), ConfigError::LocalAsTrans);
+        assert!(matches!(
+            invalid(|c| c.peers[0].remote_as = 0),
+            ConfigError::RemoteAsReserved { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.peers[0].remote_as = 23456),
+            ConfigError::RemoteAsReserved { .. }
+        ));
+        let mut c = good();
+        c.local_as = 4_200_000_000;
+        c.peers[1].remote_as = 4_200_000_000;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn router_id_must_be_non_zero() {
+        assert_eq!(
+            invalid(|c| c.router_id = Ipv4Addr::UNSPECIFIED),
+            ConfigError::RouterIdZero
+        );
+    }
+
+    #[test]
+    fn ttl_options_are_checked() {
+        assert!(matches!(
+            invalid(|c| c.peers[0].multihop_ttl = Some(0)),
+            ConfigError::MultihopTtl { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| {
+                c.peers[0].multihop_ttl = Some(2);
+                c.peers[0].gtsm = true;
+            }),
+            ConfigError::GtsmWithMultihop { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.peers[1].multihop_ttl = Some(2)),
+            ConfigError::MultihopOnIbgp { .. }
+        ));
+    }
+
+    #[test]
+    fn peers_and_prefixes_are_consistent() {
+        assert!(matches!(
+            invalid(|c| c.peers[0].source_address = Some("2001:db8::9".parse().unwrap())),
+            ConfigError::SourceFamily { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.peers[1].name = Some("leaf1".into())),
+            ConfigError::DuplicatePeer(_)
+        ));
+        assert!(matches!(
+            invalid(|c| c.prefixes[0].peers = Some(vec!["nope".into()])),
+            ConfigError::UnknownPeer { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.prefixes[0].next_hop = NextHop::Address("2001:db8::1".parse().unwrap())),
+            ConfigError::NextHopFamily { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.prefixes.push(c.prefixes[0].clone())),
+            ConfigError::DuplicatePrefix(_)
+        ));
+    }
+
+    #[test]
+    fn restart_time_and_shutdown_message_fit_their_fields() {
+        assert_eq!(
+            invalid(|c| c.restart_time = 4096),
+            ConfigError::RestartTime(4096)
+        );
+        assert_eq!(
+            invalid(|c| c.shutdown_message = "x".repeat(256)),
+            ConfigError::ShutdownMessage(256)
+        );
+    }
+}
