@@ -19,4 +19,5 @@ pub mod bgp {
     pub use super::{codec, message};
 }
 
+pub mod differential;
 pub mod harness;
