@@ -13,6 +13,7 @@ pub mod bird;
 pub mod capture;
 pub mod dns;
 pub mod exabgp;
+pub mod fabric;
 pub mod frr;
 pub mod gobgp;
 pub mod netns;

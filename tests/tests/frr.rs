@@ -122,3 +122,43 @@ fn frr_md5_same_key_establishes_wrong_key_does_not() {
     });
     assert_ne!(frr.bgp_state(Pair::a_v4()), "Established");
 }
+
+#[test]
+fn bird_keeps_frr_routes_while_frr_restarts_gracefully() {
+    let p = Pair::new("fgr");
+    let mut fc = FrrConfig::new("192.0.2.2".parse().unwrap(), 65002);
+    fc.graceful_restart = Some(60);
+    fc.networks.push(StaticRoute::new("203.0.113.20/32"));
+    fc.neighbors.push(FrrNeighbor {
+        export: true,
+        passive: true,
+        ipv6: false,
+        ..FrrNeighbor::new(Pair::a_v4(), 65001)
+    });
+    let mut frr = Frr::start(&p.b, "tx", &fc);
+    let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
+    bc.peers.push(BirdPeer {
+        graceful_restart: Some(60),
+        ipv6: false,
+        ..BirdPeer::new("fromfrr", Pair::b_v4(), 65002)
+    });
+    let bird = Bird::start(&p.a, "rx", &bc);
+    wait_for(T, "the route in BIRD", || {
+        let n = bird.route_count_from("fromfrr");
+        if n == 1 { Ok(()) } else { Err(n) }
+    });
+    // PEERS.md: with GR negotiated, SIGTERM makes bgpd close TCP without a NOTIFICATION.
+    frr.stop();
+    wait_for(T, "BIRD to notice the session went down", || {
+        let s = bird.bgp_state("fromfrr");
+        if s != "Established" { Ok(()) } else { Err(s) }
+    });
+    assert_eq!(
+        bird.route_count_from("fromfrr"),
+        1,
+        "BIRD dropped the route during the restart"
+    );
+    frr.restart();
+    bird.wait_established("fromfrr", T);
+    assert_eq!(bird.route_count_from("fromfrr"), 1);
+}

@@ -1,0 +1,50 @@
+//! The fabric: the office reaches a node's announced address through the leaf once the leaf's
+//! BIRD has learnt it by BGP (here from BIRD on the node) and installed it in the kernel.
+
+use std::time::Duration;
+
+use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer, StaticRoute};
+use leafbridge_tests::fabric::Fabric;
+use leafbridge_tests::wait_for;
+
+const T: Duration = Duration::from_secs(15);
+
+#[test]
+fn office_reaches_an_address_node_announces_to_leaf() {
+    let f = Fabric::new("fab", 2);
+    f.office
+        .run("ping", &["-c1", "-W2", &Fabric::node_v4(1).to_string()]);
+    f.office
+        .run("ping", &["-c1", "-W2", &Fabric::node_v6(0).to_string()]);
+
+    // Node 1 holds 203.0.113.50 and announces it; the leaf installs the route.
+    f.nodes[1].run("ip", &["addr", "add", "203.0.113.50/32", "dev", "lo"]);
+    let mut leaf = BirdConfig::new("192.0.2.1".parse().unwrap(), 65000);
+    leaf.kernel = true;
+    for i in 0..2 {
+        leaf.peers.push(BirdPeer {
+            passive: true,
+            ..BirdPeer::new(format!("node{i}"), Fabric::node_v4(i), 65100 + i as u32)
+        });
+    }
+    let _leaf_bird = Bird::start(&f.leaf, "leaf", &leaf);
+    let mut node = BirdConfig::new("192.0.2.11".parse().unwrap(), 65101);
+    node.routes.push(StaticRoute::new("203.0.113.50/32"));
+    node.peers.push(BirdPeer {
+        export_static: true,
+        ipv6: false,
+        ..BirdPeer::new("toleaf", Fabric::leaf_v4(), 65000)
+    });
+    let _node_bird = Bird::start(&f.nodes[1], "node1", &node);
+    wait_for(T, "the leaf's kernel route", || {
+        let r = f.leaf.routes(false);
+        if r.iter()
+            .any(|l| l.starts_with("203.0.113.50 via 192.0.2.11"))
+        {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    });
+    f.office.run("ping", &["-c1", "-W2", "203.0.113.50"]);
+}
