@@ -1,0 +1,287 @@
+//! The speaker against BIRD 2 in network namespaces: routes with their attributes, edits,
+//! MD5, peer restarts, a frozen peer, graceful restart and shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Speaker;
+use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
+use leafbridge_tests::rib::by_prefix;
+use leafbridge_tests::{Pair, wait_for, wait_until};
+
+const T: Duration = Duration::from_secs(20);
+
+fn bird_leaf(pair: &Pair, speaker_as: u32, edit: impl FnOnce(&mut BirdPeer)) -> Bird {
+    let mut cfg = BirdConfig::new("192.0.2.2".parse().unwrap(), 65000);
+    let mut peer = BirdPeer::new("node1", Pair::a_v4(), speaker_as);
+    edit(&mut peer);
+    cfg.peers.push(peer);
+    Bird::start(&pair.b, "leaf", &cfg)
+}
+
+fn speaker_yaml(local_as: u32, peer_extra: &str, prefixes: &str) -> String {
+    format!(
+        r#"
+local_as: {local_as}
+router_id: 192.0.2.1
+peers:
+  - name: leaf
+    address: 192.0.2.2
+    remote_as: 65000
+    hold_time: 9
+    ipv6_next_hop: "2001:db8::1"
+{peer_extra}
+prefixes:
+{prefixes}
+"#
+    )
+}
+
+const PREFIXES: &str = r#"
+  - prefix: 203.0.113.1/32
+    communities: ["65000:100", "65000:200"]
+    large_communities: ["65000:1:2"]
+    med: 10
+  - prefix: 203.0.113.2/32
+    next_hop: 192.0.2.9
+  - prefix: "2001:db8:100::/48"
+    communities: ["65000:300"]
+    med: 20
+"#;
+
+/// Waits until BIRD's routes from the speaker are exactly `prefixes`.
+#[track_caller]
+fn wait_prefixes(
+    bird: &Bird,
+    prefixes: &[&str],
+) -> std::collections::BTreeMap<String, leafbridge_tests::RibRoute> {
+    let mut want: Vec<String> = prefixes.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    wait_for(T, &format!("BIRD to hold exactly {want:?}"), || {
+        let routes = by_prefix(bird.bgp_routes("node1"));
+        let got: Vec<String> = routes.keys().cloned().collect();
+        if got == want { Ok(routes) } else { Err(got) }
+    })
+}
+
+#[test]
+fn bird_receives_ipv4_and_ipv6_routes_with_next_hop_communities_and_med() {
+    let pair = Pair::new("spbird");
+    let bird = bird_leaf(&pair, 65001, |_| {});
+    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
+    bird.wait_established("node1", T);
+    let routes = wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+
+    let r1 = &routes["203.0.113.1/32"];
+    assert_eq!(r1.next_hop, Some(Pair::a_v4()), "{r1:?}");
+    assert_eq!(r1.as_path, vec![65001]);
+    assert_eq!(r1.communities, vec![(65000, 100), (65000, 200)]);
+    assert_eq!(r1.large_communities, vec![(65000, 1, 2)]);
+    assert_eq!(r1.med, Some(10));
+    assert_eq!(
+        routes["203.0.113.2/32"].next_hop,
+        Some("192.0.2.9".parse().unwrap())
+    );
+    let r6 = &routes["2001:db8:100::/48"];
+    assert_eq!(r6.next_hop, Some(Pair::a_v6()), "{r6:?}");
+    assert_eq!(r6.communities, vec![(65000, 300)]);
+    assert_eq!(r6.med, Some(20));
+    assert!(speaker.process.is_running());
+}
+
+#[test]
+fn editing_the_config_withdraws_exactly_what_left_without_resetting_the_session() {
+    let pair = Pair::new("spedit");
+    let bird = bird_leaf(&pair, 65001, |_| {});
+    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
+    bird.wait_established("node1", T);
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+
+    // .1 leaves, .3 arrives, the IPv6 prefix changes its MED.
+    let edited = r#"
+  - prefix: 203.0.113.2/32
+    next_hop: 192.0.2.9
+  - prefix: 203.0.113.3/32
+  - prefix: "2001:db8:100::/48"
+    med: 30
+"#;
+    speaker.edit(&speaker_yaml(65001, "", edited));
+    let routes = wait_for(T, "edit applied", || {
+        let r = by_prefix(bird.bgp_routes("node1"));
+        let keys: Vec<&str> = r.keys().map(String::as_str).collect();
+        if keys == ["2001:db8:100::/48", "203.0.113.2/32", "203.0.113.3/32"]
+            && r["2001:db8:100::/48"].med == Some(30)
+        {
+            Ok(r)
+        } else {
+            Err(r)
+        }
+    });
+    assert_eq!(routes["203.0.113.3/32"].next_hop, Some(Pair::a_v4()));
+
+    // A bad edit is rejected and changes nothing.
+    speaker.edit("local_as: 0\nrouter_id: 192.0.2.1\n");
+    speaker.wait_log("configuration edit rejected", T);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(by_prefix(bird.bgp_routes("node1")).len(), 3);
+    assert!(bird.is_established("node1"));
+    assert!(!speaker.log().contains("session down"), "{}", speaker.log());
+}
+
+#[test]
+fn ibgp_routes_carry_local_pref() {
+    let pair = Pair::new("spibgp");
+    let bird = bird_leaf(&pair, 65000, |_| {});
+    let prefixes = r#"
+  - prefix: 203.0.113.1/32
+    local_pref: 250
+  - prefix: 203.0.113.2/32
+"#;
+    let yaml = speaker_yaml(65000, "", prefixes);
+    let _speaker = Speaker::start(&pair.a, "a", &yaml);
+    bird.wait_established("node1", T);
+    let routes = wait_prefixes(&bird, &["203.0.113.1/32", "203.0.113.2/32"]);
+    assert_eq!(routes["203.0.113.1/32"].local_pref, Some(250));
+    // RFC 4271 §5.1.5: iBGP UPDATEs always carry LOCAL_PREF; ours defaults to 100.
+    assert_eq!(routes["203.0.113.2/32"].local_pref, Some(100));
+    assert!(routes["203.0.113.1/32"].as_path.is_empty());
+}
+
+#[test]
+fn md5_with_the_right_key_establishes_and_a_wrong_key_does_not() {
+    let pair = Pair::new("spmd5");
+    let bird = bird_leaf(&pair, 65001, |p| p.password = Some("s3cret-key".into()));
+    let keyfile = pair.topo.dir().join("bgp.key");
+    std::fs::write(&keyfile, "wrong-key\n").unwrap();
+    let extra = format!("    password_file: {}", keyfile.display());
+    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, &extra, PREFIXES));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_ne!(bird.bgp_state("node1"), "Established");
+    wait_until(T, "MD5 failures counted", || {
+        pair.b.nstat("TcpExtTCPMD5Failure") + pair.a.nstat("TcpExtTCPMD5Failure") > 0
+    });
+    assert!(
+        !speaker.log().contains("wrong-key"),
+        "the key must never be logged"
+    );
+
+    // The right key (a config edit that changes only the key file's content is not seen, so
+    // point at a new file).
+    let good = pair.topo.dir().join("bgp-good.key");
+    std::fs::write(&good, "s3cret-key\n").unwrap();
+    let extra = format!("    password_file: {}", good.display());
+    speaker.edit(&speaker_yaml(65001, &extra, PREFIXES));
+    bird.wait_established("node1", T);
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+    assert!(
+        !speaker.log().contains("s3cret"),
+        "the key must never be logged"
+    );
+}
+
+#[test]
+fn bird_restarting_gets_the_routes_again() {
+    let pair = Pair::new("sprest");
+    let mut bird = bird_leaf(&pair, 65001, |_| {});
+    let _speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
+    bird.wait_established("node1", T);
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+    bird.restart();
+    bird.wait_established("node1", Duration::from_secs(40));
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+}
+
+#[test]
+fn a_frozen_peer_is_detected_by_the_hold_timer() {
+    let pair = Pair::new("spfrozen");
+    let bird = bird_leaf(&pair, 65001, |p| p.hold_time = Some(3));
+    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
+    bird.wait_established("node1", T);
+    bird.process().signal("STOP");
+    speaker.wait_log("hold timer expired", Duration::from_secs(10));
+    bird.process().signal("CONT");
+    // It comes back by itself.
+    bird.wait_established("node1", Duration::from_secs(40));
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+}
+
+#[test]
+fn sigterm_withdraws_and_sends_administrative_shutdown_with_a_message() {
+    let pair = Pair::new("spterm");
+    let bird = bird_leaf(&pair, 65001, |_| {});
+    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
+    bird.wait_established("node1", T);
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+    speaker.terminate();
+    wait_until(T, "routes withdrawn", || {
+        bird.bgp_routes("node1").is_empty()
+    });
+    let proto = bird.birdc("show protocols all node1");
+    assert!(proto.contains("Administrative shutdown"), "{proto}");
+    assert!(
+        proto.contains("leafbridge-speaker shutting down"),
+        "{proto}"
+    );
+}
+
+#[test]
+fn with_graceful_restart_bird_keeps_our_routes_across_a_speaker_restart() {
+    let pair = Pair::new("spgr");
+    let bird = bird_leaf(&pair, 65001, |p| p.graceful_restart = Some(60));
+    let yaml = format!(
+        "shutdown: graceful\n{}",
+        speaker_yaml(65001, "    graceful_restart: true", PREFIXES)
+    );
+    let mut speaker = Speaker::start(&pair.a, "a", &yaml);
+    bird.wait_established("node1", T);
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+
+    speaker.terminate();
+    // During the restart BIRD still has every route (stale).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(bird.bgp_state("node1"), "Established");
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+
+    // Restarting within the Restart Time: R bit, re-sync, End-of-RIB; one route left meanwhile.
+    let edited = r#"
+  - prefix: 203.0.113.1/32
+  - prefix: "2001:db8:100::/48"
+"#;
+    speaker.edit(&format!(
+        "shutdown: graceful\n{}",
+        speaker_yaml(65001, "    graceful_restart: true", edited)
+    ));
+    speaker.restart(&[]);
+    speaker.wait_log("restarting speaker", T);
+    bird.wait_established("node1", T);
+    // The stale route we no longer announce goes with our End-of-RIB.
+    wait_prefixes(&bird, &["203.0.113.1/32", "2001:db8:100::/48"]);
+}
