@@ -439,6 +439,184 @@ pub fn parse_dig(text: &str) -> DigAnswer {
     a
 }
 
+/// How to run dnsperf.
+#[derive(Debug, Clone)]
+pub struct DnsperfOptions {
+    /// `-l`: run this long.
+    pub duration: Duration,
+    /// `-Q`: offered rate cap (queries/s); `None` for as fast as it can.
+    pub max_qps: Option<u32>,
+    /// `-c`: simulated clients (source ports).
+    pub clients: u32,
+    /// `-T`: dnsperf threads.
+    pub threads: u32,
+    /// `-q`: outstanding queries.
+    pub max_outstanding: Option<u32>,
+    /// `-t`: per-query timeout.
+    pub timeout: Option<Duration>,
+    /// `-m tcp` instead of UDP.
+    pub tcp: bool,
+    /// `-v`: print every answer's latency, for percentiles (costs about a third of dnsperf's
+    /// throughput at saturation — PEERS.md; fine at a fixed `max_qps`).
+    pub latencies: bool,
+}
+
+impl Default for DnsperfOptions {
+    fn default() -> Self {
+        DnsperfOptions {
+            duration: Duration::from_secs(5),
+            max_qps: None,
+            clients: 1,
+            threads: 1,
+            max_outstanding: None,
+            timeout: None,
+            tcp: false,
+            latencies: false,
+        }
+    }
+}
+
+/// dnsperf's summary, plus the per-query latencies when asked for.
+#[derive(Debug, Clone, Default)]
+pub struct DnsperfReport {
+    pub sent: u64,
+    pub completed: u64,
+    pub lost: u64,
+    pub qps: f64,
+    pub avg_latency: Duration,
+    pub max_latency: Duration,
+    /// Response codes and their counts.
+    pub rcodes: std::collections::BTreeMap<String, u64>,
+    /// Every answered query's latency, sorted (only with `latencies`).
+    pub latencies: Vec<Duration>,
+    pub raw_summary: String,
+}
+
+impl DnsperfReport {
+    /// The `p`-th percentile (0..=100) of the recorded latencies.
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        let rank = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
+        self.latencies
+            .get(rank.min(self.latencies.len() - 1))
+            .copied()
+    }
+}
+
+/// Writes a dnsperf query file (`NAME TYPE` per line).
+pub fn write_queries(path: &std::path::Path, queries: &[(&str, &str)]) {
+    let mut text = String::new();
+    for (name, qtype) in queries {
+        let _ = writeln!(text, "{name} {qtype}");
+    }
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Runs dnsperf in `ns` against `server` with the queries in `queries` and parses its report.
+#[track_caller]
+pub fn dnsperf(
+    ns: &Netns,
+    server: SocketAddr,
+    queries: &std::path::Path,
+    opts: &DnsperfOptions,
+) -> DnsperfReport {
+    require("dnsperf");
+    let mut args: Vec<String> = vec![
+        "-s".into(),
+        server.ip().to_string(),
+        "-p".into(),
+        server.port().to_string(),
+        "-d".into(),
+        queries.display().to_string(),
+        "-l".into(),
+        format!("{}", opts.duration.as_secs_f64()),
+        "-c".into(),
+        opts.clients.to_string(),
+        "-T".into(),
+        opts.threads.to_string(),
+    ];
+    if let Some(q) = opts.max_qps {
+        args.extend(["-Q".into(), q.to_string()]);
+    }
+    if let Some(q) = opts.max_outstanding {
+        args.extend(["-q".into(), q.to_string()]);
+    }
+    if let Some(t) = opts.timeout {
+        args.extend(["-t".into(), format!("{}", t.as_secs_f64())]);
+    }
+    if opts.tcp {
+        args.extend(["-m".into(), "tcp".into()]);
+    }
+    if opts.latencies {
+        args.push("-v".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ns.exec("dnsperf", &args);
+    assert!(out.success, "dnsperf failed: {}{}", out.stderr, out.stdout);
+    parse_dnsperf(&out.stdout)
+}
+
+/// Parses dnsperf's output (summary, and `> RCODE name type latency` lines from `-v`).
+pub fn parse_dnsperf(text: &str) -> DnsperfReport {
+    let mut r = DnsperfReport::default();
+    let first_num = |s: &str| -> f64 {
+        s.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let mut summary = String::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("> ") {
+            if let Some(lat) = rest
+                .split_whitespace()
+                .last()
+                .and_then(|l| l.parse::<f64>().ok())
+            {
+                r.latencies.push(Duration::from_secs_f64(lat));
+            }
+            continue;
+        }
+        let t = line.trim();
+        if !t.is_empty() && !t.starts_with('[') {
+            summary.push_str(line);
+            summary.push('\n');
+        }
+        let Some((k, v)) = t.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "Queries sent" => r.sent = first_num(v) as u64,
+            "Queries completed" => r.completed = first_num(v) as u64,
+            "Queries lost" => r.lost = first_num(v) as u64,
+            "Queries per second" => r.qps = first_num(v),
+            "Average Latency (s)" => {
+                r.avg_latency = Duration::from_secs_f64(first_num(v));
+                if let Some(max) = v.split("max ").nth(1) {
+                    r.max_latency = Duration::from_secs_f64(
+                        max.trim_end_matches(')').trim().parse().unwrap_or(0.0),
+                    );
+                }
+            }
+            "Response codes" => {
+                for part in v.split(',') {
+                    let f: Vec<&str> = part.split_whitespace().collect();
+                    if f.len() >= 2 {
+                        r.rcodes.insert(f[0].to_string(), f[1].parse().unwrap_or(0));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    r.latencies.sort();
+    r.raw_summary = summary;
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +643,34 @@ www.example.test.\t300\tIN\tA\t203.0.113.81
         assert_eq!(a.flags, vec!["qr", "aa", "rd", "ra"]);
         assert_eq!(a.rdata("A"), vec!["203.0.113.80", "203.0.113.81"]);
         assert_eq!(a.answers[0].ttl, 300);
+    }
+
+    #[test]
+    fn parses_dnsperf_summary_and_latencies() {
+        let t = "[Status] Testing complete (time limit)
+> NOERROR www.example.test A 0.000205
+> NXDOMAIN nope.example.test A 0.000105
+
+Statistics:
+
+  Queries sent:         1000
+  Queries completed:    998 (99.80%)
+  Queries lost:         2 (0.20%)
+
+  Response codes:       NOERROR 500 (50.00%), NXDOMAIN 498 (49.80%)
+  Run time (s):         1.000197
+  Queries per second:   999.803039
+
+  Average Latency (s):  0.000101 (min 0.000029, max 0.004069)
+";
+        let r = parse_dnsperf(t);
+        assert_eq!((r.sent, r.completed, r.lost), (1000, 998, 2));
+        assert!((r.qps - 999.803039).abs() < 1e-6);
+        assert_eq!(r.avg_latency, Duration::from_micros(101));
+        assert_eq!(r.max_latency, Duration::from_micros(4069));
+        assert_eq!(r.rcodes["NXDOMAIN"], 498);
+        assert_eq!(r.percentile(0.0), Some(Duration::from_micros(105)));
+        assert_eq!(r.percentile(100.0), Some(Duration::from_micros(205)));
     }
 
     #[test]

@@ -71,6 +71,8 @@ impl Topology {
             !tag.is_empty() && tag.len() <= 12 && tag.chars().all(|c| c.is_ascii_alphanumeric()),
             "topology tag must be 1..=12 ASCII letters/digits, got {tag:?}"
         );
+        static STALE: std::sync::Once = std::sync::Once::new();
+        STALE.call_once(remove_stale_namespaces);
         let n = TOPOLOGY_COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("lb-{tag}-{}-{n}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -549,6 +551,43 @@ impl Process {
     fn with_child<R>(&self, f: impl FnOnce(&mut Tracked) -> R) -> Option<R> {
         let mut procs = self.topo.inner.processes.lock().unwrap();
         procs.iter_mut().find(|t| t.child.id() == self.pid).map(f)
+    }
+}
+
+/// Removes namespaces this harness created in test processes that no longer exist (killed by a
+/// CI timeout before their guard ran), and the daemons still running in them. Names carry the
+/// creating process's id (`lb-TAG-PID-N-...`), so a live test's namespaces are never touched.
+pub fn remove_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let parts: Vec<&str> = name.split('-').collect();
+        let Some(pid) = (parts.len() >= 5 && parts[0] == "lb")
+            .then(|| parts[2].parse::<u32>().ok())
+            .flatten()
+        else {
+            continue;
+        };
+        if parts[3].parse::<u32>().is_err() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+            for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", p])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        eprintln!("leafbridge-tests: removed stale namespace {name} of dead process {pid}");
     }
 }
 

@@ -119,3 +119,28 @@ fn process_reports_cpu_time_and_peak_rss() {
     p.stop();
     assert_eq!(p.cpu_time(), None);
 }
+
+#[test]
+fn stale_namespaces_of_dead_test_processes_are_removed() {
+    // A namespace as a test process killed before its guard ran would leave it, with a sleeper
+    // inside. PID 4194304 is above the kernel's pid_max limit, so it never exists.
+    let name = "lb-stale-4194304-0-x";
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "add", name])
+        .status();
+    let mut sleeper = std::process::Command::new("ip")
+        .args(["netns", "exec", name, "sleep", "600"])
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(2), "sleeper in the namespace", || {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", name])
+            .output()
+            .unwrap();
+        !out.stdout.is_empty()
+    });
+    leafbridge_tests::netns::remove_stale_namespaces();
+    assert!(!netns_list().contains(name), "{}", netns_list());
+    let status = sleeper.wait().unwrap();
+    assert!(!status.success(), "sleeper should have been killed");
+}
