@@ -1,5 +1,22 @@
 //! Bytes → message. Every read is bounds-checked through [`Reader`]; malformed input becomes the
 //! NOTIFICATION RFC 4271 §6 (as revised by RFC 7606 for UPDATEs) prescribes, never a panic.
+//!
+//! UPDATE errors, by RFC 7606 outcome:
+//!
+//! | error | outcome |
+//! | --- | --- |
+//! | withdrawn / attribute length overruns the message | reset 3/1 |
+//! | NLRI or withdrawn prefix malformed (IPv4 field or MP_*) | reset 3/10 |
+//! | MP_REACH/MP_UNREACH twice | reset 3/1 |
+//! | MP_* flags wrong / length overruns / too short to locate NLRI | reset 3/4, 3/5, 3/9 + attribute |
+//! | unrecognized well-known attribute | reset 3/2 + attribute |
+//! | ORIGIN, AS_PATH, NEXT_HOP, MED, LOCAL_PREF, COMMUNITIES, LARGE_COMMUNITY, ORIGINATOR_ID, CLUSTER_LIST malformed (flags, length, value) | treat-as-withdraw |
+//! | attribute overruns the path attributes field (§4) | treat-as-withdraw |
+//! | MP_REACH next hop length unexpected (§7.11) | treat-as-withdraw |
+//! | well-known mandatory attribute missing while NLRI present (§3 d) | treat-as-withdraw |
+//! | ATOMIC_AGGREGATE, AGGREGATOR, AS4_PATH, AS4_AGGREGATOR malformed | attribute discard |
+//! | any other attribute repeated (§3 g) | later copies discarded |
+//! | MP_* of a family this codec does not parse | attribute discard |
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
