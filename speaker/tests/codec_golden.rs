@@ -1341,6 +1341,21 @@ fn open_never_exceeds_4096_octets_even_with_extended_messages() {
 }
 
 #[test]
+fn notification_data_is_cut_to_fit_the_message_limit() {
+    let n = Notification::new(
+        notif::UPDATE_MESSAGE_ERROR,
+        notif::OPTIONAL_ATTRIBUTE_ERROR,
+        vec![7; 5000],
+    );
+    let bytes = enc(&Message::Notification(n), &FOUR);
+    assert_eq!(bytes.len(), 4096);
+    let Message::Notification(back) = dec(&bytes, &FOUR) else {
+        panic!()
+    };
+    assert_eq!(back.data, vec![7; 4096 - 21]);
+}
+
+#[test]
 fn shutdown_communication_is_cut_at_a_character_boundary_to_255_octets() {
     let long = "é".repeat(200); // 400 octets
     let n = Notification::administrative_shutdown(&long);

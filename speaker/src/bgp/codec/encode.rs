@@ -63,7 +63,7 @@ fn encode_message(
         }
         Message::Notification(n) => {
             out.put_u8(msg_type::NOTIFICATION);
-            encode_notification(n, out);
+            encode_notification(n, max, out);
         }
         Message::Keepalive => out.put_u8(msg_type::KEEPALIVE),
         Message::RouteRefresh(rr) => {
@@ -182,10 +182,13 @@ fn encode_capabilities(caps: &[Capability], out: &mut BytesMut) {
     }
 }
 
-fn encode_notification(n: &Notification, out: &mut BytesMut) {
+/// The data is cut to fit the message limit: a NOTIFICATION that carries, say, a whole offending
+/// message must still be sent, and its diagnostic data is only informative.
+fn encode_notification(n: &Notification, max: usize, out: &mut BytesMut) {
     out.put_u8(n.code);
     out.put_u8(n.subcode);
-    out.put_slice(&n.data);
+    let room = max.saturating_sub(HEADER_LEN + 2);
+    out.put_slice(n.data.get(..room).unwrap_or(&n.data));
 }
 
 fn encode_route_refresh(rr: &RouteRefresh, out: &mut BytesMut) {
