@@ -1,0 +1,602 @@
+//! The Adj-RIB-Out (RFC 4271 §3.2): what one peer has been sent, and the fewest UPDATEs that
+//! turn it into what the peer should have.
+//!
+//! Pure: `AdjRibOut::set_desired` compares the desired routes with what was sent and returns the
+//! `Changes`; `AdjRibOut::updates` packs changes into UPDATE messages. Announced prefixes are
+//! grouped by identical path attributes and packed as densely as the negotiated maximum message
+//! length allows (4096 octets, 65535 with RFC 8654 extended messages); IPv4 withdrawals travel in
+//! the withdrawn routes field, filling the spare room of announcing UPDATEs first, IPv6 ones in
+//! MP_UNREACH_NLRI (RFC 4760 §4).
+//!
+//! A session uses one `AdjRibOut` per connection: after a reconnect it starts empty ("re-sync"),
+//! so everything desired is sent again, followed by End-of-RIB (RFC 4724 §2). A ROUTE-REFRESH
+//! (RFC 2918) is answered from what was sent, unchanged.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+use super::codec::{CodecContext, HEADER_LEN, path_attributes_len};
+use super::fsm::Negotiated;
+use super::message::{
+    AddressFamily, AsPath, AsPathSegment, LargeCommunity, MpReach, MpUnreach, Origin,
+    PathAttributes, Update,
+};
+
+/// RFC 4271 §5.1.5 leaves the default LOCAL_PREF to the operator; 100 is what every major
+/// implementation uses, and iBGP UPDATEs must carry one.
+pub const DEFAULT_LOCAL_PREF: u32 = 100;
+
+/// One route we announce: a prefix and the attributes that vary per route. ORIGIN (IGP) and
+/// AS_PATH (our AS for eBGP, empty for iBGP) are the same for every route and added on export.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Route {
+    pub prefix: IpNet,
+    /// The node that carries the traffic. For an IPv6 prefix with an IPv4 next hop, the session's
+    /// IPv6 next hop is used (see `ExportPolicy::ipv6_next_hop`).
+    pub next_hop: IpAddr,
+    /// COMMUNITIES (RFC 1997), sorted and without duplicates (see `Route::normalize`).
+    pub communities: Vec<u32>,
+    /// LARGE_COMMUNITY (RFC 8092), sorted and without duplicates.
+    pub large_communities: Vec<LargeCommunity>,
+    /// LOCAL_PREF, sent to internal peers only (RFC 4271 §5.1.5); default 100 there.
+    pub local_pref: Option<u32>,
+    /// MULTI_EXIT_DISC (RFC 4271 §5.1.4).
+    pub med: Option<u32>,
+}
+
+impl Route {
+    pub fn new(prefix: IpNet, next_hop: IpAddr) -> Self {
+        Self {
+            prefix: prefix.trunc(),
+            next_hop,
+            communities: Vec::new(),
+            large_communities: Vec::new(),
+            local_pref: None,
+            med: None,
+        }
+    }
+
+    /// Put the route in canonical form: host bits of the prefix cleared, communities sorted and
+    /// deduplicated, so that routes meaning the same thing compare equal (communities are a set,
+    /// RFC 1997; the order of a COMMUNITIES attribute carries no meaning).
+    pub fn normalize(&mut self) {
+        self.prefix = self.prefix.trunc();
+        self.communities.sort_unstable();
+        self.communities.dedup();
+        self.large_communities.sort_unstable();
+        self.large_communities.dedup();
+    }
+
+    pub fn normalized(mut self) -> Self {
+        self.normalize();
+        self
+    }
+
+    pub fn family(&self) -> AddressFamily {
+        family_of(&self.prefix)
+    }
+}
+
+fn family_of(prefix: &IpNet) -> AddressFamily {
+    match prefix {
+        IpNet::V4(_) => AddressFamily::IPV4_UNICAST,
+        IpNet::V6(_) => AddressFamily::IPV6_UNICAST,
+    }
+}
+
+/// The desired routes of one peer, by prefix.
+pub type RouteSet = BTreeMap<IpNet, Route>;
+
+/// How routes are turned into UPDATEs for one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportPolicy {
+    pub local_as: u32,
+    /// Internal peer: empty AS_PATH, LOCAL_PREF sent (RFC 4271 §5.1.2, §5.1.5).
+    pub ibgp: bool,
+    /// What the session negotiated (maximum message length, 4-octet AS).
+    pub codec: CodecContext,
+    /// Families negotiated on the session; routes of other families are not sent.
+    pub families: Vec<AddressFamily>,
+    /// Next hop for IPv6 prefixes whose route names an IPv4 next hop (an IPv6 prefix over an
+    /// IPv4-only node). Without one, the IPv4-mapped IPv6 address is used.
+    pub ipv6_next_hop: Option<Ipv6Addr>,
+}
+
+impl ExportPolicy {
+    pub fn from_negotiated(n: &Negotiated, ipv6_next_hop: Option<Ipv6Addr>) -> Self {
+        Self {
+            local_as: n.local_as,
+            ibgp: n.is_ibgp(),
+            codec: n.codec_context(),
+            families: n.families.clone(),
+            ipv6_next_hop,
+        }
+    }
+
+    /// Why `route` cannot be sent on this session, if it cannot.
+    pub fn check(&self, route: &Route) -> Result<(), Unexportable> {
+        let family = route.family();
+        if !self.families.contains(&family) {
+            return Err(Unexportable::FamilyNotNegotiated(family));
+        }
+        if matches!(route.prefix, IpNet::V4(_)) && route.next_hop.is_ipv6() {
+            // RFC 8950 (IPv4 NLRI with IPv6 next hop) is not implemented.
+            return Err(Unexportable::Ipv6NextHopForIpv4Prefix);
+        }
+        // Thousands of communities would not fit one UPDATE with a single prefix.
+        let attribute_bytes = 4 * route.communities.len() + 12 * route.large_communities.len();
+        if attribute_bytes > 512 {
+            let key = GroupKey::of(route, self);
+            let len = HEADER_LEN + 4 + self.attributes(&key).len(&self.codec) + 17 + 8;
+            if len > self.codec.max_message_len() {
+                return Err(Unexportable::AttributesTooLong(len));
+            }
+        }
+        Ok(())
+    }
+
+    fn attributes(&self, key: &GroupKey<'_>) -> GroupAttributes {
+        let as_path = if self.ibgp {
+            AsPath::default()
+        } else {
+            AsPath {
+                segments: vec![AsPathSegment::Sequence(vec![self.local_as])],
+            }
+        };
+        let mut attributes = PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(as_path),
+            next_hop: None,
+            med: key.med,
+            // RFC 4271 §5.1.5: "A BGP speaker MUST NOT include this attribute in UPDATE messages
+            // it sends to external peers" and "SHALL include this attribute in all UPDATE
+            // messages that it sends to other internal peers".
+            local_pref: self
+                .ibgp
+                .then(|| key.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)),
+            communities: key.communities.to_vec(),
+            large_communities: key.large_communities.to_vec(),
+            mp_reach: None,
+            mp_unreach: None,
+            other: Vec::new(),
+        };
+        match key.next_hop {
+            IpAddr::V4(nh) if !key.ipv6 => attributes.next_hop = Some(nh),
+            next_hop => {
+                attributes.mp_reach = Some(MpReach {
+                    family: AddressFamily::IPV6_UNICAST,
+                    next_hop,
+                    link_local_next_hop: None,
+                    nlri: Vec::new(),
+                });
+            }
+        }
+        GroupAttributes { attributes }
+    }
+
+    fn ipv6_next_hop_for(&self, v4: Ipv4Addr) -> Ipv6Addr {
+        self.ipv6_next_hop.unwrap_or_else(|| v4.to_ipv6_mapped())
+    }
+}
+
+/// A route that cannot be sent on a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unexportable {
+    #[error("address family {0:?} was not negotiated with the peer")]
+    FamilyNotNegotiated(AddressFamily),
+    #[error("IPv4 prefix with an IPv6 next hop (RFC 8950) is not supported")]
+    Ipv6NextHopForIpv4Prefix,
+    #[error("path attributes make an UPDATE of {0} octets, above the maximum message length")]
+    AttributesTooLong(usize),
+}
+
+/// The difference between what a peer has and what it should have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// New routes and routes whose attributes changed (an announcement replaces the old one,
+    /// RFC 4271 §3.1: "implicit withdraw").
+    pub announce: Vec<Route>,
+    /// Prefixes the peer must forget.
+    pub withdraw: Vec<IpNet>,
+    /// Desired routes that cannot be sent on this session, with the reason.
+    pub unexportable: Vec<(IpNet, Unexportable)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.announce.is_empty() && self.withdraw.is_empty()
+    }
+}
+
+/// The attributes every prefix of a group shares (with MP_REACH carrying no NLRI yet).
+struct GroupAttributes {
+    attributes: PathAttributes,
+}
+
+impl GroupAttributes {
+    fn len(&self, ctx: &CodecContext) -> usize {
+        path_attributes_len(&self.attributes, ctx)
+    }
+}
+
+/// What makes two routes share an UPDATE: everything but the prefix, after export rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey<'a> {
+    ipv6: bool,
+    next_hop: IpAddr,
+    med: Option<u32>,
+    local_pref: Option<u32>,
+    communities: &'a [u32],
+    large_communities: &'a [LargeCommunity],
+}
+
+impl<'a> GroupKey<'a> {
+    fn of(route: &'a Route, policy: &ExportPolicy) -> Self {
+        let ipv6 = matches!(route.prefix, IpNet::V6(_));
+        let next_hop = match route.next_hop {
+            IpAddr::V4(v4) if ipv6 => IpAddr::V6(policy.ipv6_next_hop_for(v4)),
+            other => other,
+        };
+        Self {
+            ipv6,
+            next_hop,
+            med: route.med,
+            // Not sent to external peers, so it must not split groups there.
+            local_pref: if policy.ibgp { route.local_pref } else { None },
+            communities: &route.communities,
+            large_communities: &route.large_communities,
+        }
+    }
+}
+
+/// Octets of a prefix in NLRI encoding (RFC 4271 §4.3): length octet plus the significant bytes.
+fn nlri_len(prefix: &IpNet) -> usize {
+    1 + usize::from(prefix.prefix_len()).div_ceil(8)
+}
+
+/// Path attribute header for a value of `value_len` octets (RFC 4271 §4.3: the Extended Length
+/// bit gives a two-octet length above 255).
+fn attribute_header_len(value_len: usize) -> usize {
+    if value_len > 255 { 4 } else { 3 }
+}
+
+/// UPDATE header: message header, withdrawn routes length, total path attribute length.
+const UPDATE_OVERHEAD: usize = HEADER_LEN + 2 + 2;
+
+/// AFI (2) + SAFI (1) at the start of MP_REACH_NLRI and MP_UNREACH_NLRI.
+const AFI_SAFI_LEN: usize = 3;
+
+/// What one peer has been sent.
+#[derive(Debug, Clone)]
+pub struct AdjRibOut {
+    policy: ExportPolicy,
+    sent: RouteSet,
+}
+
+impl AdjRibOut {
+    /// An empty Adj-RIB-Out for a session that has just reached Established.
+    pub fn new(policy: ExportPolicy) -> Self {
+        Self {
+            policy,
+            sent: RouteSet::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &ExportPolicy {
+        &self.policy
+    }
+
+    /// The routes the peer has been sent.
+    pub fn routes(&self) -> &RouteSet {
+        &self.sent
+    }
+
+    pub fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+
+    /// Forget what was sent (a new connection: the peer knows nothing of ours).
+    pub fn reset(&mut self) {
+        self.sent.clear();
+    }
+
+    /// Make `desired` what the peer has, returning what must be sent for that. Routes are
+    /// normalized first; routes this session cannot carry are left out and listed in
+    /// `Changes::unexportable`. The caller must send `updates(&changes)`.
+    pub fn set_desired(&mut self, mut desired: RouteSet) -> Changes {
+        let mut changes = Changes::default();
+        if desired
+            .iter()
+            .any(|(k, r)| *k != k.trunc() || r.prefix != *k)
+        {
+            // Rare: re-key on the canonical prefix.
+            desired = desired
+                .into_values()
+                .map(|mut r| {
+                    r.prefix = r.prefix.trunc();
+                    (r.prefix, r)
+                })
+                .collect();
+        }
+        let policy = &self.policy;
+        desired.retain(|prefix, route| {
+            route.normalize();
+            match policy.check(route) {
+                Ok(()) => true,
+                Err(why) => {
+                    changes.unexportable.push((*prefix, why));
+                    false
+                }
+            }
+        });
+        let next = desired;
+        // One merge pass over two sorted maps.
+        let mut old = self.sent.iter().peekable();
+        let mut new = next.iter().peekable();
+        loop {
+            match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some((p, _)), None) => {
+                    changes.withdraw.push(**p);
+                    old.next();
+                }
+                (None, Some((_, r))) => {
+                    changes.announce.push((*r).clone());
+                    new.next();
+                }
+                (Some((po, ro)), Some((pn, rn))) => match po.cmp(pn) {
+                    std::cmp::Ordering::Less => {
+                        changes.withdraw.push(**po);
+                        old.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        changes.announce.push((*rn).clone());
+                        new.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if ro != rn {
+                            changes.announce.push((*rn).clone());
+                        }
+                        old.next();
+                        new.next();
+                    }
+                },
+            }
+        }
+        self.sent = next;
+        changes
+    }
+
+    /// Everything that was sent, as changes: the answer to a ROUTE-REFRESH for `family`
+    /// (RFC 2918 §4), or to re-send the whole table.
+    pub fn full_table(&self, family: Option<AddressFamily>) -> Changes {
+        Changes {
+            announce: self
+                .sent
+                .values()
+                .filter(|r| family.is_none_or(|f| r.family() == f))
+                .cloned()
+                .collect(),
+            ..Changes::default()
+        }
+    }
+
+    /// The first sync of a session: every desired route, then End-of-RIB for each negotiated
+    /// family (RFC 4724 §4: "the End-of-RIB marker ... after the initial routing update").
+    pub fn initial_sync(&mut self, desired: RouteSet) -> (Vec<Update>, Changes) {
+        self.reset();
+        let changes = self.set_desired(desired);
+        let mut updates = self.updates(&changes);
+        updates.extend(self.end_of_rib());
+        (updates, changes)
+    }
+
+    /// End-of-RIB for every negotiated family (RFC 4724 §2).
+    pub fn end_of_rib(&self) -> Vec<Update> {
+        self.policy
+            .families
+            .iter()
+            .map(|f| Update::end_of_rib(*f))
+            .collect()
+    }
+
+    /// The fewest UPDATEs that carry `changes`: see the module documentation.
+    pub fn updates(&self, changes: &Changes) -> Vec<Update> {
+        pack(&self.policy, changes)
+    }
+}
+
+/// One UPDATE being filled, with the octets it would take so far.
+struct Building {
+    update: Update,
+    len: usize,
+}
+
+/// Pack `changes` into UPDATEs no longer than the session's maximum message length.
+pub fn pack(policy: &ExportPolicy, changes: &Changes) -> Vec<Update> {
+    let max = policy.codec.max_message_len();
+    let mut groups: BTreeMap<GroupKey<'_>, Vec<IpNet>> = BTreeMap::new();
+    for route in &changes.announce {
+        groups
+            .entry(GroupKey::of(route, policy))
+            .or_default()
+            .push(route.prefix);
+    }
+
+    let mut announcing: Vec<Building> = Vec::new();
+    for (key, prefixes) in &groups {
+        let template = policy.attributes(key).attributes;
+        if key.ipv6 {
+            pack_mp_reach(template, prefixes, max, &policy.codec, &mut announcing);
+        } else {
+            pack_ipv4(template, prefixes, max, &policy.codec, &mut announcing);
+        }
+    }
+
+    let (v4_withdrawn, v6_withdrawn): (Vec<IpNet>, Vec<IpNet>) = changes
+        .withdraw
+        .iter()
+        .partition(|p| matches!(p, IpNet::V4(_)));
+
+    // IPv4 withdrawals: first into the spare room of announcing UPDATEs (an UPDATE may withdraw
+    // and announce at once, RFC 4271 §4.3), then into UPDATEs of their own.
+    let mut withdrawing: Vec<Building> = Vec::new();
+    let mut pending = v4_withdrawn.into_iter().peekable();
+    for b in &mut announcing {
+        while let Some(p) = pending.peek() {
+            let l = nlri_len(p);
+            if b.len + l > max {
+                break;
+            }
+            b.len += l;
+            b.update.withdrawn.push(*p);
+            pending.next();
+        }
+    }
+    let mut current: Option<Building> = None;
+    for p in pending {
+        let l = nlri_len(&p);
+        if current.as_ref().is_some_and(|b| b.len + l > max) {
+            withdrawing.extend(current.take());
+        }
+        let b = current.get_or_insert_with(|| Building {
+            update: Update::default(),
+            len: UPDATE_OVERHEAD,
+        });
+        b.len += l;
+        b.update.withdrawn.push(p);
+    }
+    withdrawing.extend(current.take());
+
+    // IPv6 withdrawals: MP_UNREACH_NLRI, the only attribute of their UPDATEs.
+    let base = UPDATE_OVERHEAD + 4 + AFI_SAFI_LEN;
+    let mut current: Option<Building> = None;
+    for p in v6_withdrawn {
+        let l = nlri_len(&p);
+        if current.as_ref().is_some_and(|b| b.len + l > max) {
+            withdrawing.extend(current.take());
+        }
+        let b = current.get_or_insert_with(|| Building {
+            update: Update {
+                attributes: PathAttributes {
+                    mp_unreach: Some(MpUnreach {
+                        family: AddressFamily::IPV6_UNICAST,
+                        withdrawn: Vec::new(),
+                    }),
+                    ..PathAttributes::default()
+                },
+                ..Update::default()
+            },
+            len: base,
+        });
+        b.len += l;
+        if let Some(u) = &mut b.update.attributes.mp_unreach {
+            u.withdrawn.push(p);
+        }
+    }
+    withdrawing.extend(current.take());
+
+    // Withdrawals first: the peer drops what left before it learns what came.
+    withdrawing
+        .into_iter()
+        .chain(announcing)
+        .map(|b| b.update)
+        .collect()
+}
+
+/// IPv4 unicast NLRI after the path attributes (NEXT_HOP attribute).
+fn pack_ipv4(
+    template: PathAttributes,
+    prefixes: &[IpNet],
+    max: usize,
+    ctx: &CodecContext,
+    out: &mut Vec<Building>,
+) {
+    let base = UPDATE_OVERHEAD + path_attributes_len(&template, ctx);
+    let mut rest = prefixes;
+    while !rest.is_empty() {
+        let (n, len) = fit(rest, base, max);
+        let (chunk, tail) = rest.split_at(n);
+        out.push(Building {
+            update: Update {
+                withdrawn: Vec::new(),
+                attributes: template.clone(),
+                nlri: chunk.to_vec(),
+            },
+            len,
+        });
+        rest = tail;
+    }
+}
+
+/// IPv6 unicast NLRI inside MP_REACH_NLRI (RFC 4760 §3).
+fn pack_mp_reach(
+    template: PathAttributes,
+    prefixes: &[IpNet],
+    max: usize,
+    ctx: &CodecContext,
+    out: &mut Vec<Building>,
+) {
+    // The empty MP_REACH_NLRI in the template has a 3-octet header; a full one needs the
+    // extended length (4 octets). Count 4 from the start (one octet of slack at most).
+    let base = UPDATE_OVERHEAD + path_attributes_len(&template, ctx) + 1;
+    let mut rest = prefixes;
+    while !rest.is_empty() {
+        let (n, len) = fit(rest, base, max);
+        let (chunk, tail) = rest.split_at(n);
+        let mut attributes = template.clone();
+        if let Some(r) = &mut attributes.mp_reach {
+            r.nlri = chunk.to_vec();
+        }
+        // Exact length now that the NLRI are known.
+        let mp_value = mp_value_len(&attributes);
+        let len = len - 4 + attribute_header_len(mp_value);
+        out.push(Building {
+            update: Update {
+                attributes,
+                ..Update::default()
+            },
+            len,
+        });
+        rest = tail;
+    }
+}
+
+fn mp_value_len(a: &PathAttributes) -> usize {
+    a.mp_reach.as_ref().map_or(0, |r| {
+        let nh = match r.next_hop {
+            IpAddr::V4(_) => 4,
+            IpAddr::V6(_) => 16,
+        } + if r.link_local_next_hop.is_some() {
+            16
+        } else {
+            0
+        };
+        AFI_SAFI_LEN + 1 + nh + 1 + r.nlri.iter().map(nlri_len).sum::<usize>()
+    })
+}
+
+/// How many of `prefixes` fit after `base` octets, and the resulting length. At least one, so
+/// that packing always makes progress (`ExportPolicy::check` keeps out routes that never fit).
+fn fit(prefixes: &[IpNet], base: usize, max: usize) -> (usize, usize) {
+    let mut len = base;
+    let mut n = 0;
+    for p in prefixes {
+        let l = nlri_len(p);
+        if len + l > max && n > 0 {
+            break;
+        }
+        len += l;
+        n += 1;
+    }
+    (n, len)
+}
+
+#[cfg(test)]
+mod tests;
