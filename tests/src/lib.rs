@@ -1,12 +1,59 @@
 //! Network-namespace topologies with real routers and resolvers, for end-to-end tests and the
-//! lab.
+//! lab: the one test-network builder of DESIGN.md.
 //!
-//! - [`netns`]: the one topology builder ([`Topology`], [`Netns`], [`Process`]) with its guard.
-//! - [`support`]: [`require`] (missing tool = failure naming the Debian package) and
-//!   [`wait_until`] / [`wait_for`].
-//! - Runners with config generation and RIB reading: [`bird`], [`frr`], [`gobgp`], [`exabgp`];
-//!   DNS: [`dns`] (unbound, dnsmasq, dig); raw sockets and captures: [`raw`], [`capture`].
-//! - [`rib`]: [`RibRoute`], the structured route every runner returns.
+//! # What is here
+//! - [`netns`]: [`Topology`] (namespaces, veth links, bridges, addresses, sysctls, processes;
+//!   its guard ends every process by PID and deletes every namespace, even on panic),
+//!   [`Netns`] (run/spawn in a namespace, `nstat` counters, kernel routes), [`Process`]
+//!   (signals incl. `STOP`/`CONT` for a frozen peer, CPU time, peak RSS), [`Pair`] (two
+//!   namespaces on one link, the usual "speaker and one router").
+//! - [`fabric`]: leaf router + N nodes + an office client, for multi-node tests and the lab.
+//! - [`support`]: [`require`] (a missing tool fails the test, naming the Debian package),
+//!   [`wait_until`] / [`wait_for`] (polling with a failure message that shows the last state).
+//! - BGP peers, each with config generation, the daemon's own config check, start / stop /
+//!   restart, session state and the RIB read back as [`RibRoute`]s: [`bird`] (BIRD 2),
+//!   [`frr`] (FRR bgpd without zebra), [`gobgp`] (GoBGP), [`exabgp`] (ExaBGP, also for
+//!   runtime announce/withdraw commands).
+//! - [`raw`]: a raw TCP connection or listener inside a namespace for malformed-message tests,
+//!   with BGP framing and OPEN/KEEPALIVE/NOTIFICATION helpers; [`capture`]: tcpdump.
+//! - [`dns`]: unbound and dnsmasq runners, `dig` with parsed answers, `dnsperf` with latency
+//!   percentiles.
+//!
+//! # A speaker interop test, in outline
+//! ```no_run
+//! use std::time::Duration;
+//! use leafbridge_tests::{Pair, wait_for};
+//! use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
+//!
+//! let p = Pair::new("spkbird"); // a: 192.0.2.1 / 2001:db8::1, b: 192.0.2.2 / 2001:db8::2
+//! let mut leaf = BirdConfig::new("192.0.2.2".parse().unwrap(), 65000);
+//! leaf.peers.push(BirdPeer { passive: true, ..BirdPeer::new("speaker", Pair::a_v4(), 65001) });
+//! let bird = Bird::start(&p.b, "leaf", &leaf);
+//!
+//! // The speaker under test runs in namespace `a`, its files in the topology's directory.
+//! let conf = p.topo.dir().join("speaker.yaml");
+//! std::fs::write(&conf, "...").unwrap();
+//! let speaker_bin = "/path/to/leafbridge-speaker";
+//! let speaker = p.a.spawn("speaker", speaker_bin, &["--config", conf.to_str().unwrap()]);
+//!
+//! bird.wait_established("speaker", Duration::from_secs(10));
+//! let routes = wait_for(Duration::from_secs(10), "the LB IP at the leaf", || {
+//!     let r = bird.bgp_routes("speaker");
+//!     if r.iter().any(|r| r.prefix == "203.0.113.10/32") { Ok(r) } else { Err(r) }
+//! });
+//! speaker.signal("STOP"); // a frozen peer: the leaf's hold timer must fire
+//! # let _ = routes;
+//! ```
+//! (In a real test the program is `env!("CARGO_BIN_EXE_leafbridge-speaker")`.)
+//!
+//! # Conventions
+//! - Harness operations panic with a message saying what failed: in a test, a broken harness
+//!   is a failure. Nothing is ever skipped.
+//! - Names are unique per test (`lb-TAG-PID-N-...`); interface names are 4..=15 characters.
+//! - Addresses: documentation ranges and 100.64.0.0/10 only, checked by [`Netns::add_addr`].
+//! - Every daemon's stdout/stderr go to `<topology dir>/logs/`; the directory is kept and the
+//!   last lines of each log are printed when the test panics (or always with
+//!   `LEAFBRIDGE_KEEP_TEST_DIRS=1`).
 #![forbid(unsafe_code)]
 
 pub mod bird;
