@@ -28,7 +28,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::codec::CodecContext;
+use super::codec::{CodecContext, notif};
 use super::message::{
     AS_TRANS, AddressFamily, Capability, GracefulRestartCap, GracefulRestartFamily, Message,
     Notification, Open, Update,
@@ -44,34 +44,6 @@ pub const OPEN_HOLD_TIME: Duration = Duration::from_secs(240);
 
 /// RFC 4271 §10: "HoldTime: 90 seconds" (suggested default).
 pub const DEFAULT_HOLD_TIME: u16 = 90;
-
-/// RFC 9003 §2: the Shutdown Communication is at most 255 octets of UTF-8.
-pub const MAX_SHUTDOWN_COMMUNICATION_LEN: usize = 255;
-
-/// NOTIFICATION error codes and subcodes (RFC 4271 §4.5, RFC 4486, RFC 6608).
-pub mod error_code {
-    pub const MESSAGE_HEADER_ERROR: u8 = 1;
-    pub const OPEN_MESSAGE_ERROR: u8 = 2;
-    pub const UPDATE_MESSAGE_ERROR: u8 = 3;
-    pub const HOLD_TIMER_EXPIRED: u8 = 4;
-    pub const FSM_ERROR: u8 = 5;
-    pub const CEASE: u8 = 6;
-
-    /// OPEN Message Error subcodes (RFC 4271 §6.2).
-    pub const UNSUPPORTED_VERSION_NUMBER: u8 = 1;
-    pub const BAD_PEER_AS: u8 = 2;
-    pub const BAD_BGP_IDENTIFIER: u8 = 3;
-    pub const UNACCEPTABLE_HOLD_TIME: u8 = 6;
-
-    /// FSM Error subcodes (RFC 6608 §3).
-    pub const UNEXPECTED_MESSAGE_IN_OPEN_SENT: u8 = 1;
-    pub const UNEXPECTED_MESSAGE_IN_OPEN_CONFIRM: u8 = 2;
-    pub const UNEXPECTED_MESSAGE_IN_ESTABLISHED: u8 = 3;
-
-    /// Cease subcodes (RFC 4486 §4).
-    pub const ADMINISTRATIVE_SHUTDOWN: u8 = 2;
-    pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
-}
 
 /// The session states of RFC 4271 §8.2.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -389,38 +361,15 @@ impl fmt::Display for DownReason {
 /// The Shutdown Communication of a Cease/Administrative Shutdown or Reset NOTIFICATION
 /// (RFC 8203, RFC 9003), if there is a well-formed one.
 pub fn shutdown_communication(n: &Notification) -> Option<String> {
-    if n.code != error_code::CEASE || !(n.subcode == 2 || n.subcode == 4) {
-        return None;
-    }
-    let (&len, rest) = n.data.split_first()?;
-    let text = rest.get(..usize::from(len))?;
-    String::from_utf8(text.to_vec()).ok()
+    n.shutdown_communication().ok().flatten().map(str::to_owned)
 }
 
 /// Cease/Administrative Shutdown with an optional Shutdown Communication (RFC 8203 §2,
 /// length-prefixed UTF-8, cut at a character boundary to RFC 9003's 255 octets).
 pub fn administrative_shutdown(reason: Option<&str>) -> Notification {
-    let mut data = Vec::new();
-    if let Some(text) = reason.filter(|t| !t.is_empty()) {
-        let mut end = text.len().min(MAX_SHUTDOWN_COMMUNICATION_LEN);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        data.push(end as u8);
-        data.extend_from_slice(&text.as_bytes()[..end]);
-    }
-    Notification {
-        code: error_code::CEASE,
-        subcode: error_code::ADMINISTRATIVE_SHUTDOWN,
-        data,
-    }
-}
-
-fn notification(code: u8, subcode: u8) -> Notification {
-    Notification {
-        code,
-        subcode,
-        data: Vec::new(),
+    match reason.filter(|t| !t.is_empty()) {
+        Some(text) => Notification::administrative_shutdown(text),
+        None => Notification::cease(notif::ADMINISTRATIVE_SHUTDOWN),
     }
 }
 
@@ -608,7 +557,7 @@ impl Fsm {
                 self.stop(None, DownReason::GracefulStop, Phase::Stopped, out);
             }
             Input::AutomaticStop => {
-                let n = notification(error_code::CEASE, 0);
+                let n = Notification::cease(notif::UNSPECIFIC);
                 self.stop(Some(n), DownReason::AutomaticStop, Phase::IdleWaiting, out);
                 self.start_retry_timer(out);
             }
@@ -919,7 +868,7 @@ impl Fsm {
                     // and/or NOTIFICATION messages within the period specified in the Hold Time
                     // field of the OPEN message, then the NOTIFICATION message with the Hold
                     // Timer Expired Error Code is sent and the BGP connection is closed."
-                    let n = notification(error_code::HOLD_TIMER_EXPIRED, 0);
+                    let n = Notification::hold_timer_expired();
                     self.drop_connection(id, Some(n), DownReason::HoldTimerExpired, now, out);
                 }
             }
@@ -988,11 +937,11 @@ impl Fsm {
             (state, _) => {
                 // RFC 4271 §8.2.2 "any other event": FSM Error, with RFC 6608's subcode.
                 let subcode = match state {
-                    ConnState::OpenSent => error_code::UNEXPECTED_MESSAGE_IN_OPEN_SENT,
-                    ConnState::OpenConfirm => error_code::UNEXPECTED_MESSAGE_IN_OPEN_CONFIRM,
-                    _ => error_code::UNEXPECTED_MESSAGE_IN_ESTABLISHED,
+                    ConnState::OpenSent => notif::FSM_UNEXPECTED_IN_OPEN_SENT,
+                    ConnState::OpenConfirm => notif::FSM_UNEXPECTED_IN_OPEN_CONFIRM,
+                    _ => notif::FSM_UNEXPECTED_IN_ESTABLISHED,
                 };
-                let n = notification(error_code::FSM_ERROR, subcode);
+                let n = Notification::fsm_error(subcode);
                 let reason = DownReason::NotificationSent(n.clone());
                 self.drop_connection(id, Some(n), reason, now, out);
             }
@@ -1059,12 +1008,7 @@ impl Fsm {
             return true;
         };
         let (other_id, other_direction, other_state) = (other.id, other.direction, other.state);
-        let cease = || {
-            notification(
-                error_code::CEASE,
-                error_code::CONNECTION_COLLISION_RESOLUTION,
-            )
-        };
+        let cease = || Notification::cease(notif::CONNECTION_COLLISION_RESOLUTION);
         if other_state == ConnState::Established {
             let peer_has_gr = other
                 .negotiated
@@ -1133,12 +1077,8 @@ impl Fsm {
             .map(|c| (c.id, c.state))
             .collect();
         for (other, state) in others {
-            let n = (state >= ConnState::OpenSent).then(|| {
-                notification(
-                    error_code::CEASE,
-                    error_code::CONNECTION_COLLISION_RESOLUTION,
-                )
-            });
+            let n = (state >= ConnState::OpenSent)
+                .then(|| Notification::cease(notif::CONNECTION_COLLISION_RESOLUTION));
             self.drop_connection(other, n, DownReason::CollisionResolution, now, out);
         }
         out.push(Output::StopTimer(Timer::ConnectRetry));
@@ -1158,7 +1098,7 @@ pub fn negotiate(
     connection: ConnectionId,
     open: Open,
 ) -> Result<Negotiated, Notification> {
-    use error_code::*;
+    use notif::{OPEN_MESSAGE_ERROR, UNSUPPORTED_VERSION_NUMBER};
     if open.version != BGP_VERSION {
         // "the Data field is a 2-octet unsigned integer, which indicates the largest, locally-
         // supported version number less than the version the remote BGP peer bid"
@@ -1170,13 +1110,13 @@ pub fn negotiate(
     }
     let peer_as = open.asn();
     if peer_as != config.peer_as {
-        return Err(notification(OPEN_MESSAGE_ERROR, BAD_PEER_AS));
+        return Err(Notification::bad_peer_as());
     }
     // "If the Hold Time field of the OPEN message is unacceptable, then the Error Subcode MUST
     // be set to Unacceptable Hold Time. An implementation MUST reject Hold Time values of one
     // or two seconds."
     if open.hold_time == 1 || open.hold_time == 2 {
-        return Err(notification(OPEN_MESSAGE_ERROR, UNACCEPTABLE_HOLD_TIME));
+        return Err(Notification::unacceptable_hold_time());
     }
     // RFC 6286 §2.2: "If the BGP Identifier field of the OPEN message is zero, or if it is the
     // same as the BGP Identifier of the local BGP speaker and the message is from an internal
@@ -1184,7 +1124,7 @@ pub fn negotiate(
     if open.bgp_identifier.is_unspecified()
         || (config.is_ibgp() && open.bgp_identifier == config.router_id)
     {
-        return Err(notification(OPEN_MESSAGE_ERROR, BAD_BGP_IDENTIFIER));
+        return Err(Notification::bad_bgp_identifier());
     }
     let hold = config.hold_time.min(open.hold_time);
     let hold_time = Duration::from_secs(u64::from(hold));
