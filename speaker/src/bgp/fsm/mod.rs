@@ -304,6 +304,19 @@ impl Negotiated {
     pub fn peer_supports_graceful_restart(&self) -> bool {
         self.peer_graceful_restart.is_some()
     }
+
+    /// The peer listed `family` in its graceful restart capability: after a restart of the peer
+    /// it keeps forwarding for that family (with the F bit, RFC 4724 §3) and sends End-of-RIB.
+    pub fn peer_graceful_restart_family(
+        &self,
+        family: AddressFamily,
+    ) -> Option<&GracefulRestartFamily> {
+        self.peer_graceful_restart
+            .as_ref()?
+            .families
+            .iter()
+            .find(|f| f.family == family)
+    }
 }
 
 /// Why a connection or session ended.
@@ -814,7 +827,23 @@ impl Fsm {
                 self.retries = 0;
             }
         }
-        if !self.connections.is_empty() || self.phase != Phase::Running {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if !self.connections.is_empty() {
+            // Only a pending outbound connect is left: its ConnectRetry timer was stopped when
+            // the connection just dropped got going, so bound the attempt again.
+            let only_connecting = self
+                .connections
+                .iter()
+                .all(|c| c.state == ConnState::Connecting);
+            if only_connecting && c.state >= ConnState::OpenSent {
+                let after = self.retry_delay();
+                out.push(Output::StartTimer {
+                    timer: Timer::ConnectRetry,
+                    after,
+                });
+            }
             return;
         }
         if c.state <= ConnState::OpenSent {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::bgp::message::{
-    AddressFamily, Capability, GracefulRestartCap, Message, Notification, Open, RouteRefresh,
-    Update,
+    AddressFamily, Capability, GracefulRestartCap, GracefulRestartFamily, Message, Notification,
+    Open, RouteRefresh, Update,
 };
 
 const LOCAL_AS: u32 = 65001;
@@ -978,4 +978,47 @@ fn config_validation_cites_rfc_bounds() {
         .validate(),
         Err(ConfigError::NoFamily)
     );
+}
+
+#[test]
+fn pending_connect_is_bounded_again_when_the_inbound_connection_drops() {
+    let mut h = Harness::new(config());
+    let outbound = h.start_active();
+    let inbound = h.fsm.new_connection_id();
+    let out = h.feed(Input::TcpConnectionConfirmed(inbound));
+    assert!(out.contains(&Output::StopTimer(Timer::ConnectRetry)));
+    let out = h.feed(Input::TcpConnectionFails(inbound));
+    assert_eq!(h.fsm.state(), State::Connect);
+    assert!(timer_started(&out, Timer::ConnectRetry).is_some());
+    let out = h.feed(Input::TimerExpired(Timer::ConnectRetry));
+    assert_eq!(closed(&out), vec![outbound]);
+    assert!(connect_id(&out).is_some());
+}
+
+#[test]
+fn negotiated_lists_the_peer_graceful_restart_families() {
+    let mut open = default_peer_open();
+    open.capabilities
+        .push(Capability::GracefulRestart(GracefulRestartCap {
+            restart_time: 90,
+            families: vec![GracefulRestartFamily {
+                family: AddressFamily::IPV4_UNICAST,
+                forwarding_preserved: true,
+            }],
+            ..Default::default()
+        }));
+    let mut h = Harness::new(config());
+    let (_, out) = h.establish_with(open);
+    let n = negotiated(&out).unwrap();
+    assert!(
+        n.peer_graceful_restart_family(AddressFamily::IPV4_UNICAST)
+            .unwrap()
+            .forwarding_preserved
+    );
+    assert!(
+        n.peer_graceful_restart_family(AddressFamily::IPV6_UNICAST)
+            .is_none()
+    );
+    // We did not advertise graceful restart, so it is not negotiated.
+    assert!(!n.graceful_restart);
 }
