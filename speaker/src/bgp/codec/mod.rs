@@ -1,5 +1,5 @@
-//! BGP wire format on `bytes` (no tokio here). SIGNATURES ARE A CONTRACT used by fsm/rib/session:
-//! the codec engineer fills in the bodies and may add items, but keeps these names and shapes.
+//! BGP wire format on `bytes` (no tokio here). The signatures below are a contract used by
+//! fsm/rib/session: add items freely, keep these names and shapes.
 //!
 //! - `frame_len` finds message boundaries in a byte stream (RFC 4271 §4.1, §6.1).
 //! - `decode` turns one frame into a [`Message`]; an error that resets the session comes back as
