@@ -6,7 +6,7 @@
 //! as a map of contiguous runs (`start -> end`) of u128 values, so the lowest free address of a
 //! range is found by hopping over runs (O(log n)), and an IPv6 /64 is never enumerated.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -450,9 +450,11 @@ pub struct Allocator {
     pools: BTreeMap<String, Pool>,
     problems: BTreeMap<String, PoolProblem>,
     used: [Runs; 2],
-    holders: BTreeMap<IpAddr, BTreeSet<SvcKey>>,
+    /// Services holding each address, sorted (more than one only when shared). Hash maps here:
+    /// no decision depends on their iteration order, and they are the hot path.
+    holders: HashMap<IpAddr, Vec<SvcKey>>,
     by_key: BTreeMap<String, BTreeSet<IpAddr>>,
-    services: BTreeMap<SvcKey, Assigned>,
+    services: HashMap<SvcKey, Assigned>,
 }
 
 fn fmt_key(k: &SvcKey) -> String {
@@ -515,6 +517,7 @@ impl Allocator {
         self.services.get(key)
     }
 
+    /// Every Service's addresses, in no particular order.
     pub fn services(&self) -> impl Iterator<Item = (&SvcKey, &Assigned)> {
         self.services.iter()
     }
@@ -747,7 +750,10 @@ impl Allocator {
         }
         for ip in &ips {
             self.used[Family::of(ip).idx()].insert(to_u128(ip));
-            self.holders.entry(*ip).or_default().insert(req.key.clone());
+            let h = self.holders.entry(*ip).or_default();
+            if let Err(pos) = h.binary_search(&req.key) {
+                h.insert(pos, req.key.clone());
+            }
             if let Some(k) = &req.sharing_key {
                 self.by_key.entry(k.clone()).or_default().insert(*ip);
             }
@@ -767,7 +773,7 @@ impl Allocator {
 
     fn unhold(&mut self, key: &SvcKey, ip: &IpAddr, sharing_key: Option<&str>) {
         if let Some(h) = self.holders.get_mut(ip) {
-            h.remove(key);
+            h.retain(|k| k != key);
             if h.is_empty() {
                 self.holders.remove(ip);
                 self.used[Family::of(ip).idx()].remove(to_u128(ip));

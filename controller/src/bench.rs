@@ -42,6 +42,7 @@ pub fn run(n: usize, churn: usize) -> String {
     let mut a = Allocator::new();
     a.set_pools([("v4", &v4), ("v6", &v6)]);
     let reqs: Vec<ServiceRequest> = (0..n).map(req).collect();
+    let hwm_reqs = vm_hwm_kib().unwrap_or(0);
 
     let t = Instant::now();
     for r in &reqs {
@@ -82,7 +83,7 @@ pub fn run(n: usize, churn: usize) -> String {
          {n} allocations (half IPv4, half IPv6): {:.3} s ({:.0} allocations/s)\n\
          {churn} churn operations (release / allocate alternating): {:.3} s ({:.0} ops/s)\n\
          after churn: IPv4 in use {}, IPv6 in use {}; used-address runs kept: {} (after allocations: {})\n\
-         peak RSS (VmHWM): start {} KiB, after allocations {} KiB, end {} KiB\n\
+         peak RSS (VmHWM): start {} KiB, with the {n} prepared requests {} KiB, after allocations {} KiB (allocator: ~{} bytes per allocation), end {} KiB\n\
          comparison: no real peer measured — no other allocator (MetalLB, Cilium LB-IPAM) is installed on this machine, so these figures stand alone.\n",
         alloc_time.as_secs_f64(),
         n as f64 / alloc_time.as_secs_f64(),
@@ -93,7 +94,9 @@ pub fn run(n: usize, churn: usize) -> String {
         a.run_count(),
         runs_after_alloc,
         hwm_start,
+        hwm_reqs,
         hwm_alloc,
+        (hwm_alloc.saturating_sub(hwm_reqs) * 1024) / n.max(1) as u64,
         hwm_end,
     )
 }

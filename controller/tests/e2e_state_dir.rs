@@ -226,6 +226,9 @@ fn allocates_for_yaml_services_and_keeps_every_address_across_restarts_and_failo
         read_log(&dir, "b.log").contains("standing by")
     });
     drop(a);
+    wait_for("standby took over", Duration::from_secs(10), || {
+        read_log(&dir, "b.log").contains("allocation table rebuilt")
+    });
     std::fs::remove_file(dir.join("late.yaml")).unwrap();
     std::fs::write(dir.join("later.yaml"), svc("later", "", "")).unwrap();
     wait_for("allocation by the standby", Duration::from_secs(30), || {
@@ -235,7 +238,57 @@ fn allocates_for_yaml_services_and_keeps_every_address_across_restarts_and_failo
     for n in expected {
         assert_eq!(third[n], first[n], "{n} changed address across a failover");
     }
-    // `late` was deleted while the new leader started: its address is free again and, being the
-    // lowest free one, goes to `later`.
+    // `late` was deleted: its address is free again and, being the lowest free one, goes to
+    // `later`.
     assert_eq!(third["later"], second["late"]);
+
+    // A pool edit never moves a Service: every address left the pool, all keep them, get the
+    // warning condition and Event; a new Service gets an address from the new range.
+    std::fs::write(
+        dir.join("pools/office.yaml"),
+        "apiVersion: leafbridge.io/v1alpha1\nkind: IPPool\nmetadata: {name: office}\nspec:\n  addresses: [100.64.0.0/29, \"2001:db8:5::10-2001:db8:5::1f\"]\n  avoidBuggyIPs: true\n",
+    )
+    .unwrap();
+    wait_for("orphan condition", Duration::from_secs(10), || {
+        let docs = parse_documents(&std::fs::read(dir.join("services.yaml")).unwrap()).unwrap();
+        let web = docs
+            .iter()
+            .find(|d| d["metadata"]["name"] == "web")
+            .unwrap();
+        web["status"]["conditions"][0]["type"] == "leafbridge.io/AddressOutsidePools"
+    });
+    // The pool edit is in effect now (the two files are watched independently).
+    std::fs::write(dir.join("fresh.yaml"), svc("fresh", "", "")).unwrap();
+    wait_for(
+        "allocation from the edited pool",
+        Duration::from_secs(30),
+        || addresses(&dir).get("fresh").is_some_and(|v| !v.is_empty()),
+    );
+    let fourth = addresses(&dir);
+    assert_eq!(fourth["fresh"], ["100.64.0.1"]);
+    for n in expected {
+        assert_eq!(fourth[n], first[n], "{n} moved after a pool edit");
+    }
+    let events = std::fs::read_to_string(dir.join(EVENTS_FILE)).unwrap();
+    assert!(events.contains("AddressOutsidePools"), "{events}");
+
+    // Changing the type releases the address and clears the status.
+    let path = dir.join("services.yaml");
+    let mut docs = parse_documents(&std::fs::read(&path).unwrap()).unwrap();
+    for d in docs.iter_mut().filter(|d| d["metadata"]["name"] == "web") {
+        d["spec"]["type"] = "ClusterIP".into();
+    }
+    let text: Vec<String> = docs
+        .iter()
+        .map(|d| serde_yaml::to_string(d).unwrap())
+        .collect();
+    std::fs::write(&path, text.join("---\n")).unwrap();
+    wait_for("release on type change", Duration::from_secs(10), || {
+        addresses(&dir)["web"].is_empty()
+    });
+    wait_for("IPReleased Event", Duration::from_secs(10), || {
+        std::fs::read_to_string(dir.join(EVENTS_FILE))
+            .unwrap()
+            .contains("IPReleased")
+    });
 }

@@ -420,16 +420,18 @@ fn collect<K: StateObject>(files: &BTreeMap<PathBuf, FileEntry<K>>) -> Objects<K
     out
 }
 
+/// Deletes first: a consumer that frees on Delete and allocates on Apply then reuses what a
+/// batch freed, in the same batch.
 fn diff<K: StateObject>(old: &Objects<K>, new: &Objects<K>) -> Vec<Event<K>> {
     let mut out = Vec::new();
-    for (k, (v, o)) in new {
-        if old.get(k).is_none_or(|(ov, _)| ov != v) {
-            out.push(Event::Apply(o.clone()));
-        }
-    }
     for (k, (_, o)) in old {
         if !new.contains_key(k) {
             out.push(Event::Delete(o.clone()));
+        }
+    }
+    for (k, (v, o)) in new {
+        if old.get(k).is_none_or(|(ov, _)| ov != v) {
+            out.push(Event::Apply(o.clone()));
         }
     }
     out
