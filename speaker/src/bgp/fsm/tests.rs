@@ -1022,3 +1022,195 @@ fn negotiated_lists_the_peer_graceful_restart_families() {
     // We did not advertise graceful restart, so it is not negotiated.
     assert!(!n.graceful_restart);
 }
+
+// ---- property: any sequence of inputs keeps the FSM consistent and never panics ----
+
+mod random_inputs {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Action {
+        Start(bool),
+        Stop,
+        GracefulStop,
+        AutomaticStop,
+        Acked(usize),
+        Inbound,
+        Fails(usize),
+        Open(usize, u8),
+        Keepalive(usize),
+        Update(usize),
+        Notification(usize),
+        RouteRefresh(usize),
+        DecodeError(usize),
+        ConnectRetry,
+        Hold(usize),
+        KeepaliveTimer(usize),
+        Wait(u16),
+    }
+
+    fn action() -> impl Strategy<Value = Action> {
+        prop_oneof![
+            any::<bool>().prop_map(Action::Start),
+            Just(Action::Stop),
+            Just(Action::GracefulStop),
+            Just(Action::AutomaticStop),
+            (0..4usize).prop_map(Action::Acked),
+            Just(Action::Inbound),
+            (0..4usize).prop_map(Action::Fails),
+            (0..4usize, 0..6u8).prop_map(|(c, v)| Action::Open(c, v)),
+            (0..4usize).prop_map(Action::Keepalive),
+            (0..4usize).prop_map(Action::Update),
+            (0..4usize).prop_map(Action::Notification),
+            (0..4usize).prop_map(Action::RouteRefresh),
+            (0..4usize).prop_map(Action::DecodeError),
+            Just(Action::ConnectRetry),
+            (0..4usize).prop_map(Action::Hold),
+            (0..4usize).prop_map(Action::KeepaliveTimer),
+            (0..600u16).prop_map(Action::Wait),
+        ]
+    }
+
+    /// OPEN variants: good ones from two identifiers (to collide) and some bad ones.
+    fn open(variant: u8) -> Open {
+        match variant {
+            0 => peer_open(PEER_AS, Ipv4Addr::new(192, 0, 2, 2), 90),
+            1 => peer_open(PEER_AS, Ipv4Addr::new(192, 0, 2, 0), 3),
+            2 => {
+                let mut o = peer_open(PEER_AS, Ipv4Addr::new(192, 0, 2, 9), 0);
+                o.capabilities
+                    .push(Capability::GracefulRestart(GracefulRestartCap::default()));
+                o
+            }
+            3 => peer_open(PEER_AS, Ipv4Addr::new(192, 0, 2, 2), 2),
+            4 => peer_open(65099, Ipv4Addr::new(192, 0, 2, 2), 90),
+            _ => peer_open(PEER_AS, Ipv4Addr::UNSPECIFIED, 90),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn outputs_stay_consistent(actions in prop::collection::vec(action(), 1..60)) {
+            let mut h = Harness::new(PeerConfig {
+                graceful_restart: Some(GracefulRestartConfig::default()),
+                ..config()
+            });
+            let mut seen: Vec<ConnectionId> = Vec::new();
+            // Connections the task holds: connecting (Connect issued) and open (TCP up).
+            let mut connecting: BTreeSet<ConnectionId> = BTreeSet::new();
+            let mut open_conns: BTreeSet<ConnectionId> = BTreeSet::new();
+            let mut sessions_up = 0i32;
+            let pick = |seen: &Vec<ConnectionId>, i: usize| {
+                if seen.is_empty() { ConnectionId(999) } else { seen[i % seen.len()] }
+            };
+            for action in actions {
+                let input = match action {
+                    Action::Start(passive) => Input::ManualStart { passive },
+                    Action::Stop => Input::ManualStop { reason: Some("test".into()) },
+                    Action::GracefulStop => Input::GracefulStop,
+                    Action::AutomaticStop => Input::AutomaticStop,
+                    Action::Acked(i) => {
+                        let id = pick(&seen, i);
+                        // A task reports only connects it has in flight.
+                        if !connecting.remove(&id) {
+                            continue;
+                        }
+                        open_conns.insert(id);
+                        Input::TcpCrAcked(id)
+                    }
+                    Action::Inbound => {
+                        let id = h.fsm.new_connection_id();
+                        seen.push(id);
+                        open_conns.insert(id);
+                        Input::TcpConnectionConfirmed(id)
+                    }
+                    Action::Fails(i) => {
+                        let id = pick(&seen, i);
+                        connecting.remove(&id);
+                        open_conns.remove(&id);
+                        Input::TcpConnectionFails(id)
+                    }
+                    Action::Open(i, v) => Input::Message(pick(&seen, i), Message::Open(open(v))),
+                    Action::Keepalive(i) => Input::Message(pick(&seen, i), Message::Keepalive),
+                    Action::Update(i) => {
+                        Input::Message(pick(&seen, i), Message::Update(Update::default()))
+                    }
+                    Action::Notification(i) => Input::Message(
+                        pick(&seen, i),
+                        Message::Notification(Notification::cease(2)),
+                    ),
+                    Action::RouteRefresh(i) => Input::Message(
+                        pick(&seen, i),
+                        Message::RouteRefresh(RouteRefresh { family: AddressFamily::IPV6_UNICAST }),
+                    ),
+                    Action::DecodeError(i) => {
+                        Input::DecodeError(pick(&seen, i), Notification::new(1, 2, vec![0, 18]))
+                    }
+                    Action::ConnectRetry => Input::TimerExpired(Timer::ConnectRetry),
+                    Action::Hold(i) => Input::TimerExpired(Timer::Hold(pick(&seen, i))),
+                    Action::KeepaliveTimer(i) => {
+                        Input::TimerExpired(Timer::Keepalive(pick(&seen, i)))
+                    }
+                    Action::Wait(s) => {
+                        h.advance(Duration::from_secs(u64::from(s)));
+                        continue;
+                    }
+                };
+                let is_message = matches!(input, Input::Message(..));
+                let target = match &input {
+                    Input::Message(id, _) => Some(*id),
+                    _ => None,
+                };
+                // Messages only arrive on connections that are open.
+                if is_message && !target.is_some_and(|id| open_conns.contains(&id)) {
+                    continue;
+                }
+                let out = h.feed(input);
+                for o in &out {
+                    match o {
+                        Output::Connect(id) => {
+                            prop_assert!(!seen.contains(id), "fresh id");
+                            seen.push(*id);
+                            connecting.insert(*id);
+                        }
+                        Output::Send { connection, .. } => {
+                            prop_assert!(open_conns.contains(connection), "send on {connection}: {out:?}");
+                        }
+                        Output::CloseConnection { connection, .. } => {
+                            connecting.remove(connection);
+                            open_conns.remove(connection);
+                        }
+                        Output::StartTimer { timer: Timer::Hold(id) | Timer::Keepalive(id), .. } => {
+                            prop_assert!(h.fsm.connection(*id).is_some(), "timer for a dead {id}");
+                        }
+                        Output::SessionEstablished(_) => sessions_up += 1,
+                        Output::SessionDown(_) => sessions_up -= 1,
+                        _ => {}
+                    }
+                }
+                prop_assert!((0..=1).contains(&sessions_up), "{out:?}");
+                prop_assert_eq!(sessions_up == 1, h.fsm.state() == State::Established);
+                prop_assert_eq!(h.fsm.established().is_some(), h.fsm.state() == State::Established);
+                prop_assert!(h.fsm.connections.len() <= 3);
+                // Every connection the FSM tracks is one the task holds.
+                for c in &h.fsm.connections {
+                    let held = if c.state == ConnState::Connecting {
+                        connecting.contains(&c.id)
+                    } else {
+                        open_conns.contains(&c.id)
+                    };
+                    prop_assert!(held, "{:?} not held by the task", c.id);
+                }
+                if h.fsm.state() == State::Idle {
+                    prop_assert!(h.fsm.connections.is_empty());
+                }
+            }
+        }
+    }
+}
