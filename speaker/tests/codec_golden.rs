@@ -1149,6 +1149,15 @@ fn malformed_attributes_follow_rfc7606() {
 }
 
 #[test]
+fn rfc7606_outcomes_read_well_in_logs() {
+    let (got, _) = outcomes(&format!("40 01 01 03 {AS_PATH} {NEXT_HOP}"), &FOUR);
+    assert_eq!(
+        got[0].to_string(),
+        "treat-as-withdraw (attribute type 1: undefined ORIGIN value 3)"
+    );
+}
+
+#[test]
 fn discarded_duplicate_keeps_the_first_occurrence() {
     let (_, u) = outcomes(&format!("{ORIGIN} 40 01 01 02 {AS_PATH} {NEXT_HOP}"), &FOUR);
     assert_eq!(u.attributes.origin, Some(Origin::Igp));

@@ -115,6 +115,25 @@ pub enum Rfc7606 {
     },
 }
 
+impl std::fmt::Display for Rfc7606 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rfc7606::Withdraw { attribute, reason } => {
+                write!(
+                    f,
+                    "treat-as-withdraw (attribute type {attribute}: {reason})"
+                )
+            }
+            Rfc7606::Discard { attribute, reason } => {
+                write!(
+                    f,
+                    "attribute discard (attribute type {attribute}: {reason})"
+                )
+            }
+        }
+    }
+}
+
 /// Why a path attribute was found malformed (in RFC 7606's terms, for logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AttributeError {
