@@ -620,3 +620,48 @@ proptest! {
         encode_all(&rib.updates(&changes), &policy.codec);
     }
 }
+
+#[test]
+fn four_octet_local_as_towards_a_two_octet_peer_still_fits() {
+    // RFC 6793 §4.2.2: AS_TRANS in AS_PATH plus AS4_PATH; the packer counts both.
+    let p = ExportPolicy {
+        local_as: 4_200_000_000,
+        codec: CodecContext {
+            four_octet_as: false,
+            extended_message: false,
+        },
+        ..policy(false, false)
+    };
+    let mut rib = AdjRibOut::new(p.clone());
+    let changes = rib.set_desired(host_routes(5_000));
+    let updates = rib.updates(&changes);
+    let lens = encode_all(&updates, &p.codec);
+    for len in &lens[..lens.len() - 1] {
+        assert!(*len > MAX_MESSAGE_LEN - 5, "{lens:?}");
+    }
+}
+
+#[test]
+fn long_community_lists_use_extended_attribute_length_and_still_fit() {
+    let mut rib = AdjRibOut::new(policy(false, false));
+    let desired: RouteSet = host_routes(3_000)
+        .into_values()
+        .map(|mut r| {
+            r.communities = (0..100).collect();
+            (r.prefix, r)
+        })
+        .collect();
+    let changes = rib.set_desired(desired);
+    let updates = rib.updates(&changes);
+    let lens = encode_all(
+        &updates,
+        &CodecContext {
+            four_octet_as: true,
+            extended_message: false,
+        },
+    );
+    for len in &lens[..lens.len() - 1] {
+        assert!(*len > MAX_MESSAGE_LEN - 5, "{lens:?}");
+    }
+    assert_eq!(announced(&updates).len(), 3_000);
+}
