@@ -347,9 +347,17 @@ impl Exabgp {
         )
     }
 
-    /// The routes received and not withdrawn, rebuilt by replaying the UPDATEs in order.
+    /// The routes received and not withdrawn, rebuilt by replaying the UPDATEs in order (for
+    /// one neighbor; with several, see [`Exabgp::received_routes_from`]).
     pub fn received_routes(&self) -> Vec<RibRoute> {
-        replay(&self.messages()).into_values().collect()
+        replay(&self.messages(), None).into_values().collect()
+    }
+
+    /// The routes `neighbor` sent and has not withdrawn.
+    pub fn received_routes_from(&self, neighbor: IpAddr) -> Vec<RibRoute> {
+        replay(&self.messages(), Some(neighbor))
+            .into_values()
+            .collect()
     }
 
     pub fn stop(&self) {
@@ -381,10 +389,17 @@ fn last_state(messages: &[Value], neighbor: IpAddr) -> String {
 }
 
 /// Applies ExaBGP's parsed UPDATE messages in order: announcements replace, withdrawals
-/// remove, a session going down clears that neighbor's routes.
-pub fn replay(messages: &[Value]) -> BTreeMap<String, RibRoute> {
+/// remove, a session going down clears that neighbor's routes. With `neighbor`, only that
+/// peer's messages count.
+pub fn replay(messages: &[Value], neighbor: Option<IpAddr>) -> BTreeMap<String, RibRoute> {
     let mut rib: BTreeMap<String, RibRoute> = BTreeMap::new();
     for m in messages {
+        let peer = m["neighbor"]["address"]["peer"]
+            .as_str()
+            .and_then(|a| a.parse::<IpAddr>().ok());
+        if neighbor.is_some() && peer != neighbor {
+            continue;
+        }
         if m["type"] == "state" && m["neighbor"]["state"] == "down" {
             rib.clear();
             continue;
@@ -490,7 +505,12 @@ mod tests {
         .iter()
         .map(|s| serde_json::from_str(s).unwrap())
         .collect();
-        let rib = replay(&msgs);
+        let rib = replay(&msgs, None);
+        assert_eq!(
+            replay(&msgs, Some("192.0.2.1".parse().unwrap())).len(),
+            0,
+            "updates without a peer"
+        );
         assert_eq!(rib.len(), 1);
         let r = &rib["203.0.113.1/32"];
         assert_eq!(r.as_path, vec![65001]);

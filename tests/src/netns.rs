@@ -202,6 +202,8 @@ impl Topology {
         let logs = self.subdir("logs");
         let stdout = unique_path(&logs, label, "stdout");
         let stderr = stdout.with_extension("stderr");
+        // Reserves the name (unique_path looks for `.stdout`); the real stdout is the pipe.
+        File::create(&stdout).expect("create stdout placeholder");
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(File::create(&stderr).expect("create stderr log"));

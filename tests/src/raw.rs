@@ -34,6 +34,14 @@ try:
     if mode == "connect":
         s = socket.socket(fam, socket.SOCK_STREAM)
         s.settimeout(float(sys.argv[4]))
+        ttl, source = sys.argv[5], sys.argv[6]
+        if ttl != "-":
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, int(ttl))
+            else:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, int(ttl))
+        if source != "-":
+            s.bind((source, 0))
         s.connect((host, port))
     else:
         l = socket.socket(fam, socket.SOCK_STREAM)
@@ -71,6 +79,15 @@ while True:
         os.write(1, d)
 "#;
 
+/// Socket options for [`RawBgp::connect_with`].
+#[derive(Debug, Clone, Default)]
+pub struct RawOptions {
+    /// IP TTL / IPv6 hop limit of our packets (e.g. 254 to fail a GTSM check).
+    pub ttl: Option<u8>,
+    /// Source address to bind before connecting.
+    pub source: Option<std::net::IpAddr>,
+}
+
 #[derive(Debug, Default)]
 struct Inbox {
     data: Vec<u8>,
@@ -90,31 +107,65 @@ impl RawBgp {
     /// Connects from `ns` to `peer`; panics if the connection fails within `timeout`.
     #[track_caller]
     pub fn connect(ns: &Netns, peer: SocketAddr, timeout: Duration) -> RawBgp {
+        Self::connect_with(ns, peer, &RawOptions::default(), timeout)
+    }
+
+    /// Like [`RawBgp::connect`], with a TTL / hop limit (GTSM tests, RFC 5082) or a source
+    /// address (an unconfigured peer) set.
+    #[track_caller]
+    pub fn connect_with(
+        ns: &Netns,
+        peer: SocketAddr,
+        opts: &RawOptions,
+        timeout: Duration,
+    ) -> RawBgp {
+        let conn = Self::try_connect_with(ns, peer, opts, timeout);
+        if let Err(e) = &conn {
+            panic!("raw TCP connection to {peer} failed: {e}");
+        }
+        conn.unwrap()
+    }
+
+    /// Connects and reports a failed connection (refused, reset, timed out) as `Err(log)`
+    /// instead of panicking: for tests where the peer must refuse.
+    pub fn try_connect_with(
+        ns: &Netns,
+        peer: SocketAddr,
+        opts: &RawOptions,
+        timeout: Duration,
+    ) -> Result<RawBgp, String> {
         let secs = format!("{}", timeout.as_secs_f64());
-        let conn = Self::spawn(ns, "connect", peer, &secs);
-        wait_for(
-            timeout + Duration::from_secs(2),
-            &format!("raw TCP connection to {peer}"),
-            || {
-                let e = conn.process.stderr();
-                if e.contains("error:") {
-                    panic!("raw TCP connection to {peer} failed: {e}");
-                }
-                if e.contains("connected") {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            },
-        );
-        conn
+        let ttl = opts
+            .ttl
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-".into());
+        let source = opts
+            .source
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        let conn = Self::spawn(ns, "connect", peer, &[&secs, &ttl, &source]);
+        let start = Instant::now();
+        loop {
+            let e = conn.process.stderr();
+            if e.contains("error:") {
+                return Err(e);
+            }
+            if e.contains("connected") {
+                return Ok(conn);
+            }
+            if start.elapsed() > timeout + Duration::from_secs(2) {
+                conn.process.stop();
+                return Err(format!("no connection after {timeout:?}: {e}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Listens on `local` in `ns` and returns once the socket is bound; the first connection is
     /// accepted in the background ([`RawBgp::wait_connected`]).
     #[track_caller]
     pub fn listen(ns: &Netns, local: SocketAddr) -> RawBgp {
-        let conn = Self::spawn(ns, "listen", local, "0");
+        let conn = Self::spawn(ns, "listen", local, &[]);
         wait_for(
             Duration::from_secs(5),
             &format!("raw TCP listener on {local}"),
@@ -133,7 +184,7 @@ impl RawBgp {
         conn
     }
 
-    fn spawn(ns: &Netns, mode: &str, addr: SocketAddr, timeout: &str) -> RawBgp {
+    fn spawn(ns: &Netns, mode: &str, addr: SocketAddr, extra: &[&String]) -> RawBgp {
         let python = require("python3");
         let mut cmd = ns.command(python);
         cmd.args([
@@ -142,8 +193,8 @@ impl RawBgp {
             mode,
             &addr.ip().to_string(),
             &addr.port().to_string(),
-            timeout,
         ]);
+        cmd.args(extra);
         let (process, stdin, mut stdout) = ns.topology().spawn_piped(&format!("raw-{mode}"), cmd);
         let inbox: Arc<(Mutex<Inbox>, Condvar)> = Arc::default();
         let writer = inbox.clone();

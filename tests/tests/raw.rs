@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
 use leafbridge_tests::capture::Capture;
-use leafbridge_tests::raw::{self, RawBgp};
+use leafbridge_tests::raw::{self, RawBgp, RawOptions};
 use leafbridge_tests::{Pair, wait_for};
 
 const T: Duration = Duration::from_secs(10);
@@ -73,4 +73,67 @@ fn raw_listener_accepts_bird_and_reads_its_open() {
             Err(listener.log())
         }
     });
+}
+
+fn gtsm_bird(tag: &str) -> (Pair, Bird) {
+    let p = Pair::new(tag);
+    let mut c = bird(true);
+    c.peers[0].ttl_security = true;
+    let b = Bird::start(&p.a, "dut", &c);
+    (p, b)
+}
+
+#[test]
+fn gtsm_peer_ignores_segments_with_ttl_below_255() {
+    let (p, bird) = gtsm_bird("rawttl");
+    // RFC 5082: BIRD sets IP_MINTTL 255 on the accepted socket, so the kernel drops our
+    // TTL-254 segments: our OPEN never arrives and BIRD never answers it with a KEEPALIVE.
+    let low = RawOptions {
+        ttl: Some(254),
+        ..RawOptions::default()
+    };
+    let peer = "192.0.2.1:179".parse().unwrap();
+    if let Ok(conn) = RawBgp::try_connect_with(&p.b, peer, &low, Duration::from_secs(2)) {
+        conn.send(&raw::open_message(
+            65002,
+            90,
+            "192.0.2.2".parse().unwrap(),
+            &[],
+        ));
+        let mut seen = vec![];
+        while let Some(m) = conn.recv_message(Duration::from_secs(2)) {
+            seen.push(raw::message_type(&m));
+        }
+        assert!(
+            !seen.contains(&Some(raw::KEEPALIVE)),
+            "BIRD accepted a TTL-254 OPEN: {seen:?}"
+        );
+    }
+    assert_ne!(bird.bgp_state("raw"), "Established");
+}
+
+#[test]
+fn gtsm_peer_accepts_ttl_255() {
+    let (p, bird) = gtsm_bird("rawttl2");
+    let ok = RawOptions {
+        ttl: Some(255),
+        source: Some(Pair::b_v4()),
+    };
+    let conn = RawBgp::connect_with(&p.b, "192.0.2.1:179".parse().unwrap(), &ok, T);
+    conn.send(&raw::open_message(
+        65002,
+        90,
+        "192.0.2.2".parse().unwrap(),
+        &[],
+    ));
+    assert_eq!(
+        conn.recv_message(T).and_then(|m| raw::message_type(&m)),
+        Some(raw::OPEN)
+    );
+    assert_eq!(
+        conn.recv_message(T).and_then(|m| raw::message_type(&m)),
+        Some(raw::KEEPALIVE)
+    );
+    conn.send(&raw::keepalive_message());
+    bird.wait_established("raw", T);
 }
