@@ -543,13 +543,46 @@ fn for_pools_and_namespaces(
         }
     };
     let c2 = changed.clone();
+    // Only spec edits matter: our own status writes come back as Apply events too, and must not
+    // re-trigger every Service.
+    let mut specs: HashMap<String, leafbridge_api::IPPoolSpec> = HashMap::new();
     drive::<IPPool>(source, pool_writer, move |ev| {
-        if matches!(ev, Event::Apply(_) | Event::Delete(_) | Event::InitDone) {
+        let relevant = match ev {
+            Event::Apply(p) => specs.insert(p.name_any(), p.spec.clone()).as_ref() != Some(&p.spec),
+            Event::InitApply(p) => {
+                specs.insert(p.name_any(), p.spec.clone());
+                false
+            }
+            Event::Delete(p) => specs.remove(&p.name_any()).is_some(),
+            Event::InitDone => true,
+            Event::Init => {
+                specs.clear();
+                false
+            }
+        };
+        if relevant {
             changed();
         }
     });
+    let mut labels: HashMap<String, BTreeMap<String, String>> = HashMap::new();
     drive::<Namespace>(source, ns_writer, move |ev| {
-        if matches!(ev, Event::Apply(_) | Event::Delete(_) | Event::InitDone) {
+        let relevant = match ev {
+            Event::Apply(n) => {
+                let l = n.metadata.labels.clone().unwrap_or_default();
+                labels.insert(n.name_any(), l.clone()).as_ref() != Some(&l)
+            }
+            Event::InitApply(n) => {
+                labels.insert(n.name_any(), n.metadata.labels.clone().unwrap_or_default());
+                false
+            }
+            Event::Delete(n) => labels.remove(&n.name_any()).is_some(),
+            Event::InitDone => true,
+            Event::Init => {
+                labels.clear();
+                false
+            }
+        };
+        if relevant {
             c2();
         }
     });

@@ -291,4 +291,24 @@ fn allocates_for_yaml_services_and_keeps_every_address_across_restarts_and_failo
             .unwrap()
             .contains("IPReleased")
     });
+
+    // At rest nothing is written: our own status writes must not feed back into more writes.
+    let writes = || {
+        http_get(port_b, "/metrics").and_then(|(_, b)| {
+            b.lines()
+                .find(|l| {
+                    l.starts_with("leafbridge_state_dir_status_writes_total{outcome=\"written\"}")
+                })
+                .map(str::to_owned)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = writes();
+    assert!(before.is_some(), "status write metric missing");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        writes(),
+        before,
+        "status writes continue while nothing changes"
+    );
 }
