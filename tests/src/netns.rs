@@ -363,6 +363,8 @@ impl Netns {
     /// ranges, shared address space and loopback are allowed (see DESIGN.md).
     #[track_caller]
     pub fn add_addr(&self, ifname: &str, cidr: &str) {
+        // Never change the host's own network.
+        self.name_or_panic();
         let ip: IpAddr = cidr
             .split('/')
             .next()
@@ -400,6 +402,8 @@ impl Netns {
     /// [`Netns::attach_to_bridge`].
     #[track_caller]
     pub fn add_bridge(&self, name: &str) {
+        // Never change the host's own network.
+        self.name_or_panic();
         check_ifname(name);
         self.run("ip", &["link", "add", name, "type", "bridge"]);
         self.run("ip", &["link", "set", name, "up"]);
@@ -408,12 +412,16 @@ impl Netns {
     /// Makes `ifname` a port of `bridge` (both in this namespace).
     #[track_caller]
     pub fn attach_to_bridge(&self, ifname: &str, bridge: &str) {
+        // Never change the host's own network.
+        self.name_or_panic();
         self.run("ip", &["link", "set", ifname, "master", bridge]);
     }
 
     /// Adds a route, e.g. `add_route("203.0.113.0/24", "192.0.2.1")`.
     #[track_caller]
     pub fn add_route(&self, prefix: &str, via: &str) {
+        // Never change the host's own network.
+        self.name_or_panic();
         self.run("ip", &["route", "add", prefix, "via", via]);
     }
 

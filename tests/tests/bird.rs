@@ -141,3 +141,35 @@ fn bird_ibgp_route_carries_local_pref() {
     assert_eq!(r[0].as_path, Vec::<u32>::new());
     assert_eq!(r[0].next_hop, Some(Pair::a_v4()));
 }
+
+#[test]
+fn bird_ipv6_session_carries_ipv6_route() {
+    let p = Pair::new("bv6");
+    let mut tx = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
+    tx.routes.push(StaticRoute {
+        communities: vec![(65001, 6)],
+        ..StaticRoute::new("2001:db8:aa::/48")
+    });
+    tx.peers.push(BirdPeer {
+        export_static: true,
+        ipv4: false,
+        local_addr: Some(Pair::a_v6()),
+        ..BirdPeer::new("toleaf6", Pair::b_v6(), 65002)
+    });
+    let mut rx = BirdConfig::new("192.0.2.2".parse().unwrap(), 65002);
+    rx.peers.push(BirdPeer {
+        passive: true,
+        ipv4: false,
+        local_addr: Some(Pair::b_v6()),
+        ..BirdPeer::new("tonode6", Pair::a_v6(), 65001)
+    });
+    let _tx = Bird::start(&p.a, "tx", &tx);
+    let rx = Bird::start(&p.b, "rx", &rx);
+    let r = wait_for(T, "the IPv6 route", || {
+        let r = rx.bgp_routes("tonode6");
+        if r.len() == 1 { Ok(r) } else { Err(r) }
+    });
+    assert_eq!(r[0].prefix, "2001:db8:aa::/48");
+    assert_eq!(r[0].next_hop, Some(Pair::a_v6()));
+    assert_eq!(r[0].communities, vec![(65001, 6)]);
+}

@@ -151,3 +151,14 @@ fn stale_namespaces_of_dead_test_processes_are_removed() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn host_handle_refuses_to_change_the_host_network() {
+    let topo = Topology::new("hostro");
+    let host = topo.host();
+    assert!(std::panic::catch_unwind(|| host.add_addr("lo", "192.0.2.99/32")).is_err());
+    assert!(std::panic::catch_unwind(|| host.add_bridge("br-test")).is_err());
+    assert!(std::panic::catch_unwind(|| host.sysctl("net.ipv4.ip_forward", "1")).is_err());
+    // Running programs there is fine.
+    assert!(host.run("ip", &["-br", "link"]).contains("lo"));
+}
