@@ -195,9 +195,10 @@ pub enum Unexportable {
 /// The difference between what a peer has and what it should have.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// New routes and routes whose attributes changed (an announcement replaces the old one,
-    /// RFC 4271 §3.1: "implicit withdraw").
-    pub announce: Vec<Route>,
+    /// Prefixes of new routes and of routes whose attributes changed (an announcement replaces
+    /// the old one, RFC 4271 §3.1: "implicit withdraw"). Their routes are in
+    /// `AdjRibOut::routes()`: prefixes rather than copies keep a 100k-route sync small.
+    pub announce: Vec<IpNet>,
     /// Prefixes the peer must forget.
     pub withdraw: Vec<IpNet>,
     /// Desired routes that cannot be sent on this session, with the reason.
@@ -346,8 +347,8 @@ impl AdjRibOut {
                     changes.withdraw.push(**p);
                     old.next();
                 }
-                (None, Some((_, r))) => {
-                    changes.announce.push((*r).clone());
+                (None, Some(r)) => {
+                    changes.announce.push(*r.0);
                     new.next();
                 }
                 (Some((po, ro)), Some((pn, rn))) => match po.cmp(pn) {
@@ -356,12 +357,12 @@ impl AdjRibOut {
                         old.next();
                     }
                     std::cmp::Ordering::Greater => {
-                        changes.announce.push((*rn).clone());
+                        changes.announce.push(**pn);
                         new.next();
                     }
                     std::cmp::Ordering::Equal => {
                         if ro != rn {
-                            changes.announce.push((*rn).clone());
+                            changes.announce.push(**pn);
                         }
                         old.next();
                         new.next();
@@ -379,9 +380,9 @@ impl AdjRibOut {
         Changes {
             announce: self
                 .sent
-                .values()
-                .filter(|r| family.is_none_or(|f| r.family() == f))
-                .cloned()
+                .keys()
+                .filter(|p| family.is_none_or(|f| family_of(p) == f))
+                .copied()
                 .collect(),
             ..Changes::default()
         }
@@ -406,9 +407,23 @@ impl AdjRibOut {
             .collect()
     }
 
-    /// The fewest UPDATEs that carry `changes`: see the module documentation.
+    /// The fewest UPDATEs that carry `changes` (from `set_desired` or `full_table` of this
+    /// Adj-RIB-Out, with no `set_desired` in between): see the module documentation.
     pub fn updates(&self, changes: &Changes) -> Vec<Update> {
-        pack(&self.policy, changes)
+        let announce = &changes.announce;
+        if announce.len().saturating_mul(16) < self.sent.len() || !announce.is_sorted() {
+            // A few changes in a large table: look each one up.
+            let routes = announce.iter().filter_map(|p| self.sent.get(p));
+            pack(&self.policy, routes, &changes.withdraw)
+        } else {
+            // Many (sorted, as `set_desired` makes them): one merge walk beats a lookup each.
+            let mut wanted = announce.iter().peekable();
+            let routes = self.sent.iter().filter_map(move |(p, r)| {
+                while wanted.next_if(|w| *w < p).is_some() {}
+                wanted.next_if_eq(&p).map(|_| r)
+            });
+            pack(&self.policy, routes, &changes.withdraw)
+        }
     }
 }
 
@@ -418,15 +433,32 @@ struct Building {
     len: usize,
 }
 
-/// Pack `changes` into UPDATEs no longer than the session's maximum message length.
-pub fn pack(policy: &ExportPolicy, changes: &Changes) -> Vec<Update> {
+/// Pack announcements and withdrawals into UPDATEs no longer than the session's maximum message
+/// length.
+pub fn pack<'a>(
+    policy: &ExportPolicy,
+    announce: impl IntoIterator<Item = &'a Route>,
+    withdraw: &[IpNet],
+) -> Vec<Update> {
     let max = policy.codec.max_message_len();
     let mut groups: BTreeMap<GroupKey<'_>, Vec<IpNet>> = BTreeMap::new();
-    for route in &changes.announce {
-        groups
-            .entry(GroupKey::of(route, policy))
-            .or_default()
-            .push(route.prefix);
+    // Routes come sorted by prefix and neighbours usually share attributes: collect runs of one
+    // key and look the group up once per run.
+    let mut run: Option<(GroupKey<'_>, Vec<IpNet>)> = None;
+    for route in announce {
+        let key = GroupKey::of(route, policy);
+        match &mut run {
+            Some((k, prefixes)) if *k == key => prefixes.push(route.prefix),
+            _ => {
+                if let Some((k, prefixes)) = run.take() {
+                    groups.entry(k).or_default().extend(prefixes);
+                }
+                run = Some((key, vec![route.prefix]));
+            }
+        }
+    }
+    if let Some((k, prefixes)) = run {
+        groups.entry(k).or_default().extend(prefixes);
     }
 
     let mut announcing: Vec<Building> = Vec::new();
@@ -439,10 +471,8 @@ pub fn pack(policy: &ExportPolicy, changes: &Changes) -> Vec<Update> {
         }
     }
 
-    let (v4_withdrawn, v6_withdrawn): (Vec<IpNet>, Vec<IpNet>) = changes
-        .withdraw
-        .iter()
-        .partition(|p| matches!(p, IpNet::V4(_)));
+    let (v4_withdrawn, v6_withdrawn): (Vec<IpNet>, Vec<IpNet>) =
+        withdraw.iter().partition(|p| matches!(p, IpNet::V4(_)));
 
     // IPv4 withdrawals: first into the spare room of announcing UPDATEs (an UPDATE may withdraw
     // and announce at once, RFC 4271 §4.3), then into UPDATEs of their own.
