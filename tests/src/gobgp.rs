@@ -160,6 +160,7 @@ pub struct Gobgp {
     name: String,
     conf: PathBuf,
     api_port: u16,
+    routes: Vec<(StaticRoute, IpAddr)>,
     process: Process,
 }
 
@@ -185,12 +186,11 @@ impl Gobgp {
             name: name.to_string(),
             conf,
             api_port: config.api_port,
+            routes: config.routes.clone(),
             process,
         };
         g.wait_ready();
-        for (r, nh) in &config.routes {
-            g.announce(r, *nh);
-        }
+        g.announce_config_routes();
         g
     }
 
@@ -336,12 +336,20 @@ impl Gobgp {
         self.process.stop();
     }
 
-    /// Stops gobgpd and starts it again (routes added by API must be added again).
+    /// Stops gobgpd and starts it again; the config's routes are announced again (routes
+    /// added later with [`Gobgp::announce`] are not).
     #[track_caller]
     pub fn restart(&mut self) {
         self.process.stop();
         self.process = Self::spawn(&self.ns, &self.name, &self.conf, self.api_port);
         self.wait_ready();
+        self.announce_config_routes();
+    }
+
+    fn announce_config_routes(&self) {
+        for (r, nh) in &self.routes {
+            self.announce(r, *nh);
+        }
     }
 }
 

@@ -173,3 +173,28 @@ fn bird_ipv6_session_carries_ipv6_route() {
     assert_eq!(r[0].next_hop, Some(Pair::a_v6()));
     assert_eq!(r[0].communities, vec![(65001, 6)]);
 }
+
+#[test]
+fn bird_reconfigure_withdraws_a_removed_route_without_a_session_reset() {
+    let p = Pair::new("brcf");
+    let mut c = sender(None);
+    let tx = Bird::start(&p.a, "tx", &c);
+    let rx = Bird::start(&p.b, "rx", &receiver(None));
+    wait_for(T, "two routes", || {
+        let n = rx.route_count_from("tonode");
+        if n == 2 { Ok(()) } else { Err(n) }
+    });
+    let since = rx.birdc("show protocols tonode");
+    c.routes.retain(|r| r.prefix != "203.0.113.1/32");
+    tx.reconfigure(&c);
+    wait_for(T, "the withdrawal", || {
+        let r = rx.bgp_routes("tonode");
+        if r.len() == 1 && r[0].prefix == "2001:db8:ff::/48" {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    });
+    // Same "Since" timestamp: the session stayed up.
+    assert_eq!(rx.birdc("show protocols tonode"), since);
+}
