@@ -18,7 +18,9 @@
 //! - After an error the FSM goes to Idle and starts again by itself (RFC 4271 §8.1.1
 //!   "AutomaticStart" with "DampPeerOscillations"): the ConnectRetry timer, backed off
 //!   exponentially with jitter, ends the Idle wait. The back-off resets once a session has stayed
-//!   Established for `PeerConfig::backoff_reset_after`.
+//!   Established for `PeerConfig::backoff_reset_after`. During that wait a connection from the
+//!   peer is accepted (RFC 4271's Idle would refuse it): the back-off damps our own attempts.
+//!   Only an Idle after ManualStop refuses connections.
 //! - An inbound connection while Established is accepted and sent an OPEN. When its OPEN arrives
 //!   and the peer had advertised graceful restart, the peer has restarted (RFC 4724 §4.2): the old
 //!   session is closed and the new one continues. Otherwise the new connection is closed with
@@ -741,6 +743,13 @@ impl Fsm {
     }
 
     fn tcp_connection_confirmed(&mut self, id: ConnectionId, out: &mut Vec<Output>) {
+        if self.phase == Phase::IdleWaiting && self.connection(id).is_none() {
+            // The damping wait holds back our own attempts only: a peer that restarted and
+            // connects at once is taken (a passive peer would otherwise leave it to the peer's
+            // connect-retry timer, 120 s in BIRD, to come back).
+            out.push(Output::StopTimer(Timer::ConnectRetry));
+            self.phase = Phase::Running;
+        }
         if self.phase != Phase::Running || self.connection(id).is_some() {
             out.push(Output::CloseConnection {
                 connection: id,

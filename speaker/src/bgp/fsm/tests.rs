@@ -769,12 +769,15 @@ fn notification_received_goes_idle_and_restarts_after_backoff() {
     );
     assert_eq!(h.fsm.state(), State::Idle);
     assert!(timer_started(&out, Timer::ConnectRetry).is_some());
-    // Idle refuses the peer until the back-off ends.
+    // The peer connecting again during the back-off is accepted.
     let inbound = h.fsm.new_connection_id();
-    assert_eq!(
-        closed(&h.feed(Input::TcpConnectionConfirmed(inbound))),
-        vec![inbound]
-    );
+    let out = h.feed(Input::TcpConnectionConfirmed(inbound));
+    assert!(out.contains(&Output::StopTimer(Timer::ConnectRetry)));
+    assert!(closed(&out).is_empty());
+    assert_eq!(h.fsm.state(), State::OpenSent);
+    h.feed(Input::Message(inbound, Message::Open(default_peer_open())));
+    h.feed(Input::Message(inbound, Message::Keepalive));
+    assert_eq!(h.fsm.state(), State::Established);
 }
 
 #[test]
