@@ -48,3 +48,39 @@ fn office_reaches_an_address_node_announces_to_leaf() {
     });
     f.office.run("ping", &["-c1", "-W2", "203.0.113.50"]);
 }
+
+#[test]
+fn leaf_installs_ecmp_route_for_a_prefix_two_nodes_announce() {
+    let f = Fabric::new("ecmp", 2);
+    let mut leaf = BirdConfig::new("192.0.2.1".parse().unwrap(), 65000);
+    leaf.kernel = true;
+    leaf.ecmp = true;
+    for i in 0..2 {
+        leaf.peers.push(BirdPeer {
+            passive: true,
+            ipv6: false,
+            ..BirdPeer::new(format!("node{i}"), Fabric::node_v4(i), 65100)
+        });
+    }
+    let _leaf_bird = Bird::start(&f.leaf, "leaf", &leaf);
+    let _nodes: Vec<Bird> = (0..2)
+        .map(|i| {
+            let mut c = BirdConfig::new(format!("192.0.2.{}", 10 + i).parse().unwrap(), 65100);
+            c.routes.push(StaticRoute::new("100.64.10.0/24"));
+            c.peers.push(BirdPeer {
+                export_static: true,
+                ipv6: false,
+                ..BirdPeer::new("toleaf", Fabric::leaf_v4(), 65000)
+            });
+            Bird::start(&f.nodes[i], &format!("node{i}"), &c)
+        })
+        .collect();
+    wait_for(T, "a multipath kernel route via both nodes", || {
+        let r = f.leaf.run("ip", &["route", "show", "100.64.10.0/24"]);
+        if r.contains("via 192.0.2.10") && r.contains("via 192.0.2.11") {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    });
+}
