@@ -1032,4 +1032,54 @@ mod tests {
         assert_eq!(a.ensure(&s).unwrap(), got);
         assert_eq!(a.orphans(&s.key), got);
     }
+
+    #[test]
+    fn pool_selectors_match_namespace_and_service_labels() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        let sel = |k: &str, v: &str| LabelSelector {
+            match_labels: Some(BTreeMap::from([(k.to_string(), v.to_string())])),
+            ..Default::default()
+        };
+        let mut p = pool(&["203.0.113.0/24"]);
+        p.service_allocation = Some(ServiceAllocation {
+            namespace_selectors: vec![sel("office", "true")],
+            service_selectors: vec![sel("expose", "office")],
+            ..Default::default()
+        });
+        let mut a = Allocator::new();
+        a.set_pools([("p", &p)]);
+        let mut s = svc("a");
+        assert_eq!(a.ensure(&s), Err(AllocError::NoPoolForFamily(Family::IPv4)));
+        s.pool = Some("p".into());
+        assert!(matches!(
+            a.ensure(&s),
+            Err(AllocError::PoolNotAllowed { .. })
+        ));
+        s.namespace_labels = BTreeMap::from([("office".into(), "true".into())]);
+        assert!(matches!(
+            a.ensure(&s),
+            Err(AllocError::PoolNotAllowed { .. })
+        ));
+        s.labels = BTreeMap::from([("expose".into(), "office".into())]);
+        assert_eq!(a.ensure(&s).unwrap(), [ip("203.0.113.0")]);
+        let mut bad = pool(&["100.64.0.0/24"]);
+        bad.service_allocation = Some(ServiceAllocation {
+            service_selectors: vec![LabelSelector {
+                match_expressions: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                        key: "x".into(),
+                        operator: "Sometimes".into(),
+                        values: None,
+                    },
+                ]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        a.set_pools([("p", &p), ("q", &bad)]);
+        assert_eq!(
+            a.pool_problem("q").map(PoolProblem::reason),
+            Some("InvalidSelector")
+        );
+    }
 }

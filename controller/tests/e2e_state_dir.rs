@@ -132,6 +132,11 @@ fn allocates_for_yaml_services_and_keeps_every_address_across_restarts_and_failo
         "",
     )
     .replace("  - port: 80\n", "  - port: 53\n    protocol: UDP\n");
+    services += &svc(
+        "stray",
+        "  annotations: {leafbridge.io/load-balancer-ips: 198.51.100.1}\n",
+        "",
+    );
     services += "apiVersion: v1\nkind: Service\nmetadata: {name: foreign, namespace: shop}\nspec: {type: LoadBalancer, loadBalancerClass: other.io/lb}\n";
     std::fs::write(dir.join("services.yaml"), services).unwrap();
 
@@ -198,6 +203,18 @@ fn allocates_for_yaml_services_and_keeps_every_address_across_restarts_and_failo
     });
     let events = std::fs::read_to_string(dir.join(EVENTS_FILE)).unwrap();
     assert!(events.contains("IPAllocated"), "{events}");
+    // A request outside every pool: a Warning Event with the reason, a metric, no status.
+    assert!(first["stray"].is_empty());
+    assert!(events.contains("reason: AllocationFailed"), "{events}");
+    assert!(
+        events.contains("NotInAnyPool: requested address 198.51.100.1 is not in any usable IPPool"),
+        "{events}"
+    );
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert!(
+        metrics.contains("leafbridge_allocation_failures_total{reason=\"NotInAnyPool\"} "),
+        "{metrics}"
+    );
 
     // Restart: nothing moves, even though a new Service (which would take the lowest free
     // address) is added while the controller is down.
