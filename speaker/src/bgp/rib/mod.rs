@@ -474,11 +474,16 @@ pub fn pack<'a>(
     let (v4_withdrawn, v6_withdrawn): (Vec<IpNet>, Vec<IpNet>) =
         withdraw.iter().partition(|p| matches!(p, IpNet::V4(_)));
 
-    // IPv4 withdrawals: first into the spare room of announcing UPDATEs (an UPDATE may withdraw
-    // and announce at once, RFC 4271 §4.3), then into UPDATEs of their own.
+    // IPv4 withdrawals: first into the spare room of announcing IPv4 UPDATEs (an UPDATE may
+    // withdraw and announce at once, RFC 4271 §4.3), then into UPDATEs of their own.
     let mut withdrawing: Vec<Building> = Vec::new();
     let mut pending = v4_withdrawn.into_iter().peekable();
-    for b in &mut announcing {
+    // Only IPv4 announcements take them: an UPDATE mixing IPv4 withdrawals with MP_REACH_NLRI is
+    // legal but rare enough that some peers may mishandle it.
+    for b in announcing
+        .iter_mut()
+        .filter(|b| b.update.attributes.mp_reach.is_none())
+    {
         while let Some(p) = pending.peek() {
             let l = nlri_len(p);
             if b.len + l > max {

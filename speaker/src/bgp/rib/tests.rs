@@ -679,3 +679,15 @@ fn one_change_in_a_large_table_sends_one_prefix() {
     assert_eq!(updates[0].nlri, vec![changed]);
     assert_eq!(updates[0].attributes.med, Some(5));
 }
+
+#[test]
+fn ipv4_withdrawals_do_not_ride_in_ipv6_announcements() {
+    let mut rib = AdjRibOut::new(policy(false, false));
+    rib.set_desired(set([route("203.0.113.1/32")]));
+    let changes = rib.set_desired(set([route("2001:db8:1::/48")]));
+    let updates = rib.updates(&changes);
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[0].withdrawn, vec![net("203.0.113.1/32")]);
+    assert!(updates[0].attributes.mp_reach.is_none());
+    assert!(updates[1].withdrawn.is_empty());
+}
