@@ -202,8 +202,6 @@ impl Topology {
         let logs = self.subdir("logs");
         let stdout = unique_path(&logs, label, "stdout");
         let stderr = stdout.with_extension("stderr");
-        // Reserves the name (unique_path looks for `.stdout`); the real stdout is the pipe.
-        File::create(&stdout).expect("create stdout placeholder");
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(File::create(&stderr).expect("create stderr log"));
@@ -767,6 +765,8 @@ fn set_mode(p: &Path, mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
 }
 
+/// `<dir>/<label>.<ext>`, or `<label>-2.<ext>`, ... when taken. The file is created here
+/// (`create_new`), so two threads spawning the same label cannot pick the same name.
 fn unique_path(dir: &Path, label: &str, ext: &str) -> PathBuf {
     let label: String = label
         .chars()
@@ -778,13 +778,23 @@ fn unique_path(dir: &Path, label: &str, ext: &str) -> PathBuf {
             }
         })
         .collect();
-    let mut p = dir.join(format!("{label}.{ext}"));
-    let mut n = 1;
-    while p.exists() {
-        n += 1;
-        p = dir.join(format!("{label}-{n}.{ext}"));
+    for n in 1.. {
+        let p = if n == 1 {
+            dir.join(format!("{label}.{ext}"))
+        } else {
+            dir.join(format!("{label}-{n}.{ext}"))
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
+            Ok(_) => return p,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("create {}: {e}", p.display()),
+        }
     }
-    p
+    unreachable!()
 }
 
 #[cfg(test)]
