@@ -571,6 +571,8 @@ impl Fsm {
             Input::GracefulStop => {
                 self.stop(None, DownReason::GracefulStop, Phase::Stopped, out);
             }
+            // RFC 4271 §8.2.2 Idle: "ManualStop event and AutomaticStop event are ignored".
+            Input::AutomaticStop if self.phase == Phase::Stopped => {}
             Input::AutomaticStop => {
                 let n = Notification::cease(notif::UNSPECIFIC);
                 self.stop(Some(n), DownReason::AutomaticStop, Phase::IdleWaiting, out);

@@ -1109,6 +1109,7 @@ mod random_inputs {
             let mut connecting: BTreeSet<ConnectionId> = BTreeSet::new();
             let mut open_conns: BTreeSet<ConnectionId> = BTreeSet::new();
             let mut sessions_up = 0i32;
+            let mut stopped = true;
             let pick = |seen: &Vec<ConnectionId>, i: usize| {
                 if seen.is_empty() { ConnectionId(999) } else { seen[i % seen.len()] }
             };
@@ -1174,7 +1175,20 @@ mod random_inputs {
                 if is_message && !target.is_some_and(|id| open_conns.contains(&id)) {
                     continue;
                 }
+                let stop_input = matches!(input, Input::ManualStop { .. } | Input::GracefulStop);
+                let start_input = matches!(input, Input::ManualStart { .. });
                 let out = h.feed(input);
+                if stop_input {
+                    stopped = true;
+                }
+                if start_input {
+                    stopped = false;
+                }
+                // Only ManualStart leaves a ManualStop: nothing restarts by itself.
+                if stopped {
+                    prop_assert_eq!(h.fsm.state(), State::Idle, "{:?}", out);
+                    prop_assert!(!out.iter().any(|o| matches!(o, Output::Connect(_))));
+                }
                 for o in &out {
                     match o {
                         Output::Connect(id) => {
@@ -1315,4 +1329,14 @@ fn two_speakers_establish_over_encoded_bytes_and_exchange_routes() {
         eors,
         vec![AddressFamily::IPV4_UNICAST, AddressFamily::IPV6_UNICAST]
     );
+}
+
+#[test]
+fn stops_are_ignored_while_stopped() {
+    let mut h = Harness::new(config());
+    assert!(h.feed(Input::AutomaticStop).is_empty());
+    assert!(h.feed(Input::GracefulStop).is_empty());
+    assert!(h.feed(Input::ManualStop { reason: None }).is_empty());
+    assert!(h.feed(Input::TimerExpired(Timer::ConnectRetry)).is_empty());
+    assert_eq!(h.fsm.state(), State::Idle);
 }
