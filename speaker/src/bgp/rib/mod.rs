@@ -308,7 +308,8 @@ impl AdjRibOut {
     }
 
     /// Make `desired` what the peer has, returning what must be sent for that. Routes are
-    /// normalized first; routes this session cannot carry are left out and listed in
+    /// normalized first (a route counts under its own `prefix`, host bits cleared, whatever its
+    /// map key); routes this session cannot carry are left out and listed in
     /// `Changes::unexportable`. The caller must send `updates(&changes)`.
     pub fn set_desired(&mut self, mut desired: RouteSet) -> Changes {
         let mut changes = Changes::default();
