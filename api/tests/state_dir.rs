@@ -378,3 +378,37 @@ async fn events_are_appended_as_core_v1_event_documents() {
     let mut evs = src.watch::<k8s_openapi::api::core::v1::Event>();
     assert_eq!(names(&init(&mut evs).await), ["Init", "InitDone"]);
 }
+
+#[tokio::test]
+async fn kind_list_files_are_expanded() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "list.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: b, namespace: x}\n",
+    );
+    let src = StateSource::dir(d.path()).unwrap();
+    let mut s = src.watch::<Service>();
+    assert_eq!(
+        names(&init(&mut s).await),
+        ["Init", "InitApply a", "InitApply b", "InitDone"]
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_secret_is_reported_without_its_values() {
+    // `data` values must be base64: this one is not, and serde would quote it in its error.
+    let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: bgp, namespace: x}\ndata: {password: \"hunter2!!\"}\n";
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "secret.yaml", text);
+    let src = StateSource::dir(d.path()).unwrap();
+    let mut s = src.watch::<k8s_openapi::api::core::v1::Secret>();
+    assert_eq!(names(&init(&mut s).await), ["Init", "InitDone"]);
+    let StateSource::Dir(sd) = &src else {
+        unreachable!()
+    };
+    assert_eq!(sd.malformed_count("Secret"), 1);
+    let err = leafbridge_api::state::dir::parse_secret_for_test(text.as_bytes()).unwrap_err();
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("withheld"), "{err}");
+}
