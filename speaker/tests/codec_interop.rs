@@ -1,7 +1,8 @@
-//! The codec against real BIRD 2 and FRR bgpd in network namespaces, below the session layer:
-//! messages we encode are accepted and read back from the daemon's RIB with every attribute, and
-//! the daemon's own OPEN and UPDATEs decode cleanly. One test per daemon and negotiated AS width
-//! (RFC 6793): on a 2-octet session large ASNs travel as AS_TRANS plus AS4_PATH both ways.
+//! The codec against real BIRD 2, FRR bgpd and GoBGP in network namespaces, below the session
+//! layer: messages we encode are accepted and read back from the daemon's RIB with every
+//! attribute, and the daemon's own OPEN and UPDATEs decode cleanly. One test per daemon and
+//! negotiated AS width (RFC 6793): on a 2-octet session large ASNs travel as AS_TRANS plus
+//! AS4_PATH both ways.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use leafbridge_speaker::bgp::message::{
 };
 use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer, StaticRoute};
 use leafbridge_tests::frr::{Frr, FrrConfig, FrrNeighbor};
+use leafbridge_tests::gobgp::{Gobgp, GobgpConfig, GobgpNeighbor};
 use leafbridge_tests::raw::RawBgp;
 use leafbridge_tests::{Pair, RibRoute, require_root, wait_for};
 
@@ -49,6 +51,7 @@ fn bird_updates(conn: &RawBgp, ctx: &CodecContext, want: usize) -> Vec<Update> {
 enum Daemon {
     Bird(Bird),
     Frr(Frr),
+    Gobgp(Gobgp),
 }
 
 impl Daemon {
@@ -76,10 +79,22 @@ impl Daemon {
         Daemon::Frr(Frr::start(&p.a, "frr", &cfg))
     }
 
+    fn start_gobgp(p: &Pair) -> Daemon {
+        let mut cfg = GobgpConfig::new(Ipv4Addr::new(192, 0, 2, 1), PEER_AS);
+        cfg.routes
+            .push((StaticRoute::new("198.51.100.0/24"), Pair::a_v4()));
+        cfg.neighbors.push(GobgpNeighbor {
+            passive: true,
+            ..GobgpNeighbor::new(Pair::b_v4(), OUR_AS)
+        });
+        Daemon::Gobgp(Gobgp::start(&p.a, "gobgp", &cfg))
+    }
+
     fn wait_established(&self) {
         match self {
             Daemon::Bird(b) => b.wait_established("codecpeer", WAIT),
             Daemon::Frr(f) => f.wait_established(Pair::b_v4(), WAIT),
+            Daemon::Gobgp(g) => g.wait_established(Pair::b_v4(), WAIT),
         }
     }
 
@@ -92,6 +107,7 @@ impl Daemon {
                 .into_iter()
                 .filter(|r| r.prefix != "198.51.100.0/24")
                 .collect(),
+            Daemon::Gobgp(g) => g.adj_rib_in(Pair::b_v4()),
         }
     }
 
@@ -102,6 +118,7 @@ impl Daemon {
             Daemon::Bird(b) => b.birdc("show protocols all codecpeer"),
             // FRR logs it ("... with message: \"...\"") rather than showing it.
             Daemon::Frr(f) => f.process().stdout(),
+            Daemon::Gobgp(g) => format!("{}{}", g.process().stdout(), g.process().stderr()),
         }
     }
 }
@@ -186,8 +203,8 @@ fn run(daemon: fn(&Pair) -> Daemon, tag: &str, four_octet_as: bool) {
                 next_hop: "2001:db8::2".parse().unwrap(),
                 // FRR 8.4 without zebra has no interface to scope a link-local next hop to: it
                 // treats the MP_REACH_NLRI as withdrawn and then misreads its NLRI as IPv4 and
-                // resets the session (3/10). BIRD takes the 32-octet next hop.
-                link_local_next_hop: matches!(peer, Daemon::Bird(_))
+                // resets the session (3/10). BIRD and GoBGP take the 32-octet next hop.
+                link_local_next_hop: matches!(peer, Daemon::Bird(_) | Daemon::Gobgp(_))
                     .then(|| "fe80::2".parse().unwrap()),
                 nlri: vec!["2001:db8:300::/48".parse().unwrap()],
             }),
@@ -269,6 +286,16 @@ fn bird_reads_our_messages_and_we_read_birds_on_a_four_octet_as_session() {
 #[test]
 fn bird_reads_our_messages_and_we_read_birds_on_a_two_octet_as_session() {
     run(Daemon::start_bird, "codecb2", false);
+}
+
+#[test]
+fn gobgp_reads_our_messages_and_we_read_gobgps_on_a_four_octet_as_session() {
+    run(Daemon::start_gobgp, "codecg4", true);
+}
+
+#[test]
+fn gobgp_reads_our_messages_and_we_read_gobgps_on_a_two_octet_as_session() {
+    run(Daemon::start_gobgp, "codecg2", false);
 }
 
 #[test]
