@@ -384,10 +384,28 @@ impl Bird {
         parse_route_count(&self.birdc(&format!("show route count protocol {peer}")))
     }
 
-    /// The BGP state of protocol `peer` (`Idle`, `Connect`, `Active`, `OpenSent`,
-    /// `OpenConfirm`, `Established`, or `Down` when the protocol is down).
+    /// The BGP state of protocol `peer` as BIRD names it: `Idle`, `Connect`, `Active`,
+    /// `Passive` (a passive peer waiting for a connection), `OpenSent`, `OpenConfirm`,
+    /// `Established`, or `Down` when the protocol is down.
     pub fn bgp_state(&self, peer: &str) -> String {
         parse_bgp_state(&self.birdc(&format!("show protocols all {peer}")))
+    }
+
+    /// The `Last error:` of protocol `peer`, e.g. `Received: Administrative shutdown` after
+    /// the peer's Cease NOTIFICATION, or `Hold timer expired`.
+    pub fn last_error(&self, peer: &str) -> Option<String> {
+        field(
+            &self.birdc(&format!("show protocols all {peer}")),
+            "Last error:",
+        )
+    }
+
+    /// The shutdown communication (RFC 8203) the peer sent with its last Cease, if any.
+    pub fn shutdown_message(&self, peer: &str) -> Option<String> {
+        field(
+            &self.birdc(&format!("show protocols all {peer}")),
+            "Message:",
+        )
     }
 
     pub fn is_established(&self, peer: &str) -> bool {
@@ -540,6 +558,12 @@ fn parse_route_count(text: &str) -> u64 {
         .find(|(t, _)| *t)
         .map(|(_, n)| *n)
         .unwrap_or_else(|| counts.iter().map(|(_, n)| n).sum())
+}
+
+fn field(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(name))
+        .map(|v| v.trim().to_string())
 }
 
 fn parse_bgp_state(text: &str) -> String {

@@ -137,3 +137,33 @@ fn gtsm_peer_accepts_ttl_255() {
     conn.send(&raw::keepalive_message());
     bird.wait_established("raw", T);
 }
+
+#[test]
+fn bird_reports_a_received_cease_and_its_shutdown_message() {
+    let p = Pair::new("rawcease");
+    let bird = Bird::start(&p.a, "dut", &bird(true));
+    let conn = RawBgp::connect(&p.b, "192.0.2.1:179".parse().unwrap(), T);
+    conn.send(&raw::open_message(
+        65002,
+        90,
+        "192.0.2.2".parse().unwrap(),
+        &[],
+    ));
+    assert_eq!(
+        conn.recv_message(T).and_then(|m| raw::message_type(&m)),
+        Some(raw::OPEN)
+    );
+    conn.send(&raw::keepalive_message());
+    bird.wait_established("raw", T);
+    // RFC 8203: Cease / Administrative Shutdown with a length-prefixed UTF-8 message.
+    let mut body = vec![6, 2, 11];
+    body.extend_from_slice(b"maintenance");
+    conn.send(&raw::message(raw::NOTIFICATION, &body));
+    wait_for(T, "BIRD to record the Cease", || {
+        match bird.last_error("raw") {
+            Some(e) if e.contains("Administrative shutdown") => Ok(()),
+            other => Err(other),
+        }
+    });
+    assert_eq!(bird.shutdown_message("raw").as_deref(), Some("maintenance"));
+}
