@@ -23,10 +23,16 @@ struct Seen {
 }
 
 type Responder = Box<dyn Fn(&Seen) -> (StatusCode, Value) + Send + Sync>;
+/// Answers a watch request with these newline-separated watch events, or holds it open (None).
+type Watcher = Box<dyn Fn(&Seen) -> Option<Vec<Value>> + Send + Sync>;
 
 /// A mock API server: records every request; answers with `respond`; watch requests are held
 /// open without an answer.
 fn api_server(respond: Responder) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    api_server_with_watch(respond, Box::new(|_| None))
+}
+
+fn api_server_with_watch(respond: Responder, watch: Watcher) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -42,7 +48,17 @@ fn api_server(respond: Responder) -> (Client, Arc<Mutex<Vec<Seen>>>) {
             };
             log.lock().unwrap().push(s.clone());
             if s.uri.contains("watch=true") {
-                held.push(send);
+                match watch(&s) {
+                    None => held.push(send),
+                    Some(events) => {
+                        let mut body = Vec::new();
+                        for e in events {
+                            body.extend(serde_json::to_vec(&e).unwrap());
+                            body.push(b'\n');
+                        }
+                        send.send_response(Response::builder().body(Body::from(body)).unwrap());
+                    }
+                }
                 continue;
             }
             let (code, v) = respond(&s);
@@ -386,4 +402,83 @@ async fn a_second_replica_takes_over_an_expired_lease() {
     assert_eq!(patches[1]["leaseDurationSeconds"], 15);
     assert_eq!(patches[2], &json!({"leaseTransitions": 2}));
     assert_eq!(state.lock().unwrap()["spec"]["leaseTransitions"], 2);
+}
+
+#[tokio::test]
+async fn changing_the_type_releases_the_address_clears_status_and_records_ip_released() {
+    let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let respond: Responder = Box::new(|s: &Seen| {
+        let path = s.uri.split('?').next().unwrap();
+        match (&s.method, path) {
+            (&Method::GET, "/api/v1/services") => list(
+                "ServiceList",
+                "v1",
+                vec![service("web", Some("203.0.113.0"))],
+            ),
+            (&Method::GET, "/apis/leafbridge.io/v1alpha1/ippools") => list(
+                "IPPoolList",
+                "leafbridge.io/v1alpha1",
+                vec![
+                    json!({"apiVersion": "leafbridge.io/v1alpha1", "kind": "IPPool",
+                    "metadata": {"name": "office", "resourceVersion": "1"},
+                    "spec": {"addresses": ["203.0.113.0/29"]}}),
+                ],
+            ),
+            (&Method::GET, "/api/v1/namespaces") => list("NamespaceList", "v1", vec![]),
+            (&Method::POST, _) => (StatusCode::CREATED, s.body.clone()),
+            _ => (StatusCode::OK, json!({})),
+        }
+    });
+    let watch: Watcher = Box::new(move |s: &Seen| {
+        if !s.uri.starts_with("/api/v1/services?")
+            || served.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return None;
+        }
+        let mut web = service("web", Some("203.0.113.0"));
+        web["spec"]["type"] = "ClusterIP".into();
+        web["metadata"]["resourceVersion"] = "2".into();
+        Some(vec![json!({"type": "MODIFIED", "object": web})])
+    });
+    let (client, seen) = api_server_with_watch(respond, watch);
+    let class = ClassConfig {
+        class: "leafbridge.io/lb".into(),
+        default_class: false,
+    };
+    let task = tokio::spawn(reconcile::run(
+        StateSource::kube(client),
+        class,
+        Metrics::default(),
+        Readiness::new(),
+    ));
+    wait_until(&seen, "IPReleased", |s| {
+        s.iter().any(|r| r.body["reason"] == "IPReleased")
+    })
+    .await;
+    wait_until(&seen, "IPPool status with nothing assigned", |s| {
+        s.iter().any(|r| {
+            r.uri.contains("/ippools/office/status") && r.body["status"]["assignedIPv4"] == 0
+        })
+    })
+    .await;
+    task.abort();
+    let seen = seen.lock().unwrap().clone();
+    let patches: Vec<&Seen> = seen
+        .iter()
+        .filter(|r| r.uri.contains("/services/web/status"))
+        .collect();
+    assert_eq!(patches.len(), 1, "{patches:#?}");
+    assert_eq!(
+        patches[0].body,
+        json!({"apiVersion": "v1", "kind": "Service", "status": {"loadBalancer": {}, "conditions": []}})
+    );
+    let ev = seen
+        .iter()
+        .find(|r| r.body["reason"] == "IPReleased")
+        .unwrap();
+    assert_eq!(ev.body["note"], "released 203.0.113.0");
+    assert!(
+        !seen.iter().any(|r| r.body["reason"] == "IPAllocated"),
+        "the restored address is not re-announced"
+    );
 }
