@@ -599,4 +599,66 @@ mod tests {
         }
         assert_eq!(undashed("not-an-ip"), None);
     }
+
+    fn svc(yaml: &str) -> Service {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn web() -> Service {
+        svc("metadata: {name: Web, namespace: Default}\nspec: {clusterIP: 10.96.0.10}")
+    }
+
+    #[test]
+    fn deleting_a_service_removes_its_ptr_and_namespace() {
+        let mut idx = ZoneIndex::new();
+        idx.apply_service(&web());
+        let ip: IpAddr = "10.96.0.10".parse().unwrap();
+        assert_eq!(idx.ptr_targets(ip).count(), 1);
+        assert!(idx.namespace_exists("default"));
+        idx.delete_service(&("default".into(), "web".into()));
+        assert_eq!(idx.ptr_targets(ip).count(), 0);
+        assert!(!idx.namespace_exists("default"));
+    }
+
+    #[test]
+    fn changing_a_cluster_ip_moves_the_ptr() {
+        let mut idx = ZoneIndex::new();
+        idx.apply_service(&web());
+        idx.apply_service(&svc(
+            "metadata: {name: web, namespace: default}\nspec: {clusterIP: 10.96.0.11}",
+        ));
+        assert_eq!(idx.ptr_targets("10.96.0.10".parse().unwrap()).count(), 0);
+        assert_eq!(idx.ptr_targets("10.96.0.11".parse().unwrap()).count(), 1);
+    }
+
+    #[test]
+    fn relist_removes_objects_not_listed_again() {
+        let mut idx = ZoneIndex::new();
+        idx.apply_event(&Event::Apply(web()));
+        let other = svc("metadata: {name: db, namespace: default}\nspec: {clusterIP: None}");
+        idx.apply_event(&Event::Apply(other.clone()));
+        idx.apply_event::<Service>(&Event::Init);
+        idx.apply_event(&Event::InitApply(other));
+        idx.apply_event::<Service>(&Event::InitDone);
+        assert!(idx.service("default", "web").is_none());
+        assert!(idx.service("default", "db").is_some());
+    }
+
+    #[test]
+    fn endpoint_slice_relabelled_to_another_service_moves_its_endpoints() {
+        let mut idx = ZoneIndex::new();
+        let slice = |svc_name: &str| -> EndpointSlice {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: s1, namespace: default, labels: {{kubernetes.io/service-name: {svc_name}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [10.244.0.9]}}]"
+            ))
+            .unwrap()
+        };
+        idx.apply_endpoint_slice(&slice("a"));
+        assert_eq!(idx.slices("default", "a").count(), 1);
+        idx.apply_endpoint_slice(&slice("b"));
+        assert_eq!(idx.slices("default", "a").count(), 0);
+        assert_eq!(idx.slices("default", "b").count(), 1);
+        idx.delete_endpoint_slice(&("default".into(), "s1".into()));
+        assert_eq!(idx.slices("default", "b").count(), 0);
+    }
 }

@@ -37,6 +37,12 @@ struct Args {
     /// How often the configuration file is checked for changes (SIGHUP reloads at once).
     #[arg(long, default_value_t = 500)]
     poll_ms: u64,
+    /// Safety-net full rescan of the state directory (changes are seen at once via inotify).
+    #[arg(long, default_value_t = 2000)]
+    state_rescan_ms: u64,
+    /// Poll the state directory (mtime/size) instead of the api crate's notify watch.
+    #[arg(long)]
+    state_dir_poll: bool,
     /// Log JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -69,47 +75,34 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let runtime = Runtime::from_config(&config)?;
     let server = Arc::new(Server::new(runtime, config.cache.max_entries, metrics));
 
-    let source = match &args.state_dir {
-        Some(dir) => StateSource::dir(dir.clone())?,
-        None => StateSource::kube(
-            kube::Client::try_default()
-                .await
-                .context("no --state-dir and no Kubernetes credentials")?,
-        ),
-    };
-    source.register_metrics(&mut registry);
     let readiness = Readiness::new();
-    let synced = Arc::new((AtomicUsize::new(0), Notify::new()));
-    tokio::spawn(feed::<Service>(
-        source.clone(),
-        server.clone(),
-        synced.clone(),
-        readiness.clone(),
-    ));
-    tokio::spawn(feed::<EndpointSlice>(
-        source.clone(),
-        server.clone(),
-        synced.clone(),
-        readiness.clone(),
-    ));
-    tokio::spawn(feed::<Pod>(
-        source.clone(),
-        server.clone(),
-        synced.clone(),
-        readiness.clone(),
-    ));
-    // Listen once the first listing is in, so the first answers are complete; a source
-    // that is slow to list delays us at most this long (answers then fill in as it lists).
-    let wait = async {
-        while synced.0.load(Ordering::SeqCst) < KINDS {
-            synced.1.notified().await;
+    match (&args.state_dir, args.state_dir_poll) {
+        (Some(dir), true) => {
+            let mut poll = leafbridge_dns::statedir::StateDir::default();
+            let errors = poll.scan(dir, &server.index);
+            server.metrics.state_errors.inc_by(errors as u64);
+            tokio::spawn(leafbridge_dns::statedir::watch(
+                server.clone(),
+                dir.clone(),
+                Duration::from_millis(args.poll_ms),
+                readiness.clone(),
+            ));
         }
-    };
-    if tokio::time::timeout(Duration::from_secs(15), wait)
-        .await
-        .is_err()
-    {
-        tracing::warn!("state not fully listed after 15 s; serving what is known");
+        _ => {
+            let source = match &args.state_dir {
+                Some(dir) => StateSource::dir_with_rescan(
+                    dir.clone(),
+                    Duration::from_millis(args.state_rescan_ms),
+                )?,
+                None => StateSource::kube(
+                    kube::Client::try_default()
+                        .await
+                        .context("no --state-dir and no Kubernetes credentials")?,
+                ),
+            };
+            source.register_metrics(&mut registry);
+            watch_source(source, server.clone(), readiness.clone()).await;
+        }
     }
 
     for addr in &config.listen {
@@ -138,6 +131,40 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// Start the watches and wait (bounded) for their first listing, so the first answers are
+/// complete; a source slow to list delays us at most 15 s (answers then fill in).
+async fn watch_source(source: StateSource, server: Arc<Server>, readiness: Readiness) {
+    let synced = Arc::new((AtomicUsize::new(0), Notify::new()));
+    tokio::spawn(feed::<Service>(
+        source.clone(),
+        server.clone(),
+        synced.clone(),
+        readiness.clone(),
+    ));
+    tokio::spawn(feed::<EndpointSlice>(
+        source.clone(),
+        server.clone(),
+        synced.clone(),
+        readiness.clone(),
+    ));
+    tokio::spawn(feed::<Pod>(source, server, synced.clone(), readiness));
+    let wait = async {
+        while synced.0.load(Ordering::SeqCst) < KINDS {
+            let notified = synced.1.notified();
+            if synced.0.load(Ordering::SeqCst) >= KINDS {
+                break;
+            }
+            notified.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .is_err()
+    {
+        tracing::warn!("state not fully listed after 15 s; serving what is known");
+    }
 }
 
 /// Apply one kind's watch events to the index, forever.

@@ -498,3 +498,40 @@ fn ops_endpoints_report_health_readiness_and_query_metrics() {
     );
     assert!(m.contains(r#"transport="tcp""#));
 }
+
+#[test]
+fn per_client_rate_limit_drops_udp_excess_and_refuses_over_tcp() {
+    let config = CONFIG.replace(
+        "upstreams:",
+        "limits:\n  rate_limit: {queries_per_second: 1, burst: 10}\nupstreams:",
+    );
+    let dns = Dns::start(&config, &[("services.yaml", SERVICES)]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    // A minimal query for web.default.svc.cluster.local A.
+    let mut pkt = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in ["web", "default", "svc", "cluster", "local"] {
+        pkt.push(l.len() as u8);
+        pkt.extend_from_slice(l.as_bytes());
+    }
+    pkt.extend_from_slice(&[0, 0, 1, 0, 1]);
+    for _ in 0..50 {
+        sock.send_to(&pkt, ("127.0.0.1", dns.port)).unwrap();
+    }
+    let mut answered = 0;
+    let mut buf = [0u8; 1500];
+    while sock.recv_from(&mut buf).is_ok() {
+        answered += 1;
+    }
+    assert!((10..=11).contains(&answered), "answered {answered} of 50");
+    let tcp = dns.dig(&["+tcp", "web.default.svc.cluster.local", "A"]);
+    assert_eq!(tcp.status, "REFUSED");
+    // Another client has its own bucket.
+    let other = dns.dig(&["-b", "127.0.0.2", "web.default.svc.cluster.local", "A"]);
+    assert_eq!(other.status, "NOERROR");
+    assert!(
+        dns.http_get("/metrics")
+            .contains(r#"leafbridge_dns_rejected_total{reason="rate_limited"}"#)
+    );
+}
