@@ -217,6 +217,14 @@ impl FrrConfig {
     }
 }
 
+/// See [`Frr::last_notification`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastNotification {
+    pub reason: String,
+    pub code_subcode: String,
+    pub shutdown_message: Option<String>,
+}
+
 /// A running bgpd (foreground, `-Z`) in a namespace.
 #[derive(Debug)]
 pub struct Frr {
@@ -338,6 +346,27 @@ impl Frr {
             .as_str()
             .unwrap_or("Unknown")
             .to_string()
+    }
+
+    /// Everything `show bgp neighbors json` says about `neighbor` (counters, timers, last
+    /// error...), for checks this runner has no method for.
+    pub fn neighbor_json(&self, neighbor: IpAddr) -> Value {
+        self.json("show bgp neighbors json")[neighbor.to_string()].clone()
+    }
+
+    /// The last NOTIFICATION exchanged with `neighbor`: FRR's reason text (e.g.
+    /// `Cease/Administrative Shutdown`), the error code and subcode as 4 hex digits (`0602`),
+    /// and the RFC 8203 shutdown communication, if any.
+    pub fn last_notification(&self, neighbor: IpAddr) -> Option<LastNotification> {
+        let n = self.neighbor_json(neighbor);
+        Some(LastNotification {
+            reason: n["lastNotificationReason"].as_str()?.to_string(),
+            code_subcode: n["lastErrorCodeSubcode"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            shutdown_message: n["lastShutdownDescription"].as_str().map(str::to_string),
+        })
     }
 
     #[track_caller]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
 use leafbridge_tests::capture::Capture;
+use leafbridge_tests::frr::{Frr, FrrConfig, FrrNeighbor};
 use leafbridge_tests::raw::{self, RawBgp, RawOptions};
 use leafbridge_tests::{Pair, wait_for};
 
@@ -166,4 +167,39 @@ fn bird_reports_a_received_cease_and_its_shutdown_message() {
         }
     });
     assert_eq!(bird.shutdown_message("raw").as_deref(), Some("maintenance"));
+}
+
+#[test]
+fn frr_reports_a_received_cease_and_its_shutdown_message() {
+    let p = Pair::new("rawfcease");
+    let mut c = FrrConfig::new("192.0.2.1".parse().unwrap(), 65001);
+    c.neighbors.push(FrrNeighbor {
+        passive: true,
+        ..FrrNeighbor::new(Pair::b_v4(), 65002)
+    });
+    let frr = Frr::start(&p.a, "dut", &c);
+    let conn = RawBgp::connect(&p.b, "192.0.2.1:179".parse().unwrap(), T);
+    conn.send(&raw::open_message(
+        65002,
+        90,
+        "192.0.2.2".parse().unwrap(),
+        &[],
+    ));
+    assert_eq!(
+        conn.recv_message(T).and_then(|m| raw::message_type(&m)),
+        Some(raw::OPEN)
+    );
+    conn.send(&raw::keepalive_message());
+    frr.wait_established(Pair::b_v4(), T);
+    let mut body = vec![6, 2, 11];
+    body.extend_from_slice(b"maintenance");
+    conn.send(&raw::message(raw::NOTIFICATION, &body));
+    let n = wait_for(T, "FRR to record the Cease", || {
+        match frr.last_notification(Pair::b_v4()) {
+            Some(n) if n.code_subcode == "0602" => Ok(n),
+            other => Err(other),
+        }
+    });
+    assert_eq!(n.shutdown_message.as_deref(), Some("maintenance"));
+    assert!(n.reason.contains("Administrative Shutdown"), "{n:?}");
 }
