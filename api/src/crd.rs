@@ -104,8 +104,8 @@ pub struct ServiceAllocation {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct IPPoolStatus {
-    /// `Ready` (reasons when False: `InvalidAddresses`, `Overlap`) and `Orphans` (Services whose
-    /// address left the pool after an edit).
+    /// `Ready` (False with reason `InvalidAddresses`, `Overlap` or `InvalidSelector`). Services
+    /// whose address left every pool after an edit carry their own condition and Event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, rename = "assignedIPv4")]

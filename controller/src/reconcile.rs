@@ -55,7 +55,7 @@ impl Metrics {
             self.in_use.clone(),
         );
         r.register(
-            "leafbridge_pool_addresses_total",
+            "leafbridge_pool_addresses_capacity",
             "Usable addresses per IPPool and family",
             self.total.clone(),
         );
