@@ -267,7 +267,8 @@ impl Speaker {
             info!(peer = %name, "starting session");
             let peer_ip = p.session_cfg.transport.peer.ip();
             if let Some((_, l, _)) = &self.listener
-                && let Err(e) = l.set_peer_key(peer_ip, p.md5.as_ref())
+                && let Some(key) = &p.md5
+                && let Err(e) = l.set_peer_key(peer_ip, Some(key))
             {
                 warn!(peer = %name, error = %e, "cannot set the TCP MD5 key on the listener");
             }
