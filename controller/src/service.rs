@@ -137,7 +137,26 @@ pub fn owned_status(svc: &Service) -> Value {
         .as_ref()
         .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
         .unwrap_or(Value::Null);
-    let ingress = st.pointer("/loadBalancer/ingress").cloned();
+    // Only the fields we write: anything else another writer or a defaulting API server adds
+    // must not look like a difference (that would be a write loop).
+    let ingress = st
+        .pointer("/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .map(|a| {
+            Value::Array(
+                a.iter()
+                    .map(|i| {
+                        let mut m = serde_json::Map::new();
+                        for k in ["ip", "ipMode"] {
+                            if let Some(v) = i.get(k).filter(|v| !v.is_null()) {
+                                m.insert(k.into(), v.clone());
+                            }
+                        }
+                        Value::Object(m)
+                    })
+                    .collect(),
+            )
+        });
     let conds: Vec<Value> = st
         .get("conditions")
         .and_then(Value::as_array)
