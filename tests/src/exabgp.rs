@@ -331,6 +331,23 @@ impl Exabgp {
         last_state(&self.messages(), neighbor)
     }
 
+    /// Why each session with `neighbor` went down, in order, as ExaBGP words it, e.g.
+    /// `peer reset, message (notification received (6,2)) error(Cease / Administrative
+    /// Shutdown)`.
+    pub fn down_reasons(&self, neighbor: IpAddr) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter(|m| m["type"] == "state" && m["neighbor"]["state"] == "down")
+            .filter(|m| {
+                m["neighbor"]["address"]["peer"]
+                    .as_str()
+                    .and_then(|a| a.parse::<IpAddr>().ok())
+                    == Some(neighbor)
+            })
+            .filter_map(|m| m["neighbor"]["reason"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Waits for ExaBGP to report the session with `neighbor` up (Established).
     #[track_caller]
     pub fn wait_up(&self, neighbor: IpAddr, timeout: Duration) {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
 use leafbridge_tests::capture::Capture;
+use leafbridge_tests::exabgp::{Exabgp, ExabgpConfig, ExabgpNeighbor};
 use leafbridge_tests::frr::{Frr, FrrConfig, FrrNeighbor};
 use leafbridge_tests::raw::{self, RawBgp, RawOptions};
 use leafbridge_tests::{Pair, wait_for};
@@ -202,4 +203,38 @@ fn frr_reports_a_received_cease_and_its_shutdown_message() {
     });
     assert_eq!(n.shutdown_message.as_deref(), Some("maintenance"));
     assert!(n.reason.contains("Administrative Shutdown"), "{n:?}");
+}
+
+#[test]
+fn exabgp_reports_why_its_session_went_down() {
+    let p = Pair::new("rawexa");
+    let listener = RawBgp::listen(&p.b, "192.0.2.2:179".parse().unwrap());
+    let mut c = ExabgpConfig::new("192.0.2.1".parse().unwrap(), 65001);
+    c.neighbors
+        .push(ExabgpNeighbor::new(Pair::b_v4(), 65002, Pair::a_v4()));
+    let exa = Exabgp::start(&p.a, "dut", &c);
+    listener.wait_connected(T);
+    assert_eq!(
+        listener.recv_message(T).and_then(|m| raw::message_type(&m)),
+        Some(raw::OPEN)
+    );
+    listener.send(&raw::open_message(
+        65002,
+        90,
+        "192.0.2.2".parse().unwrap(),
+        &[],
+    ));
+    listener.send(&raw::keepalive_message());
+    exa.wait_up(Pair::b_v4(), T);
+    // Cease / Administrative Shutdown without a shutdown communication: ExaBGP 4.2.21 fails
+    // to decode one that carries an RFC 8203 message and answers NOTIFICATION (1,0) instead.
+    listener.send(&raw::message(raw::NOTIFICATION, &[6, 2]));
+    let reasons = wait_for(T, "ExaBGP to report the session down", || {
+        let r = exa.down_reasons(Pair::b_v4());
+        if r.is_empty() { Err(r) } else { Ok(r) }
+    });
+    assert!(
+        reasons[0].contains("notification received (6,2)"),
+        "{reasons:?}"
+    );
 }
