@@ -285,3 +285,101 @@ fn with_graceful_restart_bird_keeps_our_routes_across_a_speaker_restart() {
     // The stale route we no longer announce goes with our End-of-RIB.
     wait_prefixes(&bird, &["203.0.113.1/32", "2001:db8:100::/48"]);
 }
+
+/// `python3` in the namespace fetches an HTTP path of the speaker's ops server.
+fn http_get(ns: &leafbridge_tests::Netns, url: &str) -> String {
+    let code =
+        format!("import urllib.request;print(urllib.request.urlopen('{url}').read().decode())");
+    ns.run("python3", &["-c", &code])
+}
+
+#[test]
+fn metrics_show_session_state_prefixes_updates_and_health() {
+    let pair = Pair::new("spmetric");
+    let bird = bird_leaf(&pair, 65001, |_| {});
+    let yaml = format!(
+        "metrics_address: 127.0.0.1:9179\n{}",
+        speaker_yaml(65001, "", PREFIXES)
+    );
+    let _speaker = Speaker::start(&pair.a, "a", &yaml);
+    bird.wait_established("node1", T);
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+    let metrics = wait_for(T, "metrics with the session Established", || {
+        let m = http_get(&pair.a, "http://127.0.0.1:9179/metrics");
+        if m.contains("leafbridge_speaker_bgp_session_state{peer=\"leaf\"} 6") {
+            Ok(m)
+        } else {
+            Err(m)
+        }
+    });
+    assert!(
+        metrics.contains("leafbridge_speaker_bgp_prefixes_advertised{peer=\"leaf\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("leafbridge_speaker_bgp_updates_sent_total{peer=\"leaf\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("leafbridge_speaker_bgp_session_flaps_total{peer=\"leaf\"} 0"),
+        "{metrics}"
+    );
+    http_get(&pair.a, "http://127.0.0.1:9179/healthz");
+    http_get(&pair.a, "http://127.0.0.1:9179/readyz");
+}
+
+#[test]
+fn sighup_reloads_and_route_refresh_is_answered() {
+    let pair = Pair::new("sphup");
+    let bird = bird_leaf(&pair, 65001, |_| {});
+    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
+    bird.wait_established("node1", T);
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+    // RFC 2918: BIRD asks again (`reload in`), we answer from the Adj-RIB-Out.
+    bird.birdc("reload in node1");
+    speaker.wait_log("answering ROUTE-REFRESH", T);
+    assert!(bird.is_established("node1"));
+    // Written in place (no rename) and signalled: SIGHUP applies it.
+    std::fs::write(
+        &speaker.config,
+        speaker_yaml(65001, "", "  - prefix: 203.0.113.7/32\n"),
+    )
+    .unwrap();
+    speaker.process.signal("HUP");
+    wait_prefixes(&bird, &["203.0.113.7/32"]);
+}
+
+#[test]
+fn ipv4_and_ipv6_prefixes_over_an_ipv6_session_with_gtsm() {
+    let pair = Pair::new("spv6");
+    let mut cfg = BirdConfig::new("192.0.2.2".parse().unwrap(), 65000);
+    cfg.peers.push(BirdPeer {
+        ttl_security: true,
+        ..BirdPeer::new("node1", Pair::a_v6(), 65001)
+    });
+    let bird = Bird::start(&pair.b, "leaf", &cfg);
+    let yaml = r#"
+local_as: 65001
+router_id: 192.0.2.1
+peers:
+  - name: leaf
+    address: "2001:db8::2"
+    remote_as: 65000
+    gtsm: true
+    ipv4_next_hop: 192.0.2.1
+prefixes:
+  - prefix: 203.0.113.1/32
+  - prefix: "2001:db8:100::/48"
+"#;
+    let _speaker = Speaker::start(&pair.a, "a", yaml);
+    bird.wait_established("node1", T);
+    let routes = wait_prefixes(&bird, &["203.0.113.1/32", "2001:db8:100::/48"]);
+    assert_eq!(routes["203.0.113.1/32"].next_hop, Some(Pair::a_v4()));
+    assert_eq!(routes["2001:db8:100::/48"].next_hop, Some(Pair::a_v6()));
+}

@@ -199,6 +199,10 @@ impl Session {
             .session_state
             .get_or_create(&self.labels)
             .set(state_number(State::Idle));
+        // Present from the start, so that dashboards see 0 rather than nothing.
+        self.metrics.session_flaps.get_or_create(&self.labels);
+        self.metrics.updates_sent.get_or_create(&self.labels);
+        self.metrics.prefixes_advertised.get_or_create(&self.labels);
         self.input(Input::ManualStart {
             passive: self.cfg.passive,
         });
