@@ -432,6 +432,18 @@ impl Netns {
             .collect()
     }
 
+    /// Whether something in this namespace listens on TCP `port` (`ss -Hltn`), e.g. to wait
+    /// for a daemon's BGP listener before a peer connects.
+    pub fn listens_on_tcp(&self, port: u16) -> bool {
+        let out = self.exec("ss", &["-Hltn"]);
+        out.stdout.lines().any(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .and_then(|local| local.rsplit(':').next())
+                .is_some_and(|p| p == port.to_string())
+        })
+    }
+
     /// A kernel SNMP/netstat counter of this namespace, e.g. `TcpExtTCPMD5Failure`
     /// (`nstat -az`, absolute values; 0 when the counter is absent).
     #[track_caller]

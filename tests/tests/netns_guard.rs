@@ -162,3 +162,14 @@ fn host_handle_refuses_to_change_the_host_network() {
     // Running programs there is fine.
     assert!(host.run("ip", &["-br", "link"]).contains("lo"));
 }
+
+#[test]
+fn listens_on_tcp_sees_a_listener_in_the_namespace_only() {
+    let topo = Topology::new("listen");
+    let ns = topo.namespace("x");
+    let other = topo.namespace("y");
+    assert!(!ns.listens_on_tcp(1179));
+    let _l = leafbridge_tests::raw::RawBgp::listen(&ns, "127.0.0.1:1179".parse().unwrap());
+    assert!(ns.listens_on_tcp(1179));
+    assert!(!other.listens_on_tcp(1179));
+}
