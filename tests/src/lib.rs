@@ -54,6 +54,21 @@
 //! - Every daemon's stdout/stderr go to `<topology dir>/logs/`; the directory is kept and the
 //!   last lines of each log are printed when the test panics (or always with
 //!   `LEAFBRIDGE_KEEP_TEST_DIRS=1`).
+//!
+//! # Daemon facts found while building this (beyond PEERS.md)
+//! - BIRD 2.0.12 can miss an event-loop wakeup and hold a first UPDATE for its 3 s poll
+//!   timeout; the generated config scans devices every second, which bounds that to ~1 s.
+//!   Protocol names such as `ebgp`/`ibgp` are keywords. A passive protocol waiting for a
+//!   connection reports state `Passive`; after a failed session it sits in `Idle` for the
+//!   error-wait time and refuses connections. With `ttl security on` it accepts the TCP
+//!   handshake of a TTL-254 peer and then ignores its segments.
+//! - FRR bgpd without zebra treats an IPv6 next hop with a link-local part as withdraw; a
+//!   route-map defined after `router bgp` refers to it holds the first UPDATEs for 5 s (the
+//!   generated config defines them first); `bgpd -C` exits 0 even when it rejects lines; it
+//!   sends End-of-RIB only to peers that advertised graceful restart.
+//! - GoBGP waits 5-10 s before its first outgoing connection: make it the passive side.
+//! - ExaBGP 4.2.21 cannot decode a Cease/Administrative Shutdown that carries an RFC 8203
+//!   message; it answers with NOTIFICATION (1,0) and drops the session.
 #![forbid(unsafe_code)]
 
 pub mod bird;
