@@ -412,3 +412,36 @@ async fn a_malformed_secret_is_reported_without_its_values() {
     assert!(!err.contains("hunter2"), "{err}");
     assert!(err.contains("withheld"), "{err}");
 }
+
+#[tokio::test]
+async fn watches_go_idle_when_nothing_changes() {
+    // Every rescan reads every file; those reads (and our own event log and temp files) must not
+    // wake the watch up again.
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        write(
+            d.path(),
+            &format!("svc{i}.yaml"),
+            &svc_yaml(&format!("s{i}"), "shop", 80),
+        );
+    }
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut a = src.watch::<Service>();
+    let mut b = src.watch::<IPPool>();
+    init(&mut a).await;
+    init(&mut b).await;
+    let StateSource::Dir(sd) = &src else {
+        unreachable!()
+    };
+    // One real change is still seen.
+    write(d.path(), "svc0.yaml", &svc_yaml("s0", "shop", 81));
+    assert_eq!(names(&[next(&mut a).await]), ["Apply s0"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = sd.rescan_count();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        sd.rescan_count(),
+        before,
+        "the watch keeps rescanning with nothing changing"
+    );
+}

@@ -60,6 +60,7 @@ pub struct StateDir {
     /// Where an object was last found: (apiVersion, kind, namespace, name) -> file.
     hints: Mutex<HashMap<ObjectId, PathBuf>>,
     tmp_seq: AtomicU64,
+    rescans: AtomicU64,
     malformed: Family<Labels, Counter>,
     status_writes: Family<Labels, Counter>,
 }
@@ -81,6 +82,7 @@ impl StateDir {
             write_lock: Mutex::new(()),
             hints: Mutex::default(),
             tmp_seq: AtomicU64::new(0),
+            rescans: AtomicU64::new(0),
             malformed: Family::default(),
             status_writes: Family::default(),
         })
@@ -103,6 +105,11 @@ impl StateDir {
         );
     }
 
+    /// How many times any watch of this directory rescanned it (tests: the watch goes idle).
+    pub fn rescan_count(&self) -> u64 {
+        self.rescans.load(Ordering::Relaxed)
+    }
+
     /// Malformed-manifest count for `kind` (tests, diagnostics).
     pub fn malformed_count(&self, kind: &str) -> u64 {
         self.malformed
@@ -123,7 +130,11 @@ impl StateDir {
 
     async fn run_watch<K: StateObject>(&self, tx: mpsc::Sender<Result<Event<K>, StateError>>) {
         let (ntx, mut nrx) = mpsc::unbounded_channel::<()>();
-        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let root = self.root.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.as_ref().is_ok_and(|ev| !is_relevant(&root, ev)) {
+                return;
+            }
             let _ = ntx.send(());
         })
         .and_then(|mut w| {
@@ -139,7 +150,7 @@ impl StateDir {
         };
 
         let mut files = BTreeMap::new();
-        let mut current = self.rescan::<K>(&mut files);
+        let mut current = self.rescan::<K>(&mut files, true);
         let init = std::iter::once(Event::Init)
             .chain(current.values().map(|(_, o)| Event::InitApply(o.clone())))
             .chain(std::iter::once(Event::InitDone));
@@ -153,16 +164,17 @@ impl StateDir {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
-            tokio::select! {
+            let full = tokio::select! {
                 n = nrx.recv(), if _watcher.is_some() => {
                     if n.is_none() { continue; }
                     tokio::time::sleep(DEBOUNCE).await;
                     while nrx.try_recv().is_ok() {}
+                    false
                 }
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => true,
                 _ = tx.closed() => return,
-            }
-            let next = self.rescan::<K>(&mut files);
+            };
+            let next = self.rescan::<K>(&mut files, full);
             for ev in diff(&current, &next) {
                 if tx.send(Ok(ev)).await.is_err() {
                     return;
@@ -172,8 +184,15 @@ impl StateDir {
         }
     }
 
-    /// Re-read changed files and return the objects of kind K now in the directory.
-    fn rescan<K: StateObject>(&self, files: &mut BTreeMap<PathBuf, FileEntry<K>>) -> Objects<K> {
+    /// Re-read changed files and return the objects of kind K now in the directory. A quick
+    /// rescan (after notify events) skips files whose size, mtime and inode are unchanged; a
+    /// full one (the periodic safety net) compares every file's content.
+    fn rescan<K: StateObject>(
+        &self,
+        files: &mut BTreeMap<PathBuf, FileEntry<K>>,
+        full: bool,
+    ) -> Objects<K> {
+        self.rescans.fetch_add(1, Ordering::Relaxed);
         let kind = K::kind(&());
         let list = match list_manifest_files(&self.root) {
             Ok(l) => l,
@@ -185,6 +204,10 @@ impl StateDir {
         };
         files.retain(|p, _| list.binary_search(p).is_ok());
         for path in list {
+            let stamp = stamp_of(&path);
+            if !full && stamp.is_some() && files.get(&path).is_some_and(|e| e.stamp == stamp) {
+                continue;
+            }
             let content = match fs::read(&path) {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -198,8 +221,10 @@ impl StateDir {
             };
             let entry = files.entry(path.clone()).or_insert_with(|| FileEntry {
                 seen: None,
+                stamp: None,
                 objects: vec![],
             });
+            entry.stamp = stamp;
             if entry.seen.as_deref() == Some(&content[..]) {
                 continue;
             }
@@ -398,6 +423,8 @@ impl StateDir {
 }
 
 struct FileEntry<K> {
+    /// (size, mtime, inode) when `seen` was read.
+    stamp: Option<(u64, std::time::SystemTime, u64)>,
     /// Content last read (good or bad): unchanged content is not parsed (or reported) again.
     seen: Option<Vec<u8>>,
     /// Objects from the last good version of the file.
@@ -435,6 +462,32 @@ fn diff<K: StateObject>(old: &Objects<K>, new: &Objects<K>) -> Vec<Event<K>> {
         }
     }
     out
+}
+
+fn stamp_of(p: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(p).ok()?;
+    Some((m.len(), m.modified().ok()?, m.ino()))
+}
+
+/// Whether a notify event can change what the manifests say. Reads (ours included: every
+/// rescan opens every file) and anything under hidden names (temp files of atomic writes, the
+/// event log) cannot; without this filter the watch would wake itself up forever.
+fn is_relevant(root: &Path, ev: &notify::Event) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    let kind_matters = match ev.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    };
+    let hidden = |p: &PathBuf| {
+        p.strip_prefix(root)
+            .unwrap_or(p)
+            .components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    };
+    kind_matters && (ev.paths.is_empty() || !ev.paths.iter().all(hidden))
 }
 
 fn is_hidden(p: &Path) -> bool {
