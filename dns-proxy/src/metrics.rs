@@ -10,8 +10,8 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
     pub view: String,
-    pub qtype: String,
-    pub rcode: String,
+    pub qtype: &'static str,
+    pub rcode: &'static str,
     pub transport: &'static str,
 }
 

@@ -106,8 +106,17 @@ pub enum Outcome {
     Drop,
 }
 
-fn rcode_label(r: ResponseCode) -> String {
-    format!("{r:?}").to_ascii_uppercase()
+/// Static label values: no allocation per query on the hot path.
+fn rcode_label(r: ResponseCode) -> &'static str {
+    match r {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        _ => "OTHER",
+    }
 }
 
 impl Server {
@@ -129,11 +138,11 @@ impl Server {
     }
 
     fn count(&self, view: &str, req: &Message, rcode: ResponseCode, t: Transport) {
-        let qtype = req
+        let qtype: &'static str = req
             .queries
             .first()
-            .map(|q| q.query_type().to_string())
-            .unwrap_or_default();
+            .map(|q| q.query_type().into())
+            .unwrap_or("");
         self.metrics
             .queries
             .get_or_create(&QueryLabels {
