@@ -163,6 +163,7 @@ impl StateDir {
         let mut ticker = tokio::time::interval(self.rescan);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        let mut ticks = 0u64;
         loop {
             let full = tokio::select! {
                 n = nrx.recv(), if _watcher.is_some() => {
@@ -171,7 +172,12 @@ impl StateDir {
                     while nrx.try_recv().is_ok() {}
                     false
                 }
-                _ = ticker.tick() => true,
+                // The periodic safety net checks stamps too; every 15th tick it compares
+                // contents (an edit that kept size and mtime, on a coarse-mtime filesystem).
+                _ = ticker.tick() => {
+                    ticks += 1;
+                    ticks.is_multiple_of(15)
+                }
                 _ = tx.closed() => return,
             };
             let next = self.rescan::<K>(&mut files, full);
@@ -185,8 +191,8 @@ impl StateDir {
     }
 
     /// Re-read changed files and return the objects of kind K now in the directory. A quick
-    /// rescan (after notify events) skips files whose size, mtime and inode are unchanged; a
-    /// full one (the periodic safety net) compares every file's content.
+    /// rescan skips files whose size, mtime and inode are unchanged; a full one compares every
+    /// file's content.
     fn rescan<K: StateObject>(
         &self,
         files: &mut BTreeMap<PathBuf, FileEntry<K>>,
