@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -296,9 +296,15 @@ fn response_to(req: &Message, limits: &LimitsConfig) -> Message {
     resp.metadata.recursion_desired = req.metadata.recursion_desired;
     resp.metadata.checking_disabled = req.metadata.checking_disabled;
     resp.queries = req.queries.clone();
-    if req.edns.is_some() {
+    if let Some(req_edns) = &req.edns {
         let mut edns = Edns::new();
         edns.set_max_payload(limits.max_udp_payload);
+        // RFC 7871 7.2.1: echo client-subnet. The view (so the answer) may depend on the
+        // whole source prefix, so the scope is the source prefix length.
+        if let Some(EdnsOption::Subnet(cs)) = req_edns.option(EdnsCode::Subnet) {
+            let echo = ClientSubnet::new(cs.addr(), cs.source_prefix(), cs.source_prefix());
+            edns.options_mut().insert(EdnsOption::Subnet(echo));
+        }
         resp.set_edns(edns);
     }
     resp

@@ -535,3 +535,78 @@ fn per_client_rate_limit_drops_udp_excess_and_refuses_over_tcp() {
             .contains(r#"leafbridge_dns_rejected_total{reason="rate_limited"}"#)
     );
 }
+
+#[test]
+fn config_reload_under_load_drops_no_query() {
+    let dns = start();
+    let port = dns.port;
+    let sender = std::thread::spawn(move || {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut pkt = vec![0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in ["web", "default", "svc", "cluster", "local"] {
+            pkt.push(l.len() as u8);
+            pkt.extend_from_slice(l.as_bytes());
+        }
+        pkt.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let mut answered = 0;
+        let mut buf = [0u8; 1500];
+        for i in 0..1500u16 {
+            pkt[..2].copy_from_slice(&i.to_be_bytes());
+            sock.send_to(&pkt, ("127.0.0.1", port)).unwrap();
+            if let Ok((n, _)) = sock.recv_from(&mut buf)
+                && n > 12
+                && buf[..2] == i.to_be_bytes()
+            {
+                answered += 1;
+            }
+        }
+        answered
+    });
+    // Rewrite the configuration repeatedly while queries flow (SIGHUP-equivalent file change).
+    let base = std::fs::read_to_string(dns.config_path()).unwrap();
+    for i in 0..6 {
+        let text = base.replace("threads: 1", &format!("threads: 1\n# edit {i}"));
+        std::fs::write(dns.config_path(), text).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    assert_eq!(sender.join().unwrap(), 1500);
+    assert!(
+        dns.http_get("/metrics")
+            .contains(r#"leafbridge_dns_config_reloads_total{reason="ok"}"#)
+    );
+}
+
+#[test]
+fn kdig_sees_the_same_answers_over_udp_and_tcp() {
+    common::require("kdig");
+    let dns = start();
+    for transport in ["+notcp", "+tcp"] {
+        let out = std::process::Command::new("kdig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &dns.port.to_string(),
+                transport,
+                "+short",
+                "_pg._tcp.db.default.svc.cluster.local",
+                "SRV",
+            ])
+            .output()
+            .unwrap();
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            vec![
+                "0 50 5432 10-244-1-6.db.default.svc.cluster.local.",
+                "0 50 5432 db-0.db.default.svc.cluster.local."
+            ],
+            "kdig {transport}"
+        );
+    }
+}

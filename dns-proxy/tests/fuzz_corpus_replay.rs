@@ -113,3 +113,15 @@ fn fixture_answers_are_authoritative() {
     assert_eq!(r.answers.len(), 2);
     assert!(r.edns.is_some(), "OPT echoed (RFC 6891 6.1.1)");
 }
+
+#[test]
+fn client_subnet_is_echoed_with_its_scope() {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let r = reply("external_zone_ecs");
+    let Some(EdnsOption::Subnet(cs)) = r.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
+    else {
+        panic!("no client-subnet echoed: {r:?}");
+    };
+    assert_eq!(cs.source_prefix(), 24);
+    assert_eq!(cs.scope_prefix(), 24);
+}
