@@ -196,9 +196,6 @@ impl Speaker {
     /// Re-read the file; a bad edit is logged and the running configuration stays.
     pub async fn reload(&mut self, path: &Path) {
         let result = match Config::load(path) {
-            Ok(c) if Some(&c) == self.config.as_ref() => {
-                return;
-            }
             Ok(c) => self.apply(c).await,
             Err(e) => Err(e.into()),
         };
@@ -215,12 +212,15 @@ impl Speaker {
     }
 
     /// Make the running sessions match `config`.
-    pub async fn apply(&mut self, config: Config) -> anyhow::Result<()> {
+    pub async fn apply(&mut self, mut config: Config) -> anyhow::Result<()> {
         config.validate()?;
         let mut prepared = BTreeMap::new();
         for p in &config.peers {
             prepared.insert(p.name(), prepare_peer(&config, p, self.restarting)?);
         }
+        // The routes now live in the per-peer desired sets; keeping the parsed list as well
+        // would double the memory of a large configuration.
+        config.prefixes = Vec::new();
         // The listener first, so that a bind failure changes nothing.
         let listener_changed = self.listener.as_ref().map(|(l, _, _)| l) != config.listen.as_ref();
         if listener_changed {
