@@ -232,6 +232,14 @@ pub struct LimitsConfig {
     /// Idle TCP connections are closed after this long (RFC 7766 6.2.3).
     #[serde(default = "default_tcp_idle_ms")]
     pub tcp_idle_ms: u64,
+    /// Open TCP connections per listener; beyond it new ones are closed at once, so idle
+    /// connections cannot exhaust file descriptors (RFC 7766 6.2.2).
+    #[serde(default = "default_max_tcp_connections")]
+    pub max_tcp_connections: usize,
+}
+
+fn default_max_tcp_connections() -> usize {
+    1024
 }
 
 impl Default for LimitsConfig {
@@ -240,6 +248,7 @@ impl Default for LimitsConfig {
             max_udp_payload: default_udp_payload(),
             rate_limit: None,
             tcp_idle_ms: default_tcp_idle_ms(),
+            max_tcp_connections: default_max_tcp_connections(),
         }
     }
 }

@@ -394,6 +394,8 @@ pub async fn serve_udp(server: Arc<Server>, socket: Arc<UdpSocket>) {
 /// Serve TCP (RFC 7766): two-byte length-prefixed messages, several per connection,
 /// idle connections closed.
 pub async fn serve_tcp(server: Arc<Server>, listener: TcpListener) {
+    let max = server.runtime.load().limits.max_tcp_connections.max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
     loop {
         let (mut stream, src) = match listener.accept().await {
             Ok(v) => v,
@@ -403,8 +405,14 @@ pub async fn serve_tcp(server: Arc<Server>, listener: TcpListener) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            server.reject("tcp_connection_limit");
+            drop(stream);
+            continue;
+        };
         let server = server.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let local = stream
                 .local_addr()
                 .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());

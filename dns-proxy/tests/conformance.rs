@@ -610,3 +610,39 @@ fn kdig_sees_the_same_answers_over_udp_and_tcp() {
         );
     }
 }
+
+#[test]
+fn tcp_connections_beyond_the_limit_are_closed_and_others_still_served() {
+    use std::io::Read;
+    let config = CONFIG.replace(
+        "upstreams:",
+        "limits:\n  max_tcp_connections: 2\n  tcp_idle_ms: 3000\nupstreams:",
+    );
+    let dns = Dns::start(&config, &[("services.yaml", SERVICES)]);
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", dns.port)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", dns.port)).unwrap();
+    third
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        third.read(&mut buf).unwrap_or(0),
+        0,
+        "over-limit connection closed"
+    );
+    // UDP is unaffected.
+    assert_eq!(
+        dns.dig(&["web.default.svc.cluster.local", "A"]).rdata("A"),
+        vec!["10.96.0.10"]
+    );
+    drop(idle);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        dns.dig(&["+tcp", "web.default.svc.cluster.local", "A"])
+            .rdata("A"),
+        vec!["10.96.0.10"]
+    );
+}
