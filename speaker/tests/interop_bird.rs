@@ -383,3 +383,24 @@ prefixes:
     assert_eq!(routes["203.0.113.1/32"].next_hop, Some(Pair::a_v4()));
     assert_eq!(routes["2001:db8:100::/48"].next_hop, Some(Pair::a_v6()));
 }
+
+#[test]
+fn adding_and_removing_another_peer_leaves_the_session_alone() {
+    let pair = Pair::new("sppeers");
+    let bird = bird_leaf(&pair, 65001, |_| {});
+    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
+    bird.wait_established("node1", T);
+    wait_prefixes(
+        &bird,
+        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
+    );
+    let other = "  - { name: other, address: 192.0.2.50, remote_as: 65050, passive: true }";
+    speaker.edit(&speaker_yaml(65001, other, PREFIXES));
+    speaker.wait_log("192.0.2.50:179", T);
+    speaker.edit(&speaker_yaml(65001, "", PREFIXES));
+    speaker.wait_log("peer removed or changed", T);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(bird.is_established("node1"));
+    assert!(!speaker.log().contains("session down"), "{}", speaker.log());
+    assert_eq!(bird.bgp_routes("node1").len(), 3);
+}

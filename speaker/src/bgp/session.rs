@@ -200,9 +200,9 @@ impl Session {
             .get_or_create(&self.labels)
             .set(state_number(State::Idle));
         // Present from the start, so that dashboards see 0 rather than nothing.
-        self.metrics.session_flaps.get_or_create(&self.labels);
-        self.metrics.updates_sent.get_or_create(&self.labels);
-        self.metrics.prefixes_advertised.get_or_create(&self.labels);
+        let _ = self.metrics.session_flaps.get_or_create(&self.labels);
+        let _ = self.metrics.updates_sent.get_or_create(&self.labels);
+        let _ = self.metrics.prefixes_advertised.get_or_create(&self.labels);
         self.input(Input::ManualStart {
             passive: self.cfg.passive,
         });
@@ -699,4 +699,73 @@ async fn write_loop(
         }
     }
     let _ = w.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> SessionConfig {
+        SessionConfig {
+            name: "leaf".into(),
+            fsm: fsm::PeerConfig::new(65001, 65000, "192.0.2.1".parse().unwrap()),
+            transport: TransportConfig::new("192.0.2.2:179".parse().unwrap()),
+            passive: false,
+            ipv6_next_hop: None,
+            ipv4_next_hop: Some("192.0.2.1".parse().unwrap()),
+        }
+    }
+
+    fn desired(prefix: &str, next_hop_self: bool) -> DesiredRoute {
+        let prefix: IpNet = prefix.parse().unwrap();
+        let nh: IpAddr = if prefix.addr().is_ipv4() {
+            "192.0.2.9".parse().unwrap()
+        } else {
+            "2001:db8::9".parse().unwrap()
+        };
+        DesiredRoute {
+            route: Route::new(prefix, nh),
+            next_hop_self,
+        }
+    }
+
+    #[test]
+    fn next_hop_self_is_the_session_address() {
+        let d = [
+            desired("203.0.113.1/32", true),
+            desired("203.0.113.2/32", false),
+            desired("2001:db8:1::/48", true),
+        ];
+        let local: IpAddr = "192.0.2.1".parse().unwrap();
+        let rs = resolve(&d, local, &cfg());
+        assert_eq!(rs[&"203.0.113.1/32".parse().unwrap()].next_hop, local);
+        assert_eq!(
+            rs[&"203.0.113.2/32".parse().unwrap()].next_hop,
+            "192.0.2.9".parse::<IpAddr>().unwrap()
+        );
+        // An IPv6 prefix on an IPv4 session: the packer maps it to the IPv6 next hop.
+        assert_eq!(rs[&"2001:db8:1::/48".parse().unwrap()].next_hop, local);
+    }
+
+    #[test]
+    fn ipv4_prefixes_on_an_ipv6_session_use_the_configured_ipv4_next_hop() {
+        let d = [
+            desired("203.0.113.1/32", true),
+            desired("2001:db8:1::/48", true),
+        ];
+        let local: IpAddr = "2001:db8::1".parse().unwrap();
+        let rs = resolve(&d, local, &cfg());
+        assert_eq!(
+            rs[&"203.0.113.1/32".parse().unwrap()].next_hop,
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(rs[&"2001:db8:1::/48".parse().unwrap()].next_hop, local);
+        let mut no_v4 = cfg();
+        no_v4.ipv4_next_hop = None;
+        assert_eq!(
+            resolve(&d, local, &no_v4).len(),
+            1,
+            "left out rather than sent with a wrong next hop"
+        );
+    }
 }
