@@ -513,7 +513,8 @@ pub async fn run(
         ctx,
         svc_store,
         queue,
-        kube::runtime::Config::default(),
+        // Bounded: each reconcile may block a thread on a status write (state directory).
+        kube::runtime::Config::default().concurrency(32),
     )
     .for_each(|res| async move {
         if let Err(e) = res {

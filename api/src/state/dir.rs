@@ -50,6 +50,12 @@ const WRITE_ATTEMPTS: usize = 8;
 type Labels = Vec<(String, String)>;
 /// (apiVersion, kind, namespace, name) of an object a status is written to.
 type ObjectId = (String, String, Option<String>, String);
+/// A queued status write and where to send its outcome (true: the file changed).
+type StatusRequest = (
+    ObjectId,
+    Value,
+    std::sync::mpsc::Sender<Result<bool, StateError>>,
+);
 
 /// A state directory shared by the watches and writers of one program.
 #[derive(Debug)]
@@ -57,6 +63,7 @@ pub struct StateDir {
     root: PathBuf,
     rescan: Duration,
     write_lock: Mutex<()>,
+    pending: Mutex<Vec<StatusRequest>>,
     /// Where an object was last found: (apiVersion, kind, namespace, name) -> file.
     hints: Mutex<HashMap<ObjectId, PathBuf>>,
     tmp_seq: AtomicU64,
@@ -80,6 +87,7 @@ impl StateDir {
             root,
             rescan,
             write_lock: Mutex::new(()),
+            pending: Mutex::default(),
             hints: Mutex::default(),
             tmp_seq: AtomicU64::new(0),
             rescans: AtomicU64::new(0),
@@ -250,6 +258,10 @@ impl StateDir {
     }
 
     /// See [`super::StateSource::apply_status`].
+    ///
+    /// Writers combine: a request is queued, and whoever holds the write lock applies every
+    /// queued request, one read-modify-write per file. Start-up of a controller with thousands
+    /// of Services in a few multi-document files then costs a few file rewrites, not thousands.
     pub fn apply_status(
         &self,
         api_version: &str,
@@ -258,15 +270,37 @@ impl StateDir {
         name: &str,
         status: &Value,
     ) -> Result<(), StateError> {
-        let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _flock = self.lock_file()?;
         let key = (
             api_version.to_owned(),
             kind.to_owned(),
             namespace.map(str::to_owned),
             name.to_owned(),
         );
-        let res = self.apply_status_locked(&key, status);
+        let (tx, rx) = std::sync::mpsc::channel();
+        lock(&self.pending).push((key, status.clone(), tx));
+        {
+            let _g = lock(&self.write_lock);
+            let batch = std::mem::take(&mut *lock(&self.pending));
+            if !batch.is_empty() {
+                match self.lock_file() {
+                    Ok(_flock) => self.apply_batch(batch),
+                    Err(e) => {
+                        for (_, _, tx) in batch {
+                            let _ = tx.send(Err(StateError::Io {
+                                path: self.root.join(META_DIR),
+                                source: std::io::Error::other(e.to_string()),
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        // Our request was applied by us or by the writer that held the lock after we queued it.
+        let res = rx.recv().unwrap_or_else(|_| {
+            Err(StateError::Contended {
+                path: self.root.clone(),
+            })
+        });
         let outcome = match &res {
             Ok(true) => "written",
             Ok(false) => "unchanged",
@@ -296,109 +330,215 @@ impl StateDir {
         Ok(f)
     }
 
-    /// Returns whether the file changed.
-    fn apply_status_locked(&self, key: &ObjectId, status: &Value) -> Result<bool, StateError> {
-        for _ in 0..WRITE_ATTEMPTS {
-            let hint = self
-                .hints
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(key)
-                .cloned();
-            let found = hint
-                .and_then(|p| find_in_file(&p, key))
-                .or_else(|| self.find_anywhere(key));
-            let Some((path, content, mut docs, idx)) = found else {
-                return Err(StateError::NotFound {
-                    kind: key.1.clone(),
-                    name: key.3.clone(),
-                });
-            };
-            self.hints
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.clone(), path.clone());
-            let doc = &mut docs[idx];
-            let old = doc.get("status").cloned();
-            let mut new_status = match &old {
-                Some(Value::Object(m)) => m.clone(),
-                _ => serde_json::Map::new(),
-            };
-            if let Value::Object(m) = status {
-                for (k, v) in m {
-                    new_status.insert(k.clone(), v.clone());
-                }
-            }
-            let new_status = Value::Object(new_status);
-            if old.as_ref() == Some(&new_status)
-                || (old.is_none() && new_status == Value::Object(Default::default()))
+    fn apply_batch(&self, batch: Vec<StatusRequest>) {
+        let mut reindexed = false;
+        let mut todo = batch;
+        loop {
+            let mut by_file: BTreeMap<PathBuf, Vec<StatusRequest>> = BTreeMap::new();
+            let mut misses = vec![];
             {
-                return Ok(false);
-            }
-            doc.as_object_mut()
-                .expect("matched documents are objects")
-                .insert("status".into(), new_status);
-
-            let mut text = String::new();
-            for (i, d) in docs.iter().enumerate() {
-                if i > 0 {
-                    text.push_str("---\n");
+                let hints = lock(&self.hints);
+                for r in todo {
+                    match hints.get(&r.0) {
+                        Some(p) => by_file.entry(p.clone()).or_default().push(r),
+                        None => misses.push(r),
+                    }
                 }
-                text.push_str(
-                    &serde_yaml::to_string(d).map_err(|e| StateError::Malformed {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?,
-                );
             }
-            let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-            let fname = path
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = dir.join(format!(
-                ".{fname}.leafbridge-tmp-{}-{}",
-                std::process::id(),
-                self.tmp_seq.fetch_add(1, Ordering::Relaxed)
-            ));
-            let io = |source| StateError::Io {
-                path: tmp.clone(),
-                source,
-            };
-            {
-                let mut f = File::create(&tmp).map_err(io)?;
-                f.write_all(text.as_bytes()).map_err(io)?;
-                f.sync_all().map_err(io)?;
-            }
-            // Someone (an operator's editor, another program) changed the file since we read it:
-            // start over from their version rather than overwrite their edit.
-            if fs::read(&path).ok().as_deref() != Some(&content[..]) {
-                let _ = fs::remove_file(&tmp);
-                continue;
-            }
-            fs::rename(&tmp, &path).map_err(|source| {
-                let _ = fs::remove_file(&tmp);
-                StateError::Io {
-                    path: path.clone(),
-                    source,
+            if !misses.is_empty() && !reindexed {
+                self.reindex();
+                reindexed = true;
+                let hints = lock(&self.hints);
+                for r in misses.drain(..) {
+                    match hints.get(&r.0) {
+                        Some(p) => by_file.entry(p.clone()).or_default().push(r),
+                        None => not_found(r),
+                    }
                 }
-            })?;
-            // Make the rename itself durable.
-            if let Ok(d) = File::open(&dir) {
-                let _ = d.sync_all();
             }
-            return Ok(true);
+            misses.into_iter().for_each(not_found);
+            let mut stale = vec![];
+            for (path, reqs) in by_file {
+                stale.extend(self.write_file(&path, reqs));
+            }
+            // Objects not where the hints said (moved between files): look once more.
+            if stale.is_empty() || reindexed {
+                stale.into_iter().for_each(not_found);
+                return;
+            }
+            lock(&self.hints).clear();
+            todo = stale;
         }
-        Err(StateError::Contended {
-            path: self.root.clone(),
-        })
     }
 
-    fn find_anywhere(&self, key: &ObjectId) -> Option<(PathBuf, Vec<u8>, Vec<Value>, usize)> {
-        list_manifest_files(&self.root)
-            .ok()?
-            .into_iter()
-            .find_map(|p| find_in_file(&p, key))
+    /// Where every object is: one parse of the whole directory.
+    fn reindex(&self) {
+        let mut h = HashMap::new();
+        for p in list_manifest_files(&self.root).unwrap_or_default() {
+            let Ok(content) = fs::read(&p) else { continue };
+            let Some(docs) = all_documents(&content) else {
+                continue;
+            };
+            for d in &docs {
+                let field = |ptr: &str| d.pointer(ptr).and_then(Value::as_str).map(str::to_owned);
+                let (Some(api), Some(kind), Some(name)) = (
+                    field("/apiVersion"),
+                    field("/kind"),
+                    field("/metadata/name"),
+                ) else {
+                    continue;
+                };
+                match field("/metadata/namespace") {
+                    Some(ns) => {
+                        h.insert((api, kind, Some(ns), name), p.clone());
+                    }
+                    None => {
+                        // Either cluster-scoped or namespaced in `default`.
+                        h.insert((api.clone(), kind.clone(), None, name.clone()), p.clone());
+                        h.insert((api, kind, Some("default".into()), name), p.clone());
+                    }
+                }
+            }
+        }
+        *lock(&self.hints) = h;
+    }
+
+    /// Apply `reqs` to one file atomically. Returns the requests whose object is not in it.
+    fn write_file(&self, path: &Path, reqs: Vec<StatusRequest>) -> Vec<StatusRequest> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let Ok(content) = fs::read(path) else {
+                return reqs;
+            };
+            let Some(mut docs) = all_documents(&content) else {
+                for (_, _, tx) in reqs {
+                    let _ = tx.send(Err(StateError::Malformed {
+                        path: path.to_path_buf(),
+                        reason: "the manifest does not parse; status not written".into(),
+                    }));
+                }
+                return vec![];
+            };
+            let mut outcome = Vec::with_capacity(reqs.len());
+            let mut changed = false;
+            for (key, status, _) in &reqs {
+                let Some(idx) = docs.iter().position(|d| doc_matches(d, key)) else {
+                    outcome.push(None);
+                    continue;
+                };
+                let doc = &mut docs[idx];
+                let old = doc.get("status").cloned();
+                let mut new_status = match &old {
+                    Some(Value::Object(m)) => m.clone(),
+                    _ => serde_json::Map::new(),
+                };
+                if let Value::Object(m) = status {
+                    for (k, v) in m {
+                        new_status.insert(k.clone(), v.clone());
+                    }
+                }
+                let new_status = Value::Object(new_status);
+                if old.as_ref() == Some(&new_status)
+                    || (old.is_none() && new_status == Value::Object(Default::default()))
+                {
+                    outcome.push(Some(false));
+                    continue;
+                }
+                if let Some(m) = doc.as_object_mut() {
+                    m.insert("status".into(), new_status);
+                }
+                changed = true;
+                outcome.push(Some(true));
+            }
+            if changed {
+                match self.replace_file(path, &content, &docs) {
+                    Ok(true) => {}
+                    // Changed under us: start over from the new version.
+                    Ok(false) => continue,
+                    Err(e) => {
+                        for (_, _, tx) in reqs {
+                            let _ = tx.send(Err(StateError::Io {
+                                path: path.to_path_buf(),
+                                source: std::io::Error::other(e.to_string()),
+                            }));
+                        }
+                        return vec![];
+                    }
+                }
+            }
+            let mut missing = vec![];
+            for (r, o) in reqs.into_iter().zip(outcome) {
+                match o {
+                    Some(written) => {
+                        let _ = r.2.send(Ok(written));
+                    }
+                    None => missing.push(r),
+                }
+            }
+            return missing;
+        }
+        for (_, _, tx) in reqs {
+            let _ = tx.send(Err(StateError::Contended {
+                path: path.to_path_buf(),
+            }));
+        }
+        vec![]
+    }
+
+    /// Write `docs` to a temp file, fsync, and rename it over `path` unless `path` no longer
+    /// holds `expected` (someone edited it: their edit must not be lost). Ok(false): retry.
+    fn replace_file(
+        &self,
+        path: &Path,
+        expected: &[u8],
+        docs: &[Value],
+    ) -> Result<bool, StateError> {
+        let mut text = String::new();
+        for (i, d) in docs.iter().enumerate() {
+            if i > 0 {
+                text.push_str("---\n");
+            }
+            text.push_str(
+                &serde_yaml::to_string(d).map_err(|e| StateError::Malformed {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let fname = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(
+            ".{fname}.leafbridge-tmp-{}-{}",
+            std::process::id(),
+            self.tmp_seq.fetch_add(1, Ordering::Relaxed)
+        ));
+        let io = |source| StateError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        {
+            let mut f = File::create(&tmp).map_err(io)?;
+            f.write_all(text.as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        if fs::read(path).ok().as_deref() != Some(expected) {
+            let _ = fs::remove_file(&tmp);
+            return Ok(false);
+        }
+        fs::rename(&tmp, path).map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        // Make the rename itself durable.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(true)
     }
 
     /// Append one Event document to the events file.
@@ -611,10 +751,9 @@ pub fn parse_secret_for_test(content: &[u8]) -> Result<usize, String> {
     parse_manifests::<k8s_openapi::api::core::v1::Secret>(content).map(|v| v.len())
 }
 
-fn find_in_file(path: &Path, key: &ObjectId) -> Option<(PathBuf, Vec<u8>, Vec<Value>, usize)> {
-    let content = fs::read(path).ok()?;
-    let text = std::str::from_utf8(&content).ok()?;
-    // Keep every document (also ones of other kinds) to write them back unchanged.
+/// Every document of a file, any kind (None: the file does not parse).
+fn all_documents(content: &[u8]) -> Option<Vec<Value>> {
+    let text = std::str::from_utf8(content).ok()?;
     let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
         match Value::deserialize(doc) {
@@ -623,21 +762,33 @@ fn find_in_file(path: &Path, key: &ObjectId) -> Option<(PathBuf, Vec<u8>, Vec<Va
             Err(_) => return None,
         }
     }
-    let idx = docs.iter().position(|d| {
-        d.get("apiVersion").and_then(Value::as_str) == Some(&key.0)
-            && d.get("kind").and_then(Value::as_str) == Some(&key.1)
-            && d.pointer("/metadata/name").and_then(Value::as_str) == Some(&key.3)
-            && match &key.2 {
-                None => true,
-                Some(ns) => {
-                    d.pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .unwrap_or("default")
-                        == ns
-                }
+    Some(docs)
+}
+
+fn doc_matches(d: &Value, key: &ObjectId) -> bool {
+    d.get("apiVersion").and_then(Value::as_str) == Some(&key.0)
+        && d.get("kind").and_then(Value::as_str) == Some(&key.1)
+        && d.pointer("/metadata/name").and_then(Value::as_str) == Some(&key.3)
+        && match &key.2 {
+            None => true,
+            Some(ns) => {
+                d.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    == ns
             }
-    })?;
-    Some((path.to_path_buf(), content, docs, idx))
+        }
+}
+
+fn not_found(r: StatusRequest) {
+    let _ = r.2.send(Err(StateError::NotFound {
+        kind: r.0.1.clone(),
+        name: r.0.3.clone(),
+    }));
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A core/v1 Event document for the state directory's event log.
