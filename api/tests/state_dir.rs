@@ -445,3 +445,60 @@ async fn watches_go_idle_when_nothing_changes() {
         "the watch keeps rescanning with nothing changing"
     );
 }
+
+#[test]
+fn many_concurrent_status_writes_to_one_file_all_land() {
+    let d = tempfile::tempdir().unwrap();
+    let docs: Vec<String> = (0..50)
+        .map(|i| svc_yaml(&format!("s{i}"), "shop", 80))
+        .collect();
+    write(d.path(), "many.yaml", &docs.join("---\n"));
+    let sd = std::sync::Arc::new(
+        leafbridge_api::state::dir::StateDir::open(d.path().to_path_buf()).unwrap(),
+    );
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let sd = sd.clone();
+            std::thread::spawn(move || {
+                let st = serde_json::json!({"loadBalancer": {"ingress": [{"ip": format!("203.0.113.{i}")}]}});
+                sd.apply_status("v1", "Service", Some("shop"), &format!("s{i}"), &st).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let docs = parse_documents(&std::fs::read(d.path().join("many.yaml")).unwrap()).unwrap();
+    for (i, doc) in docs.iter().enumerate() {
+        assert_eq!(doc["metadata"]["name"], format!("s{i}"));
+        assert_eq!(
+            doc["status"]["loadBalancer"]["ingress"][0]["ip"],
+            format!("203.0.113.{i}")
+        );
+    }
+    // An object that moved to another file is still found (the location hint is refreshed).
+    std::fs::write(
+        d.path().join("many.yaml"),
+        docs[1..]
+            .iter()
+            .map(|d| serde_yaml::to_string(d).unwrap())
+            .collect::<Vec<_>>()
+            .join("---\n"),
+    )
+    .unwrap();
+    write(
+        d.path(),
+        "moved.yaml",
+        &serde_yaml::to_string(&docs[0]).unwrap(),
+    );
+    sd.apply_status(
+        "v1",
+        "Service",
+        Some("shop"),
+        "s0",
+        &serde_json::json!({"loadBalancer": {}}),
+    )
+    .unwrap();
+    let moved = parse_documents(&std::fs::read(d.path().join("moved.yaml")).unwrap()).unwrap();
+    assert_eq!(moved[0]["status"]["loadBalancer"], serde_json::json!({}));
+}

@@ -158,10 +158,15 @@ impl StateDir {
         };
 
         let mut files = BTreeMap::new();
-        let mut current = self.rescan::<K>(&mut files, true);
-        let init = std::iter::once(Event::Init)
-            .chain(current.values().map(|(_, o)| Event::InitApply(o.clone())))
-            .chain(std::iter::once(Event::InitDone));
+        self.rescan::<K>(&mut files, true);
+        // Where each object currently comes from: (file, manifest).
+        let mut current: BTreeMap<ObjKey, (PathBuf, Value)> = BTreeMap::new();
+        let mut init = vec![Event::Init];
+        for (k, (path, v, o)) in collect(&files) {
+            current.insert(k, (path, v));
+            init.push(Event::InitApply(o));
+        }
+        init.push(Event::InitDone);
         for ev in init {
             if tx.send(Ok(ev)).await.is_err() {
                 return;
@@ -188,13 +193,12 @@ impl StateDir {
                 }
                 _ = tx.closed() => return,
             };
-            let next = self.rescan::<K>(&mut files, full);
-            for ev in diff(&current, &next) {
+            let changed = self.rescan::<K>(&mut files, full);
+            for ev in diff(&mut current, &files, changed) {
                 if tx.send(Ok(ev)).await.is_err() {
                     return;
                 }
             }
-            current = next;
         }
     }
 
@@ -205,7 +209,7 @@ impl StateDir {
         &self,
         files: &mut BTreeMap<PathBuf, FileEntry<K>>,
         full: bool,
-    ) -> Objects<K> {
+    ) -> Vec<(PathBuf, Vec<Parsed<K>>)> {
         self.rescans.fetch_add(1, Ordering::Relaxed);
         let kind = K::kind(&());
         let list = match list_manifest_files(&self.root) {
@@ -213,10 +217,20 @@ impl StateDir {
             Err(e) => {
                 // Keep everything we have: an unreadable directory is not "everything deleted".
                 tracing::warn!(dir = %self.root.display(), error = %e, "cannot list state directory");
-                return collect(files);
+                return vec![];
             }
         };
-        files.retain(|p, _| list.binary_search(p).is_ok());
+        let mut changed = vec![];
+        let gone: Vec<PathBuf> = files
+            .keys()
+            .filter(|p| list.binary_search(p).is_err())
+            .cloned()
+            .collect();
+        for p in gone {
+            if let Some(e) = files.remove(&p) {
+                changed.push((p, e.objects));
+            }
+        }
         for path in list {
             let stamp = stamp_of(&path);
             if !full && stamp.is_some() && files.get(&path).is_some_and(|e| e.stamp == stamp) {
@@ -225,7 +239,9 @@ impl StateDir {
             let content = match fs::read(&path) {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    files.remove(&path);
+                    if let Some(e) = files.remove(&path) {
+                        changed.push((path, e.objects));
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -243,7 +259,10 @@ impl StateDir {
                 continue;
             }
             match parse_manifests::<K>(&content) {
-                Ok(objects) => entry.objects = objects,
+                Ok(objects) => {
+                    let old = std::mem::replace(&mut entry.objects, objects);
+                    changed.push((path.clone(), old));
+                }
                 Err(reason) => {
                     self.malformed
                         .get_or_create(&vec![("kind".into(), kind.to_string())])
@@ -254,7 +273,7 @@ impl StateDir {
             }
             entry.seen = Some(content);
         }
-        collect(files)
+        changed
     }
 
     /// See [`super::StateSource::apply_status`].
@@ -574,17 +593,25 @@ struct FileEntry<K> {
     /// Content last read (good or bad): unchanged content is not parsed (or reported) again.
     seen: Option<Vec<u8>>,
     /// Objects from the last good version of the file.
-    objects: Vec<(ObjKey, Value, K)>,
+    objects: Vec<Parsed<K>>,
 }
 
 type ObjKey = (Option<String>, String);
-type Objects<K> = BTreeMap<ObjKey, (Value, K)>;
+/// One object parsed from a manifest: key, the manifest as JSON, the typed object.
+type Parsed<K> = (ObjKey, Value, K);
 
-fn collect<K: StateObject>(files: &BTreeMap<PathBuf, FileEntry<K>>) -> Objects<K> {
+/// Every object with the file it comes from; when several files define one, the last file
+/// (by path) wins.
+fn collect<K: StateObject>(
+    files: &BTreeMap<PathBuf, FileEntry<K>>,
+) -> BTreeMap<ObjKey, (PathBuf, Value, K)> {
     let mut out = BTreeMap::new();
     for (path, entry) in files {
         for (k, v, o) in &entry.objects {
-            if out.insert(k.clone(), (v.clone(), o.clone())).is_some() {
+            if out
+                .insert(k.clone(), (path.clone(), v.clone(), o.clone()))
+                .is_some()
+            {
                 tracing::warn!(file = %path.display(), namespace = ?k.0, name = %k.1,
                     "object defined in several files; the last file (by path) wins");
             }
@@ -593,21 +620,53 @@ fn collect<K: StateObject>(files: &BTreeMap<PathBuf, FileEntry<K>>) -> Objects<K
     out
 }
 
-/// Deletes first: a consumer that frees on Delete and allocates on Apply then reuses what a
-/// batch freed, in the same batch.
-fn diff<K: StateObject>(old: &Objects<K>, new: &Objects<K>) -> Vec<Event<K>> {
-    let mut out = Vec::new();
-    for (k, (_, o)) in old {
-        if !new.contains_key(k) {
-            out.push(Event::Delete(o.clone()));
+/// Events for the files that changed, updating `current`. Work is proportional to the changed
+/// files, not to the directory. Deletes first: a consumer that frees on Delete and allocates on
+/// Apply then reuses what a batch freed, in the same batch.
+fn diff<K: StateObject>(
+    current: &mut BTreeMap<ObjKey, (PathBuf, Value)>,
+    files: &BTreeMap<PathBuf, FileEntry<K>>,
+    changed: Vec<(PathBuf, Vec<Parsed<K>>)>,
+) -> Vec<Event<K>> {
+    let mut deletes = Vec::new();
+    let mut applies = Vec::new();
+    for (path, old) in &changed {
+        let new = files.get(path).map(|e| &e.objects[..]).unwrap_or(&[]);
+        for (k, _, o) in old {
+            if new.iter().any(|(nk, _, _)| nk == k) || current.get(k).is_none_or(|(p, _)| p != path)
+            {
+                continue;
+            }
+            // Gone from this file; another file may still define it (rare: look).
+            let elsewhere = files
+                .iter()
+                .rev()
+                .find_map(|(p, e)| e.objects.iter().find(|(ok, _, _)| ok == k).map(|x| (p, x)));
+            match elsewhere {
+                Some((p, (_, v, o2))) => {
+                    current.insert(k.clone(), (p.clone(), v.clone()));
+                    applies.push(Event::Apply(o2.clone()));
+                }
+                None => {
+                    current.remove(k);
+                    deletes.push(Event::Delete(o.clone()));
+                }
+            }
         }
     }
-    for (k, (v, o)) in new {
-        if old.get(k).is_none_or(|(ov, _)| ov != v) {
-            out.push(Event::Apply(o.clone()));
+    for (path, _) in &changed {
+        let Some(entry) = files.get(path) else {
+            continue;
+        };
+        for (k, v, o) in &entry.objects {
+            if current.get(k).is_none_or(|(_, cv)| cv != v) {
+                current.insert(k.clone(), (path.clone(), v.clone()));
+                applies.push(Event::Apply(o.clone()));
+            }
         }
     }
-    out
+    deletes.extend(applies);
+    deletes
 }
 
 fn stamp_of(p: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
