@@ -502,3 +502,27 @@ fn many_concurrent_status_writes_to_one_file_all_land() {
     let moved = parse_documents(&std::fs::read(d.path().join("moved.yaml")).unwrap()).unwrap();
     assert_eq!(moved[0]["status"]["loadBalancer"], serde_json::json!({}));
 }
+
+#[tokio::test]
+async fn moving_an_object_to_another_file_is_not_a_delete() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "a.yaml", &svc_yaml("web", "shop", 80));
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    write(d.path(), "b.yaml", &svc_yaml("web", "shop", 80));
+    std::fs::remove_file(d.path().join("a.yaml")).unwrap();
+    let r = tokio::time::timeout(Duration::from_millis(800), s.next()).await;
+    if let Ok(Some(Ok(ev))) = r {
+        assert_eq!(names(&[ev]), ["Apply web"], "a move may only re-apply");
+    }
+    std::fs::remove_file(d.path().join("b.yaml")).unwrap();
+    loop {
+        let ev = next(&mut s).await;
+        let n = names(std::slice::from_ref(&ev));
+        if n == ["Delete web"] {
+            break;
+        }
+        assert_eq!(n, ["Apply web"]);
+    }
+}
