@@ -12,6 +12,9 @@ pub const ALLOW_SHARED_IP: &str = "leafbridge.io/allow-shared-ip";
 pub const ALLOCATED_FROM_POOL: &str = "leafbridge.io/allocated-from-pool";
 /// DNS: extra hostnames (comma-separated) under which a Service is answered.
 pub const DNS_HOSTNAMES: &str = "leafbridge.io/dns-hostnames";
+/// DNS: a Service with this annotation set to `"true"` is answered only to in-cluster views
+/// (hidden from the office).
+pub const DNS_HIDDEN: &str = "leafbridge.io/dns-hidden";
 /// Speaker: opt a Service out of BGP announcement (value `"true"`).
 pub const NO_ANNOUNCE: &str = "leafbridge.io/no-announce";
 

@@ -13,7 +13,7 @@ use kube::runtime::watcher::Event;
 
 /// Annotation that hides a Service (or, on a Namespace-less object, nothing else) from every
 /// non-standard view. Local until it moves to `leafbridge-api`.
-pub const DNS_HIDDEN_ANNOTATION: &str = "leafbridge.io/dns-hidden";
+pub use leafbridge_api::annotations::DNS_HIDDEN as DNS_HIDDEN_ANNOTATION;
 /// Legacy annotation the specification still honours for readiness (spec 2.1, _ready_).
 const TOLERATE_UNREADY: &str = "service.alpha.kubernetes.io/tolerate-unready-endpoints";
 /// Label linking an EndpointSlice to its Service.
