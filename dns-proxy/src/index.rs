@@ -11,8 +11,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 
-/// Annotation that hides a Service (or, on a Namespace-less object, nothing else) from every
-/// non-standard view. Local until it moves to `leafbridge-api`.
+/// Annotation that hides a Service from every non-standard view.
 pub use leafbridge_api::annotations::DNS_HIDDEN as DNS_HIDDEN_ANNOTATION;
 /// Legacy annotation the specification still honours for readiness (spec 2.1, _ready_).
 const TOLERATE_UNREADY: &str = "service.alpha.kubernetes.io/tolerate-unready-endpoints";
