@@ -103,7 +103,7 @@ fn run(name: &'static str, count: u32, start: Start) -> Figures {
         std::thread::sleep(Duration::from_millis(5));
     };
     let established_at = established_at.expect("set before the loop ends");
-    let peak_rss_kib = vm_hwm(sender.pid());
+    let peak_rss_kib = sender.peak_rss_kib().unwrap_or(0);
 
     let t_term = Instant::now();
     sender.signal("TERM");
@@ -125,16 +125,6 @@ fn run(name: &'static str, count: u32, start: Start) -> Figures {
         peak_rss_kib,
         withdraw,
     }
-}
-
-fn vm_hwm(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn start_speaker(pair: &Pair, count: u32) -> Process {
