@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{Dns, Reply};
+use common::Dns;
+use leafbridge_tests::dns::DigAnswer;
 
 const CONFIG: &str = r#"
 listen: ["127.0.0.1:{port}", "127.0.0.3:{port}"]
@@ -138,7 +139,7 @@ fn start() -> Dns {
 const TRANSPORTS: [&str; 2] = ["+notcp", "+tcp"];
 
 /// Query over UDP and TCP; both must give the same reply.
-fn q(dns: &Dns, extra: &[&str]) -> Reply {
+fn q(dns: &Dns, extra: &[&str]) -> DigAnswer {
     let mut replies = TRANSPORTS.iter().map(|t| {
         let mut args: Vec<&str> = vec![t];
         args.extend_from_slice(extra);
@@ -147,23 +148,19 @@ fn q(dns: &Dns, extra: &[&str]) -> Reply {
     let udp = replies.next().unwrap();
     let tcp = replies.next().unwrap();
     assert_eq!(
-        udp.status, tcp.status,
+        udp.rcode, tcp.rcode,
         "UDP vs TCP status for {extra:?}\n{}\n{}",
         udp.raw, tcp.raw
     );
     assert_eq!(udp.rdata("A"), tcp.rdata("A"));
     assert_eq!(
-        udp.answer.len(),
-        tcp.answer.len(),
+        udp.answers.len(),
+        tcp.answers.len(),
         "{}\n{}",
         udp.raw,
         tcp.raw
     );
-    assert!(
-        !udp.status.is_empty(),
-        "no reply for {extra:?}: {}",
-        udp.raw
-    );
+    assert!(!udp.rcode.is_empty(), "no reply for {extra:?}: {}", udp.raw);
     udp
 }
 
@@ -189,7 +186,7 @@ fn cluster_view_answers_the_specification_records() {
         r.rdata("SRV"),
         vec!["0 100 80 web.default.svc.cluster.local."]
     );
-    assert!(q(&dns, &["_dns._udp.plain.default.svc.cluster.local", "SRV"]).status == "NOERROR");
+    assert!(q(&dns, &["_dns._udp.plain.default.svc.cluster.local", "SRV"]).rcode == "NOERROR");
     assert!(q(&dns, &["_http._udp.web.default.svc.cluster.local", "SRV"]).is_nxdomain());
     assert!(q(&dns, &["_tcp.web.default.svc.cluster.local", "SRV"]).is_nodata());
     // 2.3.3 PTR for a ClusterIP
@@ -215,7 +212,7 @@ fn cluster_view_answers_the_specification_records() {
     assert!(
         r.additional
             .iter()
-            .any(|a| a[0] == "db-0.db.default.svc.cluster.local." && a[4] == "10.244.1.5")
+            .any(|a| a.name == "db-0.db.default.svc.cluster.local." && a.rdata == "10.244.1.5")
     );
     // 2.4.3 PTR for headless endpoints (and the pod record)
     let r = q(&dns, &["-x", "10.244.1.5"]);
@@ -283,7 +280,7 @@ fn office_view_answers_load_balancer_addresses_and_hides_the_rest() {
     // SRV for a LoadBalancer Service carries its external address
     let r = office("_http._tcp.web.default.svc.cluster.local", "SRV");
     assert!(
-        r.additional.iter().any(|a| a[4] == "203.0.113.10"),
+        r.additional.iter().any(|a| a.rdata == "203.0.113.10"),
         "{}",
         r.raw
     );
@@ -297,21 +294,8 @@ fn office_view_answers_load_balancer_addresses_and_hides_the_rest() {
 #[test]
 fn view_selected_by_local_address_answers_cluster_ips_when_routed() {
     let dns = start();
-    let routed = |name: &str| {
-        let out = std::process::Command::new("dig")
-            .args([
-                "@127.0.0.3",
-                "-p",
-                &dns.port.to_string(),
-                "+tries=1",
-                "+time=3",
-                name,
-                "A",
-            ])
-            .output()
-            .unwrap();
-        common::parse_dig(&String::from_utf8_lossy(&out.stdout))
-    };
+    let routed =
+        |name: &str| common::dig(&dns.host, ([127, 0, 0, 3], dns.port).into(), &[name, "A"]);
     assert_eq!(
         routed("plain.default.svc.cluster.local").rdata("A"),
         vec!["10.96.0.40"]
@@ -354,8 +338,8 @@ fn clients_outside_the_allow_list_are_refused() {
         &dns,
         &["-b", "127.0.0.9", "web.default.svc.cluster.local", "A"],
     );
-    assert_eq!(r.status, "REFUSED");
-    assert!(r.answer.is_empty());
+    assert_eq!(r.rcode, "REFUSED");
+    assert!(r.answers.is_empty());
 }
 
 #[test]
@@ -526,10 +510,10 @@ fn per_client_rate_limit_drops_udp_excess_and_refuses_over_tcp() {
     }
     assert!((10..=11).contains(&answered), "answered {answered} of 50");
     let tcp = dns.dig(&["+tcp", "web.default.svc.cluster.local", "A"]);
-    assert_eq!(tcp.status, "REFUSED");
+    assert_eq!(tcp.rcode, "REFUSED");
     // Another client has its own bucket.
     let other = dns.dig(&["-b", "127.0.0.2", "web.default.svc.cluster.local", "A"]);
-    assert_eq!(other.status, "NOERROR");
+    assert_eq!(other.rcode, "NOERROR");
     assert!(
         dns.http_get("/metrics")
             .contains(r#"leafbridge_dns_rejected_total{reason="rate_limited"}"#)
@@ -580,7 +564,7 @@ fn config_reload_under_load_drops_no_query() {
 
 #[test]
 fn kdig_sees_the_same_answers_over_udp_and_tcp() {
-    common::require("kdig");
+    leafbridge_tests::require("kdig");
     let dns = start();
     for transport in ["+notcp", "+tcp"] {
         let out = std::process::Command::new("kdig")

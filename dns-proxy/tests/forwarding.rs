@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Dns, Unbound, free_port};
+use common::{Dns, upstream};
+use leafbridge_tests::dns::free_port;
 
 fn config(upstreams: &str) -> String {
     format!(
@@ -44,9 +45,9 @@ fn metric(dns: &Dns, name: &str) -> u64 {
 
 #[test]
 fn answers_from_cache_with_decreasing_ttl_after_the_upstream_is_gone() {
-    let mut ub = Unbound::start(&data());
+    let ub = upstream(&data());
     let dns = Dns::start(
-        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.port)),
+        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.addr().port())),
         &[],
     );
     let first = dns.dig(&["a.example.test", "A"]);
@@ -55,7 +56,7 @@ fn answers_from_cache_with_decreasing_ttl_after_the_upstream_is_gone() {
     assert!(first.flags.contains(&"ra".to_string()));
     assert!(!first.flags.contains(&"aa".to_string()));
     std::thread::sleep(Duration::from_millis(2100));
-    ub.guard.kill();
+    ub.process().kill();
     let again = dns.dig(&["a.example.test", "A"]);
     assert_eq!(again.rdata("A"), vec!["192.0.2.1"]);
     let ttl = again.ttls()[0];
@@ -67,26 +68,26 @@ fn answers_from_cache_with_decreasing_ttl_after_the_upstream_is_gone() {
     assert_eq!(tcp.rdata("A"), vec!["192.0.2.1"]);
     assert!(metric(&dns, "leafbridge_dns_cache_hits_total") >= 2);
     // Not cached, upstream gone: SERVFAIL, not a hang.
-    assert_eq!(dns.dig(&["b.example.test", "A"]).status, "SERVFAIL");
+    assert_eq!(dns.dig(&["b.example.test", "A"]).rcode, "SERVFAIL");
 }
 
 #[test]
 fn caches_nxdomain_and_nodata_for_the_soa_minimum() {
-    let mut ub = Unbound::start(&data());
+    let ub = upstream(&data());
     let dns = Dns::start(
-        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.port)),
+        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.addr().port())),
         &[],
     );
     let nx = dns.dig(&["missing.example.test", "A"]);
     assert!(nx.is_nxdomain(), "{}", nx.raw);
     let nodata = dns.dig(&["a.example.test", "AAAA"]);
     assert!(nodata.is_nodata(), "{}", nodata.raw);
-    ub.guard.kill();
+    ub.process().kill();
     // RFC 2308 5: cached for min(SOA TTL, SOA MINIMUM) = 10 s.
     let nx = dns.dig(&["missing.example.test", "A"]);
     assert!(nx.is_nxdomain(), "negative answer not cached: {}", nx.raw);
     assert!(dns.dig(&["a.example.test", "AAAA"]).is_nodata());
-    let soa_ttl: u32 = nx.authority[0][1].parse().unwrap();
+    let soa_ttl = nx.authority[0].ttl;
     assert!(
         soa_ttl <= 10,
         "negative TTL {soa_ttl} above the SOA minimum"
@@ -95,9 +96,9 @@ fn caches_nxdomain_and_nodata_for_the_soa_minimum() {
 
 #[test]
 fn retries_over_tcp_when_the_upstream_truncates() {
-    let ub = Unbound::start(&data());
+    let ub = upstream(&data());
     let dns = Dns::start(
-        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.port)),
+        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.addr().port())),
         &[],
     );
     let r = dns.dig(&["+tcp", "big.example.test", "A"]);
@@ -109,12 +110,12 @@ fn retries_over_tcp_when_the_upstream_truncates() {
 
 #[test]
 fn fails_over_to_the_next_upstream_and_remembers_it() {
-    let ub = Unbound::start(&data());
+    let ub = upstream(&data());
     let dead = free_port();
     let dns = Dns::start(
         &config(&format!(
             "  default: [\"127.0.0.1:{dead}\", \"127.0.0.1:{}\"]",
-            ub.port
+            ub.addr().port()
         )),
         &[],
     );
@@ -143,12 +144,12 @@ fn fails_over_to_the_next_upstream_and_remembers_it() {
 
 #[test]
 fn routes_zones_to_their_own_upstreams() {
-    let ub = Unbound::start(&data());
+    let ub = upstream(&data());
     let dead = free_port();
     let dns = Dns::start(
         &config(&format!(
             "  default: [\"127.0.0.1:{dead}\"]\n  zones:\n    - zone: example.test\n      servers: [\"127.0.0.1:{}\"]",
-            ub.port
+            ub.addr().port()
         )),
         &[],
     );
@@ -156,19 +157,22 @@ fn routes_zones_to_their_own_upstreams() {
         dns.dig(&["A.Example.Test", "A"]).rdata("A"),
         vec!["192.0.2.1"]
     );
-    assert_eq!(dns.dig(&["other.invalid", "A"]).status, "SERVFAIL");
+    assert_eq!(dns.dig(&["other.invalid", "A"]).rcode, "SERVFAIL");
 }
 
 #[test]
 fn coalesces_identical_concurrent_queries() {
-    let ub = Unbound::start(&data());
+    let ub = upstream(&data());
     let dns = Dns::start(
-        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.port)),
+        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.addr().port())),
         &[],
     );
-    let port = dns.port;
+    let (host, server) = (dns.host.clone(), dns.addr());
     let handles: Vec<_> = (0..8)
-        .map(|_| std::thread::spawn(move || common::dig(port, &["b.example.test", "A"])))
+        .map(|_| {
+            let host = host.clone();
+            std::thread::spawn(move || common::dig(&host, server, &["b.example.test", "A"]))
+        })
         .collect();
     for h in handles {
         assert_eq!(h.join().unwrap().rdata("A"), vec!["192.0.2.2"]);
@@ -187,13 +191,13 @@ fn coalesces_identical_concurrent_queries() {
 
 #[test]
 fn reloads_configuration_without_restarting() {
-    let ub = Unbound::start(&data());
+    let ub = upstream(&data());
     let dead = free_port();
     let dns = Dns::start(&config(&format!("  default: [\"127.0.0.1:{dead}\"]")), &[]);
-    assert_eq!(dns.dig(&["a.example.test", "A"]).status, "SERVFAIL");
+    assert_eq!(dns.dig(&["a.example.test", "A"]).rcode, "SERVFAIL");
     let text = std::fs::read_to_string(dns.config_path())
         .unwrap()
-        .replace(&dead.to_string(), &ub.port.to_string());
+        .replace(&dead.to_string(), &ub.addr().port().to_string());
     std::fs::write(dns.config_path(), text).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {

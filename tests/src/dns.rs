@@ -27,10 +27,23 @@ use crate::support::{require, wait_for};
 /// A port that is free for UDP and TCP on 127.0.0.1 of the host right now (racy by nature, but
 /// namespaces have their own loopback, and the kernel hands out ephemeral ports in turn).
 pub fn free_port() -> u16 {
+    free_port_on(&[IpAddr::V4(Ipv4Addr::LOCALHOST)])
+}
+
+/// A port that is free for UDP and TCP on every one of `addrs` (host loopback addresses such as
+/// 127.0.0.3, for a server that listens on several), racy like [`free_port`].
+pub fn free_port_on(addrs: &[IpAddr]) -> u16 {
+    let first = *addrs
+        .first()
+        .expect("free_port_on needs at least one address");
     loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let udp = UdpSocket::bind((first, 0)).expect("bind udp");
         let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let free = addrs.iter().all(|&ip| {
+            TcpListener::bind((ip, port)).is_ok()
+                && (ip == first || UdpSocket::bind((ip, port)).is_ok())
+        });
+        if free {
             return port;
         }
     }
@@ -338,18 +351,47 @@ pub struct DigAnswer {
     pub answers: Vec<DigRecord>,
     /// Authority section records (SOA of negative answers).
     pub authority: Vec<DigRecord>,
+    /// Additional section records (addresses of SRV targets, ...; not the OPT pseudo-record,
+    /// which dig prints as a comment).
+    pub additional: Vec<DigRecord>,
     /// Full dig output, for failure messages.
     pub raw: String,
 }
 
 impl DigAnswer {
-    /// The rdata of every answer of type `rtype`, e.g. the addresses of `A` records.
+    /// The rdata of every answer of type `rtype`, e.g. the addresses of `A` records, sorted:
+    /// the order of records in an RRset carries no meaning (RFC 2181 section 5), so tests
+    /// compare them as sets.
     pub fn rdata(&self, rtype: &str) -> Vec<String> {
-        self.answers
+        let mut v: Vec<String> = self
+            .answers
             .iter()
             .filter(|r| r.rtype == rtype)
             .map(|r| r.rdata.clone())
-            .collect()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The TTL of every answer record, in dig's order.
+    pub fn ttls(&self) -> Vec<u32> {
+        self.answers.iter().map(|r| r.ttl).collect()
+    }
+
+    /// Whether the authority section holds an SOA (which makes a negative answer cacheable,
+    /// RFC 2308 section 3).
+    pub fn has_soa_authority(&self) -> bool {
+        self.authority.iter().any(|r| r.rtype == "SOA")
+    }
+
+    /// NODATA as RFC 2308 section 2.2 defines it: NOERROR, no answer, an SOA in authority.
+    pub fn is_nodata(&self) -> bool {
+        self.rcode == "NOERROR" && self.answers.is_empty() && self.has_soa_authority()
+    }
+
+    /// NXDOMAIN with the SOA that makes it cacheable (RFC 2308 section 2.1), and no answer.
+    pub fn is_nxdomain(&self) -> bool {
+        self.rcode == "NXDOMAIN" && self.answers.is_empty() && self.has_soa_authority()
     }
 }
 
@@ -367,12 +409,21 @@ pub struct DigRecord {
 /// `+subnet=198.51.100.0/24`) and parses its answer.
 #[track_caller]
 pub fn dig(ns: &Netns, server: SocketAddr, name: &str, qtype: &str, extra: &[&str]) -> DigAnswer {
+    let mut args = vec![name, qtype];
+    args.extend_from_slice(extra);
+    dig_args(ns, server, &args)
+}
+
+/// Runs `dig @SERVER -p PORT +nocookie ARGS...` in `ns` with free-form arguments (name, type
+/// and options in any order, `-x ADDR`, `-b SOURCE`, ...) and parses its answer.
+#[track_caller]
+pub fn dig_args(ns: &Netns, server: SocketAddr, args: &[&str]) -> DigAnswer {
     require("dig");
     let at = format!("@{}", server.ip());
     let port = server.port().to_string();
-    let mut args = vec![at.as_str(), "-p", &port, name, qtype, "+nocookie"];
-    args.extend_from_slice(extra);
-    let out = ns.exec("dig", &args);
+    let mut all = vec![at.as_str(), "-p", &port, "+nocookie"];
+    all.extend_from_slice(args);
+    let out = ns.exec("dig", &all);
     parse_dig(&(out.stdout + &out.stderr))
 }
 
@@ -410,6 +461,10 @@ pub fn parse_dig(text: &str) -> DigAnswer {
             section = "authority";
             continue;
         }
+        if line.starts_with(";; ADDITIONAL SECTION") {
+            section = "additional";
+            continue;
+        }
         if line.starts_with(";;") || line.trim().is_empty() {
             if line.trim().is_empty() {
                 section = "";
@@ -420,12 +475,14 @@ pub fn parse_dig(text: &str) -> DigAnswer {
             continue;
         }
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 5 {
+        // A record line is `NAME TTL CLASS TYPE RDATA...`; anything else is not a record (and
+        // an unreadable TTL must not turn into 0, which would pass any upper bound).
+        let (true, Ok(ttl)) = (f.len() >= 5, f.get(1).unwrap_or(&"").parse::<u32>()) else {
             continue;
-        }
+        };
         let rec = DigRecord {
             name: f[0].to_string(),
-            ttl: f[1].parse().unwrap_or(0),
+            ttl,
             class: f[2].to_string(),
             rtype: f[3].to_string(),
             rdata: f[4..].join(" "),
@@ -433,6 +490,7 @@ pub fn parse_dig(text: &str) -> DigAnswer {
         match section {
             "answer" => a.answers.push(rec),
             "authority" => a.authority.push(rec),
+            "additional" => a.additional.push(rec),
             _ => {}
         }
     }
@@ -643,6 +701,35 @@ www.example.test.\t300\tIN\tA\t203.0.113.81
         assert_eq!(a.flags, vec!["qr", "aa", "rd", "ra"]);
         assert_eq!(a.rdata("A"), vec!["203.0.113.80", "203.0.113.81"]);
         assert_eq!(a.answers[0].ttl, 300);
+    }
+
+    #[test]
+    fn parses_negative_answers_and_the_additional_section() {
+        let t = ";; ->>HEADER<<- opcode: QUERY, status: NXDOMAIN, id: 2
+;; flags: qr aa rd; QUERY: 1, ANSWER: 0, AUTHORITY: 1, ADDITIONAL: 1
+
+;; AUTHORITY SECTION:
+example.test.\t10\tIN\tSOA\tns.example.test. h.example.test. 1 3600 600 86400 10
+
+;; ADDITIONAL SECTION:
+ns.example.test.\t60\tIN\tA\t192.0.2.53
+";
+        let a = parse_dig(t);
+        assert!(a.is_nxdomain() && !a.is_nodata(), "{a:?}");
+        assert_eq!(a.authority[0].ttl, 10);
+        assert_eq!(a.additional[0].rdata, "192.0.2.53");
+        assert!(a.ttls().is_empty());
+        // A line whose TTL is not a number is not a record (never a TTL of 0).
+        let b = parse_dig(";; ANSWER SECTION:\nx.example.test. 1h IN A 192.0.2.1\n");
+        assert!(b.answers.is_empty(), "{b:?}");
+    }
+
+    #[test]
+    fn free_port_on_is_free_on_every_address() {
+        let lo3 = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+        let port = free_port_on(&[IpAddr::V4(Ipv4Addr::LOCALHOST), lo3]);
+        assert!(TcpListener::bind((lo3, port)).is_ok());
+        assert!(UdpSocket::bind((lo3, port)).is_ok());
     }
 
     #[test]

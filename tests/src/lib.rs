@@ -7,6 +7,7 @@
 //!   [`Netns`] (run/spawn in a namespace, `nstat` counters, kernel routes), [`Process`]
 //!   (signals incl. `STOP`/`CONT` for a frozen peer, CPU time, peak RSS), [`Pair`] (two
 //!   namespaces on one link, the usual "speaker and one router").
+//!   [`Topology::loopback`] is the same guard for daemons on the host's loopback (no root).
 //! - [`fabric`]: leaf router + N nodes + an office client, for multi-node tests and the lab.
 //! - [`support`]: [`require`] (a missing tool fails the test, naming the Debian package),
 //!   [`wait_until`] / [`wait_for`] (polling with a failure message that shows the last state).

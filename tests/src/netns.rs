@@ -67,12 +67,25 @@ impl Topology {
     pub fn new(tag: &str) -> Topology {
         require_root();
         require("ip");
+        static STALE: std::sync::Once = std::sync::Once::new();
+        STALE.call_once(remove_stale_namespaces);
+        Topology::with_tag(tag)
+    }
+
+    /// A topology for daemons on the host's loopback only (see [`Topology::host`]): it needs
+    /// neither root nor `ip`, and creates no namespace ([`Topology::namespace`] fails without
+    /// root). Its guard still ends every process it started by PID and removes its directory.
+    #[track_caller]
+    pub fn loopback(tag: &str) -> Topology {
+        Topology::with_tag(tag)
+    }
+
+    #[track_caller]
+    fn with_tag(tag: &str) -> Topology {
         assert!(
             !tag.is_empty() && tag.len() <= 12 && tag.chars().all(|c| c.is_ascii_alphanumeric()),
             "topology tag must be 1..=12 ASCII letters/digits, got {tag:?}"
         );
-        static STALE: std::sync::Once = std::sync::Once::new();
-        STALE.call_once(remove_stale_namespaces);
         let n = TOPOLOGY_COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("lb-{tag}-{}-{n}", std::process::id());
         let dir = tempfile::Builder::new()
