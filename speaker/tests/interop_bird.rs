@@ -3,12 +3,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::Speaker;
+use common::{ALL, PREFIXES, Speaker, assert_prefix_attributes, wait_routes_within, yaml};
 use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
 use leafbridge_tests::rib::by_prefix;
-use leafbridge_tests::{Pair, wait_for, wait_until};
+use leafbridge_tests::{Pair, RibRoute, wait_for, wait_until};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -20,89 +21,41 @@ fn bird_leaf(pair: &Pair, speaker_as: u32, edit: impl FnOnce(&mut BirdPeer)) -> 
     Bird::start(&pair.b, "leaf", &cfg)
 }
 
-fn speaker_yaml(local_as: u32, peer_extra: &str, prefixes: &str) -> String {
-    format!(
-        r#"
-local_as: {local_as}
-router_id: 192.0.2.1
-peers:
-  - name: leaf
-    address: 192.0.2.2
-    remote_as: 65000
-    hold_time: 9
-    ipv6_next_hop: "2001:db8::1"
-{peer_extra}
-prefixes:
-{prefixes}
-"#
-    )
-}
-
-const PREFIXES: &str = r#"
-  - prefix: 203.0.113.1/32
-    communities: ["65000:100", "65000:200"]
-    large_communities: ["65000:1:2"]
-    med: 10
-  - prefix: 203.0.113.2/32
-    next_hop: 192.0.2.9
-  - prefix: "2001:db8:100::/48"
-    communities: ["65000:300"]
-    med: 20
-"#;
-
 /// Waits until BIRD's routes from the speaker are exactly `prefixes`.
 #[track_caller]
-fn wait_prefixes(
-    bird: &Bird,
-    prefixes: &[&str],
-) -> std::collections::BTreeMap<String, leafbridge_tests::RibRoute> {
-    let mut want: Vec<String> = prefixes.iter().map(|s| s.to_string()).collect();
-    want.sort();
-    wait_for(T, &format!("BIRD to hold exactly {want:?}"), || {
-        let routes = by_prefix(bird.bgp_routes("node1"));
-        let got: Vec<String> = routes.keys().cloned().collect();
-        if got == want { Ok(routes) } else { Err(got) }
-    })
+fn wait_prefixes(bird: &Bird, prefixes: &[&str]) -> BTreeMap<String, RibRoute> {
+    wait_routes_within(T, "BIRD", prefixes, || bird.bgp_routes("node1"))
+}
+
+/// BIRD as the leaf (its peer edited by `edit`) and the speaker in AS 65001 with `yaml`; returns
+/// once the session is up and BIRD holds exactly [`ALL`].
+#[track_caller]
+fn leaf_and_speaker(
+    pair: &Pair,
+    edit: impl FnOnce(&mut BirdPeer),
+    yaml: &str,
+) -> (Bird, Speaker, BTreeMap<String, RibRoute>) {
+    let bird = bird_leaf(pair, 65001, edit);
+    let speaker = Speaker::start(&pair.a, "a", yaml);
+    bird.wait_established("node1", T);
+    let routes = wait_prefixes(&bird, &ALL);
+    (bird, speaker, routes)
 }
 
 #[test]
 fn bird_receives_ipv4_and_ipv6_routes_with_next_hop_communities_and_med() {
     let pair = Pair::new("spbird");
-    let bird = bird_leaf(&pair, 65001, |_| {});
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
-    bird.wait_established("node1", T);
-    let routes = wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    let (_bird, speaker, routes) = leaf_and_speaker(&pair, |_| {}, &yaml(65001, "", PREFIXES));
 
-    let r1 = &routes["203.0.113.1/32"];
-    assert_eq!(r1.next_hop, Some(Pair::a_v4()), "{r1:?}");
-    assert_eq!(r1.as_path, vec![65001]);
-    assert_eq!(r1.communities, vec![(65000, 100), (65000, 200)]);
-    assert_eq!(r1.large_communities, vec![(65000, 1, 2)]);
-    assert_eq!(r1.med, Some(10));
-    assert_eq!(
-        routes["203.0.113.2/32"].next_hop,
-        Some("192.0.2.9".parse().unwrap())
-    );
-    let r6 = &routes["2001:db8:100::/48"];
-    assert_eq!(r6.next_hop, Some(Pair::a_v6()), "{r6:?}");
-    assert_eq!(r6.communities, vec![(65000, 300)]);
-    assert_eq!(r6.med, Some(20));
+    assert_prefix_attributes(&routes);
+    assert_eq!(routes["203.0.113.1/32"].as_path, vec![65001]);
     assert!(speaker.process.is_running());
 }
 
 #[test]
 fn editing_the_config_withdraws_exactly_what_left_without_resetting_the_session() {
     let pair = Pair::new("spedit");
-    let bird = bird_leaf(&pair, 65001, |_| {});
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
-    bird.wait_established("node1", T);
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    let (bird, speaker, _) = leaf_and_speaker(&pair, |_| {}, &yaml(65001, "", PREFIXES));
 
     // .1 leaves, .3 arrives, the IPv6 prefix changes its MED.
     let edited = r#"
@@ -112,7 +65,7 @@ fn editing_the_config_withdraws_exactly_what_left_without_resetting_the_session(
   - prefix: "2001:db8:100::/48"
     med: 30
 "#;
-    speaker.edit(&speaker_yaml(65001, "", edited));
+    speaker.edit(&yaml(65001, "", edited));
     let routes = wait_for(T, "edit applied", || {
         let r = by_prefix(bird.bgp_routes("node1"));
         let keys: Vec<&str> = r.keys().map(String::as_str).collect();
@@ -144,8 +97,8 @@ fn ibgp_routes_carry_local_pref() {
     local_pref: 250
   - prefix: 203.0.113.2/32
 "#;
-    let yaml = speaker_yaml(65000, "", prefixes);
-    let _speaker = Speaker::start(&pair.a, "a", &yaml);
+    let config = yaml(65000, "", prefixes);
+    let _speaker = Speaker::start(&pair.a, "a", &config);
     bird.wait_established("node1", T);
     let routes = wait_prefixes(&bird, &["203.0.113.1/32", "203.0.113.2/32"]);
     assert_eq!(routes["203.0.113.1/32"].local_pref, Some(250));
@@ -161,7 +114,7 @@ fn md5_with_the_right_key_establishes_and_a_wrong_key_does_not() {
     let keyfile = pair.topo.dir().join("bgp.key");
     std::fs::write(&keyfile, "wrong-key\n").unwrap();
     let extra = format!("    password_file: {}", keyfile.display());
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, &extra, PREFIXES));
+    let speaker = Speaker::start(&pair.a, "a", &yaml(65001, &extra, PREFIXES));
     std::thread::sleep(Duration::from_secs(4));
     assert_ne!(bird.bgp_state("node1"), "Established");
     wait_until(T, "MD5 failures counted", || {
@@ -177,12 +130,9 @@ fn md5_with_the_right_key_establishes_and_a_wrong_key_does_not() {
     let good = pair.topo.dir().join("bgp-good.key");
     std::fs::write(&good, "s3cret-key\n").unwrap();
     let extra = format!("    password_file: {}", good.display());
-    speaker.edit(&speaker_yaml(65001, &extra, PREFIXES));
+    speaker.edit(&yaml(65001, &extra, PREFIXES));
     bird.wait_established("node1", T);
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    wait_prefixes(&bird, &ALL);
     assert!(
         !speaker.log().contains("s3cret"),
         "the key must never be logged"
@@ -192,48 +142,30 @@ fn md5_with_the_right_key_establishes_and_a_wrong_key_does_not() {
 #[test]
 fn bird_restarting_gets_the_routes_again() {
     let pair = Pair::new("sprest");
-    let mut bird = bird_leaf(&pair, 65001, |_| {});
-    let _speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
-    bird.wait_established("node1", T);
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    let (mut bird, _speaker, _) = leaf_and_speaker(&pair, |_| {}, &yaml(65001, "", PREFIXES));
     bird.restart();
     bird.wait_established("node1", Duration::from_secs(40));
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    wait_prefixes(&bird, &ALL);
 }
 
 #[test]
 fn a_frozen_peer_is_detected_by_the_hold_timer() {
     let pair = Pair::new("spfrozen");
     let bird = bird_leaf(&pair, 65001, |p| p.hold_time = Some(3));
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
+    let speaker = Speaker::start(&pair.a, "a", &yaml(65001, "", PREFIXES));
     bird.wait_established("node1", T);
     bird.process().signal("STOP");
     speaker.wait_log("hold timer expired", Duration::from_secs(10));
     bird.process().signal("CONT");
     // It comes back by itself.
     bird.wait_established("node1", Duration::from_secs(40));
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    wait_prefixes(&bird, &ALL);
 }
 
 #[test]
 fn sigterm_withdraws_and_sends_administrative_shutdown_with_a_message() {
     let pair = Pair::new("spterm");
-    let bird = bird_leaf(&pair, 65001, |_| {});
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
-    bird.wait_established("node1", T);
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    let (bird, speaker, _) = leaf_and_speaker(&pair, |_| {}, &yaml(65001, "", PREFIXES));
     speaker.terminate();
     wait_until(T, "routes withdrawn", || {
         bird.bgp_routes("node1").is_empty()
@@ -249,26 +181,18 @@ fn sigterm_withdraws_and_sends_administrative_shutdown_with_a_message() {
 #[test]
 fn with_graceful_restart_bird_keeps_our_routes_across_a_speaker_restart() {
     let pair = Pair::new("spgr");
-    let bird = bird_leaf(&pair, 65001, |p| p.graceful_restart = Some(60));
-    let yaml = format!(
+    let config = format!(
         "shutdown: graceful\n{}",
-        speaker_yaml(65001, "    graceful_restart: true", PREFIXES)
+        yaml(65001, "    graceful_restart: true", PREFIXES)
     );
-    let mut speaker = Speaker::start(&pair.a, "a", &yaml);
-    bird.wait_established("node1", T);
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    let (bird, mut speaker, _) =
+        leaf_and_speaker(&pair, |p| p.graceful_restart = Some(60), &config);
 
     speaker.terminate();
     // During the restart BIRD still has every route (stale).
     std::thread::sleep(Duration::from_secs(2));
     assert_ne!(bird.bgp_state("node1"), "Established");
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    wait_prefixes(&bird, &ALL);
 
     // Restarting within the Restart Time: R bit, re-sync, End-of-RIB; one route left meanwhile.
     let edited = r#"
@@ -277,7 +201,7 @@ fn with_graceful_restart_bird_keeps_our_routes_across_a_speaker_restart() {
 "#;
     speaker.edit(&format!(
         "shutdown: graceful\n{}",
-        speaker_yaml(65001, "    graceful_restart: true", edited)
+        yaml(65001, "    graceful_restart: true", edited)
     ));
     speaker.restart(&[]);
     speaker.wait_log("restarting speaker", T);
@@ -296,17 +220,11 @@ fn http_get(ns: &leafbridge_tests::Netns, url: &str) -> String {
 #[test]
 fn metrics_show_session_state_prefixes_updates_and_health() {
     let pair = Pair::new("spmetric");
-    let bird = bird_leaf(&pair, 65001, |_| {});
-    let yaml = format!(
+    let config = format!(
         "metrics_address: 127.0.0.1:9179\n{}",
-        speaker_yaml(65001, "", PREFIXES)
+        yaml(65001, "", PREFIXES)
     );
-    let _speaker = Speaker::start(&pair.a, "a", &yaml);
-    bird.wait_established("node1", T);
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    let (_bird, _speaker, _) = leaf_and_speaker(&pair, |_| {}, &config);
     let metrics = wait_for(T, "metrics with the session Established", || {
         let m = http_get(&pair.a, "http://127.0.0.1:9179/metrics");
         if m.contains("leafbridge_speaker_bgp_session_state{peer=\"leaf\"} 6") {
@@ -334,13 +252,7 @@ fn metrics_show_session_state_prefixes_updates_and_health() {
 #[test]
 fn sighup_reloads_and_route_refresh_is_answered() {
     let pair = Pair::new("sphup");
-    let bird = bird_leaf(&pair, 65001, |_| {});
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
-    bird.wait_established("node1", T);
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    let (bird, speaker, _) = leaf_and_speaker(&pair, |_| {}, &yaml(65001, "", PREFIXES));
     // RFC 2918: BIRD asks again (`reload in`), we answer from the Adj-RIB-Out.
     bird.birdc("reload in node1");
     speaker.wait_log("answering ROUTE-REFRESH", T);
@@ -348,7 +260,7 @@ fn sighup_reloads_and_route_refresh_is_answered() {
     // Written in place (no rename) and signalled: SIGHUP applies it.
     std::fs::write(
         &speaker.config,
-        speaker_yaml(65001, "", "  - prefix: 203.0.113.7/32\n"),
+        yaml(65001, "", "  - prefix: 203.0.113.7/32\n"),
     )
     .unwrap();
     speaker.process.signal("HUP");
@@ -364,7 +276,7 @@ fn ipv4_and_ipv6_prefixes_over_an_ipv6_session_with_gtsm() {
         ..BirdPeer::new("node1", Pair::a_v6(), 65001)
     });
     let bird = Bird::start(&pair.b, "leaf", &cfg);
-    let yaml = r#"
+    let config = r#"
 local_as: 65001
 router_id: 192.0.2.1
 peers:
@@ -377,7 +289,7 @@ prefixes:
   - prefix: 203.0.113.1/32
   - prefix: "2001:db8:100::/48"
 "#;
-    let _speaker = Speaker::start(&pair.a, "a", yaml);
+    let _speaker = Speaker::start(&pair.a, "a", config);
     bird.wait_established("node1", T);
     let routes = wait_prefixes(&bird, &["203.0.113.1/32", "2001:db8:100::/48"]);
     assert_eq!(routes["203.0.113.1/32"].next_hop, Some(Pair::a_v4()));
@@ -387,17 +299,11 @@ prefixes:
 #[test]
 fn adding_and_removing_another_peer_leaves_the_session_alone() {
     let pair = Pair::new("sppeers");
-    let bird = bird_leaf(&pair, 65001, |_| {});
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(65001, "", PREFIXES));
-    bird.wait_established("node1", T);
-    wait_prefixes(
-        &bird,
-        &["203.0.113.1/32", "203.0.113.2/32", "2001:db8:100::/48"],
-    );
+    let (bird, speaker, _) = leaf_and_speaker(&pair, |_| {}, &yaml(65001, "", PREFIXES));
     let other = "  - { name: other, address: 192.0.2.50, remote_as: 65050, passive: true }";
-    speaker.edit(&speaker_yaml(65001, other, PREFIXES));
+    speaker.edit(&yaml(65001, other, PREFIXES));
     speaker.wait_log("192.0.2.50:179", T);
-    speaker.edit(&speaker_yaml(65001, "", PREFIXES));
+    speaker.edit(&yaml(65001, "", PREFIXES));
     speaker.wait_log("peer removed or changed", T);
     std::thread::sleep(Duration::from_millis(500));
     assert!(bird.is_established("node1"));

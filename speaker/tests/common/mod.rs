@@ -146,22 +146,30 @@ pub fn assert_prefix_attributes(
     assert_eq!(r6.med, Some(20), "{r6:?}");
 }
 
-/// Waits until `read` returns exactly the prefixes `want` (sorted), and returns the routes.
+/// Waits up to 30 s until `read` returns exactly the prefixes `want` (sorted), and returns the
+/// routes.
 #[track_caller]
 pub fn wait_routes(
+    what: &str,
+    want: &[&str],
+    read: impl FnMut() -> Vec<leafbridge_tests::RibRoute>,
+) -> std::collections::BTreeMap<String, leafbridge_tests::RibRoute> {
+    wait_routes_within(Duration::from_secs(30), what, want, read)
+}
+
+/// [`wait_routes`] with its own timeout.
+#[track_caller]
+pub fn wait_routes_within(
+    timeout: Duration,
     what: &str,
     want: &[&str],
     mut read: impl FnMut() -> Vec<leafbridge_tests::RibRoute>,
 ) -> std::collections::BTreeMap<String, leafbridge_tests::RibRoute> {
     let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
     want.sort();
-    leafbridge_tests::wait_for(
-        Duration::from_secs(30),
-        &format!("{what} to hold exactly {want:?}"),
-        || {
-            let routes = leafbridge_tests::rib::by_prefix(read());
-            let got: Vec<String> = routes.keys().cloned().collect();
-            if got == want { Ok(routes) } else { Err(routes) }
-        },
-    )
+    leafbridge_tests::wait_for(timeout, &format!("{what} to hold exactly {want:?}"), || {
+        let routes = leafbridge_tests::rib::by_prefix(read());
+        let got: Vec<String> = routes.keys().cloned().collect();
+        if got == want { Ok(routes) } else { Err(routes) }
+    })
 }
