@@ -1,29 +1,14 @@
 //! The BIRD runner proved with two real BIRDs: attributes arrive and parse, MD5 works and a wrong
 //! key is refused.
 
-use std::time::Duration;
+mod common;
 
+use common::{T, assert_received_from_bird_sender, bird_sender};
 use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer, StaticRoute};
 use leafbridge_tests::{Pair, wait_for};
 
-const T: Duration = Duration::from_secs(15);
-
 fn sender(pw: Option<&str>) -> BirdConfig {
-    let mut c = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
-    c.routes.push(StaticRoute {
-        communities: vec![(65001, 100), (65001, 200)],
-        large_communities: vec![(65001, 1, 2)],
-        med: Some(50),
-        ..StaticRoute::new("203.0.113.1/32")
-    });
-    c.routes.push(StaticRoute::new("2001:db8:ff::/48"));
-    c.peers.push(BirdPeer {
-        export_static: true,
-        password: pw.map(str::to_string),
-        ipv6_next_hop: Some(Pair::A_V6.parse().unwrap()),
-        ..BirdPeer::new("toleaf", Pair::b_v4(), 65002)
-    });
-    c
+    bird_sender(true, |p| p.password = pw.map(str::to_string))
 }
 
 fn receiver(pw: Option<&str>) -> BirdConfig {
@@ -47,20 +32,7 @@ fn bird_to_bird_route_carries_communities_large_communities_and_med() {
         let r = rx.bgp_routes("tonode");
         if r.len() == 2 { Ok(r) } else { Err(r) }
     });
-    let v4 = routes
-        .iter()
-        .find(|r| r.prefix == "203.0.113.1/32")
-        .unwrap();
-    assert_eq!(v4.next_hop, Some(Pair::a_v4()));
-    assert_eq!(v4.as_path, vec![65001]);
-    assert_eq!(v4.communities, vec![(65001, 100), (65001, 200)]);
-    assert_eq!(v4.large_communities, vec![(65001, 1, 2)]);
-    assert_eq!(v4.med, Some(50));
-    let v6 = routes
-        .iter()
-        .find(|r| r.prefix == "2001:db8:ff::/48")
-        .unwrap();
-    assert_eq!(v6.next_hop, Some(Pair::a_v6()));
+    assert_received_from_bird_sender(&routes, true);
     // The kernel protocol installed it: the leaf namespace forwards to the node.
     wait_for(T, "kernel route", || {
         let r = p.b.routes(false);

@@ -1,36 +1,18 @@
 //! The FRR runner proved against BIRD: routes both ways with attributes, MD5.
 
-use std::time::Duration;
+mod common;
 
+use common::{T, assert_attributed, assert_received_from_bird_sender, attributed};
 use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
 use leafbridge_tests::frr::{Frr, FrrConfig, FrrNeighbor};
 use leafbridge_tests::rib::StaticRoute;
 use leafbridge_tests::{Pair, wait_for};
 
-const T: Duration = Duration::from_secs(15);
-
-fn attributed(prefix: &str) -> StaticRoute {
-    StaticRoute {
-        communities: vec![(65001, 100), (65001, 200)],
-        large_communities: vec![(65001, 1, 2)],
-        med: Some(50),
-        ..StaticRoute::new(prefix)
-    }
-}
-
 /// IPv4 only: BIRD 2.0.12 adds its link-local address to IPv6 next hops on a shared link, and
 /// bgpd without zebra has no interface to resolve it ("sent a v6 LL next-hop and there's no
 /// peer interface information"), so it treats the UPDATE as withdraw.
 fn bird_sender(password: Option<&str>) -> BirdConfig {
-    let mut c = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
-    c.routes.push(attributed("203.0.113.1/32"));
-    c.peers.push(BirdPeer {
-        export_static: true,
-        password: password.map(str::to_string),
-        ipv6: false,
-        ..BirdPeer::new("toleaf", Pair::b_v4(), 65002)
-    });
-    c
+    common::bird_sender(false, |p| p.password = password.map(str::to_string))
 }
 
 fn frr_receiver(password: Option<&str>) -> FrrConfig {
@@ -53,15 +35,7 @@ fn bird_route_with_attributes_arrives_in_frr_rib() {
         let r = frr.routes();
         if r.len() == 1 { Ok(r) } else { Err(r) }
     });
-    let v4 = routes
-        .iter()
-        .find(|r| r.prefix == "203.0.113.1/32")
-        .unwrap();
-    assert_eq!(v4.next_hop, Some(Pair::a_v4()));
-    assert_eq!(v4.as_path, vec![65001]);
-    assert_eq!(v4.communities, vec![(65001, 100), (65001, 200)]);
-    assert_eq!(v4.large_communities, vec![(65001, 1, 2)]);
-    assert_eq!(v4.med, Some(50));
+    assert_received_from_bird_sender(&routes, false);
     assert_eq!(frr.prefixes_received(Pair::a_v4(), "ipv4"), 1);
 }
 
@@ -94,9 +68,7 @@ fn frr_networks_with_attributes_arrive_in_bird_rib() {
         .unwrap();
     assert_eq!(r.as_path, vec![65002]);
     assert_eq!(r.next_hop, Some(Pair::b_v4()));
-    assert_eq!(r.communities, vec![(65001, 100), (65001, 200)]);
-    assert_eq!(r.large_communities, vec![(65001, 1, 2)]);
-    assert_eq!(r.med, Some(50));
+    assert_attributed(&r);
     let v6 = bird
         .bgp_routes("fromfrr")
         .into_iter()

@@ -1,35 +1,16 @@
 //! The GoBGP runner proved against BIRD: routes both ways with attributes, MD5.
 
-use std::time::Duration;
+mod common;
 
+use common::{T, assert_attributed, assert_received_from_bird_sender, attributed, bird_sender};
 use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
 use leafbridge_tests::gobgp::{Gobgp, GobgpConfig, GobgpNeighbor};
-use leafbridge_tests::rib::StaticRoute;
 use leafbridge_tests::{Pair, wait_for};
-
-const T: Duration = Duration::from_secs(15);
-
-fn attributed(prefix: &str) -> StaticRoute {
-    StaticRoute {
-        communities: vec![(65001, 100), (65001, 200)],
-        large_communities: vec![(65001, 1, 2)],
-        med: Some(50),
-        ..StaticRoute::new(prefix)
-    }
-}
 
 #[test]
 fn bird_route_with_attributes_arrives_in_gobgp_rib() {
     let p = Pair::new("bg");
-    let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
-    bc.routes.push(attributed("203.0.113.1/32"));
-    bc.routes.push(StaticRoute::new("2001:db8:ff::/48"));
-    bc.peers.push(BirdPeer {
-        export_static: true,
-        ipv6_next_hop: Some(Pair::A_V6.parse().unwrap()),
-        ..BirdPeer::new("toleaf", Pair::b_v4(), 65002)
-    });
-    let _bird = Bird::start(&p.a, "tx", &bc);
+    let _bird = Bird::start(&p.a, "tx", &bird_sender(true, |_| {}));
     let mut gc = GobgpConfig::new("192.0.2.2".parse().unwrap(), 65002);
     gc.neighbors.push(GobgpNeighbor {
         passive: true,
@@ -41,20 +22,7 @@ fn bird_route_with_attributes_arrives_in_gobgp_rib() {
         let r = gobgp.adj_rib_in(Pair::a_v4());
         if r.len() == 2 { Ok(r) } else { Err(r) }
     });
-    let v4 = routes
-        .iter()
-        .find(|r| r.prefix == "203.0.113.1/32")
-        .unwrap();
-    assert_eq!(v4.next_hop, Some(Pair::a_v4()));
-    assert_eq!(v4.as_path, vec![65001]);
-    assert_eq!(v4.communities, vec![(65001, 100), (65001, 200)]);
-    assert_eq!(v4.large_communities, vec![(65001, 1, 2)]);
-    assert_eq!(v4.med, Some(50));
-    let v6 = routes
-        .iter()
-        .find(|r| r.prefix == "2001:db8:ff::/48")
-        .unwrap();
-    assert_eq!(v6.next_hop, Some(Pair::a_v6()));
+    assert_received_from_bird_sender(&routes, true);
     assert_eq!(gobgp.route_count("ipv4"), 1);
     assert_eq!(gobgp.routes().len(), 2);
 }
@@ -83,9 +51,7 @@ fn gobgp_announced_route_arrives_in_bird_and_withdraw_removes_it() {
     });
     assert_eq!(r[0].prefix, "203.0.113.9/32");
     assert_eq!(r[0].as_path, vec![65002]);
-    assert_eq!(r[0].communities, vec![(65001, 100), (65001, 200)]);
-    assert_eq!(r[0].large_communities, vec![(65001, 1, 2)]);
-    assert_eq!(r[0].med, Some(50));
+    assert_attributed(&r[0]);
     gobgp.withdraw("203.0.113.9/32");
     wait_for(T, "withdrawal in BIRD", || {
         let r = bird.bgp_routes("fromgobgp");

@@ -13,6 +13,39 @@ use leafbridge_tests::{Pair, wait_for};
 
 const T: Duration = Duration::from_secs(10);
 
+/// The OPEN that namespace `b` sends: AS 65002, hold time 90 s, BGP Identifier 192.0.2.2.
+fn open_from_b() -> Vec<u8> {
+    raw::open_message(65002, 90, "192.0.2.2".parse().unwrap(), &[])
+}
+
+/// Asserts that the next message on `conn` (within `T`) is of type `want`.
+#[track_caller]
+fn expect_message(conn: &RawBgp, want: u8) {
+    assert_eq!(
+        conn.recv_message(T).and_then(|m| raw::message_type(&m)),
+        Some(want)
+    );
+}
+
+/// Connects from `b` to the daemon at 192.0.2.1:179, sends our OPEN, expects its OPEN and
+/// sends KEEPALIVE: the daemon's session comes up.
+#[track_caller]
+fn open_session_from_b(p: &Pair) -> RawBgp {
+    let conn = RawBgp::connect(&p.b, "192.0.2.1:179".parse().unwrap(), T);
+    conn.send(&open_from_b());
+    expect_message(&conn, raw::OPEN);
+    conn.send(&raw::keepalive_message());
+    conn
+}
+
+/// NOTIFICATION Cease / Administrative Shutdown (6, 2) with the length-prefixed UTF-8 message
+/// "maintenance" of RFC 8203.
+fn shutdown_with_message() -> Vec<u8> {
+    let mut body = vec![6, 2, 11];
+    body.extend_from_slice(b"maintenance");
+    raw::message(raw::NOTIFICATION, &body)
+}
+
 fn bird(passive: bool) -> BirdConfig {
     let mut c = BirdConfig::new("192.0.2.1".parse().unwrap(), 65001);
     c.peers.push(BirdPeer {
@@ -28,12 +61,7 @@ fn bad_header_length_gets_bird_notification_and_capture_keeps_it() {
     let bird = Bird::start(&p.a, "dut", &bird(true));
     let cap = Capture::start(&p.b, "bgp", Pair::B_IF, "tcp port 179");
     let conn = RawBgp::connect(&p.b, "192.0.2.1:179".parse().unwrap(), T);
-    conn.send(&raw::open_message(
-        65002,
-        90,
-        "192.0.2.2".parse().unwrap(),
-        &[],
-    ));
+    conn.send(&open_from_b());
     let open = conn.recv_message(T).expect("BIRD's OPEN");
     assert_eq!(raw::message_type(&open), Some(raw::OPEN));
     conn.send(&raw::keepalive_message());
@@ -96,12 +124,7 @@ fn gtsm_peer_ignores_segments_with_ttl_below_255() {
     };
     let peer = "192.0.2.1:179".parse().unwrap();
     if let Ok(conn) = RawBgp::try_connect_with(&p.b, peer, &low, Duration::from_secs(2)) {
-        conn.send(&raw::open_message(
-            65002,
-            90,
-            "192.0.2.2".parse().unwrap(),
-            &[],
-        ));
+        conn.send(&open_from_b());
         let mut seen = vec![];
         while let Some(m) = conn.recv_message(Duration::from_secs(2)) {
             seen.push(raw::message_type(&m));
@@ -122,20 +145,9 @@ fn gtsm_peer_accepts_ttl_255() {
         source: Some(Pair::b_v4()),
     };
     let conn = RawBgp::connect_with(&p.b, "192.0.2.1:179".parse().unwrap(), &ok, T);
-    conn.send(&raw::open_message(
-        65002,
-        90,
-        "192.0.2.2".parse().unwrap(),
-        &[],
-    ));
-    assert_eq!(
-        conn.recv_message(T).and_then(|m| raw::message_type(&m)),
-        Some(raw::OPEN)
-    );
-    assert_eq!(
-        conn.recv_message(T).and_then(|m| raw::message_type(&m)),
-        Some(raw::KEEPALIVE)
-    );
+    conn.send(&open_from_b());
+    expect_message(&conn, raw::OPEN);
+    expect_message(&conn, raw::KEEPALIVE);
     conn.send(&raw::keepalive_message());
     bird.wait_established("raw", T);
 }
@@ -144,23 +156,9 @@ fn gtsm_peer_accepts_ttl_255() {
 fn bird_reports_a_received_cease_and_its_shutdown_message() {
     let p = Pair::new("rawcease");
     let bird = Bird::start(&p.a, "dut", &bird(true));
-    let conn = RawBgp::connect(&p.b, "192.0.2.1:179".parse().unwrap(), T);
-    conn.send(&raw::open_message(
-        65002,
-        90,
-        "192.0.2.2".parse().unwrap(),
-        &[],
-    ));
-    assert_eq!(
-        conn.recv_message(T).and_then(|m| raw::message_type(&m)),
-        Some(raw::OPEN)
-    );
-    conn.send(&raw::keepalive_message());
+    let conn = open_session_from_b(&p);
     bird.wait_established("raw", T);
-    // RFC 8203: Cease / Administrative Shutdown with a length-prefixed UTF-8 message.
-    let mut body = vec![6, 2, 11];
-    body.extend_from_slice(b"maintenance");
-    conn.send(&raw::message(raw::NOTIFICATION, &body));
+    conn.send(&shutdown_with_message());
     wait_for(T, "BIRD to record the Cease", || {
         match bird.last_error("raw") {
             Some(e) if e.contains("Administrative shutdown") => Ok(()),
@@ -179,22 +177,9 @@ fn frr_reports_a_received_cease_and_its_shutdown_message() {
         ..FrrNeighbor::new(Pair::b_v4(), 65002)
     });
     let frr = Frr::start(&p.a, "dut", &c);
-    let conn = RawBgp::connect(&p.b, "192.0.2.1:179".parse().unwrap(), T);
-    conn.send(&raw::open_message(
-        65002,
-        90,
-        "192.0.2.2".parse().unwrap(),
-        &[],
-    ));
-    assert_eq!(
-        conn.recv_message(T).and_then(|m| raw::message_type(&m)),
-        Some(raw::OPEN)
-    );
-    conn.send(&raw::keepalive_message());
+    let conn = open_session_from_b(&p);
     frr.wait_established(Pair::b_v4(), T);
-    let mut body = vec![6, 2, 11];
-    body.extend_from_slice(b"maintenance");
-    conn.send(&raw::message(raw::NOTIFICATION, &body));
+    conn.send(&shutdown_with_message());
     let n = wait_for(T, "FRR to record the Cease", || {
         match frr.last_notification(Pair::b_v4()) {
             Some(n) if n.code_subcode == "0602" => Ok(n),
@@ -214,16 +199,8 @@ fn exabgp_reports_why_its_session_went_down() {
         .push(ExabgpNeighbor::new(Pair::b_v4(), 65002, Pair::a_v4()));
     let exa = Exabgp::start(&p.a, "dut", &c);
     listener.wait_connected(T);
-    assert_eq!(
-        listener.recv_message(T).and_then(|m| raw::message_type(&m)),
-        Some(raw::OPEN)
-    );
-    listener.send(&raw::open_message(
-        65002,
-        90,
-        "192.0.2.2".parse().unwrap(),
-        &[],
-    ));
+    expect_message(&listener, raw::OPEN);
+    listener.send(&open_from_b());
     listener.send(&raw::keepalive_message());
     exa.wait_up(Pair::b_v4(), T);
     // Cease / Administrative Shutdown without a shutdown communication: ExaBGP 4.2.21 fails
