@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Dns, upstream};
-use leafbridge_tests::dns::free_port;
+use leafbridge_tests::dns::{Unbound, free_port};
 
 fn config(upstreams: &str) -> String {
     format!(
@@ -34,6 +34,14 @@ fn data() -> Vec<String> {
     d
 }
 
+/// The proxy with `ub` as its one default upstream.
+fn forwarding_to(ub: &Unbound) -> Dns {
+    Dns::start(
+        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.addr().port())),
+        &[],
+    )
+}
+
 fn metric(dns: &Dns, name: &str) -> u64 {
     let m = dns.http_get("/metrics");
     m.lines()
@@ -46,10 +54,7 @@ fn metric(dns: &Dns, name: &str) -> u64 {
 #[test]
 fn answers_from_cache_with_decreasing_ttl_after_the_upstream_is_gone() {
     let ub = upstream(&data());
-    let dns = Dns::start(
-        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.addr().port())),
-        &[],
-    );
+    let dns = forwarding_to(&ub);
     let first = dns.dig(&["a.example.test", "A"]);
     assert_eq!(first.rdata("A"), vec!["192.0.2.1"], "{}", first.raw);
     assert_eq!(first.ttls(), vec![30]);
@@ -74,10 +79,7 @@ fn answers_from_cache_with_decreasing_ttl_after_the_upstream_is_gone() {
 #[test]
 fn caches_nxdomain_and_nodata_for_the_soa_minimum() {
     let ub = upstream(&data());
-    let dns = Dns::start(
-        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.addr().port())),
-        &[],
-    );
+    let dns = forwarding_to(&ub);
     let nx = dns.dig(&["missing.example.test", "A"]);
     assert!(nx.is_nxdomain(), "{}", nx.raw);
     let nodata = dns.dig(&["a.example.test", "AAAA"]);
@@ -97,10 +99,7 @@ fn caches_nxdomain_and_nodata_for_the_soa_minimum() {
 #[test]
 fn retries_over_tcp_when_the_upstream_truncates() {
     let ub = upstream(&data());
-    let dns = Dns::start(
-        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.addr().port())),
-        &[],
-    );
+    let dns = forwarding_to(&ub);
     let r = dns.dig(&["+tcp", "big.example.test", "A"]);
     assert_eq!(r.rdata("A").len(), 100, "{}", r.raw);
     // The same answer over UDP to us is too large: TC, client retries over TCP.
@@ -163,10 +162,7 @@ fn routes_zones_to_their_own_upstreams() {
 #[test]
 fn coalesces_identical_concurrent_queries() {
     let ub = upstream(&data());
-    let dns = Dns::start(
-        &config(&format!("  default: [\"127.0.0.1:{}\"]", ub.addr().port())),
-        &[],
-    );
+    let dns = forwarding_to(&ub);
     let (host, server) = (dns.host.clone(), dns.addr());
     let handles: Vec<_> = (0..8)
         .map(|_| {

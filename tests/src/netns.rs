@@ -176,52 +176,49 @@ impl Topology {
     /// Starts `cmd` (already built, e.g. by [`Netns::command`]) with stdout/stderr captured to
     /// `<dir>/<label>.stdout|stderr`, and tracks it for the guard.
     #[track_caller]
-    pub fn spawn(&self, label: &str, mut cmd: Command) -> Process {
-        let logs = self.subdir("logs");
-        let stdout = unique_path(&logs, label, "stdout");
-        let stderr = stdout.with_extension("stderr");
-        cmd.stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("create stdout log"))
-            .stderr(File::create(&stderr).expect("create stderr log"));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {label} ({cmd:?}): {e}"));
-        let pid = child.id();
-        self.inner.processes.lock().unwrap().push(Tracked {
-            label: label.to_string(),
-            child,
-            stdout: stdout.clone(),
-            stderr: stderr.clone(),
-        });
-        Process {
-            pid,
-            label: label.to_string(),
-            stdout,
-            stderr,
-            topo: self.clone(),
-        }
+    pub fn spawn(&self, label: &str, cmd: Command) -> Process {
+        self.start_tracked(label, cmd, false).0
     }
-}
 
-impl Topology {
     /// Like [`Topology::spawn`], but with stdin and stdout as pipes handed to the caller (for
     /// relays and interactive tools); stderr still goes to `<dir>/logs/<label>.stderr`.
     #[track_caller]
     pub fn spawn_piped(
         &self,
         label: &str,
-        mut cmd: Command,
+        cmd: Command,
     ) -> (Process, std::process::ChildStdin, std::process::ChildStdout) {
+        let (process, pipes) = self.start_tracked(label, cmd, true);
+        let (stdin, stdout) = pipes.expect("stdin and stdout are piped");
+        (process, stdin, stdout)
+    }
+
+    /// Starts `cmd` with stderr in `<dir>/logs/<label>.stderr` and stdin/stdout either piped
+    /// (returned) or null/`<label>.stdout`, and tracks it for the guard.
+    #[track_caller]
+    fn start_tracked(
+        &self,
+        label: &str,
+        mut cmd: Command,
+        pipe_stdio: bool,
+    ) -> (
+        Process,
+        Option<(std::process::ChildStdin, std::process::ChildStdout)>,
+    ) {
         let logs = self.subdir("logs");
         let stdout = unique_path(&logs, label, "stdout");
         let stderr = stdout.with_extension("stderr");
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).expect("create stderr log"));
+        if pipe_stdio {
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        } else {
+            cmd.stdin(Stdio::null())
+                .stdout(File::create(&stdout).expect("create stdout log"));
+        }
+        cmd.stderr(File::create(&stderr).expect("create stderr log"));
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {label} ({cmd:?}): {e}"));
-        let (stdin, out) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+        let pipes = pipe_stdio.then(|| (child.stdin.take().unwrap(), child.stdout.take().unwrap()));
         let pid = child.id();
         self.inner.processes.lock().unwrap().push(Tracked {
             label: label.to_string(),
@@ -229,17 +226,14 @@ impl Topology {
             stdout: stdout.clone(),
             stderr: stderr.clone(),
         });
-        (
-            Process {
-                pid,
-                label: label.to_string(),
-                stdout,
-                stderr,
-                topo: self.clone(),
-            },
-            stdin,
-            out,
-        )
+        let process = Process {
+            pid,
+            label: label.to_string(),
+            stdout,
+            stderr,
+            topo: self.clone(),
+        };
+        (process, pipes)
     }
 }
 
