@@ -331,13 +331,7 @@ impl Netns {
 
     /// Runs `program args` to completion in this namespace and returns what happened.
     pub fn exec(&self, program: &str, args: &[&str]) -> ExecOutput {
-        let out = self
-            .command(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("run {program}: {e}"));
-        ExecOutput::from(out)
+        exec_to_end(self.command(program).args(args), program)
     }
 
     /// Runs `program args` in this namespace and returns stdout; panics with stderr on failure.
@@ -727,8 +721,12 @@ impl From<Output> for ExecOutput {
 
 /// Runs a program in the test process's own namespace (config checks and the like).
 pub(crate) fn host_exec(program: &str, args: &[&str]) -> ExecOutput {
-    let out = Command::new(program)
-        .args(args)
+    exec_to_end(Command::new(program).args(args), program)
+}
+
+/// Runs `cmd` (which runs `program`) with no stdin until it ends.
+fn exec_to_end(cmd: &mut Command, program: &str) -> ExecOutput {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("run {program}: {e}"));
