@@ -18,12 +18,12 @@
 //! - Events are appended as core/v1 Event YAML documents to `.leafbridge/events.yaml` (rotated to
 //!   `events.yaml.1` past 8 MiB).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -66,6 +66,8 @@ pub struct StateDir {
     pending: Mutex<Vec<StatusRequest>>,
     /// Where an object was last found: (apiVersion, kind, namespace, name) -> file.
     hints: Mutex<HashMap<ObjectId, PathBuf>>,
+    /// The one parsed view of the directory: every watch of every kind and every writer.
+    shared: Mutex<Shared>,
     tmp_seq: AtomicU64,
     rescans: AtomicU64,
     malformed: Family<Labels, Counter>,
@@ -89,6 +91,7 @@ impl StateDir {
             write_lock: Mutex::new(()),
             pending: Mutex::default(),
             hints: Mutex::default(),
+            shared: Mutex::default(),
             tmp_seq: AtomicU64::new(0),
             rescans: AtomicU64::new(0),
             malformed: Family::default(),
@@ -113,7 +116,15 @@ impl StateDir {
         );
     }
 
-    /// How many times any watch of this directory rescanned it (tests: the watch goes idle).
+    fn report_malformed(&self, kind: &str, path: &Path, reason: &str) {
+        self.malformed
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc();
+        tracing::warn!(file = %path.display(), %kind, %reason,
+            "malformed manifest skipped; objects from its last good version are kept");
+    }
+
+    /// How many times the shared scan of this directory ran (tests: the watch goes idle).
     pub fn rescan_count(&self) -> u64 {
         self.rescans.load(Ordering::Relaxed)
     }
@@ -125,30 +136,91 @@ impl StateDir {
             .get()
     }
 
+    /// A watch of kind `K`: a view of the one shared scan of this directory (see
+    /// [`Self::subscribe`]). A file is read and parsed once per change whatever the number of
+    /// watches; each watch only picks its kind's documents out of the parsed file.
     pub(super) fn watch<K: StateObject>(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
     ) -> BoxStream<'static, Result<Event<K>, StateError>> {
-        let (tx, rx) = mpsc::channel(256);
-        let me = self.clone();
-        tokio::spawn(async move { me.run_watch::<K>(tx).await });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|ev| (ev, rx))
-        }))
+        let (rx, snapshot) = self.subscribe();
+        let mut w = KindWatch::<K> {
+            dir: self.clone(),
+            files: BTreeMap::new(),
+            current: BTreeMap::new(),
+            queue: VecDeque::new(),
+        };
+        w.apply(&snapshot);
+        w.queue.push_back(Event::Init);
+        for (k, (path, v, o)) in collect(&w.files) {
+            w.current.insert(k, (path, v));
+            w.queue.push_back(Event::InitApply(o));
+        }
+        w.queue.push_back(Event::InitDone);
+        Box::pin(futures::stream::unfold(
+            (w, rx),
+            |(mut w, mut rx)| async move {
+                loop {
+                    if let Some(ev) = w.queue.pop_front() {
+                        return Some((Ok(ev), (w, rx)));
+                    }
+                    let batch = rx.recv().await?;
+                    let changed = w.apply(&batch);
+                    let evs = diff(&mut w.current, &w.files, changed);
+                    w.queue.extend(evs);
+                }
+            },
+        ))
     }
 
-    async fn run_watch<K: StateObject>(&self, tx: mpsc::Sender<Result<Event<K>, StateError>>) {
-        let (ntx, mut nrx) = mpsc::unbounded_channel::<()>();
+    /// Join the shared scan: bring it up to date (a file written just before the watch started
+    /// is seen), register for its change batches and return the current parsed files. Starts
+    /// the scanner task (notify + periodic rescan) if none runs.
+    fn subscribe(self: &Arc<Self>) -> (mpsc::UnboundedReceiver<Batch>, Vec<(PathBuf, FileChange)>) {
+        let mut guard = lock(&self.shared);
+        let sh = &mut *guard;
+        // The notify watch is registered before the scan: a change right after it is not missed.
+        let scanner = sh.poke.is_none().then(|| self.start_notify(sh));
+        let changes = self.scan(sh, false);
+        sh.publish(changes);
+        let mut snapshot = vec![];
+        for (p, f) in &sh.files {
+            if let Some(g) = &f.good {
+                snapshot.push((p.clone(), FileChange::Docs(g.clone())));
+            }
+            if let Some(r) = &f.error {
+                snapshot.push((p.clone(), FileChange::Malformed(r.clone())));
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        sh.subscribers.push(tx);
+        if let Some((watcher, prx)) = scanner {
+            self.start_scanner(watcher, prx);
+        }
+        (rx, snapshot)
+    }
+
+    /// The scanner's wake-up channel, fed by a notify watch of the directory (None: notify is
+    /// unavailable, periodic rescans only).
+    fn start_notify(
+        &self,
+        sh: &mut Shared,
+    ) -> (
+        Option<notify::RecommendedWatcher>,
+        mpsc::UnboundedReceiver<()>,
+    ) {
+        let (ptx, prx) = mpsc::unbounded_channel::<()>();
+        sh.poke = Some(ptx.clone());
         let root = self.root.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if res.as_ref().is_ok_and(|ev| !is_relevant(&root, ev)) {
                 return;
             }
-            let _ = ntx.send(());
+            let _ = ptx.send(());
         })
         .and_then(|mut w| {
             notify::Watcher::watch(&mut w, &self.root, notify::RecursiveMode::Recursive).map(|()| w)
         });
-        let _watcher = match watcher {
+        let watcher = match watcher {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(dir = %self.root.display(), error = %e,
@@ -156,62 +228,57 @@ impl StateDir {
                 None
             }
         };
-
-        let mut files = BTreeMap::new();
-        self.rescan::<K>(&mut files, true);
-        // Where each object currently comes from: (file, manifest).
-        let mut current: BTreeMap<ObjKey, (PathBuf, Value)> = BTreeMap::new();
-        let mut init = vec![Event::Init];
-        for (k, (path, v, o)) in collect(&files) {
-            current.insert(k, (path, v));
-            init.push(Event::InitApply(o));
-        }
-        init.push(Event::InitDone);
-        for ev in init {
-            if tx.send(Ok(ev)).await.is_err() {
-                return;
-            }
-        }
-
-        let mut ticker = tokio::time::interval(self.rescan);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        let mut ticks = 0u64;
-        loop {
-            let full = tokio::select! {
-                n = nrx.recv(), if _watcher.is_some() => {
-                    if n.is_none() { continue; }
-                    tokio::time::sleep(DEBOUNCE).await;
-                    while nrx.try_recv().is_ok() {}
-                    false
-                }
-                // The periodic safety net checks stamps too; every 15th tick it compares
-                // contents (an edit that kept size and mtime, on a coarse-mtime filesystem).
-                _ = ticker.tick() => {
-                    ticks += 1;
-                    ticks.is_multiple_of(15)
-                }
-                _ = tx.closed() => return,
-            };
-            let changed = self.rescan::<K>(&mut files, full);
-            for ev in diff(&mut current, &files, changed) {
-                if tx.send(Ok(ev)).await.is_err() {
-                    return;
-                }
-            }
-        }
+        (watcher, prx)
     }
 
-    /// Re-read changed files and return the objects of kind K now in the directory. A quick
-    /// rescan skips files whose size, mtime and inode are unchanged; a full one compares every
-    /// file's content.
-    fn rescan<K: StateObject>(
-        &self,
-        files: &mut BTreeMap<PathBuf, FileEntry<K>>,
-        full: bool,
-    ) -> Vec<(PathBuf, Vec<Parsed<K>>)> {
+    /// The one scanner task of this directory: wakes on notify events (debounced), on a poke
+    /// (our own write was overtaken) or on the periodic safety-net tick, rescans, and fans the
+    /// changed files out to every watch. Ends when no watch is left.
+    fn start_scanner(
+        self: &Arc<Self>,
+        watcher: Option<notify::RecommendedWatcher>,
+        mut prx: mpsc::UnboundedReceiver<()>,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            let mut ticker = tokio::time::interval(me.rescan);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            let mut ticks = 0u64;
+            loop {
+                let full = tokio::select! {
+                    n = prx.recv() => {
+                        if n.is_none() { return; }
+                        tokio::time::sleep(DEBOUNCE).await;
+                        while prx.try_recv().is_ok() {}
+                        false
+                    }
+                    // The periodic safety net checks stamps too; every 15th tick it compares
+                    // contents (an edit that kept size and mtime, on a coarse-mtime filesystem).
+                    _ = ticker.tick() => {
+                        ticks += 1;
+                        ticks.is_multiple_of(15)
+                    }
+                };
+                let mut guard = lock(&me.shared);
+                let sh = &mut *guard;
+                sh.subscribers.retain(|s| !s.is_closed());
+                if sh.subscribers.is_empty() {
+                    sh.poke = None;
+                    return;
+                }
+                let changes = me.scan(sh, full);
+                sh.publish(changes);
+            }
+        });
+    }
+
+    /// Re-read changed files into the shared cache and return what changed. A quick scan skips
+    /// files whose size, mtime and inode are unchanged; a full one compares every file's
+    /// content. Unchanged content is not parsed again.
+    fn scan(&self, sh: &mut Shared, full: bool) -> Vec<(PathBuf, FileChange)> {
         self.rescans.fetch_add(1, Ordering::Relaxed);
-        let kind = K::kind(&());
         let list = match list_manifest_files(&self.root) {
             Ok(l) => l,
             Err(e) => {
@@ -221,26 +288,26 @@ impl StateDir {
             }
         };
         let mut changed = vec![];
-        let gone: Vec<PathBuf> = files
+        let gone: Vec<PathBuf> = sh
+            .files
             .keys()
             .filter(|p| list.binary_search(p).is_err())
             .cloned()
             .collect();
         for p in gone {
-            if let Some(e) = files.remove(&p) {
-                changed.push((p, e.objects));
-            }
+            sh.files.remove(&p);
+            changed.push((p, FileChange::Gone));
         }
         for path in list {
             let stamp = stamp_of(&path);
-            if !full && stamp.is_some() && files.get(&path).is_some_and(|e| e.stamp == stamp) {
+            if !full && stamp.is_some() && sh.files.get(&path).is_some_and(|e| e.stamp == stamp) {
                 continue;
             }
             let content = match fs::read(&path) {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if let Some(e) = files.remove(&path) {
-                        changed.push((path, e.objects));
+                    if sh.files.remove(&path).is_some() {
+                        changed.push((path, FileChange::Gone));
                     }
                     continue;
                 }
@@ -249,31 +316,50 @@ impl StateDir {
                     continue;
                 }
             };
-            let entry = files.entry(path.clone()).or_insert_with(|| FileEntry {
-                seen: None,
-                stamp: None,
-                objects: vec![],
-            });
+            let entry = sh.files.entry(path.clone()).or_default();
             entry.stamp = stamp;
             if entry.seen.as_deref() == Some(&content[..]) {
                 continue;
             }
-            match parse_manifests::<K>(&content) {
-                Ok(objects) => {
-                    let old = std::mem::replace(&mut entry.objects, objects);
-                    changed.push((path.clone(), old));
-                }
-                Err(reason) => {
-                    self.malformed
-                        .get_or_create(&vec![("kind".into(), kind.to_string())])
-                        .inc();
-                    tracing::warn!(file = %path.display(), %kind, %reason,
-                        "malformed manifest skipped; objects from its last good version are kept");
-                }
-            }
-            entry.seen = Some(content);
+            let raw = raw_documents(&content);
+            changed.push((path, entry.set(content, raw)));
         }
         changed
+    }
+
+    /// Every document of `path` if `content` is what the shared cache last saw there (no
+    /// parse needed).
+    fn cached_documents(&self, path: &Path, content: &[u8]) -> Option<Vec<Value>> {
+        let sh = lock(&self.shared);
+        let f = sh.files.get(path)?;
+        if f.seen.as_deref() != Some(content) {
+            return None;
+        }
+        f.raw.as_ref().map(|d| (**d).clone())
+    }
+
+    /// We just renamed `text` (documents `docs`) over `path`: update the shared cache and tell
+    /// the watches directly instead of having the scanner read and parse it again. The notify
+    /// event of the rename then finds an unchanged stamp and costs one `stat`.
+    fn record_own_write(&self, path: &Path, text: Vec<u8>, docs: Vec<Value>, stamp: Option<Stamp>) {
+        let mut guard = lock(&self.shared);
+        let sh = &mut *guard;
+        let entry = sh.files.entry(path.to_path_buf()).or_default();
+        // `stamp` is the temp file's, which the rename keeps; anything else means someone
+        // replaced the file right after us: let the scanner read what is there now.
+        if stamp.is_none() || stamp_of(path) != stamp {
+            entry.stamp = None;
+            if let Some(p) = &sh.poke {
+                let _ = p.send(());
+            }
+            return;
+        }
+        entry.stamp = stamp;
+        if entry.seen.as_deref() == Some(&text[..]) {
+            return;
+        }
+        let change = entry.set(text, Ok(docs));
+        sh.publish(vec![(path.to_path_buf(), change)]);
     }
 
     /// See [`super::StateSource::apply_status`].
@@ -395,7 +481,10 @@ impl StateDir {
         let mut h = HashMap::new();
         for p in list_manifest_files(&self.root).unwrap_or_default() {
             let Ok(content) = fs::read(&p) else { continue };
-            let Some(docs) = all_documents(&content) else {
+            let Some(docs) = self
+                .cached_documents(&p, &content)
+                .or_else(|| all_documents(&content))
+            else {
                 continue;
             };
             for d in &docs {
@@ -425,10 +514,15 @@ impl StateDir {
     /// Apply `reqs` to one file atomically. Returns the requests whose object is not in it.
     fn write_file(&self, path: &Path, reqs: Vec<StatusRequest>) -> Vec<StatusRequest> {
         for _ in 0..WRITE_ATTEMPTS {
+            // Re-read right before writing (a spec edit since is never lost); parse only if it
+            // is not what the shared cache already holds (usually: our own last write).
             let Ok(content) = fs::read(path) else {
                 return reqs;
             };
-            let Some(mut docs) = all_documents(&content) else {
+            let Some(mut docs) = self
+                .cached_documents(path, &content)
+                .or_else(|| all_documents(&content))
+            else {
                 for (_, _, tx) in reqs {
                     let _ = tx.send(Err(StateError::Malformed {
                         path: path.to_path_buf(),
@@ -470,9 +564,9 @@ impl StateDir {
             }
             if changed {
                 match self.replace_file(path, &content, &docs) {
-                    Ok(true) => {}
+                    Ok(Some((text, stamp))) => self.record_own_write(path, text, docs, stamp),
                     // Changed under us: start over from the new version.
-                    Ok(false) => continue,
+                    Ok(None) => continue,
                     Err(e) => {
                         for (_, _, tx) in reqs {
                             let _ = tx.send(Err(StateError::Io {
@@ -504,13 +598,14 @@ impl StateDir {
     }
 
     /// Write `docs` to a temp file, fsync, and rename it over `path` unless `path` no longer
-    /// holds `expected` (someone edited it: their edit must not be lost). Ok(false): retry.
+    /// holds `expected` (someone edited it: their edit must not be lost). Ok(None): retry.
+    /// Ok(Some): the bytes written and the file's stamp (the rename keeps the temp file's).
     fn replace_file(
         &self,
         path: &Path,
         expected: &[u8],
         docs: &[Value],
-    ) -> Result<bool, StateError> {
+    ) -> Result<Option<Written>, StateError> {
         let mut text = String::new();
         for (i, d) in docs.iter().enumerate() {
             if i > 0 {
@@ -537,14 +632,15 @@ impl StateDir {
             path: tmp.clone(),
             source,
         };
-        {
+        let stamp = {
             let mut f = File::create(&tmp).map_err(io)?;
             f.write_all(text.as_bytes()).map_err(io)?;
             f.sync_all().map_err(io)?;
-        }
+            f.metadata().ok().and_then(|m| stamp_from(&m))
+        };
         if fs::read(path).ok().as_deref() != Some(expected) {
             let _ = fs::remove_file(&tmp);
-            return Ok(false);
+            return Ok(None);
         }
         fs::rename(&tmp, path).map_err(|source| {
             let _ = fs::remove_file(&tmp);
@@ -557,7 +653,7 @@ impl StateDir {
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
-        Ok(true)
+        Ok(Some((text.into_bytes(), stamp)))
     }
 
     /// Append one Event document to the events file.
@@ -587,11 +683,137 @@ impl StateDir {
     }
 }
 
-struct FileEntry<K> {
-    /// (size, mtime, inode) when `seen` was read.
-    stamp: Option<(u64, std::time::SystemTime, u64)>,
-    /// Content last read (good or bad): unchanged content is not parsed (or reported) again.
+/// (size, mtime, inode) of a file: unchanged stamp, unchanged file (checked by content on the
+/// periodic full rescan anyway).
+type Stamp = (u64, std::time::SystemTime, u64);
+/// What a status write put in a file: its bytes and the file's stamp after the rename.
+type Written = (Vec<u8>, Option<Stamp>);
+
+/// One manifest file as the shared scan last saw it.
+#[derive(Debug, Default)]
+struct CachedFile {
+    stamp: Option<Stamp>,
+    /// Content last read or written (good or bad): unchanged content is not parsed (or
+    /// reported) again.
     seen: Option<Vec<u8>>,
+    /// Every document of `seen`, as written (status writes start from these); None: `seen`
+    /// does not parse.
+    raw: Option<Arc<Vec<Value>>>,
+    /// The documents of the last good version, `kind: List` expanded: what watches see.
+    good: Option<Arc<Vec<Value>>>,
+    /// Why `seen` is malformed, if it is.
+    error: Option<Arc<str>>,
+}
+
+impl CachedFile {
+    /// Take `content` (parsed into `raw`) as the file's current version.
+    fn set(&mut self, content: Vec<u8>, raw: Result<Vec<Value>, String>) -> FileChange {
+        self.seen = Some(content);
+        let raw = match raw {
+            Ok(r) => Arc::new(r),
+            Err(reason) => {
+                self.raw = None;
+                let reason: Arc<str> = reason.into();
+                self.error = Some(reason.clone());
+                return FileChange::Malformed(reason);
+            }
+        };
+        self.raw = Some(raw.clone());
+        match expand_documents(&raw) {
+            Ok(expanded) => {
+                let good = expanded.map(Arc::new).unwrap_or(raw);
+                self.good = Some(good.clone());
+                self.error = None;
+                FileChange::Docs(good)
+            }
+            Err(reason) => {
+                let reason: Arc<str> = reason.into();
+                self.error = Some(reason.clone());
+                FileChange::Malformed(reason)
+            }
+        }
+    }
+}
+
+/// What the shared scan found for one file, fanned out to every watch.
+#[derive(Debug, Clone)]
+enum FileChange {
+    Gone,
+    /// The file's documents (`kind: List` expanded).
+    Docs(Arc<Vec<Value>>),
+    /// The file does not parse; watches keep what its last good version held.
+    Malformed(Arc<str>),
+}
+
+/// The changes of one scan (or of one own write): one entry per file.
+type Batch = Arc<Vec<(PathBuf, FileChange)>>;
+
+/// The parsed view of the directory shared by every watch and writer of one `StateDir`.
+#[derive(Debug, Default)]
+struct Shared {
+    files: BTreeMap<PathBuf, CachedFile>,
+    subscribers: Vec<mpsc::UnboundedSender<Batch>>,
+    /// Wakes the scanner task; Some while it runs.
+    poke: Option<mpsc::UnboundedSender<()>>,
+}
+
+impl Shared {
+    fn publish(&mut self, changes: Vec<(PathBuf, FileChange)>) {
+        if changes.is_empty() {
+            return;
+        }
+        let batch: Batch = Arc::new(changes);
+        self.subscribers.retain(|s| s.send(batch.clone()).is_ok());
+    }
+}
+
+/// One watch's view: the objects of kind K per file and where each current object comes from.
+struct KindWatch<K> {
+    dir: Arc<StateDir>,
+    files: BTreeMap<PathBuf, FileEntry<K>>,
+    current: BTreeMap<ObjKey, (PathBuf, Value)>,
+    queue: VecDeque<Event<K>>,
+}
+
+impl<K: StateObject> KindWatch<K> {
+    /// Take a batch of file changes; returns the changed files with the objects they held.
+    fn apply(&mut self, batch: &[(PathBuf, FileChange)]) -> Vec<(PathBuf, Vec<Parsed<K>>)> {
+        let kind = K::kind(&());
+        let mut changed = vec![];
+        for (path, change) in batch {
+            match change {
+                FileChange::Gone => {
+                    if let Some(e) = self.files.remove(path) {
+                        changed.push((path.clone(), e.objects));
+                    }
+                }
+                FileChange::Malformed(reason) => self.dir.report_malformed(&kind, path, reason),
+                FileChange::Docs(docs) => {
+                    let entry = self.files.entry(path.clone()).or_insert_with(|| FileEntry {
+                        docs: None,
+                        objects: vec![],
+                    });
+                    if entry.docs.as_ref().is_some_and(|d| Arc::ptr_eq(d, docs)) {
+                        continue;
+                    }
+                    entry.docs = Some(docs.clone());
+                    match parse_manifests::<K>(docs, &entry.objects) {
+                        Ok(objects) => {
+                            let old = std::mem::replace(&mut entry.objects, objects);
+                            changed.push((path.clone(), old));
+                        }
+                        Err(reason) => self.dir.report_malformed(&kind, path, &reason),
+                    }
+                }
+            }
+        }
+        changed
+    }
+}
+
+struct FileEntry<K> {
+    /// The documents `objects` were taken from (an unchanged file is not looked at again).
+    docs: Option<Arc<Vec<Value>>>,
     /// Objects from the last good version of the file.
     objects: Vec<Parsed<K>>,
 }
@@ -669,9 +891,12 @@ fn diff<K: StateObject>(
     deletes
 }
 
-fn stamp_of(p: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+fn stamp_of(p: &Path) -> Option<Stamp> {
+    stamp_from(&fs::metadata(p).ok()?)
+}
+
+fn stamp_from(m: &fs::Metadata) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(p).ok()?;
     Some((m.len(), m.modified().ok()?, m.ino()))
 }
 
@@ -726,32 +951,50 @@ pub fn list_manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// All YAML documents of a file (null documents dropped, `kind: List` expanded).
-pub fn parse_documents(content: &[u8]) -> Result<Vec<Value>, String> {
+/// Every document of a file, as written (null documents dropped).
+fn raw_documents(content: &[u8]) -> Result<Vec<Value>, String> {
     let text = std::str::from_utf8(content).map_err(|e| format!("not UTF-8: {e}"))?;
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v = Value::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))?;
-        match v {
+        match Value::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))? {
             Value::Null => {}
-            Value::Object(ref m) => {
-                let kind = m.get("kind").and_then(Value::as_str);
-                let api = m.get("apiVersion").and_then(Value::as_str);
-                if kind.is_none() || api.is_none() {
-                    return Err(format!("document {} has no apiVersion/kind", i + 1));
-                }
-                if kind == Some("List")
-                    && let Some(Value::Array(items)) = m.get("items")
-                {
-                    out.extend(items.iter().cloned());
-                } else {
-                    out.push(v);
-                }
-            }
-            _ => return Err(format!("document {} is not a mapping", i + 1)),
+            v => out.push(v),
         }
     }
     Ok(out)
+}
+
+/// Check every document is a manifest and expand `kind: List` documents. Ok(None): nothing to
+/// expand, the documents are used as they are.
+fn expand_documents(raw: &[Value]) -> Result<Option<Vec<Value>>, String> {
+    let mut lists = false;
+    for (i, v) in raw.iter().enumerate() {
+        let Value::Object(m) = v else {
+            return Err(format!("document {} is not a mapping", i + 1));
+        };
+        let kind = m.get("kind").and_then(Value::as_str);
+        if kind.is_none() || m.get("apiVersion").and_then(Value::as_str).is_none() {
+            return Err(format!("document {} has no apiVersion/kind", i + 1));
+        }
+        lists |= kind == Some("List") && matches!(m.get("items"), Some(Value::Array(_)));
+    }
+    if !lists {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for v in raw {
+        match (v.get("kind").and_then(Value::as_str), v.get("items")) {
+            (Some("List"), Some(Value::Array(items))) => out.extend(items.iter().cloned()),
+            _ => out.push(v.clone()),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// All YAML documents of a file (null documents dropped, `kind: List` expanded).
+pub fn parse_documents(content: &[u8]) -> Result<Vec<Value>, String> {
+    let raw = raw_documents(content)?;
+    Ok(expand_documents(&raw)?.unwrap_or(raw))
 }
 
 fn is_namespaced<K: StateObject>() -> bool {
@@ -759,23 +1002,29 @@ fn is_namespaced<K: StateObject>() -> bool {
         == std::any::type_name::<k8s_openapi::NamespaceResourceScope>()
 }
 
-fn parse_manifests<K: StateObject>(content: &[u8]) -> Result<Vec<(ObjKey, Value, K)>, String> {
+/// The objects of kind K among a file's documents. An object whose manifest is unchanged from
+/// `old` is reused, not deserialized again (a status write changes one document of many).
+fn parse_manifests<K: StateObject>(
+    docs: &[Value],
+    old: &[Parsed<K>],
+) -> Result<Vec<Parsed<K>>, String> {
     let (api_version, kind) = (K::api_version(&()), K::kind(&()));
     let namespaced = is_namespaced::<K>();
     let mut out = Vec::new();
-    for mut v in parse_documents(content)? {
-        if v.get("apiVersion").and_then(Value::as_str) != Some(&api_version)
-            || v.get("kind").and_then(Value::as_str) != Some(&kind)
+    for d in docs {
+        if d.get("apiVersion").and_then(Value::as_str) != Some(&api_version)
+            || d.get("kind").and_then(Value::as_str) != Some(&kind)
         {
             continue;
         }
-        let Some(name) = v
+        let Some(name) = d
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .map(str::to_owned)
         else {
             return Err(format!("a {kind} has no metadata.name"));
         };
+        let mut v = d.clone();
         let ns = if namespaced {
             let ns = v
                 .pointer("/metadata/namespace")
@@ -789,17 +1038,30 @@ fn parse_manifests<K: StateObject>(content: &[u8]) -> Result<Vec<(ObjKey, Value,
         } else {
             None
         };
+        let key = (ns, name);
+        // Usually at the same position as before; else look.
+        let same = |p: &&Parsed<K>| p.0 == key && p.1 == v;
+        if let Some((_, _, o)) = old
+            .get(out.len())
+            .filter(same)
+            .or_else(|| old.iter().find(same))
+        {
+            let o = o.clone();
+            out.push((key, v, o));
+            continue;
+        }
         let obj: K = serde_json::from_value(v.clone()).map_err(|e| {
             if kind == "Secret" {
                 // serde quotes offending values, and a Secret's values must never reach a log.
                 format!(
-                    "Secret {name} does not parse (details withheld: they may contain secret data)"
+                    "Secret {} does not parse (details withheld: they may contain secret data)",
+                    key.1
                 )
             } else {
-                format!("{kind} {name}: {e}")
+                format!("{kind} {}: {e}", key.1)
             }
         })?;
-        out.push(((ns, name), v, obj));
+        out.push((key, v, obj));
     }
     Ok(out)
 }
@@ -807,21 +1069,13 @@ fn parse_manifests<K: StateObject>(content: &[u8]) -> Result<Vec<(ObjKey, Value,
 /// The reason a Secret manifest is rejected, as it would be logged (tests).
 #[doc(hidden)]
 pub fn parse_secret_for_test(content: &[u8]) -> Result<usize, String> {
-    parse_manifests::<k8s_openapi::api::core::v1::Secret>(content).map(|v| v.len())
+    let docs = parse_documents(content)?;
+    parse_manifests::<k8s_openapi::api::core::v1::Secret>(&docs, &[]).map(|v| v.len())
 }
 
 /// Every document of a file, any kind (None: the file does not parse).
 fn all_documents(content: &[u8]) -> Option<Vec<Value>> {
-    let text = std::str::from_utf8(content).ok()?;
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        match Value::deserialize(doc) {
-            Ok(Value::Null) => {}
-            Ok(v) => docs.push(v),
-            Err(_) => return None,
-        }
-    }
-    Some(docs)
+    raw_documents(content).ok()
 }
 
 fn doc_matches(d: &Value, key: &ObjectId) -> bool {
