@@ -286,8 +286,6 @@ fn start_leafbridge(tmp: &Path, tag: &str, state: &Path, upstream: Option<u16>) 
             .arg(&cfg)
             .arg("--state-dir")
             .arg(state)
-            // The api crate's notify watch currently never idles (see statedir.rs).
-            .args(["--state-dir-poll", "--poll-ms", "1000"])
             .env("RUST_LOG", "warn"),
         &log,
     );

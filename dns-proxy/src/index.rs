@@ -163,44 +163,28 @@ pub trait Indexed {
     fn delete_key(index: &mut ZoneIndex, key: &NsName);
 }
 
-impl Indexed for Service {
-    const KIND: &'static str = "Service";
-    fn key(&self) -> Option<NsName> {
-        meta_key(&self.metadata.namespace, &self.metadata.name)
-    }
-    fn apply_to(&self, index: &mut ZoneIndex) {
-        index.apply_service(self);
-    }
-    fn delete_key(index: &mut ZoneIndex, key: &NsName) {
-        index.delete_service(key);
-    }
+/// The three kinds differ only in which index methods they call; the key is always the
+/// object's namespace and name.
+macro_rules! indexed {
+    ($kind:ty, $apply:ident, $delete:ident) => {
+        impl Indexed for $kind {
+            const KIND: &'static str = stringify!($kind);
+            fn key(&self) -> Option<NsName> {
+                meta_key(&self.metadata.namespace, &self.metadata.name)
+            }
+            fn apply_to(&self, index: &mut ZoneIndex) {
+                index.$apply(self);
+            }
+            fn delete_key(index: &mut ZoneIndex, key: &NsName) {
+                index.$delete(key);
+            }
+        }
+    };
 }
 
-impl Indexed for EndpointSlice {
-    const KIND: &'static str = "EndpointSlice";
-    fn key(&self) -> Option<NsName> {
-        meta_key(&self.metadata.namespace, &self.metadata.name)
-    }
-    fn apply_to(&self, index: &mut ZoneIndex) {
-        index.apply_endpoint_slice(self);
-    }
-    fn delete_key(index: &mut ZoneIndex, key: &NsName) {
-        index.delete_endpoint_slice(key);
-    }
-}
-
-impl Indexed for Pod {
-    const KIND: &'static str = "Pod";
-    fn key(&self) -> Option<NsName> {
-        meta_key(&self.metadata.namespace, &self.metadata.name)
-    }
-    fn apply_to(&self, index: &mut ZoneIndex) {
-        index.apply_pod(self);
-    }
-    fn delete_key(index: &mut ZoneIndex, key: &NsName) {
-        index.delete_pod(key);
-    }
-}
+indexed!(Service, apply_service, delete_service);
+indexed!(EndpointSlice, apply_endpoint_slice, delete_endpoint_slice);
+indexed!(Pod, apply_pod, delete_pod);
 
 impl ZoneIndex {
     pub fn new() -> Self {

@@ -11,6 +11,5 @@ pub mod forward;
 pub mod index;
 pub mod metrics;
 pub mod server;
-pub mod statedir;
 pub mod testing;
 pub mod view;

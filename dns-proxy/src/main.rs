@@ -37,12 +37,10 @@ struct Args {
     /// How often the configuration file is checked for changes (SIGHUP reloads at once).
     #[arg(long, default_value_t = 500)]
     poll_ms: u64,
-    /// Safety-net full rescan of the state directory (changes are seen at once via inotify).
-    #[arg(long, default_value_t = 2000)]
+    /// Safety-net rescan of the state directory; changes are seen at once via inotify, so
+    /// this is rare: each rescan stats every manifest, which costs CPU at 10,000 Services.
+    #[arg(long, default_value_t = 60_000)]
     state_rescan_ms: u64,
-    /// Poll the state directory (mtime/size) instead of the api crate's notify watch.
-    #[arg(long)]
-    state_dir_poll: bool,
     /// Log JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -76,44 +74,27 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let server = Arc::new(Server::new(runtime, config.cache.max_entries, metrics));
 
     let readiness = Readiness::new();
-    match (&args.state_dir, args.state_dir_poll) {
-        (Some(dir), true) => {
-            let mut poll = leafbridge_dns::statedir::StateDir::default();
-            let errors = poll.scan(dir, &server.index);
-            server.metrics.state_errors.inc_by(errors as u64);
-            tokio::spawn(leafbridge_dns::statedir::watch(
-                server.clone(),
-                dir.clone(),
-                Duration::from_millis(args.poll_ms),
-                readiness.clone(),
-            ));
+    let source = match &args.state_dir {
+        Some(dir) => {
+            StateSource::dir_with_rescan(dir.clone(), Duration::from_millis(args.state_rescan_ms))?
         }
-        _ => {
-            let source = match &args.state_dir {
-                Some(dir) => StateSource::dir_with_rescan(
-                    dir.clone(),
-                    Duration::from_millis(args.state_rescan_ms),
-                )?,
-                None => StateSource::kube(
-                    kube::Client::try_default()
-                        .await
-                        .context("no --state-dir and no Kubernetes credentials")?,
-                ),
-            };
-            source.register_metrics(&mut registry);
-            watch_source(source, server.clone(), readiness.clone()).await;
-        }
-    }
+        None => StateSource::kube(
+            kube::Client::try_default()
+                .await
+                .context("no --state-dir and no Kubernetes credentials")?,
+        ),
+    };
+    source.register_metrics(&mut registry);
+    watch_source(source, server.clone(), readiness.clone()).await;
 
     for addr in &config.listen {
-        let udp = tokio::net::UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("binding UDP {addr}"))?;
+        let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding TCP {addr}"))?;
         tracing::info!(%addr, "listening (UDP and TCP)");
-        tokio::spawn(server::serve_udp(server.clone(), Arc::new(udp)));
+        server::serve_udp(server.clone(), udp, tokio::runtime::Handle::current())
+            .context("starting the UDP thread")?;
         tokio::spawn(server::serve_tcp(server.clone(), tcp));
     }
     if let Some(addr) = config.ops_listen {
