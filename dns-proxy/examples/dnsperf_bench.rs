@@ -2,7 +2,7 @@
 //! measured with dnsperf in one run.
 //!
 //! ```text
-//! cargo build --release -p leafbridge-dns --examples
+//! cargo build --release -p leafbridge-dns --bins --examples
 //! target/release/examples/dnsperf_bench [--seconds 10] [--qps 10000]
 //! ```
 //!
