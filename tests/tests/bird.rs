@@ -156,7 +156,18 @@ fn bird_reconfigure_withdraws_a_removed_route_without_a_session_reset() {
         let n = rx.route_count_from("tonode");
         if n == 2 { Ok(()) } else { Err(n) }
     });
-    let since = rx.birdc("show protocols tonode");
+    // BIRD may still touch the protocol's "Since" a millisecond after the routes arrive (the
+    // second channel coming up): take the reference only once it holds still.
+    let mut since = rx.birdc("show protocols tonode");
+    wait_for(T, "BIRD's protocol line to settle", || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = rx.birdc("show protocols tonode");
+        if now == since {
+            Ok(())
+        } else {
+            Err(std::mem::replace(&mut since, now))
+        }
+    });
     c.routes.retain(|r| r.prefix != "203.0.113.1/32");
     tx.reconfigure(&c);
     wait_for(T, "the withdrawal", || {
