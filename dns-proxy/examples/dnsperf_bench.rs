@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! cargo build --release -p leafbridge-dns --bins --examples
-//! target/release/examples/dnsperf_bench [--seconds 10] [--qps 10000]
+//! target/release/examples/dnsperf_bench [--seconds 10] [--qps 10000] [--only SERVER]
 //! ```
+//!
+//! `--only leafbridge-dns` (or `unbound`, `dnsmasq`) measures one server, for profiling.
 //!
 //! Scenario 1: a cluster of 10,000 Services in 100 namespaces; 60 % A, 20 % SRV, 20 %
 //! NXDOMAIN queries. Scenario 2: forwarded names, 95 % served from cache (warmed first), 5 %
@@ -343,6 +345,12 @@ fn main() {
     };
     let seconds = arg("--seconds", 10);
     let qps = arg("--qps", 10_000);
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
 
@@ -395,11 +403,16 @@ fn main() {
     println!("# leafbridge-dns vs unbound vs dnsmasq (dnsperf, one worker thread each)");
     println!("offered rate {qps} qps for {seconds} s per server; 2 cores shared with dnsperf");
     let mut rows = Vec::new();
-    {
+    if wanted("leafbridge-dns") {
         let t0 = Instant::now();
         let (p, port) = start_leafbridge(t, "s1", &state, None);
         wait_dns(port, probe1, "leafbridge-dns", &t.join("lb-s1.log"));
-        eprintln!("leafbridge-dns loaded 10k Services in {:?}", t0.elapsed());
+        eprintln!(
+            "leafbridge-dns (pid {}) loaded 10k Services in {:?}, peak RSS so far {:.1} MiB",
+            p.0.id(),
+            t0.elapsed(),
+            peak_rss_kib(p.0.id()) as f64 / 1024.0
+        );
         rows.push(measure(
             "leafbridge-dns",
             p.0.id(),
@@ -409,12 +422,12 @@ fn main() {
             seconds,
         ));
     }
-    {
+    if wanted("unbound") {
         let (p, port) = start_unbound(t, "s1", &unbound_data);
         wait_dns(port, probe1, "unbound", &t.join("unbound-s1.log"));
         rows.push(measure("unbound", p.0.id(), port, &q1_path, qps, seconds));
     }
-    {
+    if wanted("dnsmasq") {
         let (p, port) = start_dnsmasq(t, "s1", &dnsmasq_data);
         wait_dns(port, probe1, "dnsmasq", &t.join("dnsmasq-s1.log"));
         rows.push(measure("dnsmasq", p.0.id(), port, &q1_path, qps, seconds));
@@ -478,7 +491,7 @@ fn main() {
             }),
         ),
     ];
-    for (name, start) in servers {
+    for (name, start) in servers.into_iter().filter(|(n, _)| wanted(n)) {
         let (p, port) = start();
         wait_dns(port, "h-0.example.test", name, &t.join("x.log"));
         dnsperf(port, &warm_path, None, 10, true, false);

@@ -129,10 +129,28 @@ pub struct CachedAnswer {
 }
 
 impl CachedAnswer {
+    /// An answer stored at `stored`, cacheable for `ttl` seconds.
+    pub fn new(msg: Message, stored: Instant, ttl: u32) -> Self {
+        Self {
+            rcode: msg.metadata.response_code,
+            answers: msg.answers,
+            authorities: msg.authorities,
+            additionals: msg.additionals,
+            stored,
+            ttl,
+        }
+    }
+
     /// Seconds since it was stored, or `None` once expired.
     pub fn age(&self, now: Instant) -> Option<u32> {
         let age = now.saturating_duration_since(self.stored).as_secs();
         (age < u64::from(self.ttl)).then_some(age as u32)
+    }
+
+    /// Until when an answer aged `age` stays exactly the same: the next whole second of age
+    /// (never past expiry, as `age < ttl`).
+    pub fn same_age_until(&self, age: u32) -> Instant {
+        self.stored + std::time::Duration::from_secs(u64::from(age) + 1)
     }
 
     /// Records with their TTLs decreased by `age` (RFC 1035 7.4, RFC 2308 5).

@@ -106,6 +106,9 @@ pub struct ZoneIndex {
     ptr_owned: HashMap<Owner, Vec<IpAddr>>,
     /// Keys seen since a watcher `Init`, per kind; `InitDone` deletes the rest.
     relist: HashMap<&'static str, HashSet<NsName>>,
+    /// Bumped by every change, so answers derived from the index (the server's wire-format
+    /// answer cache) know when they are stale.
+    generation: u64,
 }
 
 fn lower(s: &str) -> String {
@@ -194,6 +197,7 @@ impl ZoneIndex {
     /// Consume one watcher event. A relist (`Init` … `InitDone`) removes objects of that kind
     /// that were not listed again.
     pub fn apply_event<K: Indexed>(&mut self, event: &Event<K>) {
+        self.generation = self.generation.wrapping_add(1);
         match event {
             Event::Apply(obj) => obj.apply_to(self),
             Event::Delete(obj) => {
@@ -246,6 +250,7 @@ impl ZoneIndex {
     }
 
     pub fn apply_service(&mut self, svc: &Service) {
+        self.generation = self.generation.wrapping_add(1);
         let Some(key) = Indexed::key(svc) else { return };
         let spec = svc.spec.clone().unwrap_or_default();
         let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
@@ -302,6 +307,7 @@ impl ZoneIndex {
     }
 
     pub fn delete_service(&mut self, key: &NsName) {
+        self.generation = self.generation.wrapping_add(1);
         if self.services.remove(key).is_some() {
             self.ns_remove(&key.0);
         }
@@ -309,6 +315,7 @@ impl ZoneIndex {
     }
 
     pub fn apply_endpoint_slice(&mut self, slice: &EndpointSlice) {
+        self.generation = self.generation.wrapping_add(1);
         let Some(key) = Indexed::key(slice) else {
             return;
         };
@@ -370,12 +377,14 @@ impl ZoneIndex {
     }
 
     pub fn delete_endpoint_slice(&mut self, key: &NsName) {
+        self.generation = self.generation.wrapping_add(1);
         if let Some(service) = self.slice_service.remove(key) {
             self.remove_slice_from(&(key.0.clone(), service), &key.1);
         }
     }
 
     pub fn apply_pod(&mut self, pod: &Pod) {
+        self.generation = self.generation.wrapping_add(1);
         let Some(key) = Indexed::key(pod) else { return };
         let status = pod.status.clone().unwrap_or_default();
         let mut ips: Vec<String> = status
@@ -425,6 +434,7 @@ impl ZoneIndex {
     }
 
     pub fn delete_pod(&mut self, key: &NsName) {
+        self.generation = self.generation.wrapping_add(1);
         let Some(old) = self.pods.remove(key) else {
             return;
         };
@@ -515,6 +525,11 @@ impl ZoneIndex {
 
     pub fn namespace_exists(&self, ns: &str) -> bool {
         self.namespaces.contains_key(ns)
+    }
+
+    /// Changes with every update of the index.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn service_count(&self) -> usize {

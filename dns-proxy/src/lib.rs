@@ -7,6 +7,7 @@
 
 pub mod answer;
 pub mod config;
+pub mod fastpath;
 pub mod forward;
 pub mod index;
 pub mod metrics;

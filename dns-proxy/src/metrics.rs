@@ -42,6 +42,8 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub coalesced: Counter,
+    /// Replies copied from the wire-format answer cache (no parse, no encode).
+    pub wire_cache_hits: Counter,
     pub upstream_latency: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     /// Queries not answered normally: refused clients, rate limited, malformed.
@@ -58,6 +60,7 @@ impl Metrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             coalesced: Counter::default(),
+            wire_cache_hits: Counter::default(),
             upstream_latency: Family::new_with_constructor(histogram),
             upstream_errors: Family::default(),
             rejected: Family::default(),
@@ -85,6 +88,11 @@ impl Metrics {
             "coalesced",
             "Forwarded queries that joined an identical in-flight upstream query",
             m.coalesced.clone(),
+        );
+        r.register(
+            "wire_cache_hits",
+            "Replies copied from the wire-format answer cache of recent identical queries",
+            m.wire_cache_hits.clone(),
         );
         r.register(
             "upstream_latency_seconds",

@@ -11,11 +11,13 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::answer::{ZoneSettings, answer};
 use crate::config::{CacheConfig, Config, LimitsConfig, RateLimit};
+use crate::fastpath::{AnswerCache, Key, Provenance, is_plain_query};
 use crate::forward::{CachedAnswer, Forwarder, Upstreams};
 use crate::index::ZoneIndex;
 use crate::metrics::{DropLabels, Metrics, QueryLabels};
@@ -31,7 +33,12 @@ pub struct Runtime {
     pub upstreams: Upstreams,
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
+    /// Distinct for every configuration loaded, so answers cached under one are not
+    /// served under the next.
+    generation: u64,
 }
+
+static RUNTIME_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Runtime {
     pub fn from_config(c: &Config) -> anyhow::Result<Self> {
@@ -42,6 +49,7 @@ impl Runtime {
             upstreams: Upstreams::from_config(&c.upstreams),
             cache: c.cache.clone(),
             limits: c.limits.clone(),
+            generation: RUNTIME_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 }
@@ -95,6 +103,7 @@ pub struct Server {
     pub forwarder: Forwarder,
     pub metrics: Metrics,
     limiter: RateLimiter,
+    answers: AnswerCache,
 }
 
 /// What to do with one datagram or TCP message.
@@ -127,6 +136,7 @@ impl Server {
             forwarder: Forwarder::new(cache_entries),
             metrics,
             limiter: RateLimiter::default(),
+            answers: AnswerCache::default(),
         }
     }
 
@@ -138,6 +148,10 @@ impl Server {
     }
 
     fn count(&self, view: &str, req: &Message, rcode: ResponseCode, t: Transport) {
+        self.counter(view, req, rcode, t).inc();
+    }
+
+    fn counter(&self, view: &str, req: &Message, rcode: ResponseCode, t: Transport) -> Counter {
         let qtype: &'static str = req
             .queries
             .first()
@@ -151,7 +165,21 @@ impl Server {
                 rcode: rcode_label(rcode),
                 transport: t.label(),
             })
-            .inc();
+            .clone()
+    }
+
+    /// Admission for a packet the fast path may answer: the allow list and the rate
+    /// limit, charged once. `None`: not admitted, let the full path say why.
+    fn fast_admit(&self, rt: &Runtime, src: SocketAddr) -> Option<()> {
+        if !rt.allow.iter().any(|n| n.contains(&src.ip())) {
+            return None;
+        }
+        if let Some(limit) = rt.limits.rate_limit
+            && !self.limiter.admit(src.ip(), limit, Instant::now())
+        {
+            return None;
+        }
+        Some(())
     }
 
     /// Handle one query synchronously where possible (authoritative answers, cache hits,
@@ -162,6 +190,56 @@ impl Server {
         src: SocketAddr,
         local: SocketAddr,
         t: Transport,
+    ) -> Outcome {
+        let rt = self.runtime.load();
+        if is_plain_query(packet) {
+            if self.fast_admit(&rt, src).is_none() {
+                // Refused or rate-limited: the full path, which charges the limit again
+                // (a denied client stays denied) and answers or drops as it should.
+                return self.handle_uncached(packet, src, local, t);
+            }
+            // A plain query has no client-subnet option: the view is the addresses'.
+            let view = rt.views.select(src.ip(), local.ip(), None);
+            let key = Key::new(std::ptr::from_ref(view) as usize, t, packet);
+            let index = self.index_generation();
+            if let Some(reply) = self.answers.get(rt.generation, index, &key, packet) {
+                self.metrics.wire_cache_hits.inc();
+                return Outcome::Reply(reply);
+            }
+            return self.handle_full_path(packet, src, local, t, Some((key, index, rt.generation)));
+        }
+        self.handle_uncached(packet, src, local, t)
+    }
+
+    fn index_generation(&self) -> u64 {
+        self.index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation()
+    }
+
+    /// [`Server::handle`] without the wire-format answer cache: what the cache must agree
+    /// with byte for byte (see tests/fast_path_differential.rs).
+    pub fn handle_uncached(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        local: SocketAddr,
+        t: Transport,
+    ) -> Outcome {
+        self.handle_full_path(packet, src, local, t, None)
+    }
+
+    /// The full path. `admitted`: the fast path already applied the allow list and rate
+    /// limit, and offers the cache key, index and configuration generations to store an authoritative
+    /// reply under.
+    fn handle_full_path(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        local: SocketAddr,
+        t: Transport,
+        admitted: Option<(Key, u64, u64)>,
     ) -> Outcome {
         let rt = self.runtime.load();
         let req = match Message::from_vec(packet) {
@@ -176,11 +254,12 @@ impl Server {
             self.reject("not_a_query");
             return Outcome::Drop;
         }
-        if !rt.allow.iter().any(|n| n.contains(&src.ip())) {
+        if admitted.is_none() && !rt.allow.iter().any(|n| n.contains(&src.ip())) {
             self.reject("client_not_allowed");
             return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t);
         }
-        if let Some(limit) = rt.limits.rate_limit
+        if admitted.is_none()
+            && let Some(limit) = rt.limits.rate_limit
             && !self.limiter.admit(src.ip(), limit, Instant::now())
         {
             self.reject("rate_limited");
@@ -204,9 +283,10 @@ impl Server {
             });
         let view = rt.views.select(src.ip(), local.ip(), ecs);
         let q = &req.queries[0];
-        let auth = {
+        let (auth, generation) = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            answer(&index, &rt.settings, view, q.name(), q.query_type())
+            let a = answer(&index, &rt.settings, view, q.name(), q.query_type());
+            (a, index.generation())
         };
         if let Some(a) = auth {
             let mut resp = response_to(&req, &rt.limits);
@@ -216,8 +296,22 @@ impl Server {
             resp.answers = a.answers;
             resp.authorities = a.authorities;
             resp.additionals = a.additionals;
-            self.count(&view.name, &req, a.rcode, t);
-            return encode(&resp, &req, &rt.limits, t);
+            let counter = self.counter(&view.name, &req, a.rcode, t);
+            counter.inc();
+            let out = encode(&resp, &req, &rt.limits, t);
+            // Store only what was computed from the index the key was made for.
+            if let (Some((key, at, config)), Outcome::Reply(bytes)) = (&admitted, &out)
+                && *at == generation
+                && *config == rt.generation
+            {
+                let how = Provenance {
+                    counter,
+                    aging: None,
+                };
+                self.answers
+                    .insert(rt.generation, generation, key, bytes, how);
+            }
+            return out;
         }
         if !view.forward {
             self.count(&view.name, &req, ResponseCode::Refused, t);
@@ -227,13 +321,27 @@ impl Server {
         let key = crate::forward::CacheKey::new(q);
         if let Some((hit, age)) = self.forwarder.cache.get(&key, Instant::now()) {
             self.metrics.cache_hits.inc();
-            self.count(&view.name, &req, hit.rcode, t);
-            return encode(
+            let counter = self.counter(&view.name, &req, hit.rcode, t);
+            counter.inc();
+            let out = encode(
                 &from_cache(&req, &hit, age, &rt.limits),
                 &req,
                 &rt.limits,
                 t,
             );
+            // The same reply holds until the entry's age moves on.
+            if let (Some((key, at, config)), Outcome::Reply(bytes)) = (&admitted, &out)
+                && *at == generation
+                && *config == rt.generation
+            {
+                let how = Provenance {
+                    counter,
+                    aging: Some((hit.same_age_until(age), self.metrics.cache_hits.clone())),
+                };
+                self.answers
+                    .insert(rt.generation, generation, key, bytes, how);
+            }
+            return out;
         }
         Outcome::Forward(Box::new(req), view.clone())
     }
