@@ -13,4 +13,5 @@ pub mod index;
 pub mod metrics;
 pub mod server;
 pub mod testing;
+pub mod udp;
 pub mod view;
