@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use ipnet::IpNet;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -274,6 +276,11 @@ impl Server {
         if req.queries.len() != 1 {
             return self.reply_code(&req, ResponseCode::FormErr, &rt.limits, t);
         }
+        // RFC 6891 6.1.3: EDNS version 0 is the one implemented; the reply's OPT says so.
+        if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            self.reject("bad_edns_version");
+            return self.reply_code(&req, ResponseCode::BADVERS, &rt.limits, t);
+        }
         let ecs = req
             .edns
             .as_ref()
@@ -283,6 +290,15 @@ impl Server {
             });
         let view = rt.views.select(src.ip(), local.ip(), ecs);
         let q = &req.queries[0];
+        match q.query_class() {
+            DNSClass::IN => {}
+            DNSClass::CH => return self.chaos(&req, view, &rt.limits, t),
+            // No data in other classes (RFC 2136 2.3's NONE, HS…) and nothing to forward.
+            _ => {
+                self.count(&view.name, &req, ResponseCode::Refused, t);
+                return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t);
+            }
+        }
         let (auth, generation) = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
             let a = answer(&index, &rt.settings, view, q.name(), q.query_type());
@@ -364,6 +380,34 @@ impl Server {
                 self.reply_code(req, rcode, &rt.limits, t)
             }
         }
+    }
+
+    /// Class CH (RFC 1035 3.2.4): `version.bind` / `version.server` TXT name this server's
+    /// version, as BIND, unbound and CoreDNS's `chaos` do; every other CH name is REFUSED
+    /// (`hostname.bind` and `id.server` would name the node to anyone allowed to ask).
+    fn chaos(
+        &self,
+        req: &Message,
+        view: &ViewPolicy,
+        limits: &LimitsConfig,
+        t: Transport,
+    ) -> Outcome {
+        let q = &req.queries[0];
+        let name = q.name().to_lowercase().to_ascii();
+        if name != "version.bind." && name != "version.server." {
+            self.count(&view.name, req, ResponseCode::Refused, t);
+            return self.reply_code(req, ResponseCode::Refused, limits, t);
+        }
+        let mut resp = response_to(req, limits);
+        resp.metadata.authoritative = true;
+        if matches!(q.query_type(), RecordType::TXT | RecordType::ANY) {
+            let text = format!("leafbridge-dns {}", env!("CARGO_PKG_VERSION"));
+            let mut r = Record::from_rdata(q.name().clone(), 0, RData::TXT(TXT::new(vec![text])));
+            r.dns_class = DNSClass::CH;
+            resp.answers.push(r);
+        }
+        self.count(&view.name, req, ResponseCode::NoError, t);
+        encode(&resp, req, limits, t)
     }
 
     fn reply_code(

@@ -630,3 +630,52 @@ fn tcp_connections_beyond_the_limit_are_closed_and_others_still_served() {
         vec!["10.96.0.10"]
     );
 }
+
+#[test]
+fn edns_versions_above_zero_get_badvers_with_an_opt_of_version_zero() {
+    let dns = start();
+    // RFC 6891 6.1.3.
+    let a = q(
+        &dns,
+        &[
+            "+edns=1",
+            "+noednsnegotiation",
+            "web.default.svc.cluster.local",
+            "A",
+        ],
+    );
+    assert_eq!(a.rcode, "BADVERS", "{}", a.raw);
+    assert!(a.answers.is_empty(), "{}", a.raw);
+    assert!(a.raw.contains("EDNS: version: 0"), "{}", a.raw);
+    // Version 0 is answered as ever.
+    let ok = q(&dns, &["+edns=0", "web.default.svc.cluster.local", "A"]);
+    assert_eq!(ok.rdata("A"), vec!["10.96.0.10"]);
+}
+
+#[test]
+fn chaos_class_answers_the_version_only_and_other_classes_are_refused() {
+    let dns = start();
+    let v = q(&dns, &["version.bind", "CH", "TXT"]);
+    assert_eq!(v.rcode, "NOERROR", "{}", v.raw);
+    let txt = v.rdata("TXT");
+    assert_eq!(txt.len(), 1, "{}", v.raw);
+    assert!(txt[0].contains("leafbridge-dns"), "{}", v.raw);
+    assert!(
+        v.raw.contains("CH\tTXT"),
+        "the record is of class CH: {}",
+        v.raw
+    );
+    assert_eq!(
+        q(&dns, &["version.server", "CH", "TXT"]).rdata("TXT").len(),
+        1
+    );
+    // Naming the node is not for anyone allowed to ask.
+    assert_eq!(q(&dns, &["hostname.bind", "CH", "TXT"]).rcode, "REFUSED");
+    assert_eq!(q(&dns, &["id.server", "CH", "TXT"]).rcode, "REFUSED");
+    // Cluster names exist in class IN only.
+    let ch = q(&dns, &["web.default.svc.cluster.local", "CH", "A"]);
+    assert_eq!(ch.rcode, "REFUSED", "{}", ch.raw);
+    assert!(ch.answers.is_empty());
+    let hs = q(&dns, &["web.default.svc.cluster.local", "HS", "A"]);
+    assert_eq!(hs.rcode, "REFUSED", "{}", hs.raw);
+}
