@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo build --release -p leafbridge-dns --bins --examples
-//! target/release/examples/dnsperf_bench [--seconds 10] [--qps 10000] [--only SERVER]
+//! target/release/examples/dnsperf_bench [--seconds 10] [--qps 10000] [--rounds 3] [--only SERVER]
 //! ```
+//!
+//! Servers are measured in interleaved rounds (the order rotated every round) and the
+//! table gives each server's median, so a noisy moment on a shared machine does not decide
+//! the comparison; every round's figures are printed below the table.
 //!
 //! `--only leafbridge-dns` (or `unbound`, `dnsmasq`) measures one server, for profiling.
 //!
@@ -201,7 +205,6 @@ fn cluster_ip(ns: u32, i: u32) -> String {
 }
 
 struct Row {
-    server: &'static str,
     fixed: Perf,
     sat: Perf,
     cpu_us_per_query: f64,
@@ -209,20 +212,12 @@ struct Row {
 }
 
 /// Run the fixed-rate pass (CPU per query, latency, loss) then an unthrottled pass.
-fn measure(
-    server: &'static str,
-    pid: u32,
-    port: u16,
-    queries: &Path,
-    qps: u32,
-    seconds: u32,
-) -> Row {
+fn measure(pid: u32, port: u16, queries: &Path, qps: u32, seconds: u32) -> Row {
     let c0 = cpu_seconds(pid);
     let fixed = dnsperf(port, queries, Some(qps), seconds, false, true);
     let c1 = cpu_seconds(pid);
     let sat = dnsperf(port, queries, None, (seconds / 2).max(2), false, false);
     Row {
-        server,
         cpu_us_per_query: (c1 - c0) * 1e6 / fixed.completed.max(1) as f64,
         rss_mib: peak_rss_kib(pid) as f64 / 1024.0,
         fixed,
@@ -230,32 +225,80 @@ fn measure(
     }
 }
 
-fn print(title: &str, rows: &[Row], qps: u32) {
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// One table: per server, the median over rounds of CPU per query, p50, p99 and the
+/// unthrottled rate; completed and lost summed; the highest peak RSS. Then every round.
+fn print(title: &str, servers: &[&str], rounds: &[Vec<Row>], qps: u32) {
     println!("\n## {title}");
     println!(
         "{:<15} {:>12} {:>9} {:>9} {:>10} {:>8} {:>10} {:>9}",
         "server", "cpu µs/query", "p50 µs", "p99 µs", "completed", "lost", "max qps", "peak MiB"
     );
-    for r in rows {
+    for (i, name) in servers.iter().enumerate() {
+        let rows: Vec<&Row> = rounds.iter().map(|r| &r[i]).collect();
+        let m = |f: &dyn Fn(&Row) -> f64| median(rows.iter().map(|r| f(r)).collect());
         println!(
             "{:<15} {:>12.2} {:>9.0} {:>9.0} {:>10} {:>8} {:>10.0} {:>9.1}",
-            r.server,
-            r.cpu_us_per_query,
-            r.fixed.p50_us,
-            r.fixed.p99_us,
-            r.fixed.completed,
-            r.fixed.lost,
-            r.sat.qps,
-            r.rss_mib
+            name,
+            m(&|r| r.cpu_us_per_query),
+            m(&|r| r.fixed.p50_us),
+            m(&|r| r.fixed.p99_us),
+            rows.iter().map(|r| r.fixed.completed).sum::<u64>(),
+            rows.iter().map(|r| r.fixed.lost).sum::<u64>(),
+            m(&|r| r.sat.qps),
+            rows.iter().map(|r| r.rss_mib).fold(0.0, f64::max),
         );
     }
     println!(
-        "(fixed offered rate {qps} qps; max qps = dnsperf unthrottled, lost there: {})",
-        rows.iter()
-            .map(|r| format!("{} {}", r.server, r.sat.lost))
+        "(median of {} interleaved rounds at a fixed offered rate of {qps} qps; completed and lost summed; max qps = dnsperf unthrottled, lost there: {})",
+        rounds.len(),
+        servers
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{n} {}", rounds.iter().map(|r| r[i].sat.lost).sum::<u64>()))
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for (k, round) in rounds.iter().enumerate() {
+        let cells: Vec<String> = servers
+            .iter()
+            .zip(round)
+            .map(|(n, r)| {
+                format!(
+                    "{n} {:.1} µs/q p99 {:.0}",
+                    r.cpu_us_per_query, r.fixed.p99_us
+                )
+            })
+            .collect();
+        println!("  round {}: {}", k + 1, cells.join("; "));
+    }
+}
+
+/// Measure every server `rounds` times, the order rotated each round so no server always
+/// runs first or right after another; `file(round, server)` is the query file.
+fn run_rounds(
+    servers: &[(&'static str, Proc, u16)],
+    rounds: u32,
+    qps: u32,
+    seconds: u32,
+    file: &dyn Fn(u32, &str) -> PathBuf,
+) -> Vec<Vec<Row>> {
+    let n = servers.len();
+    (0..rounds)
+        .map(|r| {
+            let mut row: Vec<Option<Row>> = (0..n).map(|_| None).collect();
+            for k in 0..n {
+                let i = (k + r as usize) % n;
+                let (name, p, port) = &servers[i];
+                row[i] = Some(measure(p.0.id(), *port, &file(r, name), qps, seconds));
+            }
+            row.into_iter().map(Option::unwrap).collect()
+        })
+        .collect()
 }
 
 fn leafbridge_binary() -> PathBuf {
@@ -345,6 +388,7 @@ fn main() {
     };
     let seconds = arg("--seconds", 10);
     let qps = arg("--qps", 10_000);
+    let rounds = arg("--rounds", 3).max(1);
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -380,29 +424,37 @@ fn main() {
         }
         std::fs::write(state.join(format!("ns-{ns}.yaml")), y).unwrap();
     }
-    let mut rng = Lcg(42);
-    let mut q1 = String::new();
-    for _ in 0..100_000 {
-        let (ns, i) = (rng.next(NAMESPACES as u64), rng.next(PER_NS as u64));
-        match rng.next(10) {
-            0..=5 => {
-                let _ = writeln!(q1, "svc-{i}.ns-{ns}.svc.cluster.local A");
+    // One query file per round: names drawn afresh, NXDOMAIN names new every round.
+    let q1_files: Vec<PathBuf> = (0..rounds)
+        .map(|r| {
+            let mut rng = Lcg(42 + u64::from(r));
+            let mut q1 = String::new();
+            for _ in 0..100_000 {
+                let (ns, i) = (rng.next(NAMESPACES as u64), rng.next(PER_NS as u64));
+                match rng.next(10) {
+                    0..=5 => {
+                        let _ = writeln!(q1, "svc-{i}.ns-{ns}.svc.cluster.local A");
+                    }
+                    6 | 7 => {
+                        let _ = writeln!(q1, "_http._tcp.svc-{i}.ns-{ns}.svc.cluster.local SRV");
+                    }
+                    _ => {
+                        let _ = writeln!(q1, "nx{r}-{i}.ns-{ns}.svc.cluster.local A");
+                    }
+                }
             }
-            6 | 7 => {
-                let _ = writeln!(q1, "_http._tcp.svc-{i}.ns-{ns}.svc.cluster.local SRV");
-            }
-            _ => {
-                let _ = writeln!(q1, "nx-{i}.ns-{ns}.svc.cluster.local A");
-            }
-        }
-    }
-    let q1_path = t.join("q1.txt");
-    std::fs::write(&q1_path, q1).unwrap();
+            let p = t.join(format!("q1-{r}.txt"));
+            std::fs::write(&p, q1).unwrap();
+            p
+        })
+        .collect();
     let probe1 = "svc-1.ns-1.svc.cluster.local";
 
     println!("# leafbridge-dns vs unbound vs dnsmasq (dnsperf, one worker thread each)");
-    println!("offered rate {qps} qps for {seconds} s per server; 2 cores shared with dnsperf");
-    let mut rows = Vec::new();
+    println!(
+        "offered rate {qps} qps for {seconds} s per server and round, {rounds} rounds; 2 cores shared with dnsperf"
+    );
+    let mut servers: Vec<(&'static str, Proc, u16)> = Vec::new();
     if wanted("leafbridge-dns") {
         let t0 = Instant::now();
         let (p, port) = start_leafbridge(t, "s1", &state, None);
@@ -413,30 +465,29 @@ fn main() {
             t0.elapsed(),
             peak_rss_kib(p.0.id()) as f64 / 1024.0
         );
-        rows.push(measure(
-            "leafbridge-dns",
-            p.0.id(),
-            port,
-            &q1_path,
-            qps,
-            seconds,
-        ));
+        servers.push(("leafbridge-dns", p, port));
     }
     if wanted("unbound") {
         let (p, port) = start_unbound(t, "s1", &unbound_data);
         wait_dns(port, probe1, "unbound", &t.join("unbound-s1.log"));
-        rows.push(measure("unbound", p.0.id(), port, &q1_path, qps, seconds));
+        servers.push(("unbound", p, port));
     }
     if wanted("dnsmasq") {
         let (p, port) = start_dnsmasq(t, "s1", &dnsmasq_data);
         wait_dns(port, probe1, "dnsmasq", &t.join("dnsmasq-s1.log"));
-        rows.push(measure("dnsmasq", p.0.id(), port, &q1_path, qps, seconds));
+        servers.push(("dnsmasq", p, port));
     }
+    let rows = run_rounds(&servers, rounds, qps, seconds, &|r, _| {
+        q1_files[r as usize].clone()
+    });
+    let names: Vec<&str> = servers.iter().map(|s| s.0).collect();
     print(
         "1. cluster of 10,000 Services in 100 namespaces (60% A, 20% SRV, 20% NXDOMAIN)",
+        &names,
         &rows,
         qps,
     );
+    drop(servers);
 
     // ---- scenario 2: forwarded names, 95 % cached -----------------------------------------
     let (_up, up_port) = start_unbound(
@@ -457,24 +508,24 @@ fn main() {
         let _ = writeln!(warm, "h-{i}.example.test A");
     }
     std::fs::write(&warm_path, warm).unwrap();
-    let queries2 = |tag: &str| {
-        let mut rng = Lcg(7);
+    // Per round and server: the same hot names, and unique misses no server has seen.
+    let queries2 = |round: u32, tag: &str| {
+        let mut rng = Lcg(7 + u64::from(round));
         let mut s = String::new();
         for n in 0..100_000 {
             if rng.next(100) < 95 {
                 let _ = writeln!(s, "h-{}.example.test A", rng.next(hot));
             } else {
-                let _ = writeln!(s, "u-{tag}-{n}.example.test A");
+                let _ = writeln!(s, "u-{tag}-{round}-{n}.example.test A");
             }
         }
-        let p = t.join(format!("q2-{tag}.txt"));
+        let p = t.join(format!("q2-{tag}-{round}.txt"));
         std::fs::write(&p, s).unwrap();
         p
     };
-    let mut rows = Vec::new();
     let fwd =
         format!("forward-zone:\n  name: \"example.test.\"\n  forward-addr: 127.0.0.1@{up_port}\n");
-    let servers: Vec<(&'static str, Starter)> = vec![
+    let starters: Vec<(&'static str, Starter)> = vec![
         (
             "leafbridge-dns",
             Box::new(|| start_leafbridge(t, "s2", &state, Some(up_port))),
@@ -491,15 +542,18 @@ fn main() {
             }),
         ),
     ];
-    for (name, start) in servers.into_iter().filter(|(n, _)| wanted(n)) {
+    let mut servers: Vec<(&'static str, Proc, u16)> = Vec::new();
+    for (name, start) in starters.into_iter().filter(|(n, _)| wanted(n)) {
         let (p, port) = start();
         wait_dns(port, "h-0.example.test", name, &t.join("x.log"));
         dnsperf(port, &warm_path, None, 10, true, false);
-        let q = queries2(name);
-        rows.push(measure(name, p.0.id(), port, &q, qps, seconds));
+        servers.push((name, p, port));
     }
+    let rows = run_rounds(&servers, rounds, qps, seconds, &|r, name| queries2(r, name));
+    let names: Vec<&str> = servers.iter().map(|s| s.0).collect();
     print(
         "2. forwarded names, 95% from cache (1,000 warm names + 5% unique misses)",
+        &names,
         &rows,
         qps,
     );
