@@ -164,7 +164,13 @@ impl StateDir {
                         return Some((Ok(ev), (w, rx)));
                     }
                     let batch = rx.recv().await?;
-                    let changed = w.apply(&batch);
+                    let mut paths: std::collections::BTreeSet<PathBuf> =
+                        batch.iter().cloned().collect();
+                    while let Ok(more) = rx.try_recv() {
+                        paths.extend(more.iter().cloned());
+                    }
+                    let changes = lock(&w.dir.shared).changes(paths);
+                    let changed = w.apply(&changes);
                     let evs = diff(&mut w.current, &w.files, changed);
                     w.queue.extend(evs);
                 }
@@ -182,15 +188,7 @@ impl StateDir {
         let scanner = sh.poke.is_none().then(|| self.start_notify(sh));
         let changes = self.scan(sh, false);
         sh.publish(changes);
-        let mut snapshot = vec![];
-        for (p, f) in &sh.files {
-            if let Some(g) = &f.good {
-                snapshot.push((p.clone(), FileChange::Docs(g.clone())));
-            }
-            if let Some(r) = &f.error {
-                snapshot.push((p.clone(), FileChange::Malformed(r.clone())));
-            }
-        }
+        let snapshot = sh.changes(sh.files.keys().cloned().collect::<Vec<_>>());
         let (tx, rx) = mpsc::unbounded_channel();
         sh.subscribers.push(tx);
         if let Some((watcher, prx)) = scanner {
@@ -745,8 +743,10 @@ enum FileChange {
     Malformed(Arc<str>),
 }
 
-/// The changes of one scan (or of one own write): one entry per file.
-type Batch = Arc<Vec<(PathBuf, FileChange)>>;
+/// The files one scan (or one own write) changed. Watches read their latest parsed version
+/// from the shared cache when they get to it: a watch that lags behind takes several batches
+/// at once and holds no stale copies of big files.
+type Batch = Arc<Vec<PathBuf>>;
 
 /// The parsed view of the directory shared by every watch and writer of one `StateDir`.
 #[derive(Debug, Default)]
@@ -758,11 +758,29 @@ struct Shared {
 }
 
 impl Shared {
+    /// What `paths` hold now, as changes for a watch.
+    fn changes(&self, paths: impl IntoIterator<Item = PathBuf>) -> Vec<(PathBuf, FileChange)> {
+        let mut out = vec![];
+        for p in paths {
+            let Some(f) = self.files.get(&p) else {
+                out.push((p, FileChange::Gone));
+                continue;
+            };
+            if let Some(g) = &f.good {
+                out.push((p.clone(), FileChange::Docs(g.clone())));
+            }
+            if let Some(r) = &f.error {
+                out.push((p, FileChange::Malformed(r.clone())));
+            }
+        }
+        out
+    }
+
     fn publish(&mut self, changes: Vec<(PathBuf, FileChange)>) {
         if changes.is_empty() {
             return;
         }
-        let batch: Batch = Arc::new(changes);
+        let batch: Batch = Arc::new(changes.into_iter().map(|(p, _)| p).collect());
         self.subscribers.retain(|s| s.send(batch.clone()).is_ok());
     }
 }
@@ -787,10 +805,25 @@ impl<K: StateObject> KindWatch<K> {
                         changed.push((path.clone(), e.objects));
                     }
                 }
-                FileChange::Malformed(reason) => self.dir.report_malformed(&kind, path, reason),
+                FileChange::Malformed(reason) => {
+                    let entry = self.files.entry(path.clone()).or_insert_with(|| FileEntry {
+                        docs: None,
+                        reported: None,
+                        objects: vec![],
+                    });
+                    if !entry
+                        .reported
+                        .as_ref()
+                        .is_some_and(|r| Arc::ptr_eq(r, reason))
+                    {
+                        entry.reported = Some(reason.clone());
+                        self.dir.report_malformed(&kind, path, reason);
+                    }
+                }
                 FileChange::Docs(docs) => {
                     let entry = self.files.entry(path.clone()).or_insert_with(|| FileEntry {
                         docs: None,
+                        reported: None,
                         objects: vec![],
                     });
                     if entry.docs.as_ref().is_some_and(|d| Arc::ptr_eq(d, docs)) {
@@ -814,6 +847,8 @@ impl<K: StateObject> KindWatch<K> {
 struct FileEntry<K> {
     /// The documents `objects` were taken from (an unchanged file is not looked at again).
     docs: Option<Arc<Vec<Value>>>,
+    /// The malformed version last reported (each bad version is reported once).
+    reported: Option<Arc<str>>,
     /// Objects from the last good version of the file.
     objects: Vec<Parsed<K>>,
 }
