@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
@@ -27,17 +27,32 @@ pub struct Zone {
     pub name: Name,
     labels: Vec<String>,
     soa: Record,
+    /// The apex NS record (RFC 1034 4.2.1: every zone has one at its top), naming the
+    /// SOA MNAME.
+    ns: Record,
+    /// The name server name's labels left of this zone, when it lies inside it.
+    nameserver: Option<Vec<String>>,
+}
+
+/// `ns.dns.<zone>`: CoreDNS's name for the cluster zone's name server.
+fn default_nameserver(zone: &Name) -> Name {
+    Name::from_ascii("ns.dns")
+        .and_then(|n| n.append_domain(zone))
+        .unwrap_or_else(|_| zone.clone())
 }
 
 impl Zone {
-    fn new(name: Name, ttl: u32) -> Self {
+    fn new(name: Name, ttl: u32, mname: &Name) -> Self {
         let name = name.to_lowercase();
         let mut fqdn = name.clone();
         fqdn.set_fqdn(true);
         let labels = labels_of(&fqdn);
-        let mname = Name::from_ascii("ns.dns")
-            .and_then(|n| n.append_domain(&fqdn))
-            .unwrap_or_else(|_| fqdn.clone());
+        let mname = mname.clone();
+        let ns = Record::from_rdata(fqdn.clone(), ttl, RData::NS(NS(mname.clone())));
+        let ns_labels = labels_of(&mname);
+        let nameserver = (ns_labels.len() > labels.len()
+            && ns_labels[ns_labels.len() - labels.len()..] == labels[..])
+            .then(|| ns_labels[..ns_labels.len() - labels.len()].to_vec());
         let rname = Name::from_ascii("hostmaster")
             .and_then(|n| n.append_domain(&fqdn))
             .unwrap_or_else(|_| fqdn.clone());
@@ -49,6 +64,8 @@ impl Zone {
             name: fqdn,
             labels,
             soa,
+            ns,
+            nameserver,
         }
     }
 
@@ -70,6 +87,8 @@ pub struct ZoneSettings {
     pub reverse: Vec<(IpNet, Zone)>,
     pub ttl: u32,
     pub pods: PodMode,
+    /// Addresses of the name server name, if it lies in one of our zones.
+    pub nameserver_addresses: Vec<IpAddr>,
 }
 
 fn labels_of(name: &Name) -> Vec<String> {
@@ -101,15 +120,26 @@ fn reverse_zone(net: &IpNet) -> Option<Name> {
 
 impl ZoneSettings {
     pub fn from_config(c: &ClusterConfig) -> Result<Self, hickory_proto::ProtoError> {
-        let cluster = Zone::new(Name::from_ascii(&c.zone)?, c.ttl);
+        let mut zone = Name::from_ascii(&c.zone)?.to_lowercase();
+        zone.set_fqdn(true);
+        // One name server serves every zone: the same NS target and SOA MNAME in each.
+        let mname = match &c.nameserver {
+            Some(n) => {
+                let mut n = Name::from_ascii(n)?.to_lowercase();
+                n.set_fqdn(true);
+                n
+            }
+            None => default_nameserver(&zone),
+        };
+        let cluster = Zone::new(zone, c.ttl, &mname);
         let external = match &c.external_zone {
-            Some(z) => Some(Zone::new(Name::from_ascii(z)?, c.ttl)),
+            Some(z) => Some(Zone::new(Name::from_ascii(z)?, c.ttl, &mname)),
             None => None,
         };
         let mut reverse = Vec::new();
         for net in c.service_cidrs.iter().chain(&c.pod_cidrs) {
             if let Some(z) = reverse_zone(net) {
-                reverse.push((*net, Zone::new(z, c.ttl)));
+                reverse.push((*net, Zone::new(z, c.ttl, &mname)));
             }
         }
         Ok(Self {
@@ -118,6 +148,7 @@ impl ZoneSettings {
             reverse,
             ttl: c.ttl,
             pods: c.pods,
+            nameserver_addresses: c.nameserver_addresses.clone(),
         })
     }
 }
@@ -237,19 +268,65 @@ impl Ctx<'_> {
         self.settings.ttl
     }
 
+    /// The zone apex holds the SOA and NS records (RFC 1035 5.2), nothing else.
     fn apex(&self, zone: &Zone) -> Answer {
-        match self.qtype {
-            RecordType::SOA | RecordType::ANY => {
-                let mut soa = zone.soa.clone();
-                soa.name = self.qname.clone();
-                Answer::records(vec![soa], Vec::new(), zone)
-            }
-            _ => Answer::nodata(zone),
+        let with_qname = |r: &Record| {
+            let mut r = r.clone();
+            r.name = self.qname.clone();
+            r
+        };
+        let mut answers = Vec::new();
+        if matches!(self.qtype, RecordType::SOA | RecordType::ANY) {
+            answers.push(with_qname(&zone.soa));
         }
+        let mut additionals = Vec::new();
+        if matches!(self.qtype, RecordType::NS | RecordType::ANY) {
+            answers.push(with_qname(&zone.ns));
+            // RFC 1034 4.3.2 step 6 / RFC 1035 3.3.11: the name server's addresses in the
+            // additional section, when we hold them.
+            if let RData::NS(NS(target)) = &zone.ns.data
+                && self.nameserver_is_ours()
+            {
+                additionals = address_records(
+                    target,
+                    &self.settings.nameserver_addresses,
+                    RecordType::ANY,
+                    self.ttl(),
+                );
+            }
+        }
+        Answer::records(answers, additionals, zone)
+    }
+
+    fn nameserver_is_ours(&self) -> bool {
+        self.settings.cluster.nameserver.is_some()
+            || self
+                .settings
+                .external
+                .as_ref()
+                .is_some_and(|z| z.nameserver.is_some())
+    }
+
+    /// The name server name (and the empty non-terminals above it) when it lies in `zone`.
+    fn nameserver_name(&self, rel: &[String], zone: &Zone) -> Option<Answer> {
+        let ns = zone.nameserver.as_ref()?;
+        if rel == ns.as_slice() {
+            let ips = &self.settings.nameserver_addresses;
+            return Some(Answer::records(
+                address_records(self.qname, ips, self.qtype, self.ttl()),
+                Vec::new(),
+                zone,
+            ));
+        }
+        // RFC 8020: a name with descendants exists (NODATA).
+        (!rel.is_empty() && ns.ends_with(rel)).then(|| Answer::nodata(zone))
     }
 
     fn cluster(&self, rel: &[String]) -> Answer {
         let zone = self.zone();
+        if let Some(a) = self.nameserver_name(rel, zone) {
+            return a;
+        }
         let r: Vec<&str> = rel.iter().map(String::as_str).collect();
         match r.as_slice() {
             [] => self.apex(zone),
@@ -294,7 +371,7 @@ impl Ctx<'_> {
     /// The Service if this view may see it.
     fn visible_service(&self, ns: &str, name: &str) -> Option<&ServiceEntry> {
         let svc = self.index.service(ns, name)?;
-        self.view.service_visible(ns, svc.hidden).then_some(svc)
+        self.view.service_visible(ns, svc).then_some(svc)
     }
 
     /// Addresses a Service's own name answers with in this view, or `None` if it has no
@@ -497,6 +574,9 @@ impl Ctx<'_> {
 
     /// Office-facing zone: `<svc>.<ns>.<zone>` answers LoadBalancer addresses only.
     fn external(&self, rel: &[String], zone: &Zone) -> Answer {
+        if let Some(a) = self.nameserver_name(rel, zone) {
+            return a;
+        }
         let r: Vec<&str> = rel.iter().map(String::as_str).collect();
         match r.as_slice() {
             [] => self.apex(zone),
@@ -527,7 +607,7 @@ impl Ctx<'_> {
                 Some(s) => self
                     .index
                     .service(&t.namespace, s)
-                    .is_some_and(|svc| self.view.service_visible(&t.namespace, svc.hidden)),
+                    .is_some_and(|svc| self.view.service_visible(&t.namespace, svc)),
                 None => self.view.namespace_visible(&t.namespace),
             };
             if !visible {
@@ -561,4 +641,105 @@ fn full_arpa_address(qname: &Name) -> Option<IpAddr> {
         IpNet::V6(p) => p.prefix_len() == 128,
     };
     full.then(|| net.addr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn settings(yaml: &str) -> ZoneSettings {
+        ZoneSettings::from_config(&Config::from_yaml(yaml).unwrap().cluster).unwrap()
+    }
+
+    const ZONES: &str = "listen: [\"192.0.2.53:53\"]\ncluster: {external_zone: k8s.corp.example}\n";
+
+    fn ask(s: &ZoneSettings, name: &str, qtype: RecordType) -> Answer {
+        let q = Name::from_ascii(name).unwrap();
+        answer(&ZoneIndex::new(), s, &ViewPolicy::cluster(), &q, qtype).unwrap()
+    }
+
+    fn ns_target(a: &Answer) -> Vec<String> {
+        a.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::NS(NS(n)) => Some(n.to_ascii()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn mname(a: &Answer) -> String {
+        a.answers
+            .iter()
+            .chain(&a.authorities)
+            .find_map(|r| match &r.data {
+                RData::SOA(soa) => Some(soa.mname.to_ascii()),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn apex_ns_names_the_soa_mname_in_both_zones() {
+        let s = settings(ZONES);
+        for zone in ["cluster.local.", "k8s.corp.example."] {
+            let ns = ask(&s, zone, RecordType::NS);
+            assert_eq!(ns.rcode, ResponseCode::NoError);
+            assert_eq!(ns_target(&ns), ["ns.dns.cluster.local."]);
+            assert_eq!(
+                mname(&ask(&s, zone, RecordType::SOA)),
+                "ns.dns.cluster.local."
+            );
+            // The name server's address rides along (RFC 1035 3.3.11).
+            let glue: Vec<_> = ns.additionals.iter().map(|r| r.data.to_string()).collect();
+            assert_eq!(glue, ["192.0.2.53"]);
+            let any = ask(&s, zone, RecordType::ANY);
+            assert_eq!(any.answers.len(), 2);
+        }
+    }
+
+    #[test]
+    fn ns_below_the_apex_is_nodata_with_soa() {
+        let s = settings(ZONES);
+        let a = ask(&s, "dns-version.cluster.local.", RecordType::NS);
+        assert!(a.answers.is_empty() && a.rcode == ResponseCode::NoError);
+        assert!(matches!(a.authorities[0].data, RData::SOA(_)));
+        let a = ask(&s, "svc.cluster.local.", RecordType::NS);
+        assert!(a.answers.is_empty() && a.rcode == ResponseCode::NoError);
+        assert!(matches!(a.authorities[0].data, RData::SOA(_)));
+        // The apex answers nothing but SOA and NS.
+        assert!(ask(&s, "cluster.local.", RecordType::A).answers.is_empty());
+    }
+
+    #[test]
+    fn nameserver_name_resolves_and_its_parent_is_an_empty_non_terminal() {
+        let s = settings(ZONES);
+        let a = ask(&s, "ns.dns.cluster.local.", RecordType::A);
+        assert_eq!(a.answers[0].data.to_string(), "192.0.2.53");
+        let a = ask(&s, "ns.dns.cluster.local.", RecordType::AAAA);
+        assert!(a.answers.is_empty() && a.rcode == ResponseCode::NoError);
+        let a = ask(&s, "dns.cluster.local.", RecordType::A);
+        assert!(a.answers.is_empty() && a.rcode == ResponseCode::NoError);
+        let a = ask(&s, "x.dns.cluster.local.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn configured_nameserver_outside_our_zones_has_no_glue() {
+        let s = settings(
+            "cluster: {nameserver: dns1.corp.example, nameserver_addresses: [192.0.2.1]}\n",
+        );
+        let ns = ask(&s, "cluster.local.", RecordType::NS);
+        assert_eq!(ns_target(&ns), ["dns1.corp.example."]);
+        assert!(ns.additionals.is_empty());
+        assert_eq!(
+            mname(&ask(&s, "cluster.local.", RecordType::SOA)),
+            "dns1.corp.example."
+        );
+        assert_eq!(
+            ask(&s, "ns.dns.cluster.local.", RecordType::A).rcode,
+            ResponseCode::NXDomain
+        );
+    }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
 
 /// Why a configuration file was refused.
@@ -42,8 +43,9 @@ pub struct Config {
     /// Clients allowed to query at all; everyone else gets REFUSED (never an open resolver).
     #[serde(default = "default_allow")]
     pub allow_clients: Vec<IpNet>,
-    /// Ordered view list; the first whose selector matches answers. Clients matching none get
-    /// the standard in-cluster view.
+    /// Ordered view list; among views of equal priority the first whose selector matches
+    /// answers. `DNSView` objects are merged in (see `view.rs`). Clients matching no view
+    /// get the standard in-cluster view.
     #[serde(default)]
     pub views: Vec<ViewConfig>,
     #[serde(default)]
@@ -84,6 +86,15 @@ pub struct ClusterConfig {
     /// How `a-b-c-d.<ns>.pod.<zone>` is answered.
     #[serde(default)]
     pub pods: PodMode,
+    /// The name server's name: the NS record at every zone apex and the SOA MNAME
+    /// (RFC 1035 3.3.11, 3.3.13). Default `ns.dns.<zone>`, as CoreDNS names it.
+    #[serde(default)]
+    pub nameserver: Option<String>,
+    /// Addresses of the name server name when it lies inside the cluster zone (answered
+    /// for A/AAAA and added to NS answers). Default: the `listen` addresses that are not
+    /// wildcards.
+    #[serde(default)]
+    pub nameserver_addresses: Vec<IpAddr>,
 }
 
 impl Default for ClusterConfig {
@@ -95,6 +106,8 @@ impl Default for ClusterConfig {
             pod_cidrs: Vec::new(),
             ttl: default_ttl(),
             pods: PodMode::default(),
+            nameserver: None,
+            nameserver_addresses: Vec::new(),
         }
     }
 }
@@ -119,7 +132,25 @@ pub enum PodMode {
     Disabled,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Which address a Service's name answers with in a view (the DNSView `serviceAddress`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceAddress {
+    /// `status.loadBalancer.ingress[].ip`; Services without one have no address.
+    LoadBalancerIp,
+    /// `spec.clusterIPs` (clients the service CIDR is routed to).
+    ClusterIp,
+}
+
+/// Where a view came from; decides how it ranks (see `view.rs`). Not a file setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ViewOrigin {
+    #[default]
+    File,
+    DnsView,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct ViewConfig {
     pub name: String,
@@ -149,6 +180,18 @@ pub struct ViewConfig {
     /// Whether names outside the cluster zones are forwarded for this view.
     #[serde(default = "yes")]
     pub forward: bool,
+    /// Higher wins when several views match a client (then file order).
+    #[serde(default)]
+    pub priority: i32,
+    /// Overrides the address choice that `standard` and `service_cidr_announced` imply.
+    #[serde(default)]
+    pub service_address: Option<ServiceAddress>,
+    /// Only Services whose labels this selects are visible (`matchLabels`,
+    /// `matchExpressions`, as in Kubernetes).
+    #[serde(default)]
+    pub service_selector: Option<LabelSelector>,
+    #[serde(skip)]
+    pub origin: ViewOrigin,
 }
 
 fn yes() -> bool {
@@ -269,8 +312,18 @@ pub struct RateLimit {
 
 impl Config {
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = serde_yaml::from_str(text)?;
+        let mut config: Config = serde_yaml::from_str(text)?;
         config.validate()?;
+        if config.cluster.nameserver_addresses.is_empty() {
+            let mut addrs: Vec<IpAddr> = config
+                .listen
+                .iter()
+                .map(SocketAddr::ip)
+                .filter(|ip| !ip.is_unspecified())
+                .collect();
+            addrs.dedup();
+            config.cluster.nameserver_addresses = addrs;
+        }
         Ok(config)
     }
 
@@ -286,6 +339,9 @@ impl Config {
         check_name(&self.cluster.zone)?;
         if let Some(z) = &self.cluster.external_zone {
             check_name(z)?;
+        }
+        if let Some(n) = &self.cluster.nameserver {
+            check_name(n)?;
         }
         for z in &self.upstreams.zones {
             check_name(&z.zone)?;
@@ -314,6 +370,11 @@ impl Config {
             if !names.insert(v.name.as_str()) {
                 return Err(ConfigError::Invalid(format!("duplicate view {}", v.name)));
             }
+            if let Some(s) = &v.service_selector {
+                crate::view::ServiceSelector::new(s).map_err(|e| {
+                    ConfigError::Invalid(format!("view {}: service_selector: {e}", v.name))
+                })?;
+            }
         }
         Ok(())
     }
@@ -340,6 +401,21 @@ mod tests {
     #[test]
     fn rejects_udp_payload_below_512() {
         assert!(Config::from_yaml("limits: {max_udp_payload: 100}\n").is_err());
+    }
+
+    #[test]
+    fn rejects_an_invalid_service_selector() {
+        let bad = "views: [{name: v, sources: [10.0.0.0/8], service_selector: \
+                   {matchExpressions: [{key: a, operator: Near}]}}]\n";
+        assert!(Config::from_yaml(bad).is_err());
+    }
+
+    #[test]
+    fn nameserver_addresses_default_to_specific_listen_addresses() {
+        let c = Config::from_yaml("listen: [\"0.0.0.0:53\", \"192.0.2.53:53\", \"[::1]:53\"]\n")
+            .unwrap();
+        let want: Vec<IpAddr> = vec!["192.0.2.53".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(c.cluster.nameserver_addresses, want);
     }
 
     #[test]

@@ -42,6 +42,31 @@ pub struct ServiceEntry {
     pub ports: Vec<PortEntry>,
     pub hidden: bool,
     pub publish_not_ready: bool,
+    /// For views' Service selectors.
+    pub labels: Labels,
+}
+
+/// A Service's labels, compact: one allocation per label string and none at all for a
+/// Service without labels (a `BTreeMap` node costs ~0.5 KiB, ×10,000 Services).
+/// Sorted by key; keys and values are case-sensitive, as in Kubernetes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(Box<[(Box<str>, Box<str>)]>);
+
+impl Labels {
+    pub fn from_map(map: &BTreeMap<String, String>) -> Self {
+        Self(
+            map.iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +324,12 @@ impl ZoneIndex {
             hidden: annotation_true(&svc.metadata.annotations, DNS_HIDDEN_ANNOTATION),
             publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false)
                 || annotation_true(&svc.metadata.annotations, TOLERATE_UNREADY),
+            labels: svc
+                .metadata
+                .labels
+                .as_ref()
+                .map(Labels::from_map)
+                .unwrap_or_default(),
         };
         if self.services.insert(key.clone(), entry).is_none() {
             self.ns_add(&key.0);
@@ -616,6 +647,24 @@ mod tests {
         idx.delete_service(&("default".into(), "web".into()));
         assert_eq!(idx.ptr_targets(ip).count(), 0);
         assert!(!idx.namespace_exists("default"));
+    }
+
+    #[test]
+    fn keeps_service_labels_for_view_selectors() {
+        let mut idx = ZoneIndex::new();
+        idx.apply_service(&svc(
+            "metadata: {name: web, namespace: default, labels: {app: Web, tier: front}}\nspec: {clusterIP: 10.96.0.10}",
+        ));
+        let l = &idx.service("default", "web").unwrap().labels;
+        assert_eq!(
+            (l.get("app"), l.get("tier"), l.get("x")),
+            (Some("Web"), Some("front"), None)
+        );
+        idx.apply_service(&web());
+        assert_eq!(
+            idx.service("default", "web").unwrap().labels,
+            Labels::default()
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -11,13 +11,16 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
 use kube::runtime::watcher::Event;
+use leafbridge_api::DNSView;
 use leafbridge_api::ops::{self, Readiness};
 use leafbridge_api::state::{StateObject, StateSource};
 use leafbridge_dns::config::Config;
 use leafbridge_dns::index::Indexed;
 use leafbridge_dns::metrics::{DropLabels, Metrics};
 use leafbridge_dns::server::{self, Runtime, Server};
+use leafbridge_dns::view::{DnsViewChange, DnsViews, merge_views};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
@@ -27,7 +30,8 @@ use tokio::sync::Notify;
     about = "Split-horizon DNS proxy for the cluster domain"
 )]
 struct Args {
-    /// YAML configuration (listeners, zones, views, upstreams, cache, limits).
+    /// YAML configuration (listeners, zones, views, upstreams, cache, limits). `DNSView`
+    /// objects from the cluster state add views to (or replace by name) the file's.
     #[arg(long, env = "LEAFBRIDGE_DNS_CONFIG")]
     config: PathBuf,
     /// State directory of Kubernetes-format manifests (Services, EndpointSlices, Pods).
@@ -46,8 +50,29 @@ struct Args {
     log_json: bool,
 }
 
-/// Object kinds the index is built from.
-const KINDS: usize = 3;
+/// Object kinds listed before we are ready: the index's three and DNSView (answering
+/// before the views are known could give office clients in-cluster answers).
+const KINDS: usize = 4;
+
+/// What the running [`Runtime`] is built from: the configuration file and the DNSViews in
+/// use. A change to either rebuilds the Runtime and swaps it in whole, as a reload does.
+struct ViewSources {
+    file: Config,
+    dns_views: DnsViews,
+}
+
+type SharedSources = Arc<Mutex<ViewSources>>;
+
+/// Build the Runtime for `file` plus the DNSViews and swap it in. Called with the sources
+/// locked, so swaps happen in the order the changes did.
+fn install(server: &Server, file: &Config, dns_views: &DnsViews) -> anyhow::Result<usize> {
+    let mut merged = file.clone();
+    merged.views = merge_views(&file.views, dns_views.views());
+    let rt = Runtime::from_config(&merged)?;
+    let n = merged.views.len();
+    server.runtime.store(Arc::new(rt));
+    Ok(n)
+}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -72,6 +97,10 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new(&mut registry);
     let runtime = Runtime::from_config(&config)?;
     let server = Arc::new(Server::new(runtime, config.cache.max_entries, metrics));
+    let sources: SharedSources = Arc::new(Mutex::new(ViewSources {
+        file: config.clone(),
+        dns_views: DnsViews::default(),
+    }));
 
     let readiness = Readiness::new();
     let source = match &args.state_dir {
@@ -85,7 +114,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         ),
     };
     source.register_metrics(&mut registry);
-    watch_source(source, server.clone(), readiness.clone()).await;
+    watch_source(source, server.clone(), sources.clone(), readiness.clone()).await;
 
     for addr in &config.listen {
         let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
@@ -102,6 +131,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(reload_loop(
         server.clone(),
+        sources,
         args.config.clone(),
         Duration::from_millis(args.poll_ms),
     ));
@@ -116,8 +146,20 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
 
 /// Start the watches and wait (bounded) for their first listing, so the first answers are
 /// complete; a source slow to list delays us at most 15 s (answers then fill in).
-async fn watch_source(source: StateSource, server: Arc<Server>, readiness: Readiness) {
+async fn watch_source(
+    source: StateSource,
+    server: Arc<Server>,
+    sources: SharedSources,
+    readiness: Readiness,
+) {
     let synced = Arc::new((AtomicUsize::new(0), Notify::new()));
+    tokio::spawn(feed_dns_views(
+        source.clone(),
+        server.clone(),
+        sources,
+        synced.clone(),
+        readiness.clone(),
+    ));
     tokio::spawn(feed::<Service>(
         source.clone(),
         server.clone(),
@@ -169,11 +211,7 @@ async fn feed<K: StateObject + Indexed>(
                 server.metrics.services.set(services as i64);
                 if done && first_sync {
                     first_sync = false;
-                    if synced.0.fetch_add(1, Ordering::SeqCst) + 1 == KINDS {
-                        readiness.set_ready(true);
-                        tracing::info!(services, "cluster state synced");
-                    }
-                    synced.1.notify_waiters();
+                    mark_synced(&synced, &readiness);
                 }
             }
             Err(e) => {
@@ -185,6 +223,106 @@ async fn feed<K: StateObject + Indexed>(
     tracing::error!(kind = K::KIND, "state watch ended");
 }
 
+/// One more kind listed for the first time; ready when all are.
+fn mark_synced(synced: &(AtomicUsize, Notify), readiness: &Readiness) {
+    if synced.0.fetch_add(1, Ordering::SeqCst) + 1 == KINDS {
+        readiness.set_ready(true);
+        tracing::info!("cluster state synced");
+    }
+    synced.1.notify_waiters();
+}
+
+/// Follow DNSView objects: each change of the view set swaps in a new Runtime. An invalid
+/// DNSView is reported and ignored (its last good version, if any, stays); the other views
+/// are never affected. During a relist the swap waits for its end, so a restarted watch
+/// does not flap views away and back.
+async fn feed_dns_views(
+    source: StateSource,
+    server: Arc<Server>,
+    sources: SharedSources,
+    synced: Arc<(AtomicUsize, Notify)>,
+    readiness: Readiness,
+) {
+    let mut stream = source.watch::<DNSView>();
+    let (mut first_sync, mut relisting, mut dirty) = (true, false, false);
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                server.metrics.state_errors.inc();
+                tracing::warn!(kind = "DNSView", error = %e,
+                    "DNSView watch error (is the CRD deploy/crds/leafbridge.io_dnsviews.yaml installed?); keeping the views");
+                // The Kubernetes watcher retries at once; do not spin on a missing CRD.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let mut s = sources.lock().unwrap_or_else(|e| e.into_inner());
+        let (name, change) = match &event {
+            Event::Init => {
+                relisting = true;
+                s.dns_views.relist_start();
+                (String::new(), DnsViewChange::Unchanged)
+            }
+            Event::InitApply(v) | Event::Apply(v) => {
+                (v.name_any(), s.dns_views.apply(&v.name_any(), &v.spec))
+            }
+            Event::Delete(v) => (v.name_any(), s.dns_views.delete(&v.name_any())),
+            Event::InitDone => {
+                relisting = false;
+                (String::new(), s.dns_views.relist_done())
+            }
+        };
+        match change {
+            DnsViewChange::Changed => dirty = true,
+            DnsViewChange::Unchanged => {}
+            DnsViewChange::Rejected {
+                error,
+                kept_previous,
+            } => {
+                server
+                    .metrics
+                    .config_reloads
+                    .get_or_create(&DropLabels {
+                        reason: "dnsview_rejected",
+                    })
+                    .inc();
+                if kept_previous {
+                    tracing::warn!(dnsview = %name, %error, "DNSView rejected; keeping its last good version");
+                } else {
+                    tracing::warn!(dnsview = %name, %error, "DNSView rejected; ignored");
+                }
+            }
+        }
+        if dirty && !relisting {
+            dirty = false;
+            match install(&server, &s.file, &s.dns_views) {
+                Ok(views) => {
+                    server
+                        .metrics
+                        .config_reloads
+                        .get_or_create(&DropLabels { reason: "dnsview" })
+                        .inc();
+                    tracing::info!(
+                        views,
+                        dnsviews = s.dns_views.views().len(),
+                        "views updated from DNSViews"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "DNSViews not applied; keeping the running views")
+                }
+            }
+        }
+        drop(s);
+        if matches!(event, Event::InitDone) && first_sync {
+            first_sync = false;
+            mark_synced(&synced, &readiness);
+        }
+    }
+    tracing::error!(kind = "DNSView", "state watch ended");
+}
+
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
@@ -194,7 +332,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// atomically (arc-swap): queries in flight finish with the configuration they started
 /// with, none is dropped. A bad file is logged and the running configuration kept.
 /// Listener addresses and thread count need a restart.
-async fn reload_loop(server: Arc<Server>, path: PathBuf, poll: Duration) {
+async fn reload_loop(server: Arc<Server>, sources: SharedSources, path: PathBuf, poll: Duration) {
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -213,12 +351,13 @@ async fn reload_loop(server: Arc<Server>, path: PathBuf, poll: Duration) {
             continue;
         }
         last = now;
+        let mut s = sources.lock().unwrap_or_else(|e| e.into_inner());
         let result = Config::load(&path)
             .map_err(anyhow::Error::from)
-            .and_then(|c| Runtime::from_config(&c));
+            .and_then(|c| install(&server, &c, &s.dns_views).map(|_| c));
         match result {
-            Ok(rt) => {
-                server.runtime.store(Arc::new(rt));
+            Ok(c) => {
+                s.file = c;
                 server
                     .metrics
                     .config_reloads
