@@ -11,7 +11,6 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::ResourceExt;
 use kube::runtime::watcher::Event;
 use leafbridge_api::DNSView;
 use leafbridge_api::ops::{self, Readiness};
@@ -20,7 +19,7 @@ use leafbridge_dns::config::Config;
 use leafbridge_dns::index::Indexed;
 use leafbridge_dns::metrics::{DropLabels, Metrics};
 use leafbridge_dns::server::{self, Runtime, Server};
-use leafbridge_dns::view::{DnsViewChange, DnsViews, merge_views};
+use leafbridge_dns::view::{DnsViews, merge_views};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
@@ -244,7 +243,7 @@ async fn feed_dns_views(
     readiness: Readiness,
 ) {
     let mut stream = source.watch::<DNSView>();
-    let (mut first_sync, mut relisting, mut dirty) = (true, false, false);
+    let mut first_sync = true;
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(e) => e,
@@ -258,44 +257,22 @@ async fn feed_dns_views(
             }
         };
         let mut s = sources.lock().unwrap_or_else(|e| e.into_inner());
-        let (name, change) = match &event {
-            Event::Init => {
-                relisting = true;
-                s.dns_views.relist_start();
-                (String::new(), DnsViewChange::Unchanged)
-            }
-            Event::InitApply(v) | Event::Apply(v) => {
-                (v.name_any(), s.dns_views.apply(&v.name_any(), &v.spec))
-            }
-            Event::Delete(v) => (v.name_any(), s.dns_views.delete(&v.name_any())),
-            Event::InitDone => {
-                relisting = false;
-                (String::new(), s.dns_views.relist_done())
-            }
-        };
-        match change {
-            DnsViewChange::Changed => dirty = true,
-            DnsViewChange::Unchanged => {}
-            DnsViewChange::Rejected {
-                error,
-                kept_previous,
-            } => {
-                server
-                    .metrics
-                    .config_reloads
-                    .get_or_create(&DropLabels {
-                        reason: "dnsview_rejected",
-                    })
-                    .inc();
-                if kept_previous {
-                    tracing::warn!(dnsview = %name, %error, "DNSView rejected; keeping its last good version");
-                } else {
-                    tracing::warn!(dnsview = %name, %error, "DNSView rejected; ignored");
-                }
+        let outcome = s.dns_views.on_event(&event);
+        if let Some((name, error, kept_previous)) = outcome.rejected {
+            server
+                .metrics
+                .config_reloads
+                .get_or_create(&DropLabels {
+                    reason: "dnsview_rejected",
+                })
+                .inc();
+            if kept_previous {
+                tracing::warn!(dnsview = %name, %error, "DNSView rejected; keeping its last good version");
+            } else {
+                tracing::warn!(dnsview = %name, %error, "DNSView rejected; ignored");
             }
         }
-        if dirty && !relisting {
-            dirty = false;
+        if outcome.rebuild {
             match install(&server, &s.file, &s.dns_views) {
                 Ok(views) => {
                     server

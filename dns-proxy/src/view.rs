@@ -22,8 +22,10 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
 use kube::core::{Expression, Selector};
-use leafbridge_api::{DNSViewSpec, crd::ServiceAddressKind};
+use kube::runtime::watcher::Event;
+use leafbridge_api::{DNSView, DNSViewSpec, crd::ServiceAddressKind};
 
 use crate::config::{ServiceAddress, ViewConfig, ViewOrigin};
 use crate::index::{Labels, ServiceEntry};
@@ -342,6 +344,17 @@ pub struct DnsViews {
     good: BTreeMap<String, ViewConfig>,
     /// Names seen since a relist began; `None` outside a relist.
     relist: Option<HashSet<String>>,
+    /// The view set changed since the last rebuild.
+    dirty: bool,
+}
+
+/// What the watch feeding [`DnsViews::on_event`] must do.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EventOutcome {
+    /// Rebuild the views and swap them in.
+    pub rebuild: bool,
+    /// An invalid DNSView to report: (name, why, whether its last good version stays).
+    pub rejected: Option<(String, DnsViewError, bool)>,
 }
 
 /// What one DNSView event did.
@@ -360,6 +373,44 @@ pub enum DnsViewChange {
 impl DnsViews {
     pub fn views(&self) -> &BTreeMap<String, ViewConfig> {
         &self.good
+    }
+
+    /// Consume one watch event (either backend). During a relist (`Init` … `InitDone`) the
+    /// rebuild waits for its end, so a restarted watch does not flap views away and back.
+    pub fn on_event(&mut self, event: &Event<DNSView>) -> EventOutcome {
+        let (name, change) = match event {
+            Event::Init => {
+                self.relist_start();
+                (String::new(), DnsViewChange::Unchanged)
+            }
+            Event::InitApply(v) | Event::Apply(v) => {
+                let name = v.name_any();
+                let change = self.apply(&name, &v.spec);
+                (name, change)
+            }
+            Event::Delete(v) => {
+                let name = v.name_any();
+                let change = self.delete(&name);
+                (name, change)
+            }
+            Event::InitDone => (String::new(), self.relist_done()),
+        };
+        let rejected = match change {
+            DnsViewChange::Changed => {
+                self.dirty = true;
+                None
+            }
+            DnsViewChange::Unchanged => None,
+            DnsViewChange::Rejected {
+                error,
+                kept_previous,
+            } => Some((name, error, kept_previous)),
+        };
+        let rebuild = self.dirty && self.relist.is_none();
+        if rebuild {
+            self.dirty = false;
+        }
+        EventOutcome { rebuild, rejected }
     }
 
     pub fn apply(&mut self, name: &str, spec: &DNSViewSpec) -> DnsViewChange {
@@ -620,6 +671,29 @@ mod tests {
         ));
         assert!(!d.views().contains_key("w"));
         assert_eq!(d.delete("v"), DnsViewChange::Changed);
+        assert!(d.views().is_empty());
+    }
+
+    fn object(name: &str, yaml: &str) -> DNSView {
+        DNSView::new(name, spec(yaml))
+    }
+
+    #[test]
+    fn watch_events_rebuild_once_per_change_and_after_a_relist() {
+        let mut d = DnsViews::default();
+        let good = object("good", "clientCIDRs: [10.0.0.0/8]");
+        let bad = object("bad", "clientCIDRs: [10.0.0.0/99]");
+        assert!(!d.on_event(&Event::Init).rebuild);
+        assert!(!d.on_event(&Event::InitApply(good.clone())).rebuild);
+        let o = d.on_event(&Event::InitApply(bad.clone()));
+        assert!(!o.rebuild);
+        assert!(
+            matches!(o.rejected, Some((ref n, DnsViewError::BadClientCidr { .. }, false)) if n == "bad")
+        );
+        assert!(d.on_event(&Event::InitDone).rebuild);
+        // The same object again (a rescan): nothing to do.
+        assert!(!d.on_event(&Event::Apply(good.clone())).rebuild);
+        assert!(d.on_event(&Event::Delete(good)).rebuild);
         assert!(d.views().is_empty());
     }
 
