@@ -271,13 +271,16 @@ pub struct DNSViewSpec {
     /// Answer pod names/IPs (`a-b-c-d.ns.pod.<domain>`) in this view.
     #[serde(default, rename = "exposePodIPs")]
     pub expose_pod_ips: bool,
-    /// Only Services in these namespaces are visible; all when empty.
+    /// Only Services (and pod records) in these namespaces are visible; all when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
-    /// Only Services matching this selector are visible; all when unset.
+    /// Only Services matching this selector are visible (with their SRV, endpoint and PTR
+    /// records); all when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_selector: Option<LabelSelector>,
     /// When several views match a client, the highest priority wins, then the longest prefix.
+    /// Views of leafbridge-dns's configuration file count as priority 0 unless they set one and
+    /// win ties with DNSViews; a DNSView named like a file view replaces it.
     #[serde(default)]
     pub priority: i32,
 }
