@@ -309,7 +309,9 @@ pub fn dnsview_config(name: &str, spec: &DNSViewSpec) -> Result<ViewConfig, DnsV
 
 /// The file's views with the DNSViews merged in: a DNSView named like a file view replaces
 /// it in its place (keeping the file's `trusted_ecs_from`, which a DNSView cannot express,
-/// and ranking as a file view); the others follow in name order.
+/// and ranking as a file view); the others follow in name order and believe the EDNS
+/// client-subnet of every forwarder some file view trusts, so a dnsmasq or corporate
+/// resolver in front hides the real client from them no more than from file views.
 pub fn merge_views(
     file: &[ViewConfig],
     dns_views: &BTreeMap<String, ViewConfig>,
@@ -326,11 +328,20 @@ pub fn merge_views(
         })
         .collect();
     let file_names: HashSet<&str> = file.iter().map(|f| f.name.as_str()).collect();
+    let mut trusted: Vec<IpNet> = file
+        .iter()
+        .flat_map(|f| f.trusted_ecs_from.iter().copied())
+        .collect();
+    trusted.sort();
+    trusted.dedup();
     out.extend(
         dns_views
             .values()
             .filter(|d| !file_names.contains(d.name.as_str()))
-            .cloned(),
+            .map(|d| ViewConfig {
+                trusted_ecs_from: trusted.clone(),
+                ..d.clone()
+            }),
     );
     out
 }
@@ -601,6 +612,17 @@ mod tests {
             (p.name.as_str(), p.service_answer),
             ("office", ServiceAnswer::ClusterIp)
         );
+    }
+
+    #[test]
+    fn dnsviews_believe_client_subnet_from_forwarders_the_file_trusts() {
+        let crds = crd_views(&[("lab", "clientCIDRs: [198.51.100.0/24]")]);
+        let v = Views::new(&merge_views(&[office()], &crds));
+        let lo = ip("127.0.0.1");
+        let ecs = Some(ip("198.51.100.9"));
+        // 127.0.0.2 is office's trusted forwarder; 127.0.0.1 is nobody's.
+        assert_eq!(v.select(ip("127.0.0.2"), lo, ecs).name, "lab");
+        assert_eq!(v.select(lo, lo, ecs).name, "cluster");
     }
 
     #[test]

@@ -24,6 +24,7 @@ cluster:
 views:
   - name: office
     sources: ["127.0.0.2/32"]
+    trusted_ecs_from: ["127.0.0.4/32"]
     namespaces_deny: ["secret"]
 upstreams:
   default: []
@@ -210,6 +211,11 @@ fn dnsview_is_chosen_by_client_cidr_then_longest_prefix_and_priority_first() {
     // 127.0.0.25 is in pinned (/29, priority 5) and loose (/32, priority 0): priority first.
     assert_eq!(a(&dns, "127.0.0.25", web), ["203.0.113.10"]);
     assert_eq!(a(&dns, "127.0.0.26", web), ["203.0.113.10"]);
+    // Behind a forwarder the file trusts, the EDNS client-subnet names the client
+    // (RFC 7871), for DNSViews too; an untrusted sender's is ignored.
+    let behind = |from: &str| dns.dig(&["-b", from, "+subnet=127.0.0.21/32", web, "A"]);
+    assert_eq!(behind("127.0.0.4").rdata("A"), ["203.0.113.10"]);
+    assert_eq!(behind("127.0.0.5").rdata("A"), ["10.96.0.10"]);
     // A view set loaded before serving: ready.
     assert!(dns.http_get("/readyz").contains(" 200 "));
     let metrics = dns.http_get("/metrics");
