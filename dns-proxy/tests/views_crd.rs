@@ -343,6 +343,27 @@ fn dnsviews_added_edited_and_deleted_take_effect_without_restart() {
 }
 
 #[test]
+fn configuration_reload_keeps_the_dnsviews() {
+    let dns = start(&views());
+    let web = "web.default.svc.cluster.local";
+    assert_eq!(a(&dns, "127.0.0.3", web), ["10.96.0.10"]);
+    // The file's office view now also covers 127.0.0.3.
+    let config = std::fs::read_to_string(dns.config_path()).unwrap().replace(
+        r#"sources: ["127.0.0.2/32"]"#,
+        r#"sources: ["127.0.0.2/32", "127.0.0.3/32"]"#,
+    );
+    std::fs::write(dns.config_path(), config).unwrap();
+    wait_for_a(&dns, "127.0.0.3", web, &["203.0.113.10"]);
+    // Every DNSView survived the reload.
+    assert_eq!(a(&dns, "127.0.0.17", web), ["10.96.0.10"]);
+    assert_eq!(
+        a(&dns, "127.0.0.21", "api.default.svc.cluster.local"),
+        Vec::<String>::new()
+    );
+    assert_eq!(a(&dns, "127.0.0.25", web), ["203.0.113.10"]);
+}
+
+#[test]
 fn malformed_dnsview_is_ignored_and_the_other_views_keep_working() {
     let bad_cidr = dnsview("broken", "  clientCIDRs: [127.0.0.300/32]\n");
     let bad_selector = dnsview(
