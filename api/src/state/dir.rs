@@ -148,20 +148,16 @@ impl StateDir {
             files: BTreeMap::new(),
             current: BTreeMap::new(),
             queue: VecDeque::new(),
+            kind: std::marker::PhantomData,
         };
         w.apply(&snapshot);
-        w.queue.push_back(Event::Init);
-        for (k, (path, v, o)) in collect(&w.files) {
-            w.current.insert(k, (path, v));
-            w.queue.push_back(Event::InitApply(o));
-        }
-        w.queue.push_back(Event::InitDone);
+        w.list();
         Box::pin(futures::stream::unfold(
             (w, rx),
             |(mut w, mut rx)| async move {
                 loop {
-                    if let Some(ev) = w.queue.pop_front() {
-                        return Some((Ok(ev), (w, rx)));
+                    if let Some(p) = w.queue.pop_front() {
+                        return Some((p.into_event(), (w, rx)));
                     }
                     let batch = rx.recv().await?;
                     let mut paths: std::collections::BTreeSet<PathBuf> =
@@ -171,7 +167,7 @@ impl StateDir {
                     }
                     let changes = lock(&w.dir.shared).changes(paths);
                     let changed = w.apply(&changes);
-                    let evs = diff(&mut w.current, &w.files, changed);
+                    let evs = diff(&mut w.current, &w.files, changed, is_namespaced::<K>());
                     w.queue.extend(evs);
                 }
             },
@@ -333,7 +329,12 @@ impl StateDir {
         if f.seen.as_deref() != Some(content) {
             return None;
         }
-        f.raw.as_ref().map(|d| (**d).clone())
+        // Parsing our own JSON cannot fail; if it did, the caller parses the file instead.
+        f.raw
+            .as_ref()?
+            .iter()
+            .map(|d| serde_json::from_str(&d.json).ok())
+            .collect()
     }
 
     /// We just renamed `text` (documents `docs`) over `path`: update the shared cache and tell
@@ -696,9 +697,9 @@ struct CachedFile {
     seen: Option<Vec<u8>>,
     /// Every document of `seen`, as written (status writes start from these); None: `seen`
     /// does not parse.
-    raw: Option<Arc<Vec<Value>>>,
+    raw: Option<Docs>,
     /// The documents of the last good version, `kind: List` expanded: what watches see.
-    good: Option<Arc<Vec<Value>>>,
+    good: Option<Docs>,
     /// Why `seen` is malformed, if it is.
     error: Option<Arc<str>>,
 }
@@ -707,8 +708,8 @@ impl CachedFile {
     /// Take `content` (parsed into `raw`) as the file's current version.
     fn set(&mut self, content: Vec<u8>, raw: Result<Vec<Value>, String>) -> FileChange {
         self.seen = Some(content);
-        let raw = match raw {
-            Ok(r) => Arc::new(r),
+        let raw_values = match raw {
+            Ok(r) => r,
             Err(reason) => {
                 self.raw = None;
                 let reason: Arc<str> = reason.into();
@@ -716,10 +717,14 @@ impl CachedFile {
                 return FileChange::Malformed(reason);
             }
         };
+        let raw: Docs = Arc::new(raw_values.iter().map(Doc::new).collect());
         self.raw = Some(raw.clone());
-        match expand_documents(&raw) {
+        match expand_documents(&raw_values) {
             Ok(expanded) => {
-                let good = expanded.map(Arc::new).unwrap_or(raw);
+                let good = match expanded {
+                    Some(items) => Arc::new(items.iter().map(Doc::new).collect()),
+                    None => raw,
+                };
                 self.good = Some(good.clone());
                 self.error = None;
                 FileChange::Docs(good)
@@ -733,12 +738,59 @@ impl CachedFile {
     }
 }
 
+/// One manifest document as the shared cache keeps it: what watches select on, and the
+/// document as compact JSON. A `serde_json::Value` of a small Service takes ~3 KB (a B-tree
+/// node per mapping), its JSON ~200 bytes; parsing the JSON again when the object changes (or
+/// a status is written) costs microseconds. `Value`'s maps are sorted, so equal documents have
+/// equal JSON.
+struct Doc {
+    api_version: Option<Box<str>>,
+    kind: Option<Box<str>>,
+    /// `metadata.namespace` as written.
+    namespace: Option<Arc<str>>,
+    name: Option<Arc<str>>,
+    json: Box<str>,
+}
+
+// Not the content: it may be a Secret's.
+impl std::fmt::Debug for Doc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Doc")
+            .field("kind", &self.kind)
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("json_bytes", &self.json.len())
+            .finish()
+    }
+}
+
+impl Doc {
+    fn new(v: &Value) -> Arc<Doc> {
+        let field = |ptr: &str| v.pointer(ptr).and_then(Value::as_str);
+        Arc::new(Doc {
+            api_version: field("/apiVersion").map(Into::into),
+            kind: field("/kind").map(Into::into),
+            namespace: field("/metadata/namespace").map(Into::into),
+            name: field("/metadata/name").map(Into::into),
+            json: v.to_string().into_boxed_str(),
+        })
+    }
+
+    /// Whether two documents say the same (usually the very same shared document).
+    fn same(a: &Arc<Doc>, b: &Arc<Doc>) -> bool {
+        Arc::ptr_eq(a, b) || a.json == b.json
+    }
+}
+
+/// A file's documents, shared by the cache and every watch.
+type Docs = Arc<Vec<Arc<Doc>>>;
+
 /// What the shared scan found for one file, fanned out to every watch.
 #[derive(Debug, Clone)]
 enum FileChange {
     Gone,
     /// The file's documents (`kind: List` expanded).
-    Docs(Arc<Vec<Value>>),
+    Docs(Docs),
     /// The file does not parse; watches keep what its last good version held.
     Malformed(Arc<str>),
 }
@@ -785,32 +837,42 @@ impl Shared {
     }
 }
 
-/// One watch's view: the objects of kind K per file and where each current object comes from.
+/// One watch's view: the documents of kind K per file and where each current object comes
+/// from. Objects are kept as the shared documents, not as typed objects: a `K` is deserialized
+/// when an event carrying it is emitted (see [`Pending`]).
 struct KindWatch<K> {
     dir: Arc<StateDir>,
-    files: BTreeMap<PathBuf, FileEntry<K>>,
-    current: BTreeMap<ObjKey, (PathBuf, Value)>,
-    queue: VecDeque<Event<K>>,
+    files: BTreeMap<PathBuf, FileEntry>,
+    current: BTreeMap<ObjKey, (Arc<Path>, Arc<Doc>)>,
+    queue: VecDeque<Pending>,
+    kind: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<K: StateObject> KindWatch<K> {
+    fn entry(&mut self, path: &Path) -> &mut FileEntry {
+        self.files
+            .entry(path.to_path_buf())
+            .or_insert_with(|| FileEntry {
+                path: path.into(),
+                docs: None,
+                reported: None,
+                objects: vec![],
+            })
+    }
+
     /// Take a batch of file changes; returns the changed files with the objects they held.
-    fn apply(&mut self, batch: &[(PathBuf, FileChange)]) -> Vec<(PathBuf, Vec<Parsed<K>>)> {
+    fn apply(&mut self, batch: &[(PathBuf, FileChange)]) -> Vec<(Arc<Path>, Vec<Arc<Doc>>)> {
         let kind = K::kind(&());
         let mut changed = vec![];
         for (path, change) in batch {
             match change {
                 FileChange::Gone => {
                     if let Some(e) = self.files.remove(path) {
-                        changed.push((path.clone(), e.objects));
+                        changed.push((e.path, e.objects));
                     }
                 }
                 FileChange::Malformed(reason) => {
-                    let entry = self.files.entry(path.clone()).or_insert_with(|| FileEntry {
-                        docs: None,
-                        reported: None,
-                        objects: vec![],
-                    });
+                    let entry = self.entry(path);
                     if !entry
                         .reported
                         .as_ref()
@@ -821,11 +883,7 @@ impl<K: StateObject> KindWatch<K> {
                     }
                 }
                 FileChange::Docs(docs) => {
-                    let entry = self.files.entry(path.clone()).or_insert_with(|| FileEntry {
-                        docs: None,
-                        reported: None,
-                        objects: vec![],
-                    });
+                    let entry = self.entry(path);
                     if entry.docs.as_ref().is_some_and(|d| Arc::ptr_eq(d, docs)) {
                         continue;
                     }
@@ -833,7 +891,7 @@ impl<K: StateObject> KindWatch<K> {
                     match parse_manifests::<K>(docs, &entry.objects) {
                         Ok(objects) => {
                             let old = std::mem::replace(&mut entry.objects, objects);
-                            changed.push((path.clone(), old));
+                            changed.push((entry.path.clone(), old));
                         }
                         Err(reason) => self.dir.report_malformed(&kind, path, &reason),
                     }
@@ -842,83 +900,131 @@ impl<K: StateObject> KindWatch<K> {
         }
         changed
     }
-}
 
-struct FileEntry<K> {
-    /// The documents `objects` were taken from (an unchanged file is not looked at again).
-    docs: Option<Arc<Vec<Value>>>,
-    /// The malformed version last reported (each bad version is reported once).
-    reported: Option<Arc<str>>,
-    /// Objects from the last good version of the file.
-    objects: Vec<Parsed<K>>,
-}
-
-type ObjKey = (Option<String>, String);
-/// One object parsed from a manifest: key, the manifest as JSON, the typed object.
-type Parsed<K> = (ObjKey, Value, K);
-
-/// Every object with the file it comes from; when several files define one, the last file
-/// (by path) wins.
-fn collect<K: StateObject>(
-    files: &BTreeMap<PathBuf, FileEntry<K>>,
-) -> BTreeMap<ObjKey, (PathBuf, Value, K)> {
-    let mut out = BTreeMap::new();
-    for (path, entry) in files {
-        for (k, v, o) in &entry.objects {
-            if out
-                .insert(k.clone(), (path.clone(), v.clone(), o.clone()))
-                .is_some()
-            {
-                tracing::warn!(file = %path.display(), namespace = ?k.0, name = %k.1,
-                    "object defined in several files; the last file (by path) wins");
+    /// The initial listing: every object, the last file (by path) winning when several files
+    /// define one.
+    fn list(&mut self) {
+        let namespaced = is_namespaced::<K>();
+        self.queue.push_back(Pending::Init);
+        for entry in self.files.values() {
+            for d in &entry.objects {
+                let k = obj_key(d, namespaced);
+                if self
+                    .current
+                    .insert(k.clone(), (entry.path.clone(), d.clone()))
+                    .is_some()
+                {
+                    tracing::warn!(file = %entry.path.display(), namespace = ?k.0, name = %k.1,
+                        "object defined in several files; the last file (by path) wins");
+                }
             }
         }
+        for (path, d) in self.current.values() {
+            self.queue
+                .push_back(Pending::InitApply(path.clone(), d.clone()));
+        }
+        self.queue.push_back(Pending::InitDone);
     }
-    out
+}
+
+struct FileEntry {
+    path: Arc<Path>,
+    /// The documents `objects` were taken from (an unchanged file is not looked at again).
+    docs: Option<Docs>,
+    /// The malformed version last reported (each bad version is reported once).
+    reported: Option<Arc<str>>,
+    /// The kind's documents in the last good version of the file.
+    objects: Vec<Arc<Doc>>,
+}
+
+/// (namespace, name) of an object; namespace None for cluster-scoped kinds.
+type ObjKey = (Option<Arc<str>>, Arc<str>);
+
+/// A namespaced object without `metadata.namespace` is in `default`, as `kubectl apply` would
+/// put it.
+fn obj_key(d: &Doc, namespaced: bool) -> ObjKey {
+    let ns = namespaced.then(|| d.namespace.clone().unwrap_or_else(|| "default".into()));
+    (ns, d.name.clone().unwrap_or_else(|| "".into()))
+}
+
+/// An event to emit, holding the document until the consumer asks for it: a watch never holds
+/// more typed objects than the one it hands out, however long the initial listing.
+enum Pending {
+    Init,
+    InitApply(Arc<Path>, Arc<Doc>),
+    InitDone,
+    Apply(Arc<Path>, Arc<Doc>),
+    Delete(Arc<Path>, Arc<Doc>),
+}
+
+impl Pending {
+    fn into_event<K: StateObject>(self) -> Result<Event<K>, StateError> {
+        let object = |path: Arc<Path>, d: Arc<Doc>| {
+            // Validated when the file was taken; this fails only if K changed meanwhile.
+            parse_object::<K>(&d).map_err(|reason| StateError::Malformed {
+                path: path.to_path_buf(),
+                reason,
+            })
+        };
+        Ok(match self {
+            Pending::Init => Event::Init,
+            Pending::InitDone => Event::InitDone,
+            Pending::InitApply(p, d) => Event::InitApply(object(p, d)?),
+            Pending::Apply(p, d) => Event::Apply(object(p, d)?),
+            Pending::Delete(p, d) => Event::Delete(object(p, d)?),
+        })
+    }
 }
 
 /// Events for the files that changed, updating `current`. Work is proportional to the changed
 /// files, not to the directory. Deletes first: a consumer that frees on Delete and allocates on
 /// Apply then reuses what a batch freed, in the same batch.
-fn diff<K: StateObject>(
-    current: &mut BTreeMap<ObjKey, (PathBuf, Value)>,
-    files: &BTreeMap<PathBuf, FileEntry<K>>,
-    changed: Vec<(PathBuf, Vec<Parsed<K>>)>,
-) -> Vec<Event<K>> {
+fn diff(
+    current: &mut BTreeMap<ObjKey, (Arc<Path>, Arc<Doc>)>,
+    files: &BTreeMap<PathBuf, FileEntry>,
+    changed: Vec<(Arc<Path>, Vec<Arc<Doc>>)>,
+    namespaced: bool,
+) -> Vec<Pending> {
     let mut deletes = Vec::new();
     let mut applies = Vec::new();
     for (path, old) in &changed {
-        let new = files.get(path).map(|e| &e.objects[..]).unwrap_or(&[]);
-        for (k, _, o) in old {
-            if new.iter().any(|(nk, _, _)| nk == k) || current.get(k).is_none_or(|(p, _)| p != path)
-            {
+        let new: std::collections::HashSet<ObjKey> = files
+            .get(&**path)
+            .map(|e| e.objects.iter().map(|d| obj_key(d, namespaced)).collect())
+            .unwrap_or_default();
+        for d in old {
+            let k = obj_key(d, namespaced);
+            if new.contains(&k) || current.get(&k).is_none_or(|(p, _)| p != path) {
                 continue;
             }
             // Gone from this file; another file may still define it (rare: look).
-            let elsewhere = files
-                .iter()
-                .rev()
-                .find_map(|(p, e)| e.objects.iter().find(|(ok, _, _)| ok == k).map(|x| (p, x)));
+            let elsewhere = files.values().rev().find_map(|e| {
+                e.objects
+                    .iter()
+                    .find(|o| obj_key(o, namespaced) == k)
+                    .map(|o| (e.path.clone(), o.clone()))
+            });
             match elsewhere {
-                Some((p, (_, v, o2))) => {
-                    current.insert(k.clone(), (p.clone(), v.clone()));
-                    applies.push(Event::Apply(o2.clone()));
+                Some((p, o)) => {
+                    current.insert(k, (p.clone(), o.clone()));
+                    applies.push(Pending::Apply(p, o));
                 }
                 None => {
-                    current.remove(k);
-                    deletes.push(Event::Delete(o.clone()));
+                    current.remove(&k);
+                    deletes.push(Pending::Delete(path.clone(), d.clone()));
                 }
             }
         }
     }
     for (path, _) in &changed {
-        let Some(entry) = files.get(path) else {
+        let Some(entry) = files.get(&**path) else {
             continue;
         };
-        for (k, v, o) in &entry.objects {
-            if current.get(k).is_none_or(|(_, cv)| cv != v) {
-                current.insert(k.clone(), (path.clone(), v.clone()));
-                applies.push(Event::Apply(o.clone()));
+        for d in &entry.objects {
+            let k = obj_key(d, namespaced);
+            if current.get(&k).is_none_or(|(_, cd)| !Doc::same(cd, d)) {
+                current.insert(k, (entry.path.clone(), d.clone()));
+                applies.push(Pending::Apply(entry.path.clone(), d.clone()));
             }
         }
     }
@@ -1037,74 +1143,58 @@ fn is_namespaced<K: StateObject>() -> bool {
         == std::any::type_name::<k8s_openapi::NamespaceResourceScope>()
 }
 
-/// The objects of kind K among a file's documents. An object whose manifest is unchanged from
-/// `old` is reused, not deserialized again (a status write changes one document of many).
+/// The documents of kind K among a file's documents, each checked to deserialize (then
+/// dropped: see [`Pending`]). A document unchanged from `old` is not deserialized again (a
+/// status write changes one document of many).
 fn parse_manifests<K: StateObject>(
-    docs: &[Value],
-    old: &[Parsed<K>],
-) -> Result<Vec<Parsed<K>>, String> {
+    docs: &[Arc<Doc>],
+    old: &[Arc<Doc>],
+) -> Result<Vec<Arc<Doc>>, String> {
     let (api_version, kind) = (K::api_version(&()), K::kind(&()));
-    let namespaced = is_namespaced::<K>();
     let mut out = Vec::new();
+    // Built only when a document is not where it was before.
+    let mut old_json: Option<std::collections::HashSet<&str>> = None;
     for d in docs {
-        if d.get("apiVersion").and_then(Value::as_str) != Some(&api_version)
-            || d.get("kind").and_then(Value::as_str) != Some(&kind)
-        {
+        if d.api_version.as_deref() != Some(&*api_version) || d.kind.as_deref() != Some(&*kind) {
             continue;
         }
-        let Some(name) = d
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-        else {
+        if d.name.is_none() {
             return Err(format!("a {kind} has no metadata.name"));
-        };
-        let mut v = d.clone();
-        let ns = if namespaced {
-            let ns = v
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_owned();
-            if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("namespace".into(), Value::String(ns.clone()));
-            }
-            Some(ns)
-        } else {
-            None
-        };
-        let key = (ns, name);
-        // Usually at the same position as before; else look.
-        let same = |p: &&Parsed<K>| p.0 == key && p.1 == v;
-        if let Some((_, _, o)) = old
-            .get(out.len())
-            .filter(same)
-            .or_else(|| old.iter().find(same))
-        {
-            let o = o.clone();
-            out.push((key, v, o));
-            continue;
         }
-        let obj: K = serde_json::from_value(v.clone()).map_err(|e| {
-            if kind == "Secret" {
-                // serde quotes offending values, and a Secret's values must never reach a log.
-                format!(
-                    "Secret {} does not parse (details withheld: they may contain secret data)",
-                    key.1
-                )
-            } else {
-                format!("{kind} {}: {e}", key.1)
-            }
-        })?;
-        out.push((key, v, obj));
+        // Usually at the same position as before; else look.
+        let unchanged = old.get(out.len()).is_some_and(|o| Doc::same(o, d))
+            || old_json
+                .get_or_insert_with(|| old.iter().map(|o| &*o.json).collect())
+                .contains(&*d.json);
+        if !unchanged {
+            parse_object::<K>(d)?;
+        }
+        out.push(d.clone());
     }
     Ok(out)
+}
+
+/// The typed object of a document, `metadata.namespace` defaulted.
+fn parse_object<K: StateObject>(d: &Doc) -> Result<K, String> {
+    let mut obj: K = serde_json::from_str(&d.json).map_err(|e| {
+        let (kind, name) = (K::kind(&()), d.name.as_deref().unwrap_or_default());
+        if kind == "Secret" {
+            // serde quotes offending values, and a Secret's values must never reach a log.
+            format!("Secret {name} does not parse (details withheld: they may contain secret data)")
+        } else {
+            format!("{kind} {name}: {e}")
+        }
+    })?;
+    if is_namespaced::<K>() && obj.meta().namespace.is_none() {
+        obj.meta_mut().namespace = Some("default".into());
+    }
+    Ok(obj)
 }
 
 /// The reason a Secret manifest is rejected, as it would be logged (tests).
 #[doc(hidden)]
 pub fn parse_secret_for_test(content: &[u8]) -> Result<usize, String> {
-    let docs = parse_documents(content)?;
+    let docs: Vec<Arc<Doc>> = parse_documents(content)?.iter().map(Doc::new).collect();
     parse_manifests::<k8s_openapi::api::core::v1::Secret>(&docs, &[]).map(|v| v.len())
 }
 
