@@ -526,3 +526,121 @@ async fn moving_an_object_to_another_file_is_not_a_delete() {
         assert_eq!(n, ["Apply web"]);
     }
 }
+
+/// No event within `ms` milliseconds.
+async fn quiet<K, S>(s: &mut S, ms: u64) -> Result<(), Vec<String>>
+where
+    K: ResourceExt,
+    S: Stream<Item = Result<Event<K>, leafbridge_api::StateError>> + Unpin,
+{
+    match tokio::time::timeout(Duration::from_millis(ms), s.next()).await {
+        Err(_) => Ok(()),
+        Ok(Some(Ok(ev))) => Err(names(&[ev])),
+        Ok(other) => Err(vec![format!("{:?}", other.map(|r| r.map(|_| ())))]),
+    }
+}
+
+#[tokio::test]
+async fn unchanged_documents_get_no_event_when_a_neighbour_changes_or_they_move_in_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let file = |ports: [(&str, u16); 3]| {
+        ports
+            .iter()
+            .map(|(n, p)| svc_yaml(n, "shop", *p))
+            .collect::<Vec<_>>()
+            .join("---\n")
+    };
+    write(
+        d.path(),
+        "all.yaml",
+        &file([("a", 80), ("b", 80), ("c", 80)]),
+    );
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+
+    write(
+        d.path(),
+        "all.yaml",
+        &file([("a", 80), ("b", 81), ("c", 80)]),
+    );
+    assert_eq!(names(&[next(&mut s).await]), ["Apply b"]);
+    assert_eq!(quiet(&mut s, 500).await, Ok(()));
+
+    // Same documents in another order: nothing changed.
+    write(
+        d.path(),
+        "all.yaml",
+        &file([("c", 80), ("a", 80), ("b", 81)]),
+    );
+    assert_eq!(quiet(&mut s, 800).await, Ok(()));
+}
+
+#[tokio::test]
+async fn objects_without_a_namespace_are_in_default_in_every_event_and_status_write() {
+    let d = tempfile::tempdir().unwrap();
+    let svc = |port: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{ports: [{{port: {port}}}]}}\n"
+        )
+    };
+    write(d.path(), "web.yaml", &svc(80));
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    let evs = init(&mut s).await;
+    let Event::InitApply(o) = &evs[1] else {
+        panic!("{:?}", names(&evs))
+    };
+    assert_eq!(o.namespace().as_deref(), Some("default"));
+
+    src.apply_status::<Service>(
+        Some("default"),
+        "web",
+        "m",
+        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}),
+    )
+    .await
+    .unwrap();
+    match next(&mut s).await {
+        Event::Apply(o) => {
+            assert_eq!(o.namespace().as_deref(), Some("default"));
+            let ing = o.status.unwrap().load_balancer.unwrap().ingress.unwrap();
+            assert_eq!(ing[0].ip.as_deref(), Some("203.0.113.7"));
+        }
+        e => panic!("{:?}", names(&[e])),
+    }
+
+    std::fs::remove_file(d.path().join("web.yaml")).unwrap();
+    match next(&mut s).await {
+        Event::Delete(o) => assert_eq!(o.namespace().as_deref(), Some("default")),
+        e => panic!("{:?}", names(&[e])),
+    }
+}
+
+#[tokio::test]
+async fn a_watch_that_lags_behind_catches_up_with_the_latest_version_only() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "a.yaml", &svc_yaml("web", "shop", 80));
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    let StateSource::Dir(sd) = &src else {
+        unreachable!()
+    };
+
+    // Not polled meanwhile: each version is scanned and published, none consumed.
+    for port in [81, 82, 83] {
+        write(d.path(), "a.yaml", &svc_yaml("web", "shop", port));
+        let seen = sd.rescan_count();
+        let t0 = std::time::Instant::now();
+        while sd.rescan_count() == seen && t0.elapsed() < WAIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    match next(&mut s).await {
+        Event::Apply(svc) => assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 83),
+        e => panic!("{:?}", names(&[e])),
+    }
+    assert_eq!(quiet(&mut s, 500).await, Ok(()));
+}
