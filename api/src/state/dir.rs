@@ -18,7 +18,7 @@
 //! - Events are appended as core/v1 Event YAML documents to `.leafbridge/events.yaml` (rotated to
 //!   `events.yaml.1` past 8 MiB).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -312,11 +312,11 @@ impl StateDir {
             };
             let entry = sh.files.entry(path.clone()).or_default();
             entry.stamp = stamp;
-            if entry.seen.as_deref() == Some(&content[..]) {
+            if entry.seen == Some(digest(&content)) {
                 continue;
             }
             let raw = raw_documents(&content);
-            changed.push((path, entry.set(content, raw)));
+            changed.push((path, entry.set(&content, raw)));
         }
         changed
     }
@@ -326,7 +326,7 @@ impl StateDir {
     fn cached_documents(&self, path: &Path, content: &[u8]) -> Option<Vec<Value>> {
         let sh = lock(&self.shared);
         let f = sh.files.get(path)?;
-        if f.seen.as_deref() != Some(content) {
+        if f.seen != Some(digest(content)) {
             return None;
         }
         // Parsing our own JSON cannot fail; if it did, the caller parses the file instead.
@@ -354,10 +354,10 @@ impl StateDir {
             return;
         }
         entry.stamp = stamp;
-        if entry.seen.as_deref() == Some(&text[..]) {
+        if entry.seen == Some(digest(&text)) {
             return;
         }
-        let change = entry.set(text, Ok(docs));
+        let change = entry.set(&text, Ok(docs));
         sh.publish(vec![(path.to_path_buf(), change)]);
     }
 
@@ -682,6 +682,19 @@ impl StateDir {
     }
 }
 
+/// A 128-bit digest of a file's content: unchanged content is recognised without keeping a
+/// copy of every file. SipHash under keys drawn at random once per process, so nobody can
+/// craft two contents that collide.
+type Digest = (u64, u64);
+
+fn digest(content: &[u8]) -> Digest {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<[std::hash::RandomState; 2]> = std::sync::OnceLock::new();
+    let [a, b] =
+        KEYS.get_or_init(|| [std::hash::RandomState::new(), std::hash::RandomState::new()]);
+    (a.hash_one(content), b.hash_one(content))
+}
+
 /// (size, mtime, inode) of a file: unchanged stamp, unchanged file (checked by content on the
 /// periodic full rescan anyway).
 type Stamp = (u64, std::time::SystemTime, u64);
@@ -692,9 +705,9 @@ type Written = (Vec<u8>, Option<Stamp>);
 #[derive(Debug, Default)]
 struct CachedFile {
     stamp: Option<Stamp>,
-    /// Content last read or written (good or bad): unchanged content is not parsed (or
-    /// reported) again.
-    seen: Option<Vec<u8>>,
+    /// Digest of the content last read or written (good or bad): unchanged content is not
+    /// parsed (or reported) again.
+    seen: Option<Digest>,
     /// Every document of `seen`, as written (status writes start from these); None: `seen`
     /// does not parse.
     raw: Option<Docs>,
@@ -706,8 +719,8 @@ struct CachedFile {
 
 impl CachedFile {
     /// Take `content` (parsed into `raw`) as the file's current version.
-    fn set(&mut self, content: Vec<u8>, raw: Result<Vec<Value>, String>) -> FileChange {
-        self.seen = Some(content);
+    fn set(&mut self, content: &[u8], raw: Result<Vec<Value>, String>) -> FileChange {
+        self.seen = Some(digest(content));
         let raw_values = match raw {
             Ok(r) => r,
             Err(reason) => {
@@ -717,12 +730,15 @@ impl CachedFile {
                 return FileChange::Malformed(reason);
             }
         };
-        let raw: Docs = Arc::new(raw_values.iter().map(Doc::new).collect());
+        let mut names = HashSet::new();
+        let raw: Docs = Arc::new(raw_values.iter().map(|v| Doc::new(v, &mut names)).collect());
         self.raw = Some(raw.clone());
         match expand_documents(&raw_values) {
             Ok(expanded) => {
                 let good = match expanded {
-                    Some(items) => Arc::new(items.iter().map(Doc::new).collect()),
+                    Some(items) => {
+                        Arc::new(items.iter().map(|v| Doc::new(v, &mut names)).collect())
+                    }
                     None => raw,
                 };
                 self.good = Some(good.clone());
@@ -744,8 +760,8 @@ impl CachedFile {
 /// a status is written) costs microseconds. `Value`'s maps are sorted, so equal documents have
 /// equal JSON.
 struct Doc {
-    api_version: Option<Box<str>>,
-    kind: Option<Box<str>>,
+    api_version: Option<Arc<str>>,
+    kind: Option<Arc<str>>,
     /// `metadata.namespace` as written.
     namespace: Option<Arc<str>>,
     name: Option<Arc<str>>,
@@ -765,12 +781,22 @@ impl std::fmt::Debug for Doc {
 }
 
 impl Doc {
-    fn new(v: &Value) -> Arc<Doc> {
+    /// `shared` holds the apiVersions, kinds and namespaces seen so far in the file: the
+    /// documents of one file share one copy of each.
+    fn new(v: &Value, shared: &mut HashSet<Arc<str>>) -> Arc<Doc> {
         let field = |ptr: &str| v.pointer(ptr).and_then(Value::as_str);
+        let mut share = |ptr: &str| {
+            let s = field(ptr)?;
+            Some(shared.get(s).cloned().unwrap_or_else(|| {
+                let a: Arc<str> = s.into();
+                shared.insert(a.clone());
+                a
+            }))
+        };
         Arc::new(Doc {
-            api_version: field("/apiVersion").map(Into::into),
-            kind: field("/kind").map(Into::into),
-            namespace: field("/metadata/namespace").map(Into::into),
+            api_version: share("/apiVersion"),
+            kind: share("/kind"),
+            namespace: share("/metadata/namespace"),
             name: field("/metadata/name").map(Into::into),
             json: v.to_string().into_boxed_str(),
         })
@@ -988,7 +1014,7 @@ fn diff(
     let mut deletes = Vec::new();
     let mut applies = Vec::new();
     for (path, old) in &changed {
-        let new: std::collections::HashSet<ObjKey> = files
+        let new: HashSet<ObjKey> = files
             .get(&**path)
             .map(|e| e.objects.iter().map(|d| obj_key(d, namespaced)).collect())
             .unwrap_or_default();
@@ -1153,7 +1179,7 @@ fn parse_manifests<K: StateObject>(
     let (api_version, kind) = (K::api_version(&()), K::kind(&()));
     let mut out = Vec::new();
     // Built only when a document is not where it was before.
-    let mut old_json: Option<std::collections::HashSet<&str>> = None;
+    let mut old_json: Option<HashSet<&str>> = None;
     for d in docs {
         if d.api_version.as_deref() != Some(&*api_version) || d.kind.as_deref() != Some(&*kind) {
             continue;
@@ -1194,7 +1220,11 @@ fn parse_object<K: StateObject>(d: &Doc) -> Result<K, String> {
 /// The reason a Secret manifest is rejected, as it would be logged (tests).
 #[doc(hidden)]
 pub fn parse_secret_for_test(content: &[u8]) -> Result<usize, String> {
-    let docs: Vec<Arc<Doc>> = parse_documents(content)?.iter().map(Doc::new).collect();
+    let mut names = HashSet::new();
+    let docs: Vec<Arc<Doc>> = parse_documents(content)?
+        .iter()
+        .map(|v| Doc::new(v, &mut names))
+        .collect();
     parse_manifests::<k8s_openapi::api::core::v1::Secret>(&docs, &[]).map(|v| v.len())
 }
 
