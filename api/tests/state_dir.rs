@@ -644,3 +644,34 @@ async fn a_watch_that_lags_behind_catches_up_with_the_latest_version_only() {
     }
     assert_eq!(quiet(&mut s, 500).await, Ok(()));
 }
+
+#[tokio::test]
+async fn a_status_write_applies_its_object_only_and_a_repeat_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let text = ["a", "b", "c"]
+        .map(|n| svc_yaml(n, "shop", 80))
+        .join("---\n");
+    write(d.path(), "all.yaml", &text);
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    for ip in ["203.0.113.2", "203.0.113.3"] {
+        let status = serde_json::json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+        src.apply_status::<Service>(Some("shop"), "b", "m", status.clone())
+            .await
+            .unwrap();
+        match next(&mut s).await {
+            Event::Apply(o) => {
+                assert_eq!(o.name_any(), "b");
+                let ing = o.status.unwrap().load_balancer.unwrap().ingress.unwrap();
+                assert_eq!(ing[0].ip.as_deref(), Some(ip));
+            }
+            e => panic!("{:?}", names(&[e])),
+        }
+        assert_eq!(quiet(&mut s, 400).await, Ok(()));
+        src.apply_status::<Service>(Some("shop"), "b", "m", status)
+            .await
+            .unwrap();
+        assert_eq!(quiet(&mut s, 400).await, Ok(()));
+    }
+}

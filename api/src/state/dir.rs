@@ -316,31 +316,41 @@ impl StateDir {
                 continue;
             }
             let raw = raw_documents(&content);
-            changed.push((path, entry.set(&content, raw)));
+            changed.push((path, entry.set(&content, raw, None)));
         }
         changed
     }
 
     /// Every document of `path` if `content` is what the shared cache last saw there (no
-    /// parse needed).
-    fn cached_documents(&self, path: &Path, content: &[u8]) -> Option<Vec<Value>> {
+    /// YAML parse needed): the cached documents and their values.
+    fn cached_documents(&self, path: &Path, content: &[u8]) -> Option<(Docs, Vec<Value>)> {
         let sh = lock(&self.shared);
         let f = sh.files.get(path)?;
         if f.seen != Some(digest(content)) {
             return None;
         }
+        let raw = f.raw.clone()?;
         // Parsing our own JSON cannot fail; if it did, the caller parses the file instead.
-        f.raw
-            .as_ref()?
+        let values = raw
             .iter()
             .map(|d| serde_json::from_str(&d.json).ok())
-            .collect()
+            .collect::<Option<_>>()?;
+        Some((raw, values))
     }
 
     /// We just renamed `text` (documents `docs`) over `path`: update the shared cache and tell
     /// the watches directly instead of having the scanner read and parse it again. The notify
-    /// event of the rename then finds an unchanged stamp and costs one `stat`.
-    fn record_own_write(&self, path: &Path, text: Vec<u8>, docs: Vec<Value>, stamp: Option<Stamp>) {
+    /// event of the rename then finds an unchanged stamp and costs one `stat`. `kept`: the
+    /// cached documents `docs` were made from and which of them the write changed (the others
+    /// stay the very same shared documents).
+    fn record_own_write(
+        &self,
+        path: &Path,
+        written: Written,
+        docs: Vec<Value>,
+        kept: Option<(Docs, Vec<bool>)>,
+    ) {
+        let (text, stamp) = written;
         let mut guard = lock(&self.shared);
         let sh = &mut *guard;
         let entry = sh.files.entry(path.to_path_buf()).or_default();
@@ -357,7 +367,7 @@ impl StateDir {
         if entry.seen == Some(digest(&text)) {
             return;
         }
-        let change = entry.set(&text, Ok(docs));
+        let change = entry.set(&text, Ok(docs), kept);
         sh.publish(vec![(path.to_path_buf(), change)]);
     }
 
@@ -482,6 +492,7 @@ impl StateDir {
             let Ok(content) = fs::read(&p) else { continue };
             let Some(docs) = self
                 .cached_documents(&p, &content)
+                .map(|(_, values)| values)
                 .or_else(|| all_documents(&content))
             else {
                 continue;
@@ -518,10 +529,11 @@ impl StateDir {
             let Ok(content) = fs::read(path) else {
                 return reqs;
             };
-            let Some(mut docs) = self
-                .cached_documents(path, &content)
-                .or_else(|| all_documents(&content))
-            else {
+            let (cached, docs) = match self.cached_documents(path, &content) {
+                Some((cached, values)) => (Some(cached), Some(values)),
+                None => (None, all_documents(&content)),
+            };
+            let Some(mut docs) = docs else {
                 for (_, _, tx) in reqs {
                     let _ = tx.send(Err(StateError::Malformed {
                         path: path.to_path_buf(),
@@ -532,6 +544,7 @@ impl StateDir {
             };
             let mut outcome = Vec::with_capacity(reqs.len());
             let mut changed = false;
+            let mut touched = vec![false; docs.len()];
             for (key, status, _) in &reqs {
                 let Some(idx) = docs.iter().position(|d| doc_matches(d, key)) else {
                     outcome.push(None);
@@ -559,11 +572,15 @@ impl StateDir {
                     m.insert("status".into(), new_status);
                 }
                 changed = true;
+                touched[idx] = true;
                 outcome.push(Some(true));
             }
             if changed {
                 match self.replace_file(path, &content, &docs) {
-                    Ok(Some((text, stamp))) => self.record_own_write(path, text, docs, stamp),
+                    Ok(Some(written)) => {
+                        let kept = cached.map(|c| (c, touched));
+                        self.record_own_write(path, written, docs, kept);
+                    }
                     // Changed under us: start over from the new version.
                     Ok(None) => continue,
                     Err(e) => {
@@ -719,7 +736,14 @@ struct CachedFile {
 
 impl CachedFile {
     /// Take `content` (parsed into `raw`) as the file's current version.
-    fn set(&mut self, content: &[u8], raw: Result<Vec<Value>, String>) -> FileChange {
+    /// `kept`: cached documents `raw` was made from and which of them changed since (see
+    /// [`StateDir::record_own_write`]).
+    fn set(
+        &mut self,
+        content: &[u8],
+        raw: Result<Vec<Value>, String>,
+        kept: Option<(Docs, Vec<bool>)>,
+    ) -> FileChange {
         self.seen = Some(digest(content));
         let raw_values = match raw {
             Ok(r) => r,
@@ -731,7 +755,17 @@ impl CachedFile {
             }
         };
         let mut names = HashSet::new();
-        let raw: Docs = Arc::new(raw_values.iter().map(|v| Doc::new(v, &mut names)).collect());
+        let kept = kept.filter(|(d, t)| d.len() == raw_values.len() && t.len() == d.len());
+        let raw: Docs = Arc::new(
+            raw_values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match &kept {
+                    Some((docs, touched)) if !touched[i] => docs[i].clone(),
+                    _ => Doc::new(v, &mut names),
+                })
+                .collect(),
+        );
         self.raw = Some(raw.clone());
         match expand_documents(&raw_values) {
             Ok(expanded) => {
