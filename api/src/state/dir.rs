@@ -17,6 +17,10 @@
 //!   Writers in several processes serialise on `.leafbridge/write.lock` (advisory lock).
 //! - Events are appended as core/v1 Event YAML documents to `.leafbridge/events.yaml` (rotated to
 //!   `events.yaml.1` past 8 MiB).
+//! - Memory: one parse of the directory is shared by every watch and writer; each document is
+//!   kept once, as compact JSON (see `Doc`), and a watch keeps no typed objects: it
+//!   deserializes a document when it hands out the event carrying it. 10,000 small Services
+//!   cost ~7 MiB (`examples/state_dir_rss.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
