@@ -325,15 +325,17 @@ impl StateDir {
         changed
     }
 
+    /// Every document of `path` if `content` is what the shared cache last saw there.
+    fn cached_docs(&self, path: &Path, content: &[u8]) -> Option<Docs> {
+        let seen = Some(digest(content));
+        let sh = lock(&self.shared);
+        sh.files.get(path).filter(|f| f.seen == seen)?.raw.clone()
+    }
+
     /// Every document of `path` if `content` is what the shared cache last saw there (no
     /// YAML parse needed): the cached documents and their values.
     fn cached_documents(&self, path: &Path, content: &[u8]) -> Option<(Docs, Vec<Value>)> {
-        let sh = lock(&self.shared);
-        let f = sh.files.get(path)?;
-        if f.seen != Some(digest(content)) {
-            return None;
-        }
-        let raw = f.raw.clone()?;
+        let raw = self.cached_docs(path, content)?;
         // Parsing our own JSON cannot fail; if it did, the caller parses the file instead.
         let values = raw
             .iter()
@@ -494,23 +496,21 @@ impl StateDir {
         let mut h = HashMap::new();
         for p in list_manifest_files(&self.root).unwrap_or_default() {
             let Ok(content) = fs::read(&p) else { continue };
-            let Some(docs) = self
-                .cached_documents(&p, &content)
-                .map(|(_, values)| values)
-                .or_else(|| all_documents(&content))
-            else {
-                continue;
-            };
-            for d in &docs {
-                let field = |ptr: &str| d.pointer(ptr).and_then(Value::as_str).map(str::to_owned);
-                let (Some(api), Some(kind), Some(name)) = (
-                    field("/apiVersion"),
-                    field("/kind"),
-                    field("/metadata/name"),
-                ) else {
+            let docs = self.cached_docs(&p, &content).or_else(|| {
+                let mut names = HashSet::new();
+                let values = all_documents(&content)?;
+                Some(Arc::new(
+                    values.iter().map(|v| Doc::new(v, &mut names)).collect(),
+                ))
+            });
+            for d in docs.iter().flat_map(|d| d.iter()) {
+                let field = |f: &Option<Arc<str>>| f.as_deref().map(str::to_owned);
+                let (Some(api), Some(kind), Some(name)) =
+                    (field(&d.api_version), field(&d.kind), field(&d.name))
+                else {
                     continue;
                 };
-                match field("/metadata/namespace") {
+                match field(&d.namespace) {
                     Some(ns) => {
                         h.insert((api, kind, Some(ns), name), p.clone());
                     }
