@@ -10,11 +10,15 @@
 //! table gives each server's median, so a noisy moment on a shared machine does not decide
 //! the comparison; every round's figures are printed below the table.
 //!
-//! `--only leafbridge-dns` (or `unbound`, `dnsmasq`) measures one server, for profiling.
+//! `--only leafbridge-dns` (or `unbound`, `dnsmasq`, `hickory-fwd`) measures one server, for
+//! profiling.
 //!
 //! Scenario 1: a cluster of 10,000 Services in 100 namespaces; 60 % A, 20 % SRV, 20 %
 //! NXDOMAIN queries. Scenario 2: forwarded names, 95 % served from cache (warmed first), 5 %
-//! unique misses to an upstream unbound. For each server: CPU time per answered query
+//! unique misses to an upstream unbound; here also "hickory-fwd", hickory-server's own
+//! forwarder with hickory-resolver's cache (`examples/hickory_forwarder.rs`, no cluster data,
+//! so not in scenario 1), measured because it has an open report of losing queries under
+//! dnsperf (hickory-dns/hickory-dns#2613). For each server: CPU time per answered query
 //! (user+system from /proc over queries completed), p50/p99 latency at the fixed offered
 //! rate, lost queries, peak RSS (VmHWM), and the rate reached when dnsperf is unthrottled
 //! (dnsperf shares the two cores, so that figure is bounded by dnsperf itself).
@@ -313,6 +317,32 @@ fn leafbridge_binary() -> PathBuf {
     bin
 }
 
+/// `hickory_forwarder`, built next to this executable by `--examples`.
+fn hickory_forwarder_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().join("hickory_forwarder");
+    assert!(
+        bin.is_file(),
+        "build it first: cargo build --release -p leafbridge-dns --examples ({})",
+        bin.display()
+    );
+    bin
+}
+
+/// hickory-server's forwarder for `.` to the upstream, one tokio worker thread.
+fn start_hickory_forwarder(tmp: &Path, upstream: u16) -> (Proc, u16) {
+    let port = free_port();
+    let p = spawn(
+        Command::new(hickory_forwarder_binary())
+            .args(["--port", &port.to_string()])
+            .args(["--upstream", &format!("127.0.0.1:{upstream}")])
+            // hickory-server logs every request at info.
+            .env("RUST_LOG", "warn"),
+        &tmp.join("hickory-fwd.log"),
+    );
+    (p, port)
+}
+
 fn start_leafbridge(tmp: &Path, tag: &str, state: &Path, upstream: Option<u16>) -> (Proc, u16) {
     let port = free_port();
     let up = upstream
@@ -395,6 +425,10 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if wanted("hickory-fwd") {
+        // Fail before scenario 1 runs, not minutes later.
+        hickory_forwarder_binary();
+    }
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
 
@@ -450,7 +484,9 @@ fn main() {
         .collect();
     let probe1 = "svc-1.ns-1.svc.cluster.local";
 
-    println!("# leafbridge-dns vs unbound vs dnsmasq (dnsperf, one worker thread each)");
+    println!(
+        "# leafbridge-dns vs unbound vs dnsmasq (and hickory's forwarder in 2) (dnsperf, one worker thread each)"
+    );
     println!(
         "offered rate {qps} qps for {seconds} s per server and round, {rounds} rounds; 2 cores shared with dnsperf"
     );
@@ -541,11 +577,21 @@ fn main() {
                 )
             }),
         ),
+        (
+            "hickory-fwd",
+            Box::new(|| start_hickory_forwarder(t, up_port)),
+        ),
     ];
     let mut servers: Vec<(&'static str, Proc, u16)> = Vec::new();
     for (name, start) in starters.into_iter().filter(|(n, _)| wanted(n)) {
         let (p, port) = start();
-        wait_dns(port, "h-0.example.test", name, &t.join("x.log"));
+        let log = match name {
+            "leafbridge-dns" => "lb-s2.log",
+            "unbound" => "unbound-s2.log",
+            "dnsmasq" => "dnsmasq-s2.log",
+            _ => "hickory-fwd.log",
+        };
+        wait_dns(port, "h-0.example.test", name, &t.join(log));
         dnsperf(port, &warm_path, None, 10, true, false);
         servers.push((name, p, port));
     }
