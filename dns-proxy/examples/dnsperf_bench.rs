@@ -25,6 +25,8 @@
 //! Everything runs on 127.0.0.1; every process started is killed by PID on exit.
 
 use std::fmt::Write as _;
+
+use clap::Parser as _;
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -404,26 +406,34 @@ fn start_dnsmasq(tmp: &Path, tag: &str, body: &str) -> (Proc, u16) {
     (p, port)
 }
 
+/// leafbridge-dns next to unbound, dnsmasq and hickory's forwarder under dnsperf.
+#[derive(clap::Parser)]
+struct Args {
+    /// Seconds of dnsperf per server, scenario and round at the fixed rate.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// Fixed offered rate, queries per second.
+    #[arg(long, default_value_t = 10_000)]
+    qps: u32,
+    /// Interleaved rounds; the table gives each server's median.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Measure one server only (for profiling).
+    #[arg(long, value_parser = ["leafbridge-dns", "unbound", "dnsmasq", "hickory-fwd"])]
+    only: Option<String>,
+}
+
 fn main() {
     for p in ["dnsperf", "unbound", "dnsmasq", "dig"] {
         require(p);
     }
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str, d: u32| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let seconds = arg("--seconds", 10);
-    let qps = arg("--qps", 10_000);
-    let rounds = arg("--rounds", 3).max(1);
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let Args {
+        seconds,
+        qps,
+        rounds,
+        only,
+    } = Args::parse();
+    let rounds = rounds.max(1);
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if wanted("hickory-fwd") {
         // Fail before scenario 1 runs, not minutes later.
