@@ -603,18 +603,17 @@ impl Ctx<'_> {
     fn reverse(&self, ip: IpAddr, zone: &Zone) -> Answer {
         let mut answers = Vec::new();
         for t in self.index.ptr_targets(ip) {
-            let visible = match &t.service {
+            let visible = match t.service {
                 Some(s) => self
                     .index
-                    .service(&t.namespace, s)
-                    .is_some_and(|svc| self.view.service_visible(&t.namespace, svc)),
-                None => self.view.namespace_visible(&t.namespace),
+                    .service(t.namespace, s)
+                    .is_some_and(|svc| self.view.service_visible(t.namespace, svc)),
+                None => self.view.namespace_visible(t.namespace),
             };
             if !visible {
                 continue;
             }
-            let labels: Vec<&str> = t.labels.iter().map(String::as_str).collect();
-            let target = child(&labels, &self.settings.cluster);
+            let target = child(&t.labels(), &self.settings.cluster);
             answers.push(Record::from_rdata(
                 self.qname.clone(),
                 self.ttl(),

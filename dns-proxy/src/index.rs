@@ -106,12 +106,36 @@ enum Owner {
     Pod(NsName),
 }
 
-/// A PTR target inside the cluster zone, as labels left of the zone.
+/// One PTR record of an address as stored: who contributed it and, for a headless
+/// Service's endpoint, its hostname. The target name is derived from these when asked
+/// (a Pod's is its dashed address), so 10,000 ClusterIPs cost one small entry each.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PtrTarget {
-    pub namespace: String,
-    pub service: Option<String>,
-    pub labels: Vec<String>,
+struct PtrEntry {
+    owner: Owner,
+    host: Option<Box<str>>,
+}
+
+/// A PTR target inside the cluster zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtrTarget<'a> {
+    pub namespace: &'a str,
+    /// The Service a ClusterIP or endpoint record belongs to; `None` for a Pod's record.
+    pub service: Option<&'a str>,
+    /// The first label: an endpoint's hostname, or a Pod's dashed address.
+    host: Option<String>,
+}
+
+impl PtrTarget<'_> {
+    /// The target's labels left of the cluster zone: `[host.]svc.ns.svc` for a Service,
+    /// `a-b-c-d.ns.pod` for a Pod (spec 2.3.3, 2.4.3).
+    pub fn labels(&self) -> Vec<&str> {
+        let mut l: Vec<&str> = self.host.as_deref().into_iter().collect();
+        match self.service {
+            Some(s) => l.extend([s, self.namespace, "svc"]),
+            None => l.extend([self.namespace, "pod"]),
+        }
+        l
+    }
 }
 
 #[derive(Debug, Default)]
@@ -127,7 +151,8 @@ pub struct ZoneIndex {
     pod_hosts: HashMap<(String, String, String), BTreeMap<String, Vec<IpAddr>>>,
     /// Objects per namespace: a namespace "exists" for DNS while it holds one.
     namespaces: HashMap<String, u32>,
-    ptr: HashMap<IpAddr, BTreeMap<Owner, Vec<PtrTarget>>>,
+    /// Address → its PTR records, kept sorted by owner so answers are in a stable order.
+    ptr: HashMap<IpAddr, Vec<PtrEntry>>,
     ptr_owned: HashMap<Owner, Vec<IpAddr>>,
     /// Keys seen since a watcher `Init`, per kind; `InitDone` deletes the rest.
     relist: HashMap<&'static str, HashSet<NsName>>,
@@ -445,20 +470,8 @@ impl ZoneIndex {
                 .or_default()
                 .insert(key.1.clone(), entry.ips.clone());
         }
-        let targets: Vec<(IpAddr, PtrTarget)> = entry
-            .ips
-            .iter()
-            .map(|ip| {
-                (
-                    *ip,
-                    PtrTarget {
-                        namespace: key.0.clone(),
-                        service: None,
-                        labels: vec![dashed(*ip), key.0.clone(), "pod".into()],
-                    },
-                )
-            })
-            .collect();
+        let targets: Vec<(IpAddr, Option<Box<str>>)> =
+            entry.ips.iter().map(|ip| (*ip, None)).collect();
         self.ns_add(&key.0);
         self.pods.insert(key.clone(), entry);
         self.set_ptr(Owner::Pod(key), targets);
@@ -491,11 +504,12 @@ impl ZoneIndex {
         self.set_ptr(Owner::Pod(key.clone()), Vec::new());
     }
 
-    fn set_ptr(&mut self, owner: Owner, targets: Vec<(IpAddr, PtrTarget)>) {
+    /// Replace every PTR record `owner` contributed with `targets` (address, hostname).
+    fn set_ptr(&mut self, owner: Owner, targets: Vec<(IpAddr, Option<Box<str>>)>) {
         for ip in self.ptr_owned.remove(&owner).unwrap_or_default() {
-            if let Some(m) = self.ptr.get_mut(&ip) {
-                m.remove(&owner);
-                if m.is_empty() {
+            if let Some(v) = self.ptr.get_mut(&ip) {
+                v.retain(|e| e.owner != owner);
+                if v.is_empty() {
                     self.ptr.remove(&ip);
                 }
             }
@@ -503,17 +517,26 @@ impl ZoneIndex {
         if targets.is_empty() {
             return;
         }
-        let mut owned = Vec::new();
-        for (ip, t) in targets {
-            self.ptr
-                .entry(ip)
-                .or_default()
-                .entry(owner.clone())
-                .or_default()
-                .push(t);
+        let mut owned = Vec::with_capacity(targets.len());
+        for (ip, host) in targets {
+            let v = self.ptr.entry(ip).or_default();
+            // After every record of a smaller or equal owner: the owner's own records stay in
+            // the order given.
+            let at = v.partition_point(|e| e.owner <= owner);
+            // Nearly every address has one record: no spare capacity.
+            v.reserve_exact(1);
+            v.insert(
+                at,
+                PtrEntry {
+                    owner: owner.clone(),
+                    host,
+                },
+            );
             owned.push(ip);
         }
+        owned.sort_unstable();
         owned.dedup();
+        owned.shrink_to_fit();
         self.ptr_owned.insert(owner, owned);
     }
 
@@ -522,23 +545,15 @@ impl ZoneIndex {
     fn refresh_service_ptr(&mut self, key: &NsName) {
         let mut targets = Vec::new();
         if let Some(svc) = self.services.get(key) {
-            let base = |first: Option<String>| {
-                let mut l: Vec<String> = first.into_iter().collect();
-                l.extend([key.1.clone(), key.0.clone(), "svc".to_string()]);
-                PtrTarget {
-                    namespace: key.0.clone(),
-                    service: Some(key.1.clone()),
-                    labels: l,
-                }
-            };
             match &svc.kind {
                 ServiceKind::ClusterIp(ips) => {
-                    targets.extend(ips.iter().map(|ip| (*ip, base(None))));
+                    targets.extend(ips.iter().map(|ip| (*ip, None)));
                 }
                 ServiceKind::Headless => {
                     for ep in self.ready_endpoints(key, svc) {
+                        let host: Option<Box<str>> = ep.dns_hostname().map(Into::into);
                         for ip in &ep.addresses {
-                            targets.push((*ip, base(ep.dns_hostname())));
+                            targets.push((*ip, host.clone()));
                         }
                     }
                 }
@@ -608,11 +623,23 @@ impl ZoneIndex {
             .unwrap_or_default()
     }
 
-    pub fn ptr_targets(&self, ip: IpAddr) -> impl Iterator<Item = &PtrTarget> {
+    pub fn ptr_targets(&self, ip: IpAddr) -> impl Iterator<Item = PtrTarget<'_>> {
         self.ptr
             .get(&ip)
             .into_iter()
-            .flat_map(|m| m.values().flatten())
+            .flatten()
+            .map(move |e| match &e.owner {
+                Owner::Service((ns, name)) => PtrTarget {
+                    namespace: ns,
+                    service: Some(name),
+                    host: e.host.as_deref().map(str::to_string),
+                },
+                Owner::Pod((ns, _)) => PtrTarget {
+                    namespace: ns,
+                    service: None,
+                    host: Some(dashed(ip)),
+                },
+            })
     }
 }
 
@@ -647,6 +674,36 @@ mod tests {
         idx.delete_service(&("default".into(), "web".into()));
         assert_eq!(idx.ptr_targets(ip).count(), 0);
         assert!(!idx.namespace_exists("default"));
+    }
+
+    #[test]
+    fn an_address_shared_by_a_pod_and_a_headless_endpoint_has_both_ptrs_in_a_stable_order() {
+        let mut idx = ZoneIndex::new();
+        let pod: Pod = serde_yaml::from_str(
+            "metadata: {name: db-0, namespace: data}\nstatus: {podIP: 10.244.1.5, podIPs: [{ip: 10.244.1.5}]}",
+        )
+        .unwrap();
+        idx.apply_pod(&pod);
+        idx.apply_service(&svc(
+            "metadata: {name: db, namespace: data}\nspec: {clusterIP: None}",
+        ));
+        let slice: EndpointSlice = serde_yaml::from_str(
+            "metadata: {name: db-x, namespace: data, labels: {kubernetes.io/service-name: db}}\naddressType: IPv4\nendpoints: [{addresses: [10.244.1.5], hostname: db-0, conditions: {ready: true}}]",
+        )
+        .unwrap();
+        idx.apply_endpoint_slice(&slice);
+        let ip: IpAddr = "10.244.1.5".parse().unwrap();
+        let labels = |idx: &ZoneIndex| -> Vec<String> {
+            idx.ptr_targets(ip).map(|t| t.labels().join(".")).collect()
+        };
+        // Services sort before Pods whatever order they arrived in.
+        assert_eq!(labels(&idx), ["db-0.db.data.svc", "10-244-1-5.data.pod"]);
+        idx.delete_pod(&("data".into(), "db-0".into()));
+        assert_eq!(labels(&idx), ["db-0.db.data.svc"]);
+        idx.apply_pod(&pod);
+        assert_eq!(labels(&idx), ["db-0.db.data.svc", "10-244-1-5.data.pod"]);
+        idx.delete_service(&("data".into(), "db".into()));
+        assert_eq!(labels(&idx), ["10-244-1-5.data.pod"]);
     }
 
     #[test]
