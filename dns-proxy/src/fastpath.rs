@@ -7,12 +7,21 @@
 //! Correct by construction: an entry is a reply the full path produced for a byte-identical
 //! question, and the full path is a function of (bytes after the ID, view, transport,
 //! index, configuration, and for forwarded names the cache entry and its age in whole
-//! seconds); a change of index ([`crate::index::ZoneIndex::generation`]) or of
-//! configuration empties the cache, and a reply from the forwarding cache is kept only
-//! until its age (so its TTLs) would change. The question's case is part of the key, so a
-//! client using 0x20 randomisation (draft-vixie-dnsext-dns0x20) just misses.
+//! seconds); every entry records the index ([`crate::index::ZoneIndex::generation`]) and
+//! configuration generations it was made with and is a miss once either has changed, and a
+//! reply from the forwarding cache is kept only until its age (so its TTLs) would change.
+//! The question's case is part of the key, so a client using 0x20 randomisation
+//! (draft-vixie-dnsext-dns0x20) just misses.
+//!
+//! The table has a fixed size and is set-associative: a key hashes (SipHash with a random
+//! key, so clients cannot aim at one set) to a set of [`WAYS`] slots, and a new entry takes
+//! a free or stale slot of its set, else the least recently used entry not asked for since
+//! it was stored, else the least recently used (a two-segment LRU within the set, as in
+//! 2Q). So a flood of distinct names (a random-subdomain attack, every NXDOMAIN cached)
+//! mostly replaces its own entries: names in use stay, nothing is rehashed and nothing is
+//! cleared at once, and an index change costs nothing until the slots are reused.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -22,8 +31,11 @@ use crate::server::Transport;
 
 /// Longest query the fast path looks at; anything longer takes the full path.
 pub const MAX_QUERY: usize = 512;
-/// Entries kept before the cache is emptied (bounds memory: about 200 bytes each).
+/// Entries the table holds (bounds memory: about 250 bytes each with key and reply).
 pub const MAX_ENTRIES: usize = 65_536;
+/// Slots a key may occupy.
+pub const WAYS: usize = 4;
+const SETS: usize = MAX_ENTRIES / WAYS;
 
 const HEADER: usize = 12;
 /// Root owner (1) + TYPE (2) + CLASS (2) + TTL (4) + RDLENGTH (2), RFC 6891 6.1.2.
@@ -95,17 +107,43 @@ pub struct Provenance {
     pub aging: Option<(Instant, Counter)>,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
+#[derive(Debug)]
+struct Slot {
+    hash: u64,
+    key: Box<[u8]>,
+    /// Configuration and index generations the reply was made with.
     runtime: u64,
     index: u64,
-    map: HashMap<Box<[u8]>, Entry>,
+    /// Value of [`Inner::clock`] when last used.
+    used: u64,
+    /// Answered at least once since it was stored.
+    reused: bool,
+    entry: Entry,
+}
+
+impl Slot {
+    fn current(&self, runtime: u64, index: u64, now: Option<Instant>) -> bool {
+        self.runtime == runtime
+            && self.index == index
+            && match (&self.entry.aging, now) {
+                (Some((until, _)), Some(now)) => now < *until,
+                _ => true,
+            }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// `SETS * WAYS` slots, allocated on first insert.
+    slots: Vec<Option<Slot>>,
+    clock: u64,
 }
 
 /// Replies by (view, transport, query bytes after the ID).
 #[derive(Debug, Default)]
 pub struct AnswerCache {
     inner: Mutex<Inner>,
+    hasher: RandomState,
 }
 
 /// The cache key, built on the stack: view identity, transport, then the query minus its ID.
@@ -141,19 +179,29 @@ impl Key {
 impl AnswerCache {
     /// The stored reply for `key` with the ID of `packet`, counting the query.
     pub fn get(&self, runtime: u64, index: u64, key: &Key, packet: &[u8]) -> Option<Vec<u8>> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.runtime != runtime || inner.index != index {
+        let hash = self.hasher.hash_one(key.bytes());
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Inner { slots, clock } = &mut *inner;
+        if slots.is_empty() {
             return None;
         }
-        let e = inner.map.get(key.bytes())?;
-        if let Some((until, hits)) = &e.aging {
-            if Instant::now() >= *until {
-                return None;
-            }
+        let set = &mut slots[set_of(hash)];
+        let slot = set
+            .iter_mut()
+            .flatten()
+            .find(|s| s.hash == hash && *s.key == *key.bytes())?;
+        let now = slot.entry.aging.as_ref().map(|_| Instant::now());
+        if !slot.current(runtime, index, now) {
+            return None;
+        }
+        *clock += 1;
+        slot.used = *clock;
+        slot.reused = true;
+        if let Some((_, hits)) = &slot.entry.aging {
             hits.inc();
         }
-        e.counter.inc();
-        let mut reply = e.reply.to_vec();
+        slot.entry.counter.inc();
+        let mut reply = slot.entry.reply.to_vec();
         drop(inner);
         reply[..2].copy_from_slice(&packet[..2]);
         Some(reply)
@@ -164,22 +212,47 @@ impl AnswerCache {
         if reply.len() < 2 {
             return;
         }
+        let hash = self.hasher.hash_one(key.bytes());
+        let now = Instant::now();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.runtime != runtime || inner.index != index || inner.map.len() >= MAX_ENTRIES {
-            inner.map.clear();
-            inner.map.shrink_to(MAX_ENTRIES / 16);
-            inner.runtime = runtime;
-            inner.index = index;
+        let Inner { slots, clock } = &mut *inner;
+        if slots.is_empty() {
+            slots.resize_with(SETS * WAYS, || None);
         }
-        inner.map.insert(
-            key.bytes().into(),
-            Entry {
+        let set = &mut slots[set_of(hash)];
+        // The same key, else a free slot, else a stale one, else the least recently used
+        // of those never asked for again, else the least recently used.
+        let rank = |s: &Option<Slot>| match s {
+            Some(s) if s.hash == hash && *s.key == *key.bytes() => (0, 0),
+            None => (1, 0),
+            Some(s) if !s.current(runtime, index, Some(now)) => (2, 0),
+            Some(s) => (3 + u8::from(s.reused), s.used),
+        };
+        let Some(victim) = set.iter_mut().min_by_key(|s| rank(s)) else {
+            return;
+        };
+        *clock += 1;
+        *victim = Some(Slot {
+            hash,
+            key: key.bytes().into(),
+            runtime,
+            index,
+            used: *clock,
+            reused: false,
+            entry: Entry {
                 reply: reply.into(),
                 counter: how.counter,
                 aging: how.aging,
             },
-        );
+        });
     }
+}
+
+/// The slots of the set `hash` falls in.
+fn set_of(hash: u64) -> std::ops::Range<usize> {
+    // Multiply-shift: the high bits of the product spread every hash bit over the set.
+    let set = ((u128::from(hash) * SETS as u128) >> 64) as usize;
+    set * WAYS..(set + 1) * WAYS
 }
 
 #[cfg(test)]
@@ -228,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_index_generation_empties_the_cache() {
+    fn a_new_index_or_configuration_generation_makes_entries_misses() {
         let c = AnswerCache::default();
         let q = query(WEB, None);
         let k = Key::new(1, Transport::Udp, &q);
@@ -266,5 +339,55 @@ mod tests {
         c.insert(1, 1, &k, &[0, 0, 0x81, 0x80], stale);
         assert_eq!(c.get(1, 1, &k, &q), None);
         assert_eq!(hits.get(), 1);
+    }
+
+    fn plain(i: u32) -> (Vec<u8>, Key) {
+        let name = format!("\x0bname-{i:06}\x07cluster\x05local\x00");
+        let q = query(name.as_bytes(), None);
+        let k = Key::new(1, Transport::Udp, &q);
+        (q, k)
+    }
+
+    fn authoritative() -> Provenance {
+        Provenance {
+            counter: Counter::default(),
+            aging: None,
+        }
+    }
+
+    #[test]
+    fn a_flood_of_distinct_names_does_not_evict_the_names_in_use() {
+        let c = AnswerCache::default();
+        // Few enough that no set of four slots is likely to get more than three of them.
+        let hot: Vec<_> = (0..200).map(plain).collect();
+        for (_, k) in &hot {
+            c.insert(1, 1, k, &[0, 0, 0x81, 0x80], authoritative());
+        }
+        // Four times the table's size in names asked once, the hot names asked in between.
+        for i in 0..(4 * MAX_ENTRIES) as u32 {
+            let (_, k) = plain(1_000_000 + i);
+            c.insert(1, 1, &k, &[0, 0, 0x81, 0x83], authoritative());
+            let (q, k) = &hot[i as usize % hot.len()];
+            assert!(
+                c.get(1, 1, k, q).is_some(),
+                "hot name evicted after {i} others"
+            );
+        }
+        let kept = hot
+            .iter()
+            .filter(|(q, k)| c.get(1, 1, k, q).is_some())
+            .count();
+        assert_eq!(kept, hot.len());
+    }
+
+    #[test]
+    fn stale_entries_are_replaced_first_and_the_same_key_is_replaced_in_place() {
+        let c = AnswerCache::default();
+        let (q, k) = plain(7);
+        c.insert(1, 1, &k, &[0, 0, 0x81, 0x80], authoritative());
+        c.insert(1, 2, &k, &[0, 0, 0x81, 0x83], authoritative());
+        assert_eq!(c.get(1, 2, &k, &q), Some(vec![0x12, 0x34, 0x81, 0x83]));
+        let inner = c.inner.lock().unwrap();
+        assert_eq!(inner.slots.iter().flatten().count(), 1);
     }
 }
