@@ -97,25 +97,31 @@ fn labels_of(name: &Name) -> Vec<String> {
         .collect()
 }
 
-/// The reverse zone covering a CIDR, rounded out to a label boundary (RFC 2317 aside, a
-/// server can only be authoritative for whole labels).
-fn reverse_zone(net: &IpNet) -> Option<Name> {
-    let (bits, step) = match net {
-        IpNet::V4(_) => (8u8, 8u8),
-        IpNet::V6(_) => (4, 4),
+/// The reverse zones of a CIDR: a server can only be authoritative for whole labels (octets
+/// in `in-addr.arpa`, nibbles in `ip6.arpa`), so a prefix between label boundaries is
+/// rounded in, to the zones of its subnets at the next boundary (RFC 2317 aside):
+/// 10.96.0.0/12 is `96.10.in-addr.arpa` … `111.10.in-addr.arpa`. Never rounded out: the
+/// neighbouring addresses (the office's, in the rest of 10/8) stay with the upstream
+/// resolvers. At most 128 zones (an IPv4 /17), 8 for IPv6.
+fn reverse_zones(net: &IpNet) -> Vec<(IpNet, Name)> {
+    let step = match net {
+        IpNet::V4(_) => 8u8,
+        IpNet::V6(_) => 4,
     };
-    let prefix = net.prefix_len() / bits * step;
-    let trunc = IpNet::new(net.addr(), prefix).ok()?.trunc();
-    let full = Name::from(trunc.addr());
-    let keep = match net {
-        IpNet::V4(_) => prefix / 8,
-        IpNet::V6(_) => prefix / 4,
-    } as usize;
-    let total = full.num_labels() as usize;
-    // in-addr.arpa / ip6.arpa plus `keep` address labels.
-    let labels: Vec<&[u8]> = full.iter().collect();
-    let start = total - 2 - keep;
-    Name::from_labels(labels[start..].iter().copied()).ok()
+    let prefix = net.prefix_len().div_ceil(step) * step;
+    let Ok(subnets) = net.trunc().subnets(prefix) else {
+        return Vec::new();
+    };
+    subnets
+        .filter_map(|sub| {
+            let full = Name::from(sub.addr());
+            let labels: Vec<&[u8]> = full.iter().collect();
+            // in-addr.arpa / ip6.arpa plus one label per octet or nibble of the prefix.
+            let keep = 2 + usize::from(prefix / step);
+            let name = Name::from_labels(labels[labels.len() - keep..].iter().copied()).ok()?;
+            Some((sub, name))
+        })
+        .collect()
 }
 
 impl ZoneSettings {
@@ -138,8 +144,11 @@ impl ZoneSettings {
         };
         let mut reverse = Vec::new();
         for net in c.service_cidrs.iter().chain(&c.pod_cidrs) {
-            if let Some(z) = reverse_zone(net) {
-                reverse.push((*net, Zone::new(z, c.ttl, &mname)));
+            for (sub, z) in reverse_zones(net) {
+                // Overlapping CIDRs (a pod CIDR inside the service CIDR's zone) share a zone.
+                if !reverse.iter().any(|(_, r): &(IpNet, Zone)| r.name == z) {
+                    reverse.push((sub, Zone::new(z, c.ttl, &mname)));
+                }
             }
         }
         Ok(Self {
@@ -249,13 +258,27 @@ pub fn answer(
     {
         return Some(ctx.external(rel, ext));
     }
-    for (net, zone) in &settings.reverse {
-        if zone.relative(&labels).is_some()
-            && let Some(ip) = full_arpa_address(qname)
-            && net.contains(&ip)
-        {
-            return Some(ctx.reverse(ip, zone));
+    // The most specific zone: a pod CIDR's /24 zone inside a service CIDR's /16 one.
+    let zone = settings
+        .reverse
+        .iter()
+        .filter_map(|(_, zone)| Some((zone.relative(&labels)?, zone)))
+        .min_by_key(|(rel, _)| rel.len());
+    if let Some((rel, zone)) = zone {
+        let address = arpa_address(qname);
+        // The apex holds SOA and NS; below a /24 (or /124) the apex is also an address
+        // (every address its own zone) and holds its PTR records.
+        let full = matches!(address, Some((_, true)));
+        if rel.is_empty() && !(full && qtype == RecordType::PTR) {
+            return Some(ctx.apex(zone));
         }
+        return Some(match address {
+            Some((ip, true)) => ctx.reverse(ip, zone, rel.is_empty()),
+            // A shorter name inside the zone is an empty non-terminal above addresses that
+            // may have records (RFC 8020: never deny what may lie below).
+            Some((_, false)) => Answer::nodata(zone),
+            None => Answer::nxdomain(zone),
+        });
     }
     None
 }
@@ -600,7 +623,8 @@ impl Ctx<'_> {
     }
 
     /// PTR in the reverse zones of the service and pod CIDRs (spec 2.3.3, 2.4.3).
-    fn reverse(&self, ip: IpAddr, zone: &Zone) -> Answer {
+    /// At a zone's apex (`apex`) the name exists whatever it holds: no PTR is NODATA there.
+    fn reverse(&self, ip: IpAddr, zone: &Zone, apex: bool) -> Answer {
         let mut answers = Vec::new();
         for t in self.index.ptr_targets(ip) {
             let visible = match t.service {
@@ -621,7 +645,11 @@ impl Ctx<'_> {
             ));
         }
         if answers.is_empty() {
-            return Answer::nxdomain(zone);
+            return if apex {
+                Answer::nodata(zone)
+            } else {
+                Answer::nxdomain(zone)
+            };
         }
         if !matches!(self.qtype, RecordType::PTR | RecordType::ANY) {
             // The name exists (it has a PTR): other types are NODATA.
@@ -632,14 +660,24 @@ impl Ctx<'_> {
     }
 }
 
-/// The address a full-length reverse name stands for (`4.3.2.1.in-addr.arpa` → 1.2.3.4).
-fn full_arpa_address(qname: &Name) -> Option<IpAddr> {
+/// The address a reverse name stands for (`4.3.2.1.in-addr.arpa` → 1.2.3.4) and whether
+/// the name is full length; `None` for a name that is no address (`x.1.in-addr.arpa`, too
+/// many labels, an octet over 255).
+fn arpa_address(qname: &Name) -> Option<(IpAddr, bool)> {
+    let max = if qname.zone_of(&Name::from_ascii("in-addr.arpa.").ok()?) {
+        4
+    } else {
+        32
+    };
+    if usize::from(qname.num_labels()) > max + 2 {
+        return None;
+    }
     let net = qname.parse_arpa_name().ok()?;
     let full = match net {
         IpNet::V4(p) => p.prefix_len() == 32,
         IpNet::V6(p) => p.prefix_len() == 128,
     };
-    full.then(|| net.addr())
+    Some((net.addr(), full))
 }
 
 #[cfg(test)]
@@ -652,6 +690,57 @@ mod tests {
     }
 
     const ZONES: &str = "listen: [\"192.0.2.53:53\"]\ncluster: {external_zone: k8s.corp.example}\n";
+
+    #[test]
+    fn reverse_zones_are_rounded_in_to_label_boundaries() {
+        let names = |cidr: &str| -> Vec<String> {
+            reverse_zones(&cidr.parse().unwrap())
+                .into_iter()
+                .map(|(_, n)| n.to_ascii().trim_end_matches('.').to_string())
+                .collect()
+        };
+        let twelve = names("10.96.0.0/12");
+        assert_eq!(twelve.len(), 16);
+        assert_eq!(twelve[0], "96.10.in-addr.arpa");
+        assert_eq!(twelve[15], "111.10.in-addr.arpa");
+        assert_eq!(names("10.244.0.0/16"), ["244.10.in-addr.arpa"]);
+        // Below /24 every address is a zone of its own.
+        let small = names("192.0.2.128/25");
+        assert_eq!(small.len(), 128);
+        assert_eq!(small[0], "128.2.0.192.in-addr.arpa");
+        assert_eq!(names("192.0.2.0/23").len(), 2);
+        assert_eq!(
+            names("fd00:10:96::/112"),
+            // 28 nibbles: fd00:0010:0096:0000:0000:0000:0000.
+            ["0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa"]
+        );
+        assert_eq!(names("fd00:10:96::/110").len(), 4);
+    }
+
+    #[test]
+    fn reverse_names_outside_the_cidrs_are_not_ours() {
+        let s = settings(
+            "listen: [\"192.0.2.53:53\"]\ncluster: {service_cidrs: [10.96.0.0/12], pod_cidrs: [10.244.0.0/16]}\n",
+        );
+        let ours = |name: &str| {
+            let q = Name::from_ascii(name).unwrap();
+            answer(
+                &ZoneIndex::new(),
+                &s,
+                &ViewPolicy::cluster(),
+                &q,
+                RecordType::PTR,
+            )
+            .is_some()
+        };
+        assert!(ours("5.0.96.10.in-addr.arpa."));
+        assert!(ours("5.0.111.10.in-addr.arpa."));
+        assert!(ours("5.0.244.10.in-addr.arpa."));
+        // The rest of 10/8 (the office's, say) goes to the upstream resolvers.
+        assert!(!ours("5.0.112.10.in-addr.arpa."));
+        assert!(!ours("3.2.1.10.in-addr.arpa."));
+        assert!(!ours("10.in-addr.arpa."));
+    }
 
     fn ask(s: &ZoneSettings, name: &str, qtype: RecordType) -> Answer {
         let q = Name::from_ascii(name).unwrap();

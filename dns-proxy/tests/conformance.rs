@@ -242,6 +242,22 @@ fn cluster_view_answers_the_specification_records() {
     assert!(q(&dns, &["svc.cluster.local", "A"]).is_nodata());
     assert!(q(&dns, &["nope.svc.cluster.local", "A"]).is_nxdomain());
     assert!(q(&dns, &["-x", "10.96.0.99"]).is_nxdomain());
+    // Reverse zones at label boundaries inside the CIDRs (10.96.0.0/12: 96..111.10.in-addr.arpa),
+    // each with SOA and NS at its apex; shorter names inside are empty non-terminals.
+    let r = q(&dns, &["-x", "10.97.1.2"]);
+    assert!(r.is_nxdomain());
+    assert_eq!(r.authority[0].name, "97.10.in-addr.arpa.");
+    let r = q(&dns, &["96.10.in-addr.arpa", "SOA"]);
+    assert_eq!(r.answers.len(), 1, "{}", r.raw);
+    assert_eq!(r.answers[0].name, "96.10.in-addr.arpa.");
+    assert_eq!(
+        q(&dns, &["244.10.in-addr.arpa", "NS"]).rdata("NS"),
+        vec!["ns.dns.cluster.local."]
+    );
+    assert!(q(&dns, &["0.96.10.in-addr.arpa", "PTR"]).is_nodata());
+    assert!(q(&dns, &["x.96.10.in-addr.arpa", "PTR"]).is_nxdomain());
+    assert!(q(&dns, &["*.96.10.in-addr.arpa", "PTR"]).is_nxdomain());
+    assert!(q(&dns, &["1.10.0.96.10.in-addr.arpa", "PTR"]).is_nxdomain());
     assert!(q(&dns, &["cluster.local", "SOA"]).rdata("SOA").len() == 1);
     // case-insensitive
     let r = q(&dns, &["WeB.DeFault.SVC.Cluster.Local", "A"]);
