@@ -192,9 +192,23 @@ pub fn cache_ttl(msg: &Message, limits: &CacheConfig) -> Option<u32> {
 const SHARDS: usize = 16;
 
 /// A sharded map of cached answers; sharding keeps one lock from serialising worker threads.
+/// One cached answer and how often it was asked for lately (0..=3: one more per hit, one
+/// less per sweep).
+#[derive(Debug)]
+struct CacheSlot {
+    answer: Arc<CachedAnswer>,
+    hits: u8,
+}
+
+/// The forwarding cache: [`SHARDS`] locked maps, each holding at most its share of
+/// `max_entries`. A full shard is swept once for every eighth of its size that it takes in
+/// (a bulk CLOCK with a two-bit count): the sweep drops what has expired, then answers not
+/// asked for over the last sweeps, and counts down the rest. So a full cache costs O(1) per
+/// insert amortised, and a flood of names asked once (each a miss, each cached) pushes out
+/// its own kind first, not the names in use.
 #[derive(Debug)]
 pub struct Cache {
-    shards: Vec<Mutex<HashMap<CacheKey, Arc<CachedAnswer>>>>,
+    shards: Vec<Mutex<HashMap<CacheKey, CacheSlot>>>,
     hasher: std::collections::hash_map::RandomState,
     per_shard: usize,
 }
@@ -208,15 +222,18 @@ impl Cache {
         }
     }
 
-    fn shard(&self, key: &CacheKey) -> &Mutex<HashMap<CacheKey, Arc<CachedAnswer>>> {
+    fn shard(&self, key: &CacheKey) -> &Mutex<HashMap<CacheKey, CacheSlot>> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
     pub fn get(&self, key: &CacheKey, now: Instant) -> Option<(Arc<CachedAnswer>, u32)> {
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        let entry = shard.get(key)?;
-        match entry.age(now) {
-            Some(age) => Some((entry.clone(), age)),
+        let slot = shard.get_mut(key)?;
+        match slot.answer.age(now) {
+            Some(age) => {
+                slot.hits = (slot.hits + 1).min(3);
+                Some((slot.answer.clone(), age))
+            }
             None => {
                 shard.remove(key);
                 None
@@ -227,16 +244,35 @@ impl Cache {
     pub fn insert(&self, key: CacheKey, value: Arc<CachedAnswer>) {
         let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
         if shard.len() >= self.per_shard && !shard.contains_key(&key) {
-            // Full: first drop what has expired, then (still full) an arbitrary entry.
             let now = Instant::now();
-            shard.retain(|_, v| v.age(now).is_some());
+            let mut excess = shard.len() + 1 - (self.per_shard - self.per_shard / 8);
+            shard.retain(|_, slot| {
+                if slot.answer.age(now).is_none() {
+                    excess = excess.saturating_sub(1);
+                    return false;
+                }
+                if excess > 0 && slot.hits == 0 {
+                    excess -= 1;
+                    return false;
+                }
+                slot.hits = slot.hits.saturating_sub(1);
+                true
+            });
+            // Everything was in use since the last sweep: make room for this one; the next
+            // sweep finds them unmarked.
             if shard.len() >= self.per_shard
                 && let Some(k) = shard.keys().next().cloned()
             {
                 shard.remove(&k);
             }
         }
-        shard.insert(key, value);
+        shard.insert(
+            key,
+            CacheSlot {
+                answer: value,
+                hits: 0,
+            },
+        );
     }
 
     pub fn len(&self) -> usize {
@@ -550,6 +586,52 @@ mod tests {
             ttl,
             RData::SOA(SOA::new(n.clone(), n, 1, 1, 1, 1, minimum)),
         )
+    }
+
+    fn key(i: usize) -> CacheKey {
+        CacheKey {
+            name: Name::from_ascii(format!("n{i}.example.")).unwrap(),
+            qtype: RecordType::A,
+            qclass: DNSClass::IN,
+        }
+    }
+
+    fn answer(now: Instant, ttl: u32) -> Arc<CachedAnswer> {
+        Arc::new(CachedAnswer::new(response(ResponseCode::NoError), now, ttl))
+    }
+
+    #[test]
+    fn a_full_cache_keeps_the_names_in_use_under_a_flood_of_new_ones() {
+        let cache = Cache::new(1600);
+        let now = Instant::now();
+        for i in 0..100 {
+            cache.insert(key(i), answer(now, 300));
+        }
+        for n in 0..20_000 {
+            cache.insert(key(1_000_000 + n), answer(now, 300));
+            // The hundred names in use are asked for between the new ones.
+            let hot = key(n % 100);
+            assert!(cache.get(&hot, now).is_some(), "evicted after {n} inserts");
+            assert!(cache.len() <= 1600);
+        }
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_answers_first() {
+        let cache = Cache::new(16 * 64);
+        let then = Instant::now() - std::time::Duration::from_secs(10);
+        for i in 0..5000 {
+            cache.insert(key(i), answer(then, 5));
+        }
+        assert!(cache.len() <= 1024);
+        let now = Instant::now();
+        let fresh: Vec<_> = (5000..5016).map(key).collect();
+        for k in &fresh {
+            cache.insert(k.clone(), answer(now, 300));
+        }
+        assert!(fresh.iter().all(|k| cache.get(k, now).is_some()));
+        // Each shard a fresh answer went to dropped all its expired ones, not just an eighth.
+        assert!(cache.len() < 1024 - 64, "{}", cache.len());
     }
 
     #[test]
