@@ -258,6 +258,9 @@ pub fn answer(
     {
         return Some(ctx.external(rel, ext));
     }
+    if labels.last().is_none_or(|l| l != "arpa") {
+        return None;
+    }
     // The most specific zone: a pod CIDR's /24 zone inside a service CIDR's /16 one.
     let zone = settings
         .reverse
@@ -664,11 +667,13 @@ impl Ctx<'_> {
 /// the name is full length; `None` for a name that is no address (`x.1.in-addr.arpa`, too
 /// many labels, an octet over 255).
 fn arpa_address(qname: &Name) -> Option<(IpAddr, bool)> {
-    let max = if qname.zone_of(&Name::from_ascii("in-addr.arpa.").ok()?) {
-        4
-    } else {
-        32
-    };
+    // Octets under in-addr.arpa, nibbles under ip6.arpa.
+    let v4 = qname
+        .iter()
+        .rev()
+        .nth(1)
+        .is_some_and(|l| l.eq_ignore_ascii_case(b"in-addr"));
+    let max = if v4 { 4 } else { 32 };
     if usize::from(qname.num_labels()) > max + 2 {
         return None;
     }
