@@ -191,7 +191,6 @@ pub fn cache_ttl(msg: &Message, limits: &CacheConfig) -> Option<u32> {
 
 const SHARDS: usize = 16;
 
-/// A sharded map of cached answers; sharding keeps one lock from serialising worker threads.
 /// One cached answer and how often it was asked for lately (0..=3: one more per hit, one
 /// less per sweep).
 #[derive(Debug)]
@@ -200,8 +199,8 @@ struct CacheSlot {
     hits: u8,
 }
 
-/// The forwarding cache: [`SHARDS`] locked maps, each holding at most its share of
-/// `max_entries`. A full shard is swept once for every eighth of its size that it takes in
+/// The forwarding cache: [`SHARDS`] locked maps (so one lock does not serialise the worker
+/// threads), each holding at most its share of `max_entries`. A full shard is swept once for every eighth of its size that it takes in
 /// (a bulk CLOCK with a two-bit count): the sweep drops what has expired, then answers not
 /// asked for over the last sweeps, and counts down the rest. So a full cache costs O(1) per
 /// insert amortised, and a flood of names asked once (each a miss, each cached) pushes out
@@ -258,8 +257,8 @@ impl Cache {
                 slot.hits = slot.hits.saturating_sub(1);
                 true
             });
-            // Everything was in use since the last sweep: make room for this one; the next
-            // sweep finds them unmarked.
+            // Everything was asked for lately: make room for this one; the sweeps to come
+            // count them down until some can go.
             if shard.len() >= self.per_shard
                 && let Some(k) = shard.keys().next().cloned()
             {
