@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
+
+use clap::Parser as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,15 +69,26 @@ fn allocated(dir: &Path, files: usize) -> usize {
         .sum()
 }
 
+/// State-directory load benchmark with the real controller binary.
+#[derive(clap::Parser)]
+struct Args {
+    /// Services to write.
+    #[arg(default_value_t = 10_000)]
+    services: usize,
+    /// Files to spread them over.
+    #[arg(default_value_t = 100)]
+    files: usize,
+    /// The controller binary (default: target/release/leafbridge-controller).
+    controller: Option<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let services: usize = args
-        .get(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(10_000);
-    let files: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
-    let controller = args.get(3).map(PathBuf::from).unwrap_or_else(|| {
+    let Args {
+        services,
+        files,
+        controller,
+    } = Args::parse();
+    let controller = controller.unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/leafbridge-controller")
     });
     anyhow::ensure!(

@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
+
+use clap::Parser as _;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -85,15 +87,23 @@ fn drain<K: StateObject>(source: &StateSource, tx: mpsc::UnboundedSender<(&'stat
     });
 }
 
+/// Memory of the state-directory backend alone, watched as leafbridge-dns watches it.
+#[derive(clap::Parser)]
+struct Args {
+    /// Services to write.
+    #[arg(default_value_t = 10_000)]
+    services: usize,
+    /// Files to spread them over (one namespace per file).
+    #[arg(default_value_t = 100)]
+    files: usize,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let count: usize = args
-        .get(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(10_000);
-    let files: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
+    let Args {
+        services: count,
+        files,
+    } = Args::parse();
     let per_file = count.div_ceil(files);
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("state");
