@@ -69,7 +69,7 @@ impl UpstreamGroup {
 pub struct Upstreams {
     zones: Vec<(Name, UpstreamGroup)>,
     default: UpstreamGroup,
-    timeout: Duration,
+    pub timeout: Duration,
 }
 
 impl Upstreams {
@@ -91,7 +91,7 @@ impl Upstreams {
         }
     }
 
-    fn group_for(&self, name: &Name) -> &UpstreamGroup {
+    pub fn group_for(&self, name: &Name) -> &UpstreamGroup {
         self.zones
             .iter()
             .find(|(z, _)| z.zone_of(name))
@@ -286,47 +286,44 @@ impl Cache {
     }
 }
 
-type Waiters = Vec<oneshot::Sender<Result<Arc<CachedAnswer>, ResponseCode>>>;
+/// Someone waiting for an in-flight query's result: a coalesced async query (through a
+/// oneshot channel) or a UDP client to answer directly (see [`crate::udp_forward`]).
+pub struct Waiter(Box<dyn FnOnce(Result<Arc<CachedAnswer>, ResponseCode>) + Send>);
+
+impl Waiter {
+    pub fn new(f: impl FnOnce(Result<Arc<CachedAnswer>, ResponseCode>) + Send + 'static) -> Self {
+        Self(Box::new(f))
+    }
+
+    pub fn call(self, result: Result<Arc<CachedAnswer>, ResponseCode>) {
+        (self.0)(result);
+    }
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waiter")
+    }
+}
 
 /// The forwarding resolver: cache, in-flight table and upstream exchanges.
 #[derive(Debug)]
 pub struct Forwarder {
     pub cache: Cache,
-    inflight: Mutex<HashMap<CacheKey, Waiters>>,
+    inflight: Mutex<HashMap<CacheKey, Vec<Waiter>>>,
 }
 
 /// Removes an in-flight entry even if the leading task is cancelled, so waiters are told
-/// (their receivers see the sender dropped) instead of hanging.
+/// (SERVFAIL) instead of hanging.
 struct InflightGuard<'a> {
     fwd: &'a Forwarder,
     key: Option<CacheKey>,
 }
 
-impl InflightGuard<'_> {
-    fn finish(mut self, result: Result<Arc<CachedAnswer>, ResponseCode>) {
-        if let Some(key) = self.key.take() {
-            let waiters = self
-                .fwd
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key)
-                .unwrap_or_default();
-            for w in waiters {
-                let _ = w.send(result.clone());
-            }
-        }
-    }
-}
-
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.fwd
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            self.fwd.abandon(&key);
         }
     }
 }
@@ -339,49 +336,41 @@ impl Forwarder {
         }
     }
 
-    /// Resolve `query` through the cache or upstream. `Ok` carries the answer and its age;
-    /// `Err` the response code to send (SERVFAIL when every upstream failed).
-    pub async fn resolve(
-        &self,
-        query: &Query,
-        upstreams: &Upstreams,
-        cache_cfg: &CacheConfig,
-        metrics: &Metrics,
-    ) -> Result<(Arc<CachedAnswer>, u32), ResponseCode> {
-        let key = CacheKey::new(query);
-        if let Some(hit) = self.cache.get(&key, Instant::now()) {
-            metrics.cache_hits.inc();
-            return Ok(hit);
-        }
-        metrics.cache_misses.inc();
-        let rx = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            match inflight.get_mut(&key) {
-                Some(waiters) => {
-                    let (tx, rx) = oneshot::channel();
-                    waiters.push(tx);
-                    Some(rx)
-                }
-                None => {
-                    inflight.insert(key.clone(), Vec::new());
-                    None
-                }
+    /// Join the query for `key` already in flight as `waiter` (`None`), or, when there is
+    /// none, mark it in flight and hand `waiter` back: the caller leads, asks upstream and
+    /// must end with [`Forwarder::complete`] or [`Forwarder::abandon`].
+    pub fn join(&self, key: &CacheKey, waiter: Waiter) -> Option<Waiter> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        match inflight.get_mut(key) {
+            Some(waiters) => {
+                waiters.push(waiter);
+                None
             }
-        };
-        if let Some(rx) = rx {
-            metrics.coalesced.inc();
-            return match rx.await {
-                Ok(Ok(ans)) => Ok((ans, 0)),
-                Ok(Err(rcode)) => Err(rcode),
-                Err(_) => Err(ResponseCode::ServFail),
-            };
+            None => {
+                inflight.insert(key.clone(), Vec::new());
+                Some(waiter)
+            }
         }
-        let guard = InflightGuard {
-            fwd: self,
-            key: Some(key.clone()),
-        };
-        let result = match query_upstreams(query, upstreams, metrics).await {
-            Ok(msg) => {
+    }
+
+    fn take_waiters(&self, key: &CacheKey) -> Vec<Waiter> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+            .unwrap_or_default()
+    }
+
+    /// The leader's upstream answer (`None`: every upstream failed): cached for its TTL,
+    /// given to every waiter, and returned for the leader's own client.
+    pub fn complete(
+        &self,
+        key: CacheKey,
+        answer: Option<Message>,
+        cache_cfg: &CacheConfig,
+    ) -> Result<Arc<CachedAnswer>, ResponseCode> {
+        let result = match answer {
+            Some(msg) => {
                 let ttl = cache_ttl(&msg, cache_cfg);
                 let cap = ttl.unwrap_or(0);
                 let clamp = |v: Vec<Record>| -> Vec<Record> {
@@ -404,21 +393,67 @@ impl Forwarder {
                     ttl: cap,
                 });
                 if ttl.is_some_and(|t| t > 0) {
-                    self.cache.insert(key, ans.clone());
+                    self.cache.insert(key.clone(), ans.clone());
                 }
                 Ok(ans)
             }
-            Err(e) => {
-                tracing::debug!(error = %e, name = %query.name(), "forwarding failed");
-                Err(ResponseCode::ServFail)
-            }
+            None => Err(ResponseCode::ServFail),
         };
-        guard.finish(result.clone());
-        result.map(|a| (a, 0))
+        for w in self.take_waiters(&key) {
+            w.call(result.clone());
+        }
+        result
+    }
+
+    /// The leader gave up without an answer: its waiters get SERVFAIL.
+    pub fn abandon(&self, key: &CacheKey) {
+        for w in self.take_waiters(key) {
+            w.call(Err(ResponseCode::ServFail));
+        }
+    }
+
+    /// Resolve `query` through the cache or upstream. `Ok` carries the answer and its age;
+    /// `Err` the response code to send (SERVFAIL when every upstream failed).
+    pub async fn resolve(
+        &self,
+        query: &Query,
+        upstreams: &Upstreams,
+        cache_cfg: &CacheConfig,
+        metrics: &Metrics,
+    ) -> Result<(Arc<CachedAnswer>, u32), ResponseCode> {
+        let key = CacheKey::new(query);
+        if let Some(hit) = self.cache.get(&key, Instant::now()) {
+            metrics.cache_hits.inc();
+            return Ok(hit);
+        }
+        metrics.cache_misses.inc();
+        let (tx, rx) = oneshot::channel();
+        let waiter = Waiter::new(move |r| {
+            let _ = tx.send(r);
+        });
+        if self.join(&key, waiter).is_none() {
+            metrics.coalesced.inc();
+            return match rx.await {
+                Ok(Ok(ans)) => Ok((ans, 0)),
+                Ok(Err(rcode)) => Err(rcode),
+                Err(_) => Err(ResponseCode::ServFail),
+            };
+        }
+        let mut guard = InflightGuard {
+            fwd: self,
+            key: Some(key),
+        };
+        let answer = query_upstreams(query, upstreams, metrics)
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, name = %query.name(), "forwarding failed"))
+            .ok();
+        let key = guard.key.take().expect("taken once");
+        self.complete(key, answer, cache_cfg).map(|a| (a, 0))
     }
 }
 
-fn upstream_query(query: &Query) -> Message {
+/// The upstream query for `query`: recursion desired, EDNS0, a random ID (RFC 5452 9.2).
+pub fn upstream_query(query: &Query) -> Message {
     let mut msg = Message::query();
     msg.metadata.recursion_desired = true;
     msg.add_query(query.clone());
@@ -428,6 +463,122 @@ fn upstream_query(query: &Query) -> Message {
     msg
 }
 
+/// Failover across one group's upstreams, starting with the last one that answered. A
+/// SERVFAIL or REFUSED is kept as the last resort while the others are tried. Shared by
+/// the async exchanges and the UDP path's exchanges ([`crate::udp_forward`]).
+#[derive(Debug)]
+pub struct Failover {
+    start: usize,
+    tried: usize,
+    current: Option<usize>,
+    fallback: Option<Message>,
+    last_err: Option<UpstreamError>,
+}
+
+impl Failover {
+    pub fn new(group: &UpstreamGroup) -> Self {
+        let n = group.servers.len().max(1);
+        Self {
+            start: group.preferred.load(Ordering::Relaxed) % n,
+            tried: 0,
+            current: None,
+            fallback: None,
+            last_err: None,
+        }
+    }
+
+    /// The next upstream to ask, or `None` once every one has been asked.
+    pub fn next(&mut self, group: &UpstreamGroup) -> Option<SocketAddr> {
+        let n = group.servers.len();
+        if self.tried >= n {
+            return None;
+        }
+        let idx = (self.start + self.tried) % n;
+        self.tried += 1;
+        self.current = Some(idx);
+        Some(group.servers[idx])
+    }
+
+    /// The upstream last returned by [`Failover::next`] answered, `elapsed` after it was
+    /// asked. `Some`: the answer to use; `None`: try the next one.
+    pub fn answered(
+        &mut self,
+        group: &UpstreamGroup,
+        resp: Message,
+        elapsed: Duration,
+        metrics: &Metrics,
+    ) -> Option<Message> {
+        let idx = self.current?;
+        let label = group.servers[idx].to_string();
+        metrics
+            .upstream_latency
+            .get_or_create(&UpstreamLabels {
+                upstream: label.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let rc = resp.metadata.response_code;
+        if rc == ResponseCode::ServFail || rc == ResponseCode::Refused {
+            // Another upstream may do better; keep this as the last resort.
+            metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    upstream: label,
+                    error: "servfail_or_refused",
+                })
+                .inc();
+            self.fallback = Some(resp);
+            return None;
+        }
+        group.preferred.store(idx, Ordering::Relaxed);
+        Some(resp)
+    }
+
+    /// The upstream last returned by [`Failover::next`] failed.
+    pub fn failed(&mut self, group: &UpstreamGroup, e: UpstreamError, metrics: &Metrics) {
+        if let Some(idx) = self.current {
+            metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    upstream: group.servers[idx].to_string(),
+                    error: e.label(),
+                })
+                .inc();
+        }
+        tracing::debug!(error = %e, "upstream failed, trying the next");
+        self.last_err = Some(e);
+    }
+
+    /// Once every upstream was asked: the last resort answer, or the last error.
+    pub fn finish(&mut self) -> Result<Message, UpstreamError> {
+        match self.fallback.take() {
+            Some(m) => Ok(m),
+            None => Err(self.last_err.take().unwrap_or(UpstreamError::NoUpstream)),
+        }
+    }
+
+    /// Ask the remaining upstreams in turn (UDP, then TCP on truncation).
+    pub async fn run(
+        &mut self,
+        query: &Query,
+        upstreams: &Upstreams,
+        metrics: &Metrics,
+    ) -> Result<Message, UpstreamError> {
+        let group = upstreams.group_for(query.name());
+        while let Some(server) = self.next(group) {
+            let t0 = Instant::now();
+            match exchange(server, &upstream_query(query), upstreams.timeout).await {
+                Ok(resp) => {
+                    if let Some(done) = self.answered(group, resp, t0.elapsed(), metrics) {
+                        return Ok(done);
+                    }
+                }
+                Err(e) => self.failed(group, e, metrics),
+            }
+        }
+        self.finish()
+    }
+}
+
 /// Try the group's upstreams, starting with the last one that answered.
 async fn query_upstreams(
     query: &Query,
@@ -435,58 +586,7 @@ async fn query_upstreams(
     metrics: &Metrics,
 ) -> Result<Message, UpstreamError> {
     let group = upstreams.group_for(query.name());
-    let n = group.servers.len();
-    if n == 0 {
-        return Err(UpstreamError::NoUpstream);
-    }
-    let start = group.preferred.load(Ordering::Relaxed) % n;
-    let mut last_err = UpstreamError::NoUpstream;
-    let mut fallback: Option<Message> = None;
-    for i in 0..n {
-        let idx = (start + i) % n;
-        let server = group.servers[idx];
-        let msg = upstream_query(query);
-        let t0 = Instant::now();
-        let res = exchange(server, &msg, upstreams.timeout).await;
-        let label = server.to_string();
-        match res {
-            Ok(resp) => {
-                metrics
-                    .upstream_latency
-                    .get_or_create(&UpstreamLabels {
-                        upstream: label.clone(),
-                    })
-                    .observe(t0.elapsed().as_secs_f64());
-                let rc = resp.metadata.response_code;
-                if rc == ResponseCode::ServFail || rc == ResponseCode::Refused {
-                    // Another upstream may do better; keep this as the last resort.
-                    metrics
-                        .upstream_errors
-                        .get_or_create(&UpstreamErrorLabels {
-                            upstream: label,
-                            error: "servfail_or_refused",
-                        })
-                        .inc();
-                    fallback = Some(resp);
-                    continue;
-                }
-                group.preferred.store(idx, Ordering::Relaxed);
-                return Ok(resp);
-            }
-            Err(e) => {
-                metrics
-                    .upstream_errors
-                    .get_or_create(&UpstreamErrorLabels {
-                        upstream: label,
-                        error: e.label(),
-                    })
-                    .inc();
-                tracing::debug!(error = %e, "upstream failed, trying the next");
-                last_err = e;
-            }
-        }
-    }
-    fallback.ok_or(last_err)
+    Failover::new(group).run(query, upstreams, metrics).await
 }
 
 /// One exchange with one upstream: UDP, then TCP if the answer was truncated
@@ -509,7 +609,7 @@ pub async fn exchange(
 }
 
 /// RFC 5452 section 9.1: accept only a response with our ID and our question.
-fn matches(req: &Message, resp: &Message) -> bool {
+pub fn matches(req: &Message, resp: &Message) -> bool {
     resp.metadata.id == req.metadata.id
         && resp.metadata.message_type == MessageType::Response
         && resp.queries.len() == 1
@@ -544,7 +644,7 @@ async fn udp_exchange(
     }
 }
 
-async fn tcp_exchange(
+pub async fn tcp_exchange(
     server: SocketAddr,
     req: &Message,
     bytes: &[u8],

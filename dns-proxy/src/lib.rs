@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod server;
 pub mod testing;
 pub mod udp;
+pub mod udp_forward;
 pub mod view;

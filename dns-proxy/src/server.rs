@@ -370,6 +370,18 @@ impl Server {
             .forwarder
             .resolve(q, &rt.upstreams, &rt.cache, &self.metrics)
             .await;
+        self.forwarded_reply(req, view, t, result)
+    }
+
+    /// The reply to a forwarded query once its answer (and age) or failure is known.
+    pub fn forwarded_reply(
+        &self,
+        req: &Message,
+        view: &ViewPolicy,
+        t: Transport,
+        result: Result<(Arc<CachedAnswer>, u32), ResponseCode>,
+    ) -> Outcome {
+        let rt = self.runtime.load();
         match result {
             Ok((ans, age)) => {
                 self.count(&view.name, req, ans.rcode, t);
@@ -513,8 +525,9 @@ fn formerr_from_header(packet: &[u8]) -> Option<Vec<u8>> {
 /// Serve UDP on one socket from a dedicated OS thread, forever.
 ///
 /// A blocking receive loop: authoritative answers, cache hits and errors are answered
-/// inline on this thread (no task, no channel, reused buffers), and only cache misses go to
-/// the tokio runtime (`runtime`), whose task sends the reply itself. Queries are taken and
+/// inline on this thread (no task, no channel, reused buffers). A cache miss is sent
+/// upstream from this thread too, and its reply awaited and answered by the listener's
+/// forwarding thread ([`crate::udp_forward`]; `runtime` only for the TCP fallback). Queries are taken and
 /// answered in batches ([`crate::udp`]): every query already queued is read in one call
 /// and the replies sent in one. A readiness-based async loop instead costs an extra
 /// `recvfrom` (EAGAIN) and an `epoll_wait` per query at moderate rates, which dominated
@@ -525,9 +538,15 @@ pub fn serve_udp(
     runtime: tokio::runtime::Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let local = socket.local_addr()?;
-    // The async side replies through its own handle on the same socket, never blocking
-    // the runtime (MSG_DONTWAIT; a full send buffer drops the reply like a lost datagram).
+    // Forwarded answers go out through another handle on the same socket, never blocking
+    // (MSG_DONTWAIT; a full send buffer drops the reply like a lost datagram).
     let replier = Arc::new(socket2::Socket::from(socket.try_clone()?));
+    let forwarder = crate::udp_forward::UdpForwarder::start(
+        server.clone(),
+        replier,
+        runtime,
+        format!("dns-fwd-{local}"),
+    )?;
     std::thread::Builder::new()
         .name(format!("dns-udp-{local}"))
         .spawn(move || {
@@ -550,21 +569,7 @@ pub fn serve_udp(
                     match server.handle(packet, src, local, Transport::Udp) {
                         Outcome::Reply(b) => replies.push((b, src)),
                         Outcome::Drop => {}
-                        Outcome::Forward(req, view) => {
-                            let server = server.clone();
-                            let replier = replier.clone();
-                            runtime.spawn(async move {
-                                if let Outcome::Reply(b) =
-                                    server.forward(&req, &view, Transport::Udp).await
-                                {
-                                    let _ = replier.send_to_with_flags(
-                                        &b,
-                                        &src.into(),
-                                        libc::MSG_DONTWAIT,
-                                    );
-                                }
-                            });
-                        }
+                        Outcome::Forward(req, view) => forwarder.forward(req, view, src),
                     }
                 }
                 batch.send(&socket, &replies);

@@ -108,6 +108,20 @@ fn retries_over_tcp_when_the_upstream_truncates() {
 }
 
 #[test]
+fn a_udp_miss_truncated_upstream_is_fetched_over_tcp_and_cached_whole() {
+    let ub = upstream(&data());
+    let dns = forwarding_to(&ub);
+    // Asked over UDP first: the UDP forwarding path gets TC from unbound and asks again
+    // over TCP; the client, whose buffer is too small for it, gets TC.
+    let udp = dns.dig(&["+ignore", "big.example.test", "A"]);
+    assert!(udp.flags.contains(&"tc".to_string()), "{}", udp.raw);
+    // The whole answer was cached: over TCP it is a hit with all 100 records.
+    let tcp = dns.dig(&["+tcp", "big.example.test", "A"]);
+    assert_eq!(tcp.rdata("A").len(), 100, "{}", tcp.raw);
+    assert_eq!(metric(&dns, "leafbridge_dns_cache_misses_total"), 1);
+}
+
+#[test]
 fn fails_over_to_the_next_upstream_and_remembers_it() {
     let ub = upstream(&data());
     let dead = free_port();
