@@ -198,7 +198,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct UpstreamConfig {
     /// Upstreams for names no zone rule matches, tried in order (failover).
@@ -214,6 +214,18 @@ pub struct UpstreamConfig {
 
 fn default_timeout_ms() -> u64 {
     1500
+}
+
+/// Without an `upstreams` section: nothing to forward to, and the default timeout (a
+/// derived default would make it 0).
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            default: Vec::new(),
+            zones: Vec::new(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
 }
 
 impl UpstreamConfig {
@@ -343,6 +355,11 @@ impl Config {
         if let Some(n) = &self.cluster.nameserver {
             check_name(n)?;
         }
+        if self.upstreams.timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "upstreams.timeout_ms must be positive".into(),
+            ));
+        }
         for z in &self.upstreams.zones {
             check_name(&z.zone)?;
             if z.servers.is_empty() {
@@ -401,6 +418,14 @@ mod tests {
     #[test]
     fn rejects_udp_payload_below_512() {
         assert!(Config::from_yaml("limits: {max_udp_payload: 100}\n").is_err());
+    }
+
+    #[test]
+    fn upstream_timeout_defaults_without_the_section_and_must_be_positive() {
+        let c = Config::from_yaml("{}").unwrap();
+        assert_eq!(c.upstreams.timeout(), Duration::from_millis(1500));
+        let e = Config::from_yaml("upstreams: {timeout_ms: 0}\n").unwrap_err();
+        assert!(e.to_string().contains("timeout_ms"), "{e}");
     }
 
     #[test]

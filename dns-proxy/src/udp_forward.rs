@@ -296,7 +296,8 @@ impl UdpForwarder {
                 d.saturating_duration_since(now) + Duration::from_millis(1)
             })
             .min(MAX_SLEEP)
-            .min(timeout);
+            .min(timeout)
+            .max(Duration::from_millis(1));
         p.sleeping_until = Some(now + sleep);
         sleep
     }
