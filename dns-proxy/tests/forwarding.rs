@@ -232,3 +232,44 @@ fn reloads_configuration_without_restarting() {
             .contains(r#"leafbridge_dns_config_reloads_total{reason="error"}"#)
     );
 }
+
+/// CPU seconds (user+system, all threads) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    // utime and stime, fields 14 and 15 of proc(5), in clock ticks (100 per second on
+    // Linux's user-space ABI).
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+#[test]
+fn an_idle_server_burns_no_cpu_with_or_without_upstreams() {
+    let ub = upstream(&data());
+    for (what, upstreams) in [
+        ("no upstreams section", String::new()),
+        (
+            "an upstream",
+            format!("  default: [\"127.0.0.1:{}\"]", ub.addr().port()),
+        ),
+    ] {
+        let cfg = if upstreams.is_empty() {
+            "listen: [\"127.0.0.1:{port}\"]\nops_listen: \"127.0.0.1:{ops}\"\n".to_string()
+        } else {
+            config(&upstreams)
+        };
+        let dns = Dns::start(&cfg, &[]);
+        // One forwarded query, so every thread has started and done its work once.
+        let _ = dns.dig(&["a.example.test", "A"]);
+        let pid = dns.process.pid();
+        let before = cpu_seconds(pid);
+        std::thread::sleep(Duration::from_secs(2));
+        let used = cpu_seconds(pid) - before;
+        assert!(
+            used < 0.1,
+            "{what}: an idle server used {used:.2} s of CPU in 2 s"
+        );
+    }
+}
