@@ -8,8 +8,11 @@
 //! question, and the full path is a function of (bytes after the ID, view, transport,
 //! index, configuration, and for forwarded names the cache entry and its age in whole
 //! seconds); every entry records the index ([`crate::index::ZoneIndex::generation`]) and
-//! configuration generations it was made with and is a miss once either has changed, and a
-//! reply from the forwarding cache is kept only until its age (so its TTLs) would change.
+//! configuration generations it was made with and is a miss once either has changed. A
+//! reply from the forwarding cache is kept until the cached answer expires, with the
+//! offsets of its records' TTL fields: a hit at a later age has each TTL lowered by the
+//! seconds passed since, which is what the full path would encode (RFC 1035 7.4: TTLs
+//! count down), so it is not re-encoded every second.
 //! The question's case is part of the key, so a client using 0x20 randomisation
 //! (draft-vixie-dnsext-dns0x20) just misses.
 //!
@@ -93,9 +96,29 @@ struct Entry {
     reply: Box<[u8]>,
     /// The query counter this answer increments (view, type, rcode, transport).
     counter: Counter,
-    /// For a reply from the forwarding cache: when its TTLs would change, and the cache-hit
-    /// counter it also increments.
-    aging: Option<(Instant, Counter)>,
+    /// For a reply from the forwarding cache: how its TTLs age.
+    aging: Option<Ttls>,
+}
+
+/// The TTLs of a reply from the forwarding cache and how they count down.
+#[derive(Debug)]
+struct Ttls {
+    aging: Aging,
+    /// Offsets of the TTL field of every record but OPT (whose TTL field holds flags).
+    offsets: Box<[u16]>,
+}
+
+/// How a reply made from a forwarding-cache entry ages.
+#[derive(Debug, Clone)]
+pub struct Aging {
+    /// When the entry was stored (age 0).
+    pub stored: Instant,
+    /// When it expires: the reply is not served from then on.
+    pub expires: Instant,
+    /// The age, in whole seconds, the reply's TTLs were written at.
+    pub age: u32,
+    /// The forwarding cache's hit counter, which a hit here also increments.
+    pub hits: Counter,
 }
 
 /// What a stored reply counts and how long it holds, as the full path produced it.
@@ -103,8 +126,8 @@ struct Entry {
 pub struct Provenance {
     /// The query counter (view, type, rcode, transport).
     pub counter: Counter,
-    /// For a forwarding-cache hit: until when its TTLs stay the same, and the hit counter.
-    pub aging: Option<(Instant, Counter)>,
+    /// For a forwarding-cache hit: how its TTLs age.
+    pub aging: Option<Aging>,
 }
 
 #[derive(Debug)]
@@ -126,7 +149,7 @@ impl Slot {
         self.runtime == runtime
             && self.index == index
             && match (&self.entry.aging, now) {
-                (Some((until, _)), Some(now)) => now < *until,
+                (Some(t), Some(now)) => now < t.aging.expires,
                 _ => true,
             }
     }
@@ -197,11 +220,23 @@ impl AnswerCache {
         *clock += 1;
         slot.used = *clock;
         slot.reused = true;
-        if let Some((_, hits)) = &slot.entry.aging {
-            hits.inc();
-        }
         slot.entry.counter.inc();
         let mut reply = slot.entry.reply.to_vec();
+        if let (Some(t), Some(now)) = (&slot.entry.aging, now) {
+            t.aging.hits.inc();
+            let age = now.saturating_duration_since(t.aging.stored).as_secs();
+            let passed = u32::try_from(age)
+                .unwrap_or(u32::MAX)
+                .saturating_sub(t.aging.age);
+            if passed > 0 {
+                for &o in &t.offsets {
+                    let o = usize::from(o);
+                    let ttl =
+                        u32::from_be_bytes([reply[o], reply[o + 1], reply[o + 2], reply[o + 3]]);
+                    reply[o..o + 4].copy_from_slice(&ttl.saturating_sub(passed).to_be_bytes());
+                }
+            }
+        }
         drop(inner);
         reply[..2].copy_from_slice(&packet[..2]);
         Some(reply)
@@ -212,6 +247,17 @@ impl AnswerCache {
         if reply.len() < 2 {
             return;
         }
+        let aging = match how.aging {
+            None => None,
+            Some(aging) => match ttl_offsets(reply) {
+                Some(offsets) => Some(Ttls {
+                    aging,
+                    offsets: offsets.into(),
+                }),
+                // Not a message we can walk: not worth caching.
+                None => return,
+            },
+        };
         let hash = self.hasher.hash_one(key.bytes());
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -242,13 +288,53 @@ impl AnswerCache {
             entry: Entry {
                 reply: reply.into(),
                 counter: how.counter,
-                aging: how.aging,
+                aging,
             },
         });
     }
 }
 
 /// The slots of the set `hash` falls in.
+/// Offsets of the TTL field of every resource record except OPT in the encoded message
+/// `msg` (RFC 1035 4.1.3), or `None` if it does not walk as one to its last byte.
+fn ttl_offsets(msg: &[u8]) -> Option<Vec<u16>> {
+    let count = |i: usize| -> Option<usize> {
+        Some(usize::from(u16::from_be_bytes([
+            *msg.get(i)?,
+            *msg.get(i + 1)?,
+        ])))
+    };
+    let (qd, records) = (count(4)?, count(6)? + count(8)? + count(10)?);
+    let mut i = HEADER;
+    for _ in 0..qd {
+        i = skip_name(msg, i)? + 4;
+    }
+    let mut offsets = Vec::with_capacity(records);
+    for _ in 0..records {
+        i = skip_name(msg, i)?;
+        let rtype = count(i)?;
+        let rdlength = count(i + 8)?;
+        if rtype != 41 {
+            offsets.push(u16::try_from(i + 4).ok()?);
+        }
+        i += 10 + rdlength;
+    }
+    (i == msg.len()).then_some(offsets)
+}
+
+/// The offset just past the (possibly compressed, RFC 1035 4.1.4) name at `i`.
+fn skip_name(msg: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(i)?;
+        match len & 0xc0 {
+            0 if len == 0 => return Some(i + 1),
+            0 => i += 1 + usize::from(len),
+            0xc0 => return msg.get(i + 1).map(|_| i + 2),
+            _ => return None,
+        }
+    }
+}
+
 fn set_of(hash: u64) -> std::ops::Range<usize> {
     // Multiply-shift: the high bits of the product spread every hash bit over the set.
     let set = ((u128::from(hash) * SETS as u128) >> 64) as usize;
@@ -316,29 +402,93 @@ mod tests {
         assert_eq!(c.get(1, 1, &Key::new(1, Transport::Tcp, &q), &q), None);
     }
 
+    /// A reply to `WEB` as the full path encodes it: one compressed A record with `ttl` and
+    /// an OPT record (whose TTL field is flags and must not be touched).
+    fn reply_with_ttl(ttl: u32) -> Vec<u8> {
+        let mut r = query(WEB, None);
+        r[2] = 0x81;
+        r[3] = 0x80;
+        r[7] = 1; // ANCOUNT
+        r[11] = 1; // ARCOUNT
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        r.extend_from_slice(&ttl.to_be_bytes());
+        r.extend_from_slice(&[0, 4, 192, 0, 2, 1]);
+        r.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0x80, 0, 0, 0]);
+        r
+    }
+
+    fn aged(stored: Instant, expires: Instant, age: u32, hits: &Counter) -> Provenance {
+        Provenance {
+            counter: Counter::default(),
+            aging: Some(Aging {
+                stored,
+                expires,
+                age,
+                hits: hits.clone(),
+            }),
+        }
+    }
+
     #[test]
-    fn a_forwarded_reply_is_served_only_while_its_age_holds() {
+    fn a_forwarded_reply_counts_its_ttls_down_and_is_not_served_once_expired() {
         let c = AnswerCache::default();
         let q = query(WEB, None);
         let k = Key::new(1, Transport::Udp, &q);
         let hits = Counter::default();
-        let fresh = Provenance {
-            counter: Counter::default(),
-            aging: Some((
-                Instant::now() + std::time::Duration::from_secs(60),
-                hits.clone(),
-            )),
-        };
-        c.insert(1, 1, &k, &[0, 0, 0x81, 0x80], fresh);
-        assert!(c.get(1, 1, &k, &q).is_some());
+        let now = Instant::now();
+        let secs = std::time::Duration::from_secs;
+        // Stored 7.5 s ago with a 300 s TTL, encoded at age 5 (TTL 295): served at age 7.
+        let stored = now - std::time::Duration::from_millis(7500);
+        c.insert(
+            1,
+            1,
+            &k,
+            &reply_with_ttl(295),
+            aged(stored, stored + secs(300), 5, &hits),
+        );
+        let got = c.get(1, 1, &k, &q).expect("a hit");
+        let mut want = reply_with_ttl(293);
+        want[..2].copy_from_slice(&q[..2]);
+        assert_eq!(got, want, "TTL 300 - 7; the OPT's flags unchanged");
         assert_eq!(hits.get(), 1);
-        let stale = Provenance {
-            counter: Counter::default(),
-            aging: Some((Instant::now(), hits.clone())),
-        };
-        c.insert(1, 1, &k, &[0, 0, 0x81, 0x80], stale);
+        // A TTL never wraps below zero.
+        c.insert(
+            1,
+            1,
+            &k,
+            &reply_with_ttl(1),
+            aged(stored, stored + secs(300), 5, &hits),
+        );
+        let got = c.get(1, 1, &k, &q).unwrap();
+        assert_eq!(got[got.len() - 21..got.len() - 17], [0, 0, 0, 0]);
+        // Expired: a miss, not counted as a hit.
+        c.insert(1, 1, &k, &reply_with_ttl(2), aged(stored, now, 5, &hits));
         assert_eq!(c.get(1, 1, &k, &q), None);
-        assert_eq!(hits.get(), 1);
+        assert_eq!(hits.get(), 2);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ttl_offsets_never_panic_and_stay_in_bounds(msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            for o in ttl_offsets(&msg).unwrap_or_default() {
+                proptest::prop_assert!(usize::from(o) + 4 <= msg.len());
+            }
+        }
+    }
+
+    #[test]
+    fn ttl_offsets_walk_compressed_names_and_reject_what_does_not_parse() {
+        let r = reply_with_ttl(7);
+        let off = usize::from(ttl_offsets(&r).unwrap()[0]);
+        assert_eq!(r[off..off + 4], 7u32.to_be_bytes());
+        assert_eq!(ttl_offsets(&r).unwrap().len(), 1, "OPT left out");
+        assert_eq!(ttl_offsets(&r[..r.len() - 1]), None, "cut short");
+        let mut extra = r.clone();
+        extra.push(0);
+        assert_eq!(ttl_offsets(&extra), None, "trailing byte");
+        let mut bad_label = r;
+        bad_label[12] = 0x80;
+        assert_eq!(ttl_offsets(&bad_label), None, "reserved label type");
     }
 
     fn plain(i: u32) -> (Vec<u8>, Key) {

@@ -147,10 +147,14 @@ impl CachedAnswer {
         (age < u64::from(self.ttl)).then_some(age as u32)
     }
 
-    /// Until when an answer aged `age` stays exactly the same: the next whole second of age
-    /// (never past expiry, as `age < ttl`).
-    pub fn same_age_until(&self, age: u32) -> Instant {
-        self.stored + std::time::Duration::from_secs(u64::from(age) + 1)
+    /// When it was stored (age 0).
+    pub fn stored(&self) -> Instant {
+        self.stored
+    }
+
+    /// When it expires: from then on [`CachedAnswer::age`] is `None`.
+    pub fn expires(&self) -> Instant {
+        self.stored + Duration::from_secs(u64::from(self.ttl))
     }
 
     /// Records with their TTLs decreased by `age` (RFC 1035 7.4, RFC 2308 5).

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::answer::{ZoneSettings, answer};
 use crate::config::{CacheConfig, Config, LimitsConfig, RateLimit};
-use crate::fastpath::{AnswerCache, Key, Provenance, is_plain_query};
+use crate::fastpath::{Aging, AnswerCache, Key, Provenance, is_plain_query};
 use crate::forward::{CachedAnswer, Forwarder, Upstreams};
 use crate::index::ZoneIndex;
 use crate::metrics::{DropLabels, Metrics, QueryLabels};
@@ -345,14 +345,19 @@ impl Server {
                 &rt.limits,
                 t,
             );
-            // The same reply holds until the entry's age moves on.
+            // Served from the wire cache until the entry expires, its TTLs counted down.
             if let (Some((key, at, config)), Outcome::Reply(bytes)) = (&admitted, &out)
                 && *at == generation
                 && *config == rt.generation
             {
                 let how = Provenance {
                     counter,
-                    aging: Some((hit.same_age_until(age), self.metrics.cache_hits.clone())),
+                    aging: Some(Aging {
+                        stored: hit.stored(),
+                        expires: hit.expires(),
+                        age,
+                        hits: self.metrics.cache_hits.clone(),
+                    }),
                 };
                 self.answers
                     .insert(rt.generation, generation, key, bytes, how);

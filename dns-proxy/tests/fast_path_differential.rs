@@ -188,11 +188,17 @@ fn a_forwarded_answer_ages_in_whole_seconds() {
     let first = bytes(server.handle(&q, src, local, Transport::Udp)).unwrap();
     assert_eq!(ttl(&first), 296);
     std::thread::sleep(Duration::from_millis(200));
+    let hits = server.metrics.wire_cache_hits.get();
     let later = bytes(server.handle(&q, src, local, Transport::Udp)).unwrap();
     assert_eq!(
         ttl(&later),
         295,
         "the wire cache must not serve a TTL older than the entry's age"
+    );
+    assert_eq!(
+        server.metrics.wire_cache_hits.get(),
+        hits + 1,
+        "served from the wire cache with its TTL counted down, not encoded again"
     );
     let full = bytes(server.handle_uncached(&q, src, local, Transport::Udp)).unwrap();
     assert_eq!(later, full);
