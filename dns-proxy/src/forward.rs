@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
@@ -100,45 +101,100 @@ impl Upstreams {
     }
 }
 
+/// What the forwarding cache is keyed by: the question's name in wire format, lowercased
+/// (names match case-insensitively, RFC 4343), its type and class. Compact on purpose: at
+/// 100,000 entries a `Name` (80 bytes inline) per key weighed more than most answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    name: Name,
-    qtype: RecordType,
-    qclass: DNSClass,
+    name: Box<[u8]>,
+    qtype: u16,
+    qclass: u16,
 }
 
 impl CacheKey {
     pub fn new(q: &Query) -> Self {
+        let name = q.name();
+        let mut wire = Vec::with_capacity(name.len() + 1);
+        for label in name.iter() {
+            // A label is at most 63 octets (RFC 1035 2.3.4), which the parser enforces.
+            wire.push(label.len() as u8);
+            wire.extend(label.iter().map(u8::to_ascii_lowercase));
+        }
+        wire.push(0);
         Self {
-            name: q.name().to_lowercase(),
-            qtype: q.query_type(),
-            qclass: q.query_class(),
+            name: wire.into(),
+            qtype: u16::from(q.query_type()),
+            qclass: u16::from(q.query_class()),
         }
     }
 }
 
-/// A cached upstream answer; record TTLs are relative to `stored`.
+/// A cached upstream answer; record TTLs are relative to `stored`. The records are kept
+/// encoded (hickory-proto's wire format, one section after another), about a third of the
+/// memory of decoded `Record`s, and decoded only on the full path: a repeated query is
+/// served from the wire cache ([`crate::fastpath`]).
 #[derive(Debug)]
 pub struct CachedAnswer {
     pub rcode: ResponseCode,
-    pub answers: Vec<Record>,
-    pub authorities: Vec<Record>,
-    pub additionals: Vec<Record>,
+    records: Box<[u8]>,
+    /// Records in the answer, authority and additional sections.
+    counts: [u16; 3],
     stored: Instant,
     ttl: u32,
 }
 
+/// The three sections of a cached answer, decoded.
+#[derive(Debug, Default)]
+pub struct Sections {
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
+}
+
 impl CachedAnswer {
-    /// An answer stored at `stored`, cacheable for `ttl` seconds.
-    pub fn new(msg: Message, stored: Instant, ttl: u32) -> Self {
-        Self {
+    /// An answer stored at `stored`, cacheable for `ttl` seconds; `None` if its records
+    /// cannot be encoded.
+    pub fn new(msg: Message, stored: Instant, ttl: u32) -> Option<Self> {
+        let sections = [&msg.answers, &msg.authorities, &msg.additionals];
+        let mut records = Vec::new();
+        let mut counts = [0u16; 3];
+        {
+            let mut encoder = BinEncoder::new(&mut records);
+            for (count, section) in counts.iter_mut().zip(sections) {
+                *count = u16::try_from(section.len()).ok()?;
+                for r in section {
+                    r.emit(&mut encoder).ok()?;
+                }
+            }
+        }
+        Some(Self {
             rcode: msg.metadata.response_code,
-            answers: msg.answers,
-            authorities: msg.authorities,
-            additionals: msg.additionals,
+            records: records.into(),
+            counts,
             stored,
             ttl,
-        }
+        })
+    }
+
+    /// The records with their TTLs decreased by `age` (RFC 1035 7.4, RFC 2308 5); `None`
+    /// if they do not decode (they were encoded by us, so that would be a bug).
+    pub fn sections(&self, age: u32) -> Option<Sections> {
+        let mut decoder = BinDecoder::new(&self.records);
+        let mut read = |n: u16| -> Option<Vec<Record>> {
+            (0..n)
+                .map(|_| {
+                    let mut r = Record::read(&mut decoder).ok()?;
+                    r.ttl = r.ttl.saturating_sub(age);
+                    Some(r)
+                })
+                .collect()
+        };
+        let [an, ns, ar] = self.counts;
+        Some(Sections {
+            answers: read(an)?,
+            authorities: read(ns)?,
+            additionals: read(ar)?,
+        })
     }
 
     /// Seconds since it was stored, or `None` once expired.
@@ -155,18 +211,6 @@ impl CachedAnswer {
     /// When it expires: from then on [`CachedAnswer::age`] is `None`.
     pub fn expires(&self) -> Instant {
         self.stored + Duration::from_secs(u64::from(self.ttl))
-    }
-
-    /// Records with their TTLs decreased by `age` (RFC 1035 7.4, RFC 2308 5).
-    pub fn aged(records: &[Record], age: u32) -> Vec<Record> {
-        records
-            .iter()
-            .map(|r| {
-                let mut r = r.clone();
-                r.ttl = r.ttl.saturating_sub(age);
-                r
-            })
-            .collect()
     }
 }
 
@@ -374,32 +418,30 @@ impl Forwarder {
         cache_cfg: &CacheConfig,
     ) -> Result<Arc<CachedAnswer>, ResponseCode> {
         let result = match answer {
-            Some(msg) => {
+            Some(mut msg) => {
                 let ttl = cache_ttl(&msg, cache_cfg);
                 let cap = ttl.unwrap_or(0);
-                let clamp = |v: Vec<Record>| -> Vec<Record> {
-                    v.into_iter()
-                        .filter(|r| r.record_type() != RecordType::OPT)
-                        .map(|mut r| {
-                            if ttl.is_some() {
-                                r.ttl = r.ttl.min(cap.max(1));
-                            }
-                            r
-                        })
-                        .collect()
+                let clamp = |v: &mut Vec<Record>| {
+                    v.retain(|r| r.record_type() != RecordType::OPT);
+                    if ttl.is_some() {
+                        for r in v.iter_mut() {
+                            r.ttl = r.ttl.min(cap.max(1));
+                        }
+                    }
                 };
-                let ans = Arc::new(CachedAnswer {
-                    rcode: msg.metadata.response_code,
-                    answers: clamp(msg.answers),
-                    authorities: clamp(msg.authorities),
-                    additionals: clamp(msg.additionals),
-                    stored: Instant::now(),
-                    ttl: cap,
-                });
-                if ttl.is_some_and(|t| t > 0) {
-                    self.cache.insert(key.clone(), ans.clone());
+                clamp(&mut msg.answers);
+                clamp(&mut msg.authorities);
+                clamp(&mut msg.additionals);
+                match CachedAnswer::new(msg, Instant::now(), cap) {
+                    Some(ans) => {
+                        let ans = Arc::new(ans);
+                        if ttl.is_some_and(|t| t > 0) {
+                            self.cache.insert(key.clone(), ans.clone());
+                        }
+                        Ok(ans)
+                    }
+                    None => Err(ResponseCode::ServFail),
                 }
-                Ok(ans)
             }
             None => Err(ResponseCode::ServFail),
         };
@@ -692,15 +734,60 @@ mod tests {
     }
 
     fn key(i: usize) -> CacheKey {
-        CacheKey {
-            name: Name::from_ascii(format!("n{i}.example.")).unwrap(),
-            qtype: RecordType::A,
-            qclass: DNSClass::IN,
-        }
+        CacheKey::new(&Query::query(
+            Name::from_ascii(format!("n{i}.example.")).unwrap(),
+            RecordType::A,
+        ))
     }
 
     fn answer(now: Instant, ttl: u32) -> Arc<CachedAnswer> {
-        Arc::new(CachedAnswer::new(response(ResponseCode::NoError), now, ttl))
+        Arc::new(CachedAnswer::new(response(ResponseCode::NoError), now, ttl).unwrap())
+    }
+
+    #[test]
+    fn a_cached_answer_decodes_to_its_records_aged() {
+        let mut msg = response(ResponseCode::NXDomain);
+        let owner = Name::from_ascii("www.Example.").unwrap();
+        msg.answers.push(Record::from_rdata(
+            owner.clone(),
+            300,
+            RData::A(A::new(192, 0, 2, 1)),
+        ));
+        msg.answers.push(Record::from_rdata(
+            owner,
+            20,
+            RData::A(A::new(192, 0, 2, 2)),
+        ));
+        msg.authorities.push(soa(60, 30));
+        let ans = CachedAnswer::new(msg.clone(), Instant::now(), 20).unwrap();
+        assert_eq!(ans.rcode, ResponseCode::NXDomain);
+        let s = ans.sections(25).unwrap();
+        let aged = |v: &[Record]| -> Vec<Record> {
+            v.iter()
+                .cloned()
+                .map(|mut r| {
+                    r.ttl = r.ttl.saturating_sub(25);
+                    r
+                })
+                .collect()
+        };
+        assert_eq!(s.answers, aged(&msg.answers));
+        assert_eq!(s.authorities, aged(&msg.authorities));
+        assert!(s.additionals.is_empty());
+        assert_eq!(s.answers[0].name.to_string(), "www.Example.", "case kept");
+    }
+
+    #[test]
+    fn cache_keys_ignore_case_but_not_type() {
+        let q = |n: &str, t| Query::query(Name::from_ascii(n).unwrap(), t);
+        assert_eq!(
+            CacheKey::new(&q("WWW.example.", RecordType::A)),
+            CacheKey::new(&q("www.EXAMPLE.", RecordType::A))
+        );
+        assert_ne!(
+            CacheKey::new(&q("www.example.", RecordType::A)),
+            CacheKey::new(&q("www.example.", RecordType::AAAA))
+        );
     }
 
     #[test]

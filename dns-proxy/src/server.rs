@@ -335,16 +335,13 @@ impl Server {
         }
         // Cache hit without a task switch.
         let key = crate::forward::CacheKey::new(q);
-        if let Some((hit, age)) = self.forwarder.cache.get(&key, Instant::now()) {
+        if let Some((hit, age)) = self.forwarder.cache.get(&key, Instant::now())
+            && let Some(resp) = from_cache(&req, &hit, age, &rt.limits)
+        {
             self.metrics.cache_hits.inc();
             let counter = self.counter(&view.name, &req, hit.rcode, t);
             counter.inc();
-            let out = encode(
-                &from_cache(&req, &hit, age, &rt.limits),
-                &req,
-                &rt.limits,
-                t,
-            );
+            let out = encode(&resp, &req, &rt.limits, t);
             // Served from the wire cache until the entry expires, its TTLs counted down.
             if let (Some((key, at, config)), Outcome::Reply(bytes)) = (&admitted, &out)
                 && *at == generation
@@ -388,10 +385,16 @@ impl Server {
     ) -> Outcome {
         let rt = self.runtime.load();
         match result {
-            Ok((ans, age)) => {
-                self.count(&view.name, req, ans.rcode, t);
-                encode(&from_cache(req, &ans, age, &rt.limits), req, &rt.limits, t)
-            }
+            Ok((ans, age)) => match from_cache(req, &ans, age, &rt.limits) {
+                Some(resp) => {
+                    self.count(&view.name, req, ans.rcode, t);
+                    encode(&resp, req, &rt.limits, t)
+                }
+                None => {
+                    self.count(&view.name, req, ResponseCode::ServFail, t);
+                    self.reply_code(req, ResponseCode::ServFail, &rt.limits, t)
+                }
+            },
             Err(rcode) => {
                 self.count(&view.name, req, rcode, t);
                 self.reply_code(req, rcode, &rt.limits, t)
@@ -479,14 +482,22 @@ fn response_to(req: &Message, limits: &LimitsConfig) -> Message {
     resp
 }
 
-fn from_cache(req: &Message, ans: &CachedAnswer, age: u32, limits: &LimitsConfig) -> Message {
+/// The reply to `req` from a cached upstream answer aged `age`; `None` if the cached records
+/// do not decode (see [`CachedAnswer::sections`]).
+fn from_cache(
+    req: &Message,
+    ans: &CachedAnswer,
+    age: u32,
+    limits: &LimitsConfig,
+) -> Option<Message> {
+    let sections = ans.sections(age)?;
     let mut resp = response_to(req, limits);
     resp.metadata.recursion_available = true;
     resp.metadata.response_code = ans.rcode;
-    resp.answers = CachedAnswer::aged(&ans.answers, age);
-    resp.authorities = CachedAnswer::aged(&ans.authorities, age);
-    resp.additionals = CachedAnswer::aged(&ans.additionals, age);
-    resp
+    resp.answers = sections.answers;
+    resp.authorities = sections.authorities;
+    resp.additionals = sections.additionals;
+    Some(resp)
 }
 
 /// Largest response for this query over UDP: the client's EDNS buffer size (512 without

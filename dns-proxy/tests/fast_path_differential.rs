@@ -121,7 +121,7 @@ fn cache_upstream_answer(server: &Server, name: &str, age: Duration) {
     let q = Query::query(owner, RecordType::A);
     server.forwarder.cache.insert(
         CacheKey::new(&q),
-        Arc::new(CachedAnswer::new(msg, stored, 300)),
+        Arc::new(CachedAnswer::new(msg, stored, 300).unwrap()),
     );
 }
 
