@@ -291,10 +291,22 @@ pub struct LimitsConfig {
     /// connections cannot exhaust file descriptors (RFC 7766 6.2.2).
     #[serde(default = "default_max_tcp_connections")]
     pub max_tcp_connections: usize,
+    /// Receive buffer asked for each UDP listener (SO_RCVBUF), in bytes, so a burst of
+    /// queries waits instead of being dropped by the kernel; the kernel caps it at
+    /// `net.core.rmem_max` (the effective size is logged). 0 keeps the system default.
+    /// Like unbound's `so-rcvbuf`. Needs a listener restart.
+    #[serde(default = "default_udp_receive_buffer")]
+    pub udp_receive_buffer: usize,
 }
 
 fn default_max_tcp_connections() -> usize {
     1024
+}
+
+/// 4 MiB: about 4,000 queued queries (the kernel charges about 1 KiB per datagram),
+/// 200 ms at 20,000 queries/s; the default of 208 KiB held about 200.
+fn default_udp_receive_buffer() -> usize {
+    4 << 20
 }
 
 impl Default for LimitsConfig {
@@ -304,6 +316,7 @@ impl Default for LimitsConfig {
             rate_limit: None,
             tcp_idle_ms: default_tcp_idle_ms(),
             max_tcp_connections: default_max_tcp_connections(),
+            udp_receive_buffer: default_udp_receive_buffer(),
         }
     }
 }

@@ -117,6 +117,11 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
 
     for addr in &config.listen {
         let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
+        let wanted = config.limits.udp_receive_buffer;
+        if wanted > 0 {
+            server::set_receive_buffer(&udp, wanted)
+                .with_context(|| format!("setting the receive buffer of UDP {addr}"))?;
+        }
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding TCP {addr}"))?;

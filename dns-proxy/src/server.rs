@@ -538,6 +538,25 @@ fn formerr_from_header(packet: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Ask for a receive buffer of `bytes` on a UDP listener (SO_RCVBUF) and log what the
+/// kernel granted: it caps the request at `net.core.rmem_max` and reports twice the usable
+/// size (socket(7)).
+pub fn set_receive_buffer(socket: &std::net::UdpSocket, bytes: usize) -> std::io::Result<usize> {
+    let s = socket2::SockRef::from(socket);
+    s.set_recv_buffer_size(bytes)?;
+    let got = s.recv_buffer_size()?;
+    if got < bytes {
+        tracing::warn!(
+            asked = bytes,
+            granted = got,
+            "UDP receive buffer capped by net.core.rmem_max: query bursts beyond it are dropped"
+        );
+    } else {
+        tracing::info!(bytes = got, "UDP receive buffer");
+    }
+    Ok(got)
+}
+
 /// Serve UDP on one socket from a dedicated OS thread, forever.
 ///
 /// A blocking receive loop: authoritative answers, cache hits and errors are answered
@@ -642,5 +661,23 @@ pub async fn serve_tcp(server: Arc<Server>, listener: TcpListener) {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_udp_receive_buffer_is_raised_up_to_the_kernel_cap() {
+        let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .expect("prerequisite missing: /proc/sys/net/core/rmem_max")
+            .trim()
+            .parse()
+            .unwrap();
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = socket2::SockRef::from(&s).recv_buffer_size().unwrap();
+        let asked = 1 << 20;
+        let got = super::set_receive_buffer(&s, asked).unwrap();
+        // socket(7): the kernel doubles the value set, after capping it at rmem_max.
+        assert_eq!(got, 2 * asked.min(max), "before: {before}");
     }
 }
