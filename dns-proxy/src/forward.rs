@@ -510,8 +510,11 @@ pub fn upstream_query(query: &Query) -> Message {
 }
 
 /// Failover across one group's upstreams, starting with the last one that answered. A
-/// SERVFAIL or REFUSED is kept as the last resort while the others are tried. Shared by
-/// the async exchanges and the UDP path's exchanges ([`crate::udp_forward`]).
+/// SERVFAIL or REFUSED is kept as the last resort while the others are tried. An upstream
+/// that timed out is asked once more after all the others, so one lost datagram (a full
+/// socket buffer under load) does not turn into SERVFAIL; one that refused the connection
+/// (ICMP) or answered is not. Shared by the async exchanges and the UDP path's exchanges
+/// ([`crate::udp_forward`]).
 #[derive(Debug)]
 pub struct Failover {
     start: usize,
@@ -519,6 +522,10 @@ pub struct Failover {
     current: Option<usize>,
     fallback: Option<Message>,
     last_err: Option<UpstreamError>,
+    /// Upstreams that timed out on the first pass, to ask again, and how many of them have
+    /// been asked again.
+    timed_out: Vec<usize>,
+    retried: usize,
 }
 
 impl Failover {
@@ -530,17 +537,24 @@ impl Failover {
             current: None,
             fallback: None,
             last_err: None,
+            timed_out: Vec::new(),
+            retried: 0,
         }
     }
 
-    /// The next upstream to ask, or `None` once every one has been asked.
+    /// The next upstream to ask, or `None` once every one has been asked (and each that
+    /// timed out asked twice).
     pub fn next(&mut self, group: &UpstreamGroup) -> Option<SocketAddr> {
         let n = group.servers.len();
-        if self.tried >= n {
-            return None;
-        }
-        let idx = (self.start + self.tried) % n;
-        self.tried += 1;
+        let idx = if self.tried < n {
+            let idx = (self.start + self.tried) % n;
+            self.tried += 1;
+            idx
+        } else {
+            let idx = *self.timed_out.get(self.retried)?;
+            self.retried += 1;
+            idx
+        };
         self.current = Some(idx);
         Some(group.servers[idx])
     }
@@ -589,6 +603,9 @@ impl Failover {
                     error: e.label(),
                 })
                 .inc();
+            if matches!(e, UpstreamError::Timeout(_)) && !self.timed_out.contains(&idx) {
+                self.timed_out.push(idx);
+            }
         }
         tracing::debug!(error = %e, "upstream failed, trying the next");
         self.last_err = Some(e);

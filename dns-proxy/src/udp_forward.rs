@@ -441,6 +441,8 @@ mod tests {
         Silent,
         /// A reply with another ID, one with another question, then the real answer.
         StrayFirst,
+        /// Drops the first query (a lost datagram), answers the rest.
+        DropFirst,
     }
 
     /// A scripted upstream on loopback; returns its address and a count of queries.
@@ -468,11 +470,19 @@ mod tests {
                     r.to_vec().unwrap()
                 };
                 let name = q.queries[0].name().clone();
-                if let Script::StrayFirst = script {
-                    let other = Name::from_ascii("other.example.").unwrap();
-                    let _ = sock.send_to(&reply(q.metadata.id.wrapping_add(1), &name), from);
-                    let _ = sock.send_to(&reply(q.metadata.id, &other), from);
-                    let _ = sock.send_to(&reply(q.metadata.id, &name), from);
+                match script {
+                    Script::Silent => {}
+                    Script::StrayFirst => {
+                        let other = Name::from_ascii("other.example.").unwrap();
+                        let _ = sock.send_to(&reply(q.metadata.id.wrapping_add(1), &name), from);
+                        let _ = sock.send_to(&reply(q.metadata.id, &other), from);
+                        let _ = sock.send_to(&reply(q.metadata.id, &name), from);
+                    }
+                    Script::DropFirst => {
+                        if count.load(std::sync::atomic::Ordering::SeqCst) > 1 {
+                            let _ = sock.send_to(&reply(q.metadata.id, &name), from);
+                        }
+                    }
                 }
             }
         });
@@ -588,15 +598,32 @@ mod tests {
     fn when_every_upstream_fails_each_coalesced_client_gets_servfail() {
         let (silent, seen) = upstream(Script::Silent);
         let s = setup(&[silent], 200);
+        let t0 = Instant::now();
         let clients: Vec<StdUdp> = (0..3).map(|_| ask(&s, "www.example.")).collect();
         for c in &clients {
             assert_eq!(answer(c).metadata.response_code, ResponseCode::ServFail);
         }
-        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // One upstream query for the three clients, asked once more after its timeout.
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            t0.elapsed()
+        );
         assert_eq!(s.server.metrics.coalesced.get(), 2);
         // Nothing left in flight: the next query asks upstream again.
         drop(ask(&s, "www.example."));
         std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_lost_query_to_the_only_upstream_is_asked_again_not_servfail() {
+        let (up, seen) = upstream(Script::DropFirst);
+        let s = setup(&[up], 200);
+        let reply = answer(&ask(&s, "www.example."));
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(reply.answers.len(), 1, "{reply:?}");
         assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
