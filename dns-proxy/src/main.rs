@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ops::init_tracing(args.log_json);
     let config = Config::load(&args.config)?;
+    leafbridge_dns::udp_forward::raise_fd_limit();
     let threads = config.threads.unwrap_or(2).max(1);
     let rt = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -26,6 +26,28 @@ use crate::forward::{
 use crate::server::{Outcome, Runtime, Server, Transport};
 use crate::view::ViewPolicy;
 
+/// Raise the soft limit on open files to the hard limit, as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do: every forwarded query in flight holds a socket (for up to
+/// twice the upstream timeout when an upstream is silent), and the usual soft limit of
+/// 1,024 would turn a burst of misses to a dead upstream into SERVFAILs and refused TCP
+/// connections. Returns the limits now in force.
+pub fn raise_fd_limit() -> Option<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .inspect_err(|e| tracing::warn!(error = %e, "reading the open-file limit"))
+        .ok()?;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => {
+                tracing::warn!(error = %e, soft, "could not raise the open-file limit");
+                return Some((soft, hard));
+            }
+        }
+    }
+    Some((hard, hard))
+}
+
 /// Longest the waiting thread sleeps with nothing due.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// The waker's token; exchanges count up from 0.
@@ -550,6 +572,20 @@ mod tests {
         let mut buf = [0u8; 4096];
         let n = client.recv(&mut buf).expect("a reply to the client");
         Message::from_vec(&buf[..n]).unwrap()
+    }
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        // nextest runs each test in its own process; under `cargo test` the limit ends
+        // where it started or higher.
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, (hard / 2).max(64), hard).unwrap();
+        let (soft, hard) = raise_fd_limit().expect("getrlimit");
+        assert_eq!(soft, hard);
+        let now =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(now, (hard, hard));
     }
 
     #[test]
