@@ -32,12 +32,55 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The servers running and the scratch directory, for [`end_on_signal`].
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+static SCRATCH: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// A server under test, ended by PID when dropped (a normal exit or a panic).
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let pid = self.0.id();
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != pid);
     }
+}
+
+/// On SIGINT or SIGTERM, end every server still running by its PID and remove the scratch
+/// directory, then exit: destructors do not run when a signal ends the process.
+fn end_on_signal() {
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the signal handler");
+        rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+        for pid in RUNNING.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Ok(pid) = i32::try_from(*pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if let Some(dir) = SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        eprintln!("interrupted: servers ended, scratch directory removed");
+        std::process::exit(130);
+    });
 }
 
 fn require(p: &str) {
@@ -62,6 +105,10 @@ fn spawn(cmd: &mut Command, log: &Path) -> Proc {
         .stderr(f)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(child.id());
     Proc(child)
 }
 
@@ -440,6 +487,8 @@ fn main() {
         hickory_forwarder_binary();
     }
     let tmp = tempfile::tempdir().unwrap();
+    *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()) = Some(tmp.path().to_path_buf());
+    end_on_signal();
     let t = tmp.path();
 
     // ---- scenario 1 data -----------------------------------------------------------------
