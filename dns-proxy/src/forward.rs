@@ -652,6 +652,16 @@ async fn query_upstreams(
     Failover::new(group).run(query, upstreams, metrics).await
 }
 
+/// The unspecified address of `upstream`'s family with port 0: a socket bound to it gets a
+/// random source port from the kernel (RFC 5452 9.2).
+pub fn any_port_for(upstream: SocketAddr) -> SocketAddr {
+    if upstream.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    }
+}
+
 /// One exchange with one upstream: UDP, then TCP if the answer was truncated
 /// (RFC 1035 4.2.1, RFC 7766 5).
 pub async fn exchange(
@@ -687,13 +697,8 @@ async fn udp_exchange(
     req: &Message,
     bytes: &[u8],
 ) -> Result<Message, UpstreamError> {
-    let bind: SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
     let io = |e| UpstreamError::Io(server, e);
-    let sock = UdpSocket::bind(bind).await.map_err(io)?;
+    let sock = UdpSocket::bind(any_port_for(server)).await.map_err(io)?;
     sock.connect(server).await.map_err(io)?;
     sock.send(bytes).await.map_err(io)?;
     let mut buf = vec![0u8; 65535];

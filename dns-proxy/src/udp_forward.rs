@@ -21,7 +21,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::forward::{
-    CacheKey, Failover, UpstreamError, Waiter, matches, tcp_exchange, upstream_query,
+    CacheKey, Failover, UpstreamError, Waiter, any_port_for, matches, tcp_exchange, upstream_query,
 };
 use crate::server::{Outcome, Runtime, Server, Transport};
 use crate::view::ViewPolicy;
@@ -185,7 +185,8 @@ impl UdpForwarder {
         let ex = Box::new(Exchange {
             server: self.server.clone(),
             key: Some(key),
-            msg: upstream_query(&query),
+            // Each attempt sends a new message (a new ID); this one is never sent.
+            msg: Message::query(),
             query,
             rt,
             failover,
@@ -242,12 +243,7 @@ impl UdpForwarder {
         let bytes = msg
             .to_vec()
             .map_err(|_| UpstreamError::Malformed(upstream))?;
-        let bind: SocketAddr = if upstream.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = UdpSocket::bind(bind).map_err(io)?;
+        let socket = UdpSocket::bind(any_port_for(upstream)).map_err(io)?;
         socket.connect(upstream).map_err(io)?;
         socket.send(&bytes).map_err(io)?;
         let now = Instant::now();
