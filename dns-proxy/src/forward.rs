@@ -676,7 +676,17 @@ pub async fn exchange(
     if !resp.metadata.truncation {
         return Ok(resp);
     }
-    tokio::time::timeout(timeout, tcp_exchange(server, msg, &bytes))
+    tcp_exchange_within(server, msg, &bytes, timeout).await
+}
+
+/// The TCP exchange a truncated UDP answer falls back to, within `timeout`.
+pub async fn tcp_exchange_within(
+    server: SocketAddr,
+    msg: &Message,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<Message, UpstreamError> {
+    tokio::time::timeout(timeout, tcp_exchange(server, msg, bytes))
         .await
         .map_err(|_| UpstreamError::Timeout(server))?
 }
@@ -712,7 +722,7 @@ async fn udp_exchange(
     }
 }
 
-pub async fn tcp_exchange(
+async fn tcp_exchange(
     server: SocketAddr,
     req: &Message,
     bytes: &[u8],

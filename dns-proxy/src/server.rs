@@ -384,17 +384,14 @@ impl Server {
         result: Result<(Arc<CachedAnswer>, u32), ResponseCode>,
     ) -> Outcome {
         let rt = self.runtime.load();
-        match result {
-            Ok((ans, age)) => match from_cache(req, &ans, age, &rt.limits) {
-                Some(resp) => {
-                    self.count(&view.name, req, ans.rcode, t);
-                    encode(&resp, req, &rt.limits, t)
-                }
-                None => {
-                    self.count(&view.name, req, ResponseCode::ServFail, t);
-                    self.reply_code(req, ResponseCode::ServFail, &rt.limits, t)
-                }
-            },
+        let reply = result.and_then(|(ans, age)| {
+            from_cache(req, &ans, age, &rt.limits).ok_or(ResponseCode::ServFail)
+        });
+        match reply {
+            Ok(resp) => {
+                self.count(&view.name, req, resp.metadata.response_code, t);
+                encode(&resp, req, &rt.limits, t)
+            }
             Err(rcode) => {
                 self.count(&view.name, req, rcode, t);
                 self.reply_code(req, rcode, &rt.limits, t)
@@ -562,8 +559,8 @@ pub fn set_receive_buffer(socket: &std::net::UdpSocket, bytes: usize) -> std::io
 /// A blocking receive loop: authoritative answers, cache hits and errors are answered
 /// inline on this thread (no task, no channel, reused buffers). A cache miss is sent
 /// upstream from this thread too, and its reply awaited and answered by the listener's
-/// forwarding thread ([`crate::udp_forward`]; `runtime` only for the TCP fallback). Queries are taken and
-/// answered in batches ([`crate::udp`]): every query already queued is read in one call
+/// forwarding thread ([`crate::udp_forward`]; `runtime` only for the TCP fallback).
+/// Queries are taken and answered in batches ([`crate::udp`]): every query already queued is read in one call
 /// and the replies sent in one. A readiness-based async loop instead costs an extra
 /// `recvfrom` (EAGAIN) and an `epoll_wait` per query at moderate rates, which dominated
 /// the profile.

@@ -21,7 +21,8 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::forward::{
-    CacheKey, Failover, UpstreamError, Waiter, any_port_for, matches, tcp_exchange, upstream_query,
+    CacheKey, Failover, UpstreamError, Waiter, any_port_for, matches, tcp_exchange_within,
+    upstream_query,
 };
 use crate::server::{Outcome, Runtime, Server, Transport};
 use crate::view::ViewPolicy;
@@ -104,13 +105,19 @@ struct Exchange {
 }
 
 impl Exchange {
-    /// Cache and hand out the answer (`None`: SERVFAIL) to everyone waiting.
-    fn complete(mut self: Box<Self>, answer: Option<Message>) {
+    /// Cache and hand out the answer (an error: SERVFAIL) to everyone waiting.
+    fn complete(mut self: Box<Self>, answer: Result<Message, UpstreamError>) {
         self.socket = None;
         let Some(key) = self.key.take() else {
             return;
         };
-        let result = self.server.forwarder.complete(key, answer, &self.rt.cache);
+        if let Err(e) = &answer {
+            tracing::debug!(error = %e, name = %self.query.name(), "forwarding failed");
+        }
+        let result = self
+            .server
+            .forwarder
+            .complete(key, answer.ok(), &self.rt.cache);
         if let Some(leader) = self.leader.take() {
             leader.call(result);
         }
@@ -218,10 +225,7 @@ impl UdpForwarder {
             let rt = ex.rt.clone();
             let Some(upstream) = ex.failover.next(rt.upstreams.group_for(ex.query.name())) else {
                 let answer = ex.failover.finish();
-                if let Err(e) = &answer {
-                    tracing::debug!(error = %e, name = %ex.query.name(), "forwarding failed");
-                }
-                return ex.complete(answer.ok());
+                return ex.complete(answer);
             };
             match Self::send(&mut ex, upstream) {
                 Ok(()) => match self.wait(ex) {
@@ -361,7 +365,7 @@ impl UdpForwarder {
                     .failover
                     .answered(group, resp, elapsed, &ex.server.metrics)
                 {
-                    Some(done) => ex.complete(Some(done)),
+                    Some(done) => ex.complete(Ok(done)),
                     None => self.next_attempt(ex),
                 }
             }
@@ -405,36 +409,25 @@ impl UdpForwarder {
             let upstream = ex.upstream;
             let tcp = match ex.msg.to_vec() {
                 Ok(bytes) => {
-                    tokio::time::timeout(
-                        rt.upstreams.timeout,
-                        tcp_exchange(upstream, &ex.msg, &bytes),
-                    )
-                    .await
+                    tcp_exchange_within(upstream, &ex.msg, &bytes, rt.upstreams.timeout).await
                 }
-                Err(_) => Ok(Err(UpstreamError::Malformed(upstream))),
+                Err(_) => Err(UpstreamError::Malformed(upstream)),
             };
             match tcp {
-                Ok(Ok(resp)) => {
+                Ok(resp) => {
                     let elapsed = ex.sent.elapsed();
                     if let Some(done) = ex.failover.answered(group, resp, elapsed, &server.metrics)
                     {
-                        return ex.complete(Some(done));
+                        return ex.complete(Ok(done));
                     }
                 }
-                Ok(Err(e)) => ex.failover.failed(group, e, &server.metrics),
-                Err(_) => {
-                    ex.failover
-                        .failed(group, UpstreamError::Timeout(upstream), &server.metrics)
-                }
+                Err(e) => ex.failover.failed(group, e, &server.metrics),
             }
             let answer = ex
                 .failover
                 .run(&ex.query, &rt.upstreams, &server.metrics)
                 .await;
-            if let Err(e) = &answer {
-                tracing::debug!(error = %e, name = %ex.query.name(), "forwarding failed");
-            }
-            ex.complete(answer.ok());
+            ex.complete(answer);
         });
     }
 }
