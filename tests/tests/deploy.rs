@@ -63,7 +63,12 @@ const ACCESS: &[Access] = &[
     // last for IPPool namespaceSelectors).
     cluster("leafbridge-controller", "", "services", LIST_WATCH),
     cluster("leafbridge-controller", "", "namespaces", LIST_WATCH),
-    cluster("leafbridge-controller", "leafbridge.io", "ippools", LIST_WATCH),
+    cluster(
+        "leafbridge-controller",
+        "leafbridge.io",
+        "ippools",
+        LIST_WATCH,
+    ),
     // controller/src/reconcile.rs: `apply_status::<Service>` (status.loadBalancer) and
     // `apply_status::<IPPool>` (pool conditions and counts).
     cluster("leafbridge-controller", "", "services/status", &["patch"]),
@@ -104,7 +109,12 @@ const ACCESS: &[Access] = &[
     // `feed::<Pod>` and `feed_dns_views`. It writes nothing.
     cluster("leafbridge-dns", "", "services", LIST_WATCH),
     cluster("leafbridge-dns", "", "pods", LIST_WATCH),
-    cluster("leafbridge-dns", "discovery.k8s.io", "endpointslices", LIST_WATCH),
+    cluster(
+        "leafbridge-dns",
+        "discovery.k8s.io",
+        "endpointslices",
+        LIST_WATCH,
+    ),
     cluster("leafbridge-dns", "leafbridge.io", "dnsviews", LIST_WATCH),
     // The speaker's cluster mode, its desired-state inputs: Nodes (pod CIDRs, labels),
     // Services and EndpointSlices (which nodes have local endpoints), and the BGP and BFD
@@ -118,14 +128,24 @@ const ACCESS: &[Access] = &[
         LIST_WATCH,
     ),
     cluster("leafbridge-speaker", "leafbridge.io", "ippools", LIST_WATCH),
-    cluster("leafbridge-speaker", "leafbridge.io", "bgppeers", LIST_WATCH),
+    cluster(
+        "leafbridge-speaker",
+        "leafbridge.io",
+        "bgppeers",
+        LIST_WATCH,
+    ),
     cluster(
         "leafbridge-speaker",
         "leafbridge.io",
         "bgpadvertisements",
         LIST_WATCH,
     ),
-    cluster("leafbridge-speaker", "leafbridge.io", "bfdprofiles", LIST_WATCH),
+    cluster(
+        "leafbridge-speaker",
+        "leafbridge.io",
+        "bfdprofiles",
+        LIST_WATCH,
+    ),
     // Each speaker writes the BGPNodeState named after its node by server-side apply; an apply
     // that creates the object is authorized as `create` too.
     cluster(
@@ -203,7 +223,11 @@ const ENV_READ_BY_CODE: &[(&str, &str, &str)] = &[
 /// so only their presence is checked.
 const FOREIGN_KINDS: &[(&str, &str)] = &[("monitoring.coreos.com/v1", "ServiceMonitor")];
 
-const PROGRAMS: &[&str] = &["leafbridge-controller", "leafbridge-speaker", "leafbridge-dns"];
+const PROGRAMS: &[&str] = &[
+    "leafbridge-controller",
+    "leafbridge-speaker",
+    "leafbridge-dns",
+];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -427,7 +451,11 @@ fn granted(docs: &[Value]) -> BTreeSet<Grant> {
 fn wanted() -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
     for a in ACCESS {
-        let names = if a.names.is_empty() { &["*"][..] } else { a.names };
+        let names = if a.names.is_empty() {
+            &["*"][..]
+        } else {
+            a.names
+        };
         for v in a.verbs {
             for n in names {
                 out.insert((
@@ -632,7 +660,12 @@ fn containers_run_with_least_privilege_and_probe_their_ops_port() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_u64().unwrap()))
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap(),
+                    p["containerPort"].as_u64().unwrap(),
+                )
+            })
             .collect();
         let ops_port = ports["metrics"];
         for (probe, paths) in [
@@ -692,7 +725,10 @@ fn speaker_is_host_network_with_a_persistent_restart_marker() {
         .iter()
         .find(|e| e["name"] == "NODE_NAME")
         .expect("NODE_NAME");
-    assert_eq!(node_name["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert_eq!(
+        node_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
 }
 
 #[test]
@@ -712,7 +748,10 @@ fn controller_runs_two_replicas_with_unique_lease_identities() {
             .map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
     };
     assert_eq!(field("POD_NAME"), Some(Value::from("metadata.name")));
-    assert_eq!(field("POD_NAMESPACE"), Some(Value::from("metadata.namespace")));
+    assert_eq!(
+        field("POD_NAMESPACE"),
+        Some(Value::from("metadata.namespace"))
+    );
     for pdb in ["leafbridge-controller", "leafbridge-dns"] {
         assert!(
             docs.iter()
@@ -745,7 +784,12 @@ fn dns_proxy_is_a_local_load_balancer_service_onto_its_listen_port() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_u64().unwrap()))
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap(),
+                    p["containerPort"].as_u64().unwrap(),
+                )
+            })
             .collect();
         for p in svc["spec"]["ports"].as_array().unwrap() {
             assert_eq!(p["port"], 53, "{at}");
@@ -964,7 +1008,11 @@ fn crd_schemas() -> BTreeMap<(String, String), (String, Value)> {
         for v in spec["versions"].as_array().unwrap() {
             out.insert(
                 (
-                    format!("{}/{}", spec["group"].as_str().unwrap(), v["name"].as_str().unwrap()),
+                    format!(
+                        "{}/{}",
+                        spec["group"].as_str().unwrap(),
+                        v["name"].as_str().unwrap()
+                    ),
                     spec["names"]["kind"].as_str().unwrap().to_owned(),
                 ),
                 (
@@ -1025,7 +1073,10 @@ fn the_schema_check_catches_a_misspelt_field() {
     check_schema(&body, schema, "", &mut out);
     assert_eq!(
         out,
-        [".spec.holdTime: no such field", ".spec.myASN: \"65001\" is not an integer"]
+        [
+            ".spec.holdTime: no such field",
+            ".spec.myASN: \"65001\" is not an integer"
+        ]
     );
     let deployment = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "x"}, "spec": {"replica": 2, "selector": {}, "template": {}}});
