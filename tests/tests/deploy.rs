@@ -545,11 +545,7 @@ fn help(program: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         .unwrap();
     assert!(out.status.success(), "{program} --help failed");
     let text = String::from_utf8_lossy(&out.stdout);
-    let flags = text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .filter(|w| w.starts_with("--") && w.len() > 2)
-        .map(str::to_owned)
-        .collect();
+    let flags = long_flags(&text);
     let env = text
         .split("[env: ")
         .skip(1)
@@ -1095,4 +1091,120 @@ fn containerfile_installs_the_three_binaries_where_the_manifests_run_them() {
             "Containerfile does not install /usr/local/bin/{p}"
         );
     }
+}
+
+/// Every `--flag` a program accepts, its subcommands' included.
+fn all_flags(program: &str) -> BTreeSet<String> {
+    let bin = binary(program);
+    let run = |args: &[&str]| {
+        let out = Command::new(&bin).args(args).output().unwrap();
+        assert!(out.status.success(), "{program} {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = run(&["--help"]);
+    let subcommands: Vec<String> = top
+        .split_once("Commands:")
+        .map(|(_, rest)| {
+            rest.lines()
+                .skip(1)
+                .take_while(|l| !l.trim().is_empty())
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|c| *c != "help")
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut texts = vec![top];
+    for s in &subcommands {
+        texts.push(run(&[s, "--help"]));
+    }
+    texts
+        .iter()
+        .flat_map(|t| long_flags(t))
+        .filter(|f| f != "--help" && f != "--version")
+        .collect()
+}
+
+fn long_flags(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| {
+            w.strip_prefix("--")
+                .is_some_and(|f| f.starts_with(|c: char| c.is_ascii_alphabetic()))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn flags_reference_documents_exactly_the_flags_of_each_program() {
+    let doc = std::fs::read_to_string(repo().join("docs/flags.md")).unwrap();
+    for program in PROGRAMS {
+        let section = doc
+            .split(&format!("\n## {program}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("docs/flags.md has no section {program}"));
+        let section = section.split("\n## ").next().unwrap();
+        let documented = long_flags(section);
+        let accepted = all_flags(program);
+        let pending: BTreeSet<String> = PENDING_FLAGS
+            .iter()
+            .filter(|(p, _, _)| p == program)
+            .map(|(_, f, _)| (*f).to_owned())
+            .collect();
+        let undocumented: Vec<_> = accepted.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "docs/flags.md does not document {program} {undocumented:?}"
+        );
+        let unknown: Vec<_> = documented
+            .iter()
+            .filter(|f| !accepted.contains(*f) && !pending.contains(*f))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "docs/flags.md documents {program} {unknown:?}, which it does not accept"
+        );
+    }
+}
+
+#[test]
+fn documents_link_only_to_files_in_the_repository() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy();
+            if p.is_dir() && !matches!(&*name, "target" | ".git") {
+                walk(&p, out);
+            } else if name.ends_with(".md") {
+                out.push(p);
+            }
+        }
+    }
+    let mut docs = Vec::new();
+    walk(&repo(), &mut docs);
+    assert!(docs.len() >= 5, "found only {docs:?}");
+    let mut problems = Vec::new();
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for target in text.split("](").skip(1).filter_map(|s| s.split(')').next()) {
+            let file = target.split('#').next().unwrap();
+            if target.contains("://") || target.starts_with('/') {
+                problems.push(format!(
+                    "{}: links outside the repository: {target}",
+                    rel(doc)
+                ));
+            } else if !file.is_empty() && !doc.parent().unwrap().join(file).exists() {
+                problems.push(format!("{}: broken link {target}", rel(doc)));
+            }
+        }
+        for outside in ["../shared/", "DESIGN.md", "PEERS.md", "STYLE.md"] {
+            if text.contains(outside) {
+                problems.push(format!(
+                    "{}: refers to {outside}, outside the repository",
+                    rel(doc)
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
 }
