@@ -1208,3 +1208,60 @@ fn documents_link_only_to_files_in_the_repository() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// Field paths (`spec.a.b`, `status.c`) of a CRD schema, stopping at Kubernetes' own types
+/// (label selectors, conditions), which are documented where they come from.
+fn field_paths(s: &Value, path: &str, out: &mut BTreeSet<String>) {
+    let object = if s["type"] == "array" { &s["items"] } else { s };
+    let Some(props) = object["properties"].as_object() else {
+        return;
+    };
+    if props.contains_key("matchLabels") || props.contains_key("lastTransitionTime") {
+        return;
+    }
+    for (k, v) in props {
+        let p = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        out.insert(p.clone());
+        field_paths(v, &p, out);
+    }
+}
+
+#[test]
+fn crd_reference_documents_exactly_the_fields_of_each_crd() {
+    let doc = std::fs::read_to_string(repo().join("docs/crds.md")).unwrap();
+    for crd in render(&repo().join("deploy/crds")) {
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap();
+        let section = doc
+            .split(&format!("\n## {kind}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("docs/crds.md has no section {kind}"));
+        let section = section.split("\n## ").next().unwrap();
+        let documented: BTreeSet<String> = section
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| w.starts_with("spec.") || w.starts_with("status."))
+            .map(str::to_owned)
+            .collect();
+        let mut fields = BTreeSet::new();
+        for v in crd["spec"]["versions"].as_array().unwrap() {
+            let schema = &v["schema"]["openAPIV3Schema"];
+            for top in ["spec", "status"] {
+                if schema["properties"].get(top).is_some() {
+                    field_paths(&schema["properties"][top], top, &mut fields);
+                }
+            }
+        }
+        let missing: Vec<_> = fields.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&fields).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "docs/crds.md, {kind}: undocumented fields {missing:?}; documented but absent \
+             {unknown:?}"
+        );
+    }
+}
