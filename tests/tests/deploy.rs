@@ -2,7 +2,9 @@
 //! renders with `kubectl kustomize`; RBAC grants exactly the calls in [`ACCESS`]; container
 //! arguments are flags the binaries accept (their `--help`); built-in objects use only fields
 //! of the Kubernetes types; `leafbridge.io` objects validate against the generated CRD
-//! schemas; the DNS proxy's ConfigMaps are configurations it loads.
+//! schemas; the DNS proxy's ConfigMaps are configurations it loads. And the documents that
+//! describe them stay true: docs/flags.md names exactly the flags each binary accepts,
+//! docs/crds.md exactly the fields of each CRD, and no document links outside the repository.
 //!
 //! The flag check runs the binaries in the Cargo target directory: `cargo test --workspace`
 //! builds them; alone, run `cargo build -p leafbridge-controller -p leafbridge-speaker
