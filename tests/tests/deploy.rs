@@ -1359,3 +1359,151 @@ fn only_the_speaker_runs_as_root_and_only_it_uses_the_host_network() {
         }
     }
 }
+
+fn labels_match(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| &labels[k] == v))
+}
+
+#[test]
+fn every_reference_names_an_object_that_is_rendered() {
+    for (dir, docs) in render_all() {
+        if rel(&dir) == "deploy/crds" {
+            continue;
+        }
+        let at = rel(&dir);
+        let has = |k: &str, ns: Option<&str>, n: &str| {
+            docs.iter()
+                .any(|o| kind(o) == k && name(o) == n && o["metadata"]["namespace"].as_str() == ns)
+        };
+        let pods: Vec<(&Value, &Value)> = docs
+            .iter()
+            .filter(|o| matches!(kind(o), "Deployment" | "DaemonSet"))
+            .map(|o| (o, &o["spec"]["template"]))
+            .collect();
+        for (w, pod) in &pods {
+            let ns = w["metadata"]["namespace"].as_str();
+            assert!(
+                labels_match(
+                    &w["spec"]["selector"]["matchLabels"],
+                    &pod["metadata"]["labels"]
+                ),
+                "{at} {}: selector does not match its own pods",
+                id(w)
+            );
+            let sa = pod["spec"]["serviceAccountName"].as_str().unwrap();
+            assert!(
+                has("ServiceAccount", ns, sa),
+                "{at} {}: no ServiceAccount {sa}",
+                id(w)
+            );
+            for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+                if let Some(cm) = v["configMap"]["name"].as_str() {
+                    assert!(
+                        has("ConfigMap", ns, cm),
+                        "{at} {}: no ConfigMap {cm}",
+                        id(w)
+                    );
+                }
+            }
+        }
+        for o in &docs {
+            match kind(o) {
+                "Service" => {
+                    let selected: Vec<&&Value> = pods
+                        .iter()
+                        .map(|(_, p)| p)
+                        .filter(|p| labels_match(&o["spec"]["selector"], &p["metadata"]["labels"]))
+                        .collect();
+                    assert!(!selected.is_empty(), "{at} {}: selects no pods", id(o));
+                    for port in o["spec"]["ports"].as_array().unwrap() {
+                        if let Some(target) = port["targetPort"].as_str() {
+                            assert!(
+                                selected.iter().all(|p| {
+                                    p["spec"]["containers"].as_array().unwrap().iter().any(|c| {
+                                        c["ports"]
+                                            .as_array()
+                                            .into_iter()
+                                            .flatten()
+                                            .any(|cp| cp["name"] == target)
+                                    })
+                                }),
+                                "{at} {}: pods have no port {target}",
+                                id(o)
+                            );
+                        }
+                    }
+                }
+                "PodDisruptionBudget" => assert!(
+                    pods.iter().any(|(_, p)| labels_match(
+                        &o["spec"]["selector"]["matchLabels"],
+                        &p["metadata"]["labels"]
+                    )),
+                    "{at} {}: selects no pods",
+                    id(o)
+                ),
+                "ServiceMonitor" => {
+                    let services: Vec<&Value> = docs
+                        .iter()
+                        .filter(|s| {
+                            kind(s) == "Service"
+                                && labels_match(
+                                    &o["spec"]["selector"]["matchLabels"],
+                                    &s["metadata"]["labels"],
+                                )
+                        })
+                        .collect();
+                    assert!(!services.is_empty(), "{at} {}: selects no Service", id(o));
+                    for e in o["spec"]["endpoints"].as_array().unwrap() {
+                        assert!(
+                            services.iter().all(|s| s["spec"]["ports"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|p| p["name"] == e["port"])),
+                            "{at} {}: port {} missing on a selected Service",
+                            id(o),
+                            e["port"]
+                        );
+                    }
+                }
+                "ClusterRoleBinding" | "RoleBinding" => {
+                    for s in o["subjects"].as_array().unwrap() {
+                        let sa = s["name"].as_str().unwrap();
+                        assert!(
+                            has("ServiceAccount", s["namespace"].as_str(), sa),
+                            "{at} {}: no ServiceAccount {sa}",
+                            id(o)
+                        );
+                    }
+                }
+                "BGPPeer" => {
+                    let secret = &o["spec"]["passwordSecret"];
+                    if let Some(n) = secret["name"].as_str() {
+                        assert!(
+                            has("Secret", secret["namespace"].as_str(), n),
+                            "{at} {}: no Secret {n}",
+                            id(o)
+                        );
+                    }
+                }
+                "BGPAdvertisement" => {
+                    for (field, k) in [("peers", "BGPPeer"), ("ipPools", "IPPool")] {
+                        for n in strs(&o["spec"][field]) {
+                            assert!(has(k, None, n), "{at} {}: no {k} {n}", id(o));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some(pool) = o["metadata"]["annotations"]["leafbridge.io/ip-pool"].as_str() {
+                assert!(
+                    has("IPPool", None, pool),
+                    "{at} {}: no IPPool {pool}",
+                    id(o)
+                );
+            }
+        }
+    }
+}
