@@ -1161,6 +1161,22 @@ fn containerfile_installs_the_three_binaries_where_the_manifests_run_them() {
             "Containerfile does not install /usr/local/bin/{p}"
         );
     }
+    // The build stage needs every workspace member, or cargo cannot load the workspace.
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let members = manifest
+        .split_once("members = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .expect("workspace members in Cargo.toml");
+    for m in members.split(',').map(|m| m.trim().trim_matches('"')) {
+        if m.is_empty() {
+            continue;
+        }
+        assert!(
+            text.lines().any(|l| l.trim() == format!("COPY {m} {m}")),
+            "Containerfile does not copy the workspace member {m}"
+        );
+    }
 }
 
 /// Every `--flag` a program accepts, its subcommands' included.
