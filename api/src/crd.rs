@@ -121,7 +121,7 @@ pub struct IPPoolStatus {
     pub observed_generation: Option<i64>,
 }
 
-/// A BGP session the speakers open to a router (initial version; issue 4 refines it).
+/// A BGP session the speakers open to a router.
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
 #[kube(
     group = "leafbridge.io",
@@ -247,7 +247,7 @@ pub enum ServiceAddressKind {
     ClusterIP,
 }
 
-/// A split-horizon view of the cluster domain (initial version; issue 5 refines it).
+/// A split-horizon view of the cluster domain.
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
 #[kube(
     group = "leafbridge.io",

@@ -1,5 +1,5 @@
 //! Packet captures with tcpdump inside a namespace (`--immediate-mode`: without it the last
-//! packets, often the NOTIFICATIONs, can be lost when it stops — PEERS.md).
+//! packets, often the NOTIFICATIONs, can be lost when it stops — docs/testing.md).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

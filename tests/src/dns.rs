@@ -515,7 +515,7 @@ pub struct DnsperfOptions {
     /// `-m tcp` instead of UDP.
     pub tcp: bool,
     /// `-v`: print every answer's latency, for percentiles (costs about a third of dnsperf's
-    /// throughput at saturation — PEERS.md; fine at a fixed `max_qps`).
+    /// throughput at saturation — docs/testing.md; fine at a fixed `max_qps`).
     pub latencies: bool,
 }
 

@@ -225,7 +225,7 @@ impl Exabgp {
         let conf = dir.join("exabgp.conf");
         std::fs::write(&conf, config.render(&run)).expect("write exabgp.conf");
         // `--validate` re-parses the whole file: worth it, except for benchmark-sized configs
-        // (PEERS.md: ~5 s for 100k routes).
+        // (docs/testing.md: ~5 s for 100k routes).
         if config
             .neighbors
             .iter()

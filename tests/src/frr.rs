@@ -1,6 +1,6 @@
 //! FRR's bgpd alone (`bgpd -Z`, no zebra) as a BGP peer in a namespace. It runs as the `frr`
-//! user (PEERS.md: FRR daemons refuse to keep root) with per-instance config, pid and vty socket
-//! directories owned by it; the RIB is read with `vtysh --vty_socket DIR ... json`.
+//! user (docs/testing.md: FRR daemons refuse to keep root) with per-instance config, pid and
+//! vty socket directories owned by it; the RIB is read with `vtysh --vty_socket DIR ... json`.
 //!
 //! ```no_run
 //! use leafbridge_tests::{Pair, frr::{Frr, FrrConfig, FrrNeighbor}};
@@ -98,7 +98,7 @@ impl FrrConfig {
         }
     }
 
-    /// Adds `count` consecutive /32 networks from `first` (benchmark sender; PEERS.md: 100k
+    /// Adds `count` consecutive /32 networks from `first` (benchmark sender; docs/testing.md: 100k
     /// `network` lines load in ~0.9 s).
     pub fn add_hosts(&mut self, first: Ipv4Addr, count: u32) {
         self.networks.extend(
@@ -121,7 +121,7 @@ impl FrrConfig {
         // (nonexistent, no zebra) kernel table.
         c.push_str(" no bgp ebgp-requires-policy\n no bgp network import-check\n");
         c.push_str(" no bgp default ipv4-unicast\n");
-        // PEERS.md: otherwise the first UPDATEs wait ~1 s for update-group coalescing.
+        // docs/testing.md: otherwise the first UPDATEs wait ~1 s for update-group coalescing.
         c.push_str(" coalesce-time 0\n");
         if let Some(t) = self.graceful_restart {
             let _ = writeln!(
@@ -439,7 +439,7 @@ impl Frr {
     }
 
     /// SIGTERM (with graceful restart negotiated, bgpd closes TCP without a NOTIFICATION and
-    /// the peer keeps the routes as stale — PEERS.md).
+    /// the peer keeps the routes as stale — docs/testing.md).
     pub fn stop(&self) {
         self.process.stop();
     }

@@ -1,5 +1,5 @@
 //! Network-namespace topologies with real routers and resolvers, for end-to-end tests and the
-//! lab: the one test-network builder of DESIGN.md.
+//! lab: the one test-network builder (docs/testing.md).
 //!
 //! # What is here
 //! - [`netns`]: [`Topology`] (namespaces, veth links, bridges, addresses, sysctls, processes;
@@ -56,7 +56,7 @@
 //!   last lines of each log are printed when the test panics (or always with
 //!   `LEAFBRIDGE_KEEP_TEST_DIRS=1`).
 //!
-//! # Daemon facts found while building this (beyond PEERS.md)
+//! # Daemon facts found while building this (beyond docs/testing.md)
 //! - BIRD 2.0.12 can miss an event-loop wakeup and hold a first UPDATE for its 3 s poll
 //!   timeout; the generated config scans devices every second, which bounds that to ~1 s.
 //!   Protocol names such as `ebgp`/`ibgp` are keywords. A passive protocol waiting for a

@@ -359,7 +359,7 @@ impl Netns {
     }
 
     /// Adds `addr` (CIDR notation) to `ifname`. IPv6 addresses get `nodad`. Only documentation
-    /// ranges, shared address space and loopback are allowed (see DESIGN.md).
+    /// ranges, shared address space and loopback are allowed (see docs/testing.md).
     #[track_caller]
     pub fn add_addr(&self, ifname: &str, cidr: &str) {
         // Never change the host's own network.
@@ -371,7 +371,7 @@ impl Netns {
             .unwrap_or_else(|| panic!("not an address/prefix: {cidr:?}"));
         assert!(
             is_test_address(ip),
-            "{ip} is outside the test address ranges of DESIGN.md"
+            "{ip} is outside the test address ranges of docs/testing.md"
         );
         let mut args = vec!["addr", "add", cidr, "dev", ifname];
         if ip.is_ipv6() {
@@ -745,7 +745,7 @@ fn run_checked(cmd: &mut Command) -> String {
 }
 
 /// Interface names: the kernel allows at most 15 bytes; `ip link add` misreads names shorter
-/// than 4 characters as keywords (PEERS.md).
+/// than 4 characters as keywords (docs/testing.md).
 #[track_caller]
 fn check_ifname(name: &str) {
     assert!(

@@ -26,6 +26,8 @@ pub fn debian_package(tool: &str) -> &'static str {
         "ping" => "iputils-ping",
         "sysctl" | "kill" | "ps" => "procps",
         "python3" => "python3",
+        // On a machine where another `kubectl` package already owns /usr/bin/kubectl, keep it.
+        "kubectl" => "kubernetes-client",
         _ => "(unknown package)",
     }
 }

@@ -119,7 +119,7 @@ fn bird_keeps_frr_routes_while_frr_restarts_gracefully() {
         let n = bird.route_count_from("fromfrr");
         if n == 1 { Ok(()) } else { Err(n) }
     });
-    // PEERS.md: with GR negotiated, SIGTERM makes bgpd close TCP without a NOTIFICATION.
+    // docs/testing.md: with GR negotiated, SIGTERM makes bgpd close TCP without a NOTIFICATION.
     frr.stop();
     wait_for(T, "BIRD to notice the session went down", || {
         let s = bird.bgp_state("fromfrr");

@@ -1,4 +1,4 @@
-//! Where cluster state comes from (DESIGN.md): one abstraction, two backends.
+//! Where cluster state comes from (docs/architecture.md): one abstraction, two backends.
 //!
 //! Both backends deliver `kube::runtime::watcher::Event<K>` streams (`Init`, `InitApply`…,
 //! `InitDone`, then `Apply`/`Delete`), so programs feed them to kube's `reflector` and

@@ -1,4 +1,4 @@
-//! leafbridge's own BGP implementation (see DESIGN.md for why not a crate).
+//! leafbridge's own BGP implementation (see docs/architecture.md for why not a crate).
 //!
 //! - `message`: the message types.
 //! - `codec`: bytes ⇄ messages on `bytes`, no tokio; decode errors map to NOTIFICATIONs.
