@@ -172,6 +172,10 @@ async fn malformed_file_keeps_objects_from_its_last_good_version() {
     let StateSource::Dir(sd) = &src else {
         unreachable!()
     };
+    // The last bad version drops `db`: it is looked at (and reported) once it settled, and
+    // produces no events either.
+    let settle = leafbridge_api::state::dir::SETTLE + Duration::from_millis(1500);
+    assert_eq!(quiet(&mut s, settle.as_millis() as u64).await, Ok(()));
     assert_eq!(sd.malformed_count("Service"), 3);
 
     // Fixing the file applies the real change (db removed) and nothing else.
@@ -673,5 +677,70 @@ async fn a_status_write_applies_its_object_only_and_a_repeat_changes_nothing() {
             .await
             .unwrap();
         assert_eq!(quiet(&mut s, 400).await, Ok(()));
+    }
+}
+
+#[tokio::test]
+async fn an_empty_or_cut_short_read_keeps_the_objects_until_the_file_settles() {
+    let d = tempfile::tempdir().unwrap();
+    let both = format!(
+        "{}---\n{}",
+        svc_yaml("web", "shop", 80),
+        svc_yaml("api", "shop", 81)
+    );
+    write(d.path(), "svcs.yaml", &both);
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_millis(100)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    // `cmd > svcs.yaml`: the file is empty for a moment, then cut short, then whole again.
+    write(d.path(), "svcs.yaml", "");
+    assert_eq!(
+        quiet(&mut s, 600).await,
+        Ok(()),
+        "an empty read deleted objects"
+    );
+    write(d.path(), "svcs.yaml", &svc_yaml("web", "shop", 80));
+    assert_eq!(
+        quiet(&mut s, 600).await,
+        Ok(()),
+        "a cut-short read deleted objects"
+    );
+    write(d.path(), "svcs.yaml", &both);
+    assert_eq!(
+        quiet(&mut s, 2500).await,
+        Ok(()),
+        "the whole file again is no change"
+    );
+    // A file that stays without an object for the settle time has really lost it.
+    write(d.path(), "svcs.yaml", &svc_yaml("web", "shop", 80));
+    let t = std::time::Instant::now();
+    assert_eq!(names(&[next(&mut s).await]), ["Delete api"]);
+    assert!(t.elapsed() >= leafbridge_api::state::dir::SETTLE);
+    // An emptied file too.
+    write(d.path(), "svcs.yaml", "");
+    assert_eq!(names(&[next(&mut s).await]), ["Delete web"]);
+}
+
+#[tokio::test]
+async fn a_move_between_files_in_two_steps_is_not_a_delete() {
+    let d = tempfile::tempdir().unwrap();
+    let both = format!(
+        "{}---\n{}",
+        svc_yaml("web", "shop", 80),
+        svc_yaml("api", "shop", 81)
+    );
+    write(d.path(), "a.yaml", &both);
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_millis(100)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    // Cut from one file, saved; pasted into another a moment later.
+    write(d.path(), "a.yaml", &svc_yaml("api", "shop", 81));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write(d.path(), "b.yaml", &svc_yaml("web", "shop", 80));
+    let deadline = std::time::Instant::now() + leafbridge_api::state::dir::SETTLE * 2;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_millis(200), s.next()).await {
+            assert_eq!(names(&[ev]), ["Apply web"], "a move may only re-apply");
+        }
     }
 }

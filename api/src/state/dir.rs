@@ -49,6 +49,11 @@ pub const META_DIR: &str = ".leafbridge";
 pub const EVENTS_FILE: &str = ".leafbridge/events.yaml";
 const EVENTS_ROTATE_BYTES: u64 = 8 << 20;
 const DEBOUNCE: Duration = Duration::from_millis(25);
+/// How long a version of a file that drops objects (an empty or cut-short read while someone
+/// writes the file with `cmd > file`, the first half of a move between files, a deleted
+/// file) must stay unchanged before its objects are deleted. Additions and edits are taken
+/// at once.
+pub const SETTLE: Duration = Duration::from_secs(2);
 const WRITE_ATTEMPTS: usize = 8;
 
 type Labels = Vec<(String, String)>;
@@ -245,7 +250,15 @@ impl StateDir {
             ticker.tick().await;
             let mut ticks = 0u64;
             loop {
+                let due = lock(&me.shared).settle_due;
+                let settle = async move {
+                    match due {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let full = tokio::select! {
+                    () = settle => false,
                     n = prx.recv() => {
                         if n.is_none() { return; }
                         tokio::time::sleep(DEBOUNCE).await;
@@ -275,8 +288,14 @@ impl StateDir {
     /// Re-read changed files into the shared cache and return what changed. A quick scan skips
     /// files whose size, mtime and inode are unchanged; a full one compares every file's
     /// content. Unchanged content is not parsed again.
+    ///
+    /// A version that drops objects the file's last good version held is taken only once it
+    /// has stayed the same for [`SETTLE`] (see there); until then the watches keep the old
+    /// objects and `settle_due` tells the scanner when to look again.
     fn scan(&self, sh: &mut Shared, full: bool) -> Vec<(PathBuf, FileChange)> {
         self.rescans.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        sh.settle_due = None;
         let list = match list_manifest_files(&self.root) {
             Ok(l) => l,
             Err(e) => {
@@ -293,18 +312,27 @@ impl StateDir {
             .cloned()
             .collect();
         for p in gone {
-            sh.files.remove(&p);
-            changed.push((p, FileChange::Gone));
+            if sh.settled(&p, None, None, now) {
+                sh.files.remove(&p);
+                changed.push((p, FileChange::Gone));
+            }
         }
         for path in list {
             let stamp = stamp_of(&path);
-            if !full && stamp.is_some() && sh.files.get(&path).is_some_and(|e| e.stamp == stamp) {
+            if !full
+                && stamp.is_some()
+                && sh
+                    .files
+                    .get(&path)
+                    .is_some_and(|e| e.stamp == stamp && e.unsettled.is_none())
+            {
                 continue;
             }
             let content = match fs::read(&path) {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if sh.files.remove(&path).is_some() {
+                    if sh.files.contains_key(&path) && sh.settled(&path, None, None, now) {
+                        sh.files.remove(&path);
                         changed.push((path, FileChange::Gone));
                     }
                     continue;
@@ -316,10 +344,19 @@ impl StateDir {
             };
             let entry = sh.files.entry(path.clone()).or_default();
             entry.stamp = stamp;
-            if entry.seen == Some(digest(&content)) {
+            let d = digest(&content);
+            if entry.seen == Some(d) {
+                // Back to the version we have: whatever was waiting to settle is void.
+                entry.unsettled = None;
                 continue;
             }
             let raw = raw_documents(&content);
+            if let Ok(values) = &raw
+                && !sh.settled(&path, Some(d), Some(values), now)
+            {
+                continue;
+            }
+            let entry = sh.files.entry(path.clone()).or_default();
             changed.push((path, entry.set(&content, raw, None)));
         }
         changed
@@ -527,6 +564,20 @@ impl StateDir {
 
     /// Apply `reqs` to one file atomically. Returns the requests whose object is not in it.
     fn write_file(&self, path: &Path, reqs: Vec<StatusRequest>) -> Vec<StatusRequest> {
+        // Someone is (probably) still writing it (`cmd > file`): renaming our version over it
+        // now would lose the rest of their write. The caller retries.
+        if lock(&self.shared)
+            .files
+            .get(path)
+            .is_some_and(|f| f.unsettled.is_some())
+        {
+            for (_, _, tx) in reqs {
+                let _ = tx.send(Err(StateError::Contended {
+                    path: path.to_path_buf(),
+                }));
+            }
+            return vec![];
+        }
         for _ in 0..WRITE_ATTEMPTS {
             // Re-read right before writing (a spec edit since is never lost); parse only if it
             // is not what the shared cache already holds (usually: our own last write).
@@ -736,6 +787,9 @@ struct CachedFile {
     good: Option<Docs>,
     /// Why `seen` is malformed, if it is.
     error: Option<Arc<str>>,
+    /// A newer version that drops objects, waiting to settle: its digest (None: the file is
+    /// gone) and when it was first seen.
+    unsettled: Option<(Option<Digest>, std::time::Instant)>,
 }
 
 impl CachedFile {
@@ -871,9 +925,70 @@ struct Shared {
     subscribers: Vec<mpsc::UnboundedSender<Batch>>,
     /// Wakes the scanner task; Some while it runs.
     poke: Option<mpsc::UnboundedSender<()>>,
+    /// When the earliest version waiting to settle may be taken.
+    settle_due: Option<std::time::Instant>,
 }
 
 impl Shared {
+    /// Whether the version of `path` with digest `d` (None: gone) and documents `values` may
+    /// be taken now. One that keeps every object of the last good version may; one that
+    /// drops some only after it stayed the same for [`SETTLE`].
+    fn settled(
+        &mut self,
+        path: &Path,
+        d: Option<Digest>,
+        values: Option<&[Value]>,
+        now: std::time::Instant,
+    ) -> bool {
+        let Some(entry) = self.files.get_mut(path) else {
+            return true;
+        };
+        let keeps_all = match (&entry.good, values) {
+            (None, _) => true,
+            (Some(good), _) if good.is_empty() => true,
+            (Some(_), None) => false,
+            (Some(good), Some(values)) => {
+                let items = match expand_documents(values) {
+                    Ok(Some(items)) => items,
+                    Ok(None) => values.to_vec(),
+                    // Malformed: taken as such, which keeps the old objects anyway.
+                    Err(_) => return true,
+                };
+                let ids: HashSet<[Option<&str>; 4]> = items.iter().map(doc_identity).collect();
+                good.iter().all(|g| {
+                    ids.contains(&[
+                        g.api_version.as_deref(),
+                        g.kind.as_deref(),
+                        g.namespace.as_deref(),
+                        g.name.as_deref(),
+                    ])
+                })
+            }
+        };
+        if keeps_all {
+            entry.unsettled = None;
+            return true;
+        }
+        let since = match entry.unsettled {
+            Some((ud, since)) if ud == d => since,
+            _ => {
+                entry.unsettled = Some((d, now));
+                // Read it again when it may settle, whatever its stamp says.
+                entry.stamp = None;
+                now
+            }
+        };
+        let due = since + SETTLE;
+        if now >= due {
+            entry.unsettled = None;
+            return true;
+        }
+        tracing::debug!(file = %path.display(),
+            "this version drops objects; keeping them until it settles");
+        self.settle_due = Some(self.settle_due.map_or(due, |t| t.min(due)));
+        false
+    }
+
     /// What `paths` hold now, as changes for a watch.
     fn changes(&self, paths: impl IntoIterator<Item = PathBuf>) -> Vec<(PathBuf, FileChange)> {
         let mut out = vec![];
@@ -1269,6 +1384,16 @@ pub fn parse_secret_for_test(content: &[u8]) -> Result<usize, String> {
 /// Every document of a file, any kind (None: the file does not parse).
 fn all_documents(content: &[u8]) -> Option<Vec<Value>> {
     raw_documents(content).ok()
+}
+
+/// (apiVersion, kind, metadata.namespace, metadata.name) of a document, as written.
+fn doc_identity(v: &Value) -> [Option<&str>; 4] {
+    [
+        v.get("apiVersion").and_then(Value::as_str),
+        v.get("kind").and_then(Value::as_str),
+        v.pointer("/metadata/namespace").and_then(Value::as_str),
+        v.pointer("/metadata/name").and_then(Value::as_str),
+    ]
 }
 
 fn doc_matches(d: &Value, key: &ObjectId) -> bool {
