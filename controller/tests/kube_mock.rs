@@ -349,7 +349,7 @@ async fn creates_and_acquires_the_lease_when_none_exists() {
         .expect("acquire patch");
     assert_eq!(
         acquire.uri,
-        format!("{base}/leafbridge-controller?&fieldManager=leafbridge-controller")
+        format!("{base}/leafbridge-controller?&fieldManager=leafbridge-controller-lease-replica-a")
     );
     assert_eq!(acquire.body["spec"]["holderIdentity"], "replica-a");
     assert_eq!(acquire.body["spec"]["leaseDurationSeconds"], 15);
