@@ -77,7 +77,7 @@ async fn lists_matching_objects_from_multi_document_files_in_subdirectories() {
     );
     write(
         d.path(),
-        "pools",
+        "pools.yml",
         "apiVersion: leafbridge.io/v1alpha1\nkind: IPPool\nmetadata: {name: office}\nspec:\n  addresses: [203.0.113.0/24]\n",
     );
     write(d.path(), ".hidden.yaml", &svc_yaml("ghost", "shop", 1));
@@ -743,4 +743,163 @@ async fn a_move_between_files_in_two_steps_is_not_a_delete() {
             assert_eq!(names(&[ev]), ["Apply web"], "a move may only re-apply");
         }
     }
+}
+
+#[tokio::test]
+async fn a_status_write_changes_only_the_status_block_of_the_operators_file() {
+    let d = tempfile::tempdir().unwrap();
+    // Comments, keys in the operator's order, flow style, an old status followed by a
+    // comment and another document, and a document without status.
+    let text = concat!(
+        "# shop front, owned by the web team\n",
+        "kind: Service\n",
+        "apiVersion: v1\n",
+        "metadata: {name: web, namespace: shop}   # flow style stays\n",
+        "spec:\n",
+        "  type: LoadBalancer\n",
+        "  ports: [{port: 80}, {port: 443}]\n",
+        "status:\n",
+        "  loadBalancer: {}\n",
+        "# the next one is the API\n",
+        "---\n",
+        "apiVersion: v1\n",
+        "kind: Service\n",
+        "metadata:\n",
+        "  namespace: shop\n",
+        "  name: api\n",
+        "spec: {type: LoadBalancer}\n",
+        "---\n",
+        "{apiVersion: v1, kind: ConfigMap, metadata: {name: cfg, namespace: shop}, data: {z: '1', a: '2'}}\n",
+    );
+    write(d.path(), "all.yaml", text);
+    let src = StateSource::dir(d.path()).unwrap();
+    let ingress = |ip: &str| serde_json::json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+    src.apply_status::<Service>(Some("shop"), "web", "m", ingress("203.0.113.1"))
+        .await
+        .unwrap();
+    src.apply_status::<Service>(Some("shop"), "api", "m", ingress("203.0.113.2"))
+        .await
+        .unwrap();
+    let after = std::fs::read_to_string(d.path().join("all.yaml")).unwrap();
+    let want = text
+        .replace(
+            "status:\n  loadBalancer: {}\n",
+            "status:\n  loadBalancer:\n    ingress:\n    - ip: 203.0.113.1\n",
+        )
+        .replace(
+            "spec: {type: LoadBalancer}\n",
+            "spec: {type: LoadBalancer}\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: 203.0.113.2\n",
+        );
+    assert_eq!(after, want);
+}
+
+#[tokio::test]
+async fn only_yaml_yml_and_json_files_are_manifests() {
+    let d = tempfile::tempdir().unwrap();
+    for f in [
+        "svc.yaml~",
+        "#svc.yaml#",
+        "svc.yaml.bak",
+        "notes.txt",
+        ".svc.yaml.swp",
+    ] {
+        write(d.path(), f, &svc_yaml("backup", "shop", 80));
+    }
+    write(d.path(), "a.yml", &svc_yaml("yml", "shop", 80));
+    write(
+        d.path(),
+        "b.json",
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "json", "namespace": "shop"}}"#,
+    );
+    let src = StateSource::dir(d.path()).unwrap();
+    let mut s = src.watch::<Service>();
+    assert_eq!(
+        names(&init(&mut s).await),
+        ["Init", "InitApply json", "InitApply yml", "InitDone"]
+    );
+}
+
+#[tokio::test]
+async fn status_writes_reach_items_of_kind_list_files() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "list.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: b, namespace: x}\n",
+    );
+    let src = StateSource::dir(d.path()).unwrap();
+    src.apply_status::<Service>(
+        Some("x"),
+        "b",
+        "m",
+        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}),
+    )
+    .await
+    .unwrap();
+    let docs = parse_documents(&std::fs::read(d.path().join("list.yaml")).unwrap()).unwrap();
+    assert_eq!(docs[1]["metadata"]["name"], "b");
+    assert_eq!(
+        docs[1]["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "203.0.113.9"
+    );
+    assert!(docs[0].get("status").is_none());
+}
+
+#[tokio::test]
+async fn a_symlinked_manifest_stays_a_symlink_and_its_target_gets_the_status() {
+    let d = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(
+        elsewhere.path().join("web.yaml"),
+        svc_yaml("web", "shop", 80),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(elsewhere.path().join("web.yaml"), d.path().join("web.yaml"))
+        .unwrap();
+    let src = StateSource::dir(d.path()).unwrap();
+    src.apply_status::<Service>(
+        Some("shop"),
+        "web",
+        "m",
+        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.3"}]}}),
+    )
+    .await
+    .unwrap();
+    let link = d.path().join("web.yaml");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let target = std::fs::read_to_string(elsewhere.path().join("web.yaml")).unwrap();
+    assert!(target.contains("203.0.113.3"), "{target}");
+}
+
+#[tokio::test]
+async fn a_status_write_that_misses_does_not_read_the_whole_tree_again() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        write(
+            d.path(),
+            &format!("s{i}.yaml"),
+            &svc_yaml(&format!("s{i}"), "shop", 80),
+        );
+    }
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    let StateSource::Dir(sd) = &src else {
+        unreachable!()
+    };
+    let before = sd.file_reads();
+    let err = src
+        .apply_status::<Service>(Some("shop"), "nope", "m", serde_json::json!({"a": 1}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, leafbridge_api::StateError::NotFound { .. }),
+        "{err}"
+    );
+    assert_eq!(sd.file_reads() - before, 0, "the miss read files again");
 }

@@ -79,6 +79,8 @@ pub struct StateDir {
     shared: Mutex<Shared>,
     tmp_seq: AtomicU64,
     rescans: AtomicU64,
+    /// Manifest files read by scans (tests: a status write that misses reads none).
+    reads: AtomicU64,
     malformed: Family<Labels, Counter>,
     status_writes: Family<Labels, Counter>,
 }
@@ -103,6 +105,7 @@ impl StateDir {
             shared: Mutex::default(),
             tmp_seq: AtomicU64::new(0),
             rescans: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
             malformed: Family::default(),
             status_writes: Family::default(),
         })
@@ -136,6 +139,11 @@ impl StateDir {
     /// How many times the shared scan of this directory ran (tests: the watch goes idle).
     pub fn rescan_count(&self) -> u64 {
         self.rescans.load(Ordering::Relaxed)
+    }
+
+    /// How many manifest files scans have read (tests, diagnostics).
+    pub fn file_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// Malformed-manifest count for `kind` (tests, diagnostics).
@@ -328,6 +336,7 @@ impl StateDir {
             {
                 continue;
             }
+            self.reads.fetch_add(1, Ordering::Relaxed);
             let content = match fs::read(&path) {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -528,18 +537,27 @@ impl StateDir {
         }
     }
 
-    /// Where every object is: one parse of the whole directory.
+    /// Where every object is, from the shared cache of parsed files: a scan brings it up to
+    /// date first, which reads only files that changed (usually none), not the whole tree.
     fn reindex(&self) {
+        let files: Vec<(PathBuf, Vec<Docs>)> = {
+            let mut guard = lock(&self.shared);
+            let sh = &mut *guard;
+            let changes = self.scan(sh, false);
+            sh.publish(changes);
+            sh.files
+                .iter()
+                .map(|(p, f)| {
+                    // `raw` as written, `good` with `kind: List` items expanded.
+                    (
+                        p.clone(),
+                        f.raw.iter().chain(f.good.iter()).cloned().collect(),
+                    )
+                })
+                .collect()
+        };
         let mut h = HashMap::new();
-        for p in list_manifest_files(&self.root).unwrap_or_default() {
-            let Ok(content) = fs::read(&p) else { continue };
-            let docs = self.cached_docs(&p, &content).or_else(|| {
-                let mut names = HashSet::new();
-                let values = all_documents(&content)?;
-                Some(Arc::new(
-                    values.iter().map(|v| Doc::new(v, &mut names)).collect(),
-                ))
-            });
+        for (p, docs) in files {
             for d in docs.iter().flat_map(|d| d.iter()) {
                 let field = |f: &Option<Arc<str>>| f.as_deref().map(str::to_owned);
                 let (Some(api), Some(kind), Some(name)) =
@@ -601,11 +619,14 @@ impl StateDir {
             let mut changed = false;
             let mut touched = vec![false; docs.len()];
             for (key, status, _) in &reqs {
-                let Some(idx) = docs.iter().position(|d| doc_matches(d, key)) else {
+                let Some((idx, item)) = find_document(&docs, key) else {
                     outcome.push(None);
                     continue;
                 };
-                let doc = &mut docs[idx];
+                let doc = match item {
+                    None => &mut docs[idx],
+                    Some(i) => &mut docs[idx]["items"][i],
+                };
                 let old = doc.get("status").cloned();
                 let mut new_status = match &old {
                     Some(Value::Object(m)) => m.clone(),
@@ -631,7 +652,7 @@ impl StateDir {
                 outcome.push(Some(true));
             }
             if changed {
-                match self.replace_file(path, &content, &docs) {
+                match self.replace_file(path, &content, &docs, &touched) {
                     Ok(Some(written)) => {
                         let kept = cached.map(|c| (c, touched));
                         self.record_own_write(path, written, docs, kept);
@@ -676,19 +697,33 @@ impl StateDir {
         path: &Path,
         expected: &[u8],
         docs: &[Value],
+        touched: &[bool],
     ) -> Result<Option<Written>, StateError> {
-        let mut text = String::new();
-        for (i, d) in docs.iter().enumerate() {
-            if i > 0 {
-                text.push_str("---\n");
+        let malformed = |reason: String| StateError::Malformed {
+            path: path.to_path_buf(),
+            reason,
+        };
+        // Only the `status` blocks change; the rest stays as the operator wrote it. When the
+        // file cannot be cut into documents safely, every document is written out anew.
+        let text = match std::str::from_utf8(expected)
+            .ok()
+            .and_then(|t| splice_documents(t, docs, touched))
+        {
+            Some(t) => t,
+            None => {
+                let mut text = String::new();
+                for (i, d) in docs.iter().enumerate() {
+                    if i > 0 {
+                        text.push_str("---\n");
+                    }
+                    text.push_str(&serde_yaml::to_string(d).map_err(|e| malformed(e.to_string()))?);
+                }
+                text
             }
-            text.push_str(
-                &serde_yaml::to_string(d).map_err(|e| StateError::Malformed {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })?,
-            );
-        }
+        };
+        // A symlinked manifest stays a symlink: the new version replaces its target.
+        let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let path = target.as_path();
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let fname = path
             .file_name()
@@ -1245,7 +1280,18 @@ fn is_hidden(p: &Path) -> bool {
         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
-/// All manifest files under `root`, recursively, sorted; hidden names skipped.
+/// Whether a file name is a manifest's, as kubectl reads a directory: `.yaml`, `.yml` or
+/// `.json`. Editor backups and swap files (`svc.yaml~`, `#svc.yaml#`, `.svc.yaml.swp`) are not.
+pub fn is_manifest_name(path: &Path) -> bool {
+    !is_hidden(path)
+        && path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+}
+
+/// All manifest files under `root`, recursively, sorted; hidden names skipped, and only
+/// `.yaml`, `.yml` and `.json` files (see [`is_manifest_name`]).
 pub fn list_manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -1262,7 +1308,7 @@ pub fn list_manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
             };
             if ft.is_dir() {
                 stack.push(path);
-            } else if ft.is_file() {
+            } else if ft.is_file() && is_manifest_name(&path) {
                 out.push(path);
             }
         }
@@ -1384,6 +1430,128 @@ pub fn parse_secret_for_test(content: &[u8]) -> Result<usize, String> {
 /// Every document of a file, any kind (None: the file does not parse).
 fn all_documents(content: &[u8]) -> Option<Vec<Value>> {
     raw_documents(content).ok()
+}
+
+/// Where `key`'s document is: its index, and its index in the document's `items` when it is
+/// an item of a `kind: List`.
+fn find_document(docs: &[Value], key: &ObjectId) -> Option<(usize, Option<usize>)> {
+    if let Some(i) = docs.iter().position(|d| doc_matches(d, key)) {
+        return Some((i, None));
+    }
+    docs.iter().enumerate().find_map(|(i, d)| {
+        if d.get("kind").and_then(Value::as_str) != Some("List") {
+            return None;
+        }
+        let items = d.get("items")?.as_array()?;
+        items
+            .iter()
+            .position(|it| doc_matches(it, key))
+            .map(|j| (i, Some(j)))
+    })
+}
+
+/// Byte ranges of a file's documents: the text between `---` lines. None when the file uses
+/// what this simple cut does not handle (directives, `...`, content on a `---` line).
+fn document_ranges(text: &str) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut out = vec![];
+    let (mut start, mut pos) = (0, 0);
+    for line in text.split_inclusive('\n') {
+        let l = line.trim_end_matches(['\n', '\r']);
+        if l.starts_with('%') || l.starts_with("...") {
+            return None;
+        }
+        if let Some(rest) = l.strip_prefix("---")
+            && (rest.is_empty() || rest.starts_with([' ', '\t']))
+        {
+            let rest = rest.trim();
+            if !(rest.is_empty() || rest.starts_with('#')) {
+                return None;
+            }
+            out.push(start..pos);
+            start = pos + line.len();
+        }
+        pos += line.len();
+    }
+    out.push(start..text.len());
+    Some(out)
+}
+
+/// `text` with the `status` of each touched document replaced by `docs`' (see
+/// [`splice_status`]); untouched documents are kept byte for byte. None: the file's
+/// documents could not be matched to `docs`.
+fn splice_documents(text: &str, docs: &[Value], touched: &[bool]) -> Option<String> {
+    let ranges = document_ranges(text)?;
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut copied = 0;
+    let mut idx = 0;
+    for r in ranges {
+        let seg = &text[r.clone()];
+        let v: Value = serde_yaml::from_str(seg).ok()?;
+        if v.is_null() {
+            continue;
+        }
+        let doc = docs.get(idx)?;
+        if touched.get(idx).copied().unwrap_or(false) {
+            let new = splice_status(seg, doc).or_else(|| serde_yaml::to_string(doc).ok())?;
+            out.push_str(&text[copied..r.start]);
+            out.push_str(&new);
+            copied = r.end;
+        }
+        idx += 1;
+    }
+    if idx != docs.len() {
+        return None;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
+}
+
+/// One document's text with its top-level `status:` block replaced by `doc`'s status (or
+/// added at its end), everything else as written: comments, key order, flow style. Checked:
+/// None unless the result parses to exactly `doc`.
+fn splice_status(seg: &str, doc: &Value) -> Option<String> {
+    let lines: Vec<&str> = seg.split_inclusive('\n').collect();
+    let is_status_key = |l: &str| {
+        ["status:", "\"status\":", "'status':"]
+            .iter()
+            .any(|k| l.starts_with(k))
+    };
+    let rendered = match doc.get("status") {
+        Some(st) => serde_yaml::to_string(&serde_json::json!({ "status": st })).ok()?,
+        None => String::new(),
+    };
+    let mut out = String::with_capacity(seg.len() + rendered.len());
+    match lines.iter().position(|l| is_status_key(l)) {
+        Some(i) => {
+            // The block: the key's line and every following line that is indented (or a
+            // sequence entry), up to the next top-level key; blank lines and top-level
+            // comments right before that key stay with it.
+            let mut end = i + 1;
+            for (j, l) in lines.iter().enumerate().skip(i + 1) {
+                let t = l.trim_end_matches(['\n', '\r']);
+                if t.trim().is_empty() || t.starts_with('#') {
+                    continue;
+                }
+                if t.starts_with([' ', '\t', '-']) {
+                    end = j + 1;
+                    continue;
+                }
+                break;
+            }
+            lines[..i].iter().for_each(|l| out.push_str(l));
+            out.push_str(&rendered);
+            lines[end..].iter().for_each(|l| out.push_str(l));
+        }
+        None => {
+            out.push_str(seg);
+            if !seg.is_empty() && !seg.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&rendered);
+        }
+    }
+    let v: Value = serde_yaml::from_str(&out).ok()?;
+    (v == *doc).then_some(out)
 }
 
 /// (apiVersion, kind, metadata.namespace, metadata.name) of a document, as written.
