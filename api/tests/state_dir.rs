@@ -903,3 +903,42 @@ async fn a_status_write_that_misses_does_not_read_the_whole_tree_again() {
     );
     assert_eq!(sd.file_reads() - before, 0, "the miss read files again");
 }
+
+#[tokio::test]
+async fn repeated_events_are_aggregated_with_a_count() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "svc.yaml", &svc_yaml("web", "shop", 80));
+    let src = StateSource::dir(d.path()).unwrap();
+    let mut s = src.watch::<Service>();
+    let web = match &init(&mut s).await[1] {
+        Event::InitApply(svc) => svc.clone(),
+        e => panic!("{:?}", names(std::slice::from_ref(e))),
+    };
+    let sink = src.event_sink(Reporter {
+        controller: "leafbridge-controller".into(),
+        instance: None,
+    });
+    let ev = KubeEvent {
+        type_: EventType::Warning,
+        reason: "AllocationFailed".into(),
+        note: Some("PoolExhausted: no free IPv4 address".into()),
+        action: "Allocate".into(),
+        secondary: None,
+    };
+    for _ in 0..100 {
+        sink.publish(&ev, &leafbridge_api::state::object_ref(&web))
+            .await
+            .unwrap();
+    }
+    let docs = parse_documents(&std::fs::read(d.path().join(EVENTS_FILE)).unwrap()).unwrap();
+    assert!(
+        docs.len() <= 8,
+        "{} documents for one repeated Event",
+        docs.len()
+    );
+    let first = &docs[0];
+    let last = docs.last().unwrap();
+    assert_eq!(last["metadata"]["name"], first["metadata"]["name"]);
+    assert_eq!(last["firstTimestamp"], first["firstTimestamp"]);
+    assert_eq!(last["count"], 64);
+}

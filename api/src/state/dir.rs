@@ -81,6 +81,11 @@ pub struct StateDir {
     rescans: AtomicU64,
     /// Manifest files read by scans (tests: a status write that misses reads none).
     reads: AtomicU64,
+    /// Recent Events by what they say, for aggregation (see [`StateDir::append_event`]).
+    recent_events: Mutex<HashMap<String, RecentEvent>>,
+    /// Set when a scan read a file while the shared lock was held (unit test).
+    #[cfg(test)]
+    read_under_lock: std::sync::atomic::AtomicBool,
     malformed: Family<Labels, Counter>,
     status_writes: Family<Labels, Counter>,
 }
@@ -106,6 +111,9 @@ impl StateDir {
             tmp_seq: AtomicU64::new(0),
             rescans: AtomicU64::new(0),
             reads: AtomicU64::new(0),
+            recent_events: Mutex::default(),
+            #[cfg(test)]
+            read_under_lock: Default::default(),
             malformed: Family::default(),
             status_writes: Family::default(),
         })
@@ -195,15 +203,20 @@ impl StateDir {
     /// is seen), register for its change batches and return the current parsed files. Starts
     /// the scanner task (notify + periodic rescan) if none runs.
     fn subscribe(self: &Arc<Self>) -> (mpsc::UnboundedReceiver<Batch>, Vec<(PathBuf, FileChange)>) {
+        // The notify watch is registered before the scan: a change right after it is not missed.
+        let scanner = {
+            let mut guard = lock(&self.shared);
+            let sh = &mut *guard;
+            sh.poke.is_none().then(|| self.start_notify(sh))
+        };
+        self.scan(false);
+        // What the scan published before we registered is in the snapshot.
         let mut guard = lock(&self.shared);
         let sh = &mut *guard;
-        // The notify watch is registered before the scan: a change right after it is not missed.
-        let scanner = sh.poke.is_none().then(|| self.start_notify(sh));
-        let changes = self.scan(sh, false);
-        sh.publish(changes);
         let snapshot = sh.changes(sh.files.keys().cloned().collect::<Vec<_>>());
         let (tx, rx) = mpsc::unbounded_channel();
         sh.subscribers.push(tx);
+        drop(guard);
         if let Some((watcher, prx)) = scanner {
             self.start_scanner(watcher, prx);
         }
@@ -280,86 +293,124 @@ impl StateDir {
                         ticks.is_multiple_of(15)
                     }
                 };
-                let mut guard = lock(&me.shared);
-                let sh = &mut *guard;
-                sh.subscribers.retain(|s| !s.is_closed());
-                if sh.subscribers.is_empty() {
-                    sh.poke = None;
-                    return;
+                {
+                    let mut sh = lock(&me.shared);
+                    sh.subscribers.retain(|s| !s.is_closed());
+                    if sh.subscribers.is_empty() {
+                        sh.poke = None;
+                        return;
+                    }
                 }
-                let changes = me.scan(sh, full);
-                sh.publish(changes);
+                me.scan(full);
             }
         });
     }
 
-    /// Re-read changed files into the shared cache and return what changed. A quick scan skips
-    /// files whose size, mtime and inode are unchanged; a full one compares every file's
-    /// content. Unchanged content is not parsed again.
+    /// Re-read changed files into the shared cache and tell the watches what changed. A quick
+    /// scan skips files whose size, mtime and inode are unchanged; a full one compares every
+    /// file's content. Unchanged content is not parsed again.
+    ///
+    /// The shared lock is held only to compare and to take results, never while listing,
+    /// reading or parsing files: watches and status writers are not held up by a big tree. A
+    /// file whose cache entry changed meanwhile (our own write) is left to the next scan.
     ///
     /// A version that drops objects the file's last good version held is taken only once it
     /// has stayed the same for [`SETTLE`] (see there); until then the watches keep the old
     /// objects and `settle_due` tells the scanner when to look again.
-    fn scan(&self, sh: &mut Shared, full: bool) -> Vec<(PathBuf, FileChange)> {
+    fn scan(&self, full: bool) {
         self.rescans.fetch_add(1, Ordering::Relaxed);
-        let now = std::time::Instant::now();
-        sh.settle_due = None;
         let list = match list_manifest_files(&self.root) {
             Ok(l) => l,
             Err(e) => {
                 // Keep everything we have: an unreadable directory is not "everything deleted".
                 tracing::warn!(dir = %self.root.display(), error = %e, "cannot list state directory");
-                return vec![];
+                return;
             }
         };
-        let mut changed = vec![];
-        let gone: Vec<PathBuf> = sh
-            .files
-            .keys()
-            .filter(|p| list.binary_search(p).is_err())
-            .cloned()
+        let stamps: Vec<(PathBuf, Option<Stamp>)> = list
+            .into_iter()
+            .map(|p| (stamp_of(&p), p))
+            .map(|(s, p)| (p, s))
             .collect();
-        for p in gone {
-            if sh.settled(&p, None, None, now) {
-                sh.files.remove(&p);
-                changed.push((p, FileChange::Gone));
+        // Which files to read, with their cache generation and digest as of now.
+        let mut changed = vec![];
+        let to_read: Vec<(PathBuf, Option<Stamp>, u64, Option<Digest>)> = {
+            let mut guard = lock(&self.shared);
+            let sh = &mut *guard;
+            let now = std::time::Instant::now();
+            sh.settle_due = None;
+            let gone: Vec<PathBuf> = sh
+                .files
+                .keys()
+                .filter(|p| stamps.binary_search_by(|(q, _)| q.cmp(p)).is_err())
+                .cloned()
+                .collect();
+            for p in gone {
+                if sh.settled(&p, None, None, now) {
+                    sh.files.remove(&p);
+                    changed.push((p, FileChange::Gone));
+                }
             }
-        }
-        for path in list {
-            let stamp = stamp_of(&path);
-            if !full
-                && stamp.is_some()
-                && sh
-                    .files
-                    .get(&path)
-                    .is_some_and(|e| e.stamp == stamp && e.unsettled.is_none())
-            {
+            stamps
+                .into_iter()
+                .filter_map(|(path, stamp)| {
+                    let e = sh.files.get(&path);
+                    let skip = !full
+                        && stamp.is_some()
+                        && e.is_some_and(|e| e.stamp == stamp && e.unsettled.is_none());
+                    (!skip).then(|| {
+                        let (gen_, seen) = e.map_or((0, None), |e| (e.gen_, e.seen));
+                        (path, stamp, gen_, seen)
+                    })
+                })
+                .collect()
+        };
+        // Read and parse, unlocked.
+        let read: Vec<_> = to_read
+            .into_iter()
+            .filter_map(|(path, stamp, gen_, seen)| {
+                self.reads.fetch_add(1, Ordering::Relaxed);
+                #[cfg(test)]
+                if self.shared.try_lock().is_err() {
+                    self.read_under_lock.store(true, Ordering::Relaxed);
+                }
+                let content = match fs::read(&path) {
+                    Ok(c) => Some(c),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot read manifest; keeping what it held");
+                        return None;
+                    }
+                };
+                let parsed = content.map(|c| {
+                    let d = digest(&c);
+                    let raw = (seen != Some(d)).then(|| raw_documents(&c));
+                    (c, d, raw)
+                });
+                Some((path, stamp, gen_, parsed))
+            })
+            .collect();
+        let mut guard = lock(&self.shared);
+        let sh = &mut *guard;
+        let now = std::time::Instant::now();
+        for (path, stamp, gen_, parsed) in read {
+            if sh.files.get(&path).map_or(0, |e| e.gen_) != gen_ {
                 continue;
             }
-            self.reads.fetch_add(1, Ordering::Relaxed);
-            let content = match fs::read(&path) {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if sh.files.contains_key(&path) && sh.settled(&path, None, None, now) {
-                        sh.files.remove(&path);
-                        changed.push((path, FileChange::Gone));
-                    }
-                    continue;
+            let Some((content, d, raw)) = parsed else {
+                if sh.files.contains_key(&path) && sh.settled(&path, None, None, now) {
+                    sh.files.remove(&path);
+                    changed.push((path, FileChange::Gone));
                 }
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot read manifest; keeping what it held");
-                    continue;
-                }
+                continue;
             };
             let entry = sh.files.entry(path.clone()).or_default();
             entry.stamp = stamp;
-            let d = digest(&content);
-            if entry.seen == Some(d) {
+            let Some(raw) = raw else {
                 // Back to the version we have: whatever was waiting to settle is void.
                 entry.unsettled = None;
                 continue;
-            }
-            let raw = raw_documents(&content);
+            };
             if let Ok(values) = &raw
                 && !sh.settled(&path, Some(d), Some(values), now)
             {
@@ -368,7 +419,7 @@ impl StateDir {
             let entry = sh.files.entry(path.clone()).or_default();
             changed.push((path, entry.set(&content, raw, None)));
         }
-        changed
+        sh.publish(changed);
     }
 
     /// Every document of `path` if `content` is what the shared cache last saw there.
@@ -541,11 +592,9 @@ impl StateDir {
     /// date first, which reads only files that changed (usually none), not the whole tree.
     fn reindex(&self) {
         let files: Vec<(PathBuf, Vec<Docs>)> = {
-            let mut guard = lock(&self.shared);
-            let sh = &mut *guard;
-            let changes = self.scan(sh, false);
-            sh.publish(changes);
-            sh.files
+            self.scan(false);
+            lock(&self.shared)
+                .files
                 .iter()
                 .map(|(p, f)| {
                     // `raw` as written, `good` with `kind: List` items expanded.
@@ -763,7 +812,60 @@ impl StateDir {
     }
 
     /// Append one Event document to the events file.
+    ///
+    /// A repeat of a recent Event (same object, type, reason, message and reporter) is
+    /// aggregated as the API server does: it keeps the first one's name and
+    /// `firstTimestamp`, with `count` and `lastTimestamp` brought up to date. The updated
+    /// Event is appended (the last document of a name is its current state) only when the
+    /// count reaches a power of two or a minute after the last append, so a Service that
+    /// fails every few seconds adds about one document a minute, not one per failure.
     pub fn append_event(&self, doc: &Value) -> Result<(), StateError> {
+        let mut doc = doc.clone();
+        let key = serde_json::json!([
+            doc["involvedObject"],
+            doc["type"],
+            doc["reason"],
+            doc["message"],
+            doc["reportingComponent"],
+            doc["reportingInstance"],
+        ])
+        .to_string();
+        {
+            let mut recent = lock(&self.recent_events);
+            let now = std::time::Instant::now();
+            if recent.len() > 4096 {
+                recent.retain(|_, r| now.duration_since(r.appended) < EVENT_AGGREGATION);
+            }
+            match recent.get_mut(&key) {
+                Some(r) if now.duration_since(r.appended) < EVENT_AGGREGATION => {
+                    r.count += 1;
+                    doc["metadata"]["name"] = r.name.clone().into();
+                    doc["firstTimestamp"] = r.first.clone();
+                    doc["count"] = r.count.into();
+                    if !r.count.is_power_of_two()
+                        && now.duration_since(r.appended) < Duration::from_secs(60)
+                    {
+                        return Ok(());
+                    }
+                    r.appended = now;
+                }
+                _ => {
+                    recent.insert(
+                        key,
+                        RecentEvent {
+                            name: doc["metadata"]["name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            first: doc["firstTimestamp"].clone(),
+                            count: 1,
+                            appended: now,
+                        },
+                    );
+                }
+            }
+        }
+        let doc = &doc;
         let meta = self.root.join(META_DIR);
         let path = self.root.join(EVENTS_FILE);
         let io = |source| StateError::Io {
@@ -787,6 +889,18 @@ impl StateDir {
         f.write_all(format!("---\n{yaml}").as_bytes()).map_err(io)?;
         Ok(())
     }
+}
+
+/// Repeats of an Event within this time are aggregated into it.
+const EVENT_AGGREGATION: Duration = Duration::from_secs(600);
+
+/// An Event recently appended to the event log.
+#[derive(Debug)]
+struct RecentEvent {
+    name: String,
+    first: Value,
+    count: u64,
+    appended: std::time::Instant,
 }
 
 /// A 128-bit digest of a file's content: unchanged content is recognised without keeping a
@@ -825,6 +939,9 @@ struct CachedFile {
     /// A newer version that drops objects, waiting to settle: its digest (None: the file is
     /// gone) and when it was first seen.
     unsettled: Option<(Option<Digest>, std::time::Instant)>,
+    /// Bumped whenever the entry takes a version: a scan that read the file before does not
+    /// overwrite a newer one (our own write) with what it read.
+    gen_: u64,
 }
 
 impl CachedFile {
@@ -837,6 +954,7 @@ impl CachedFile {
         raw: Result<Vec<Value>, String>,
         kept: Option<(Docs, Vec<bool>)>,
     ) -> FileChange {
+        self.gen_ += 1;
         self.seen = Some(digest(content));
         let raw_values = match raw {
             Ok(r) => r,
@@ -1617,4 +1735,26 @@ pub fn core_v1_event(ev: &KubeEvent, regarding: &ObjectReference, reporter: &Rep
         "lastTimestamp": ts,
         "count": 1,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_reads_files_without_holding_the_shared_lock() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            fs::write(
+                d.path().join(format!("s{i}.yaml")),
+                format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\n"),
+            )
+            .unwrap();
+        }
+        let sd = StateDir::open(d.path().to_path_buf()).unwrap();
+        sd.scan(false);
+        assert_eq!(sd.file_reads(), 5);
+        assert!(!sd.read_under_lock.load(Ordering::Relaxed));
+        assert_eq!(lock(&sd.shared).files.len(), 5);
+    }
 }
