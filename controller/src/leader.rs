@@ -188,7 +188,7 @@ pub async fn kube_lease(
             }
             let next = began + retry;
             let wake = el.leader_until().filter(|d| *d < next).unwrap_or(next);
-            tokio::time::sleep_until(wake.into()).await;
+            tokio::time::sleep_until(wake).await;
             set(el.is_leader(Instant::now()));
         }
     });
