@@ -942,3 +942,29 @@ async fn repeated_events_are_aggregated_with_a_count() {
     assert_eq!(last["firstTimestamp"], first["firstTimestamp"]);
     assert_eq!(last["count"], 64);
 }
+
+#[tokio::test]
+async fn an_ippool_that_fails_the_schema_checks_keeps_its_last_good_version() {
+    let d = tempfile::tempdir().unwrap();
+    let pool = |addr: &str| {
+        format!(
+            "apiVersion: leafbridge.io/v1alpha1\nkind: IPPool\nmetadata: {{name: office}}\nspec:\n  addresses: [\"{addr}\"]\n"
+        )
+    };
+    write(d.path(), "pool.yaml", &pool("203.0.113.0/24"));
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_millis(100)).unwrap();
+    let mut s = src.watch::<IPPool>();
+    init(&mut s).await;
+    // A typo kubectl apply would refuse (host bits set): reported, the good version stays.
+    write(d.path(), "pool.yaml", &pool("203.0.113.5/24"));
+    assert_eq!(quiet(&mut s, 800).await, Ok(()));
+    let StateSource::Dir(sd) = &src else {
+        unreachable!()
+    };
+    assert_eq!(sd.malformed_count("IPPool"), 1);
+    write(d.path(), "pool.yaml", &pool("100.64.0.0/24"));
+    match next(&mut s).await {
+        Event::Apply(p) => assert_eq!(p.spec.addresses, ["100.64.0.0/24"]),
+        e => panic!("{:?}", names(&[e])),
+    }
+}

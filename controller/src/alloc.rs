@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::IpNet;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
 use leafbridge_api::crd::IPPoolSpec;
@@ -201,31 +200,11 @@ struct Pool {
     service_selectors: Vec<Selector>,
 }
 
-/// Parse `a.b.c.d/len` or `a-b` into an inclusive u128 range.
+/// Parse `a.b.c.d/len` or `a-b` into an inclusive u128 range (the IPPool rules of
+/// `leafbridge_api::crd::pool_address_range`).
 pub fn parse_range(s: &str) -> Result<(Family, u128, u128), String> {
-    let s = s.trim();
-    if let Some((a, b)) = s.split_once('-') {
-        let a: IpAddr = a.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
-        let b: IpAddr = b.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
-        if Family::of(&a) != Family::of(&b) {
-            return Err(format!("{s:?}: range mixes IPv4 and IPv6"));
-        }
-        let (x, y) = (to_u128(&a), to_u128(&b));
-        if x > y {
-            return Err(format!("{s:?}: range start is after its end"));
-        }
-        Ok((Family::of(&a), x, y))
-    } else {
-        let net: IpNet = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        if net.trunc() != net {
-            return Err(format!(
-                "{s:?}: host bits set (did you mean {}?)",
-                net.trunc()
-            ));
-        }
-        let f = Family::of(&net.network());
-        Ok((f, to_u128(&net.network()), to_u128(&net.broadcast())))
-    }
+    let (a, b) = leafbridge_api::crd::pool_address_range(s)?;
+    Ok((Family::of(&a), to_u128(&a), to_u128(&b)))
 }
 
 impl Pool {

@@ -1511,6 +1511,8 @@ fn parse_manifests<K: StateObject>(
                 .contains(&*d.json);
         if !unchanged {
             parse_object::<K>(d)?;
+            // What the API server's schema would refuse is refused here too.
+            crate::crd::validate_manifest(&api_version, &kind, &d.json)?;
         }
         out.push(d.clone());
     }
