@@ -558,3 +558,144 @@ async fn changing_the_type_releases_the_address_clears_status_and_records_ip_rel
         "the restored address is not re-announced"
     );
 }
+
+/// The controller on a cluster with `services` (listed at start; `later` arrives as a
+/// MODIFIED watch event) and one pool; Service status patches answered by `patch_status`
+/// (the number of the patch, from 0).
+fn run_on(
+    services: Vec<Value>,
+    later: Option<Value>,
+    patch_status: impl Fn(usize) -> StatusCode + Send + Sync + 'static,
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    Arc<Mutex<Vec<Seen>>>,
+) {
+    let served = std::sync::atomic::AtomicBool::new(false);
+    let watch: Watcher = Box::new(move |s: &Seen| {
+        if !s.uri.starts_with("/api/v1/services?")
+            || served.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return None;
+        }
+        later
+            .clone()
+            .map(|o| vec![json!({"type": "MODIFIED", "object": o})])
+    });
+    let patches = std::sync::atomic::AtomicUsize::new(0);
+    let respond: Responder = Box::new(move |s: &Seen| {
+        let path = s.uri.split('?').next().unwrap();
+        match (&s.method, path) {
+            (&Method::GET, "/api/v1/services") => list("ServiceList", "v1", services.clone()),
+            (&Method::GET, "/apis/leafbridge.io/v1alpha1/ippools") => list(
+                "IPPoolList",
+                "leafbridge.io/v1alpha1",
+                vec![
+                    json!({"apiVersion": "leafbridge.io/v1alpha1", "kind": "IPPool",
+                    "metadata": {"name": "office", "resourceVersion": "1"},
+                    "spec": {"addresses": ["203.0.113.0/29"]}}),
+                ],
+            ),
+            (&Method::GET, "/api/v1/namespaces") => list("NamespaceList", "v1", vec![]),
+            (&Method::PATCH, p) if p.starts_with("/api/v1/namespaces/shop/services/") => {
+                let n = patches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let code = patch_status(n);
+                if code.is_success() {
+                    (code, s.body.clone())
+                } else {
+                    (
+                        code,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code.as_u16(), "reason": "InternalError", "message": "try again"}),
+                    )
+                }
+            }
+            (&Method::POST, _) => (StatusCode::CREATED, s.body.clone()),
+            _ => (StatusCode::OK, json!({})),
+        }
+    });
+    let (client, seen) = api_server_with_watch(respond, watch);
+    let class = ClassConfig {
+        class: "leafbridge.io/lb".into(),
+        default_class: false,
+    };
+    let task = tokio::spawn(reconcile::run(
+        StateSource::kube(client),
+        class,
+        Metrics::default(),
+        Readiness::new(),
+    ));
+    (task, seen)
+}
+
+#[tokio::test]
+async fn ingress_left_by_a_type_change_while_the_controller_was_down_is_cleared() {
+    // Our status write made it a LoadBalancer with 203.0.113.0; then, while no controller
+    // ran, it became a ClusterIP Service.
+    let mut web = service("web", Some("203.0.113.0"));
+    web["spec"]["type"] = "ClusterIP".into();
+    web["metadata"]["managedFields"] = json!([{"manager": "leafbridge-controller",
+        "operation": "Apply", "apiVersion": "v1", "subresource": "status",
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:loadBalancer": {"f:ingress": {}}}}}]);
+    // Another controller's LoadBalancer: not ours to clear.
+    let mut other = service("other", Some("192.0.2.10"));
+    other["spec"]["loadBalancerClass"] = "example.com/lb".into();
+    other["metadata"]["managedFields"] = json!([{"manager": "example-lb",
+        "operation": "Apply", "apiVersion": "v1", "subresource": "status"}]);
+    let (task, seen) = run_on(vec![web, other], None, |_| StatusCode::OK);
+    wait_until(&seen, "the clearing status apply", |s| {
+        s.iter().any(|r| r.uri.contains("/services/web/status"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    task.abort();
+    let seen = seen.lock().unwrap().clone();
+    let web_patch = seen
+        .iter()
+        .find(|r| r.uri.contains("/services/web/status"))
+        .unwrap();
+    assert_eq!(
+        web_patch.body["status"],
+        json!({"loadBalancer": {}, "conditions": []})
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r.uri.contains("/services/other/status")),
+        "another controller's ingress was touched"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_clearing_write_is_retried_and_the_address_released_only_after_it_succeeded() {
+    let mut changed = service("web", Some("203.0.113.0"));
+    changed["spec"]["type"] = "ClusterIP".into();
+    changed["metadata"]["resourceVersion"] = "2".into();
+    let web = service("web", Some("203.0.113.0"));
+    let (task, seen) = run_on(vec![web], Some(changed), |n| {
+        if n == 0 {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        }
+    });
+    wait_until(&seen, "IPReleased after a retried write", |s| {
+        s.iter().any(|r| r.body["reason"] == "IPReleased")
+    })
+    .await;
+    task.abort();
+    let seen = seen.lock().unwrap().clone();
+    let patches: Vec<usize> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.uri.contains("/services/web/status"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(patches.len(), 2, "one failed write, one retry");
+    let released = seen
+        .iter()
+        .position(|r| r.body["reason"] == "IPReleased")
+        .unwrap();
+    assert!(
+        released > patches[1],
+        "released before the status write succeeded"
+    );
+}
