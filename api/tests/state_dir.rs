@@ -968,3 +968,29 @@ async fn an_ippool_that_fails_the_schema_checks_keeps_its_last_good_version() {
         e => panic!("{:?}", names(&[e])),
     }
 }
+
+#[tokio::test]
+async fn a_json_manifest_stays_json_after_a_status_write() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "web.json",
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"}, "spec": {"type": "LoadBalancer"}}"#,
+    );
+    let src = StateSource::dir(d.path()).unwrap();
+    src.apply_status::<Service>(
+        Some("shop"),
+        "web",
+        "m",
+        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.4"}]}}),
+    )
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(d.path().join("web.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).expect("still JSON");
+    assert_eq!(
+        v["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "203.0.113.4"
+    );
+    assert_eq!(v["spec"]["type"], "LoadBalancer");
+}

@@ -1,8 +1,10 @@
 //! State-directory backend: a directory of Kubernetes-format YAML manifests.
 //!
-//! - Any file names and subdirectories; multi-document files (`---`) and `kind: List` files are
-//!   fine. Names starting with `.` (files and directories) are ignored: that is where temp files
-//!   of atomic writes and leafbridge's own bookkeeping (`.leafbridge/`) live.
+//! - `.yaml`, `.yml` and `.json` files in any subdirectories (as kubectl reads a directory;
+//!   editor backups such as `svc.yaml~` are not manifests); multi-document files (`---`) and
+//!   `kind: List` files are fine. Names starting with `.` (files and directories) are ignored:
+//!   that is where temp files of atomic writes and leafbridge's own bookkeeping
+//!   (`.leafbridge/`) live.
 //! - Objects are matched to a watched type by `apiVersion` + `kind`; a namespaced object without
 //!   `metadata.namespace` is in `default`, as `kubectl apply` would put it.
 //! - Changes are picked up from `notify` events (debounced) plus a periodic full rescan as a
@@ -10,13 +12,21 @@
 //! - A malformed file (bad YAML, a document without apiVersion/kind/name, or a matching document
 //!   that does not deserialize) is logged and counted in
 //!   `leafbridge_state_dir_malformed_manifests_total{kind}` and skipped as a whole: objects loaded
-//!   from a good earlier version of that file stay, so a typo never deletes Services.
-//! - Status writes re-read the file right before writing, write a temp file in the same
-//!   directory, fsync it, check the original did not change meanwhile (else retry) and rename it
-//!   over the original: readers never see half a file and a concurrent spec edit is never lost.
-//!   Writers in several processes serialise on `.leafbridge/write.lock` (advisory lock).
+//!   from a good earlier version of that file stay, so a typo never deletes Services. A
+//!   leafbridge object that fails its CRD's schema checks (`crd::validate_manifest`) counts as
+//!   malformed too.
+//! - A version of a file that drops objects is taken only after it stayed the same for
+//!   [`SETTLE`]: an empty or cut-short read of a file being written, or the first half of a
+//!   move between files, deletes nothing.
+//! - Status writes change only the `status` block of each object's document (the rest of the
+//!   file stays byte for byte; see `splice_status`), also inside `kind: List` files. They
+//!   re-read the file right before writing, write a temp file next to the file (next to a
+//!   symlink's target: the link stays), fsync it, check the original did not change meanwhile
+//!   (else retry) and rename it over the original: readers never see half a file and a
+//!   concurrent spec edit is never lost. Writers in several processes serialise on
+//!   `.leafbridge/write.lock` (advisory lock).
 //! - Events are appended as core/v1 Event YAML documents to `.leafbridge/events.yaml` (rotated to
-//!   `events.yaml.1` past 8 MiB).
+//!   `events.yaml.1` past 8 MiB); repeats are aggregated with a count.
 //! - Memory: one parse of the directory is shared by every watch and writer; each document is
 //!   kept once, as compact JSON (see `Doc`), and a watch keeps no typed objects: it
 //!   deserializes a document when it hands out the event carrying it. 10,000 small Services
@@ -754,11 +764,20 @@ impl StateDir {
         };
         // Only the `status` blocks change; the rest stays as the operator wrote it. When the
         // file cannot be cut into documents safely, every document is written out anew.
+        let json = path.extension().is_some_and(|e| e == "json") && docs.len() == 1;
         let text = match std::str::from_utf8(expected)
             .ok()
+            .filter(|_| !json)
             .and_then(|t| splice_documents(t, docs, touched))
         {
             Some(t) => t,
+            // A JSON manifest stays JSON (its keys come out sorted).
+            None if json => {
+                let mut t =
+                    serde_json::to_string_pretty(&docs[0]).map_err(|e| malformed(e.to_string()))?;
+                t.push('\n');
+                t
+            }
             None => {
                 let mut text = String::new();
                 for (i, d) in docs.iter().enumerate() {
@@ -1663,6 +1682,15 @@ fn splice_status(seg: &str, doc: &Value) -> Option<String> {
             lines[end..].iter().for_each(|l| out.push_str(l));
         }
         None => {
+            // Only a block mapping takes another top-level key; a flow-style document is
+            // written out anew by the caller.
+            let first = lines
+                .iter()
+                .map(|l| l.trim_start())
+                .find(|l| !l.trim().is_empty() && !l.starts_with('#'))?;
+            if first.starts_with(['{', '[']) {
+                return None;
+            }
             out.push_str(seg);
             if !seg.is_empty() && !seg.ends_with('\n') {
                 out.push('\n');
