@@ -121,7 +121,7 @@ fn main() -> anyhow::Result<()> {
     let child = Proc(
         Command::new(&controller)
             .args(["--state-dir", dir.to_str().unwrap_or_default()])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -39,6 +39,7 @@ fn default_true() -> bool {
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = "1"
     ),
+    printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses"),
     printcolumn(name = "Auto", type_ = "boolean", json_path = ".spec.autoAssign"),
     printcolumn(
         name = "IPv4 Assigned",
@@ -70,6 +71,7 @@ fn default_true() -> bool {
 pub struct IPPoolSpec {
     /// Addresses as CIDRs (`203.0.113.0/24`, `2001:db8::/64`) or inclusive ranges
     /// (`203.0.113.10-203.0.113.20`), IPv4 and IPv6 may be mixed.
+    #[schemars(schema_with = "ippool_addresses_schema")]
     pub addresses: Vec<String>,
     /// When false, only Services that request this pool (annotation) or an address in it get one.
     #[serde(default = "default_true")]
@@ -107,6 +109,7 @@ pub struct IPPoolStatus {
     /// `Ready` (False with reason `InvalidAddresses`, `Overlap` or `InvalidSelector`). Services
     /// whose address left every pool after an edit carry their own condition and Event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     #[serde(default, rename = "assignedIPv4")]
     pub assigned_ipv4: u64,
@@ -120,6 +123,106 @@ pub struct IPPoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
+
+// ---- IPPool validation: the CRD schema's rules and the same checks in Rust ----------------
+//
+// `kubectl apply` rejects a bad IPPool through the schema (CEL `x-kubernetes-validations`,
+// `minItems`, `maxLength`); the state directory, which has no API server, runs
+// [`IPPoolSpec::validate`] (through [`validate_manifest`]) and keeps the last good version of
+// a pool that fails it. The bounds keep the CEL cost estimate inside the API server's budget.
+
+/// Most addresses entries an IPPool may have.
+pub const IPPOOL_MAX_ADDRESSES: usize = 128;
+/// Longest addresses entry (an IPv6 range is at most 79 characters).
+pub const IPPOOL_MAX_ADDRESS_LEN: usize = 100;
+
+/// CEL (Kubernetes' IP, CIDR and strings libraries) for one `addresses` entry `a`: a CIDR
+/// without host bits, or `first-last` of two addresses of one family.
+const IPPOOL_ADDRESS_RULE: &str = "self.all(a, isCIDR(a.trim()) ? cidr(a.trim()) == cidr(a.trim()).masked() : (a.split('-').size() == 2 && isIP(a.split('-')[0].trim()) && isIP(a.split('-')[1].trim()) && ip(a.split('-')[0].trim()).family() == ip(a.split('-')[1].trim()).family()))";
+
+fn ippool_addresses_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Addresses as CIDRs (`203.0.113.0/24`, `2001:db8::/64`) or inclusive ranges (`203.0.113.10-203.0.113.20`), IPv4 and IPv6 may be mixed.",
+        "type": "array",
+        "minItems": 1,
+        "maxItems": IPPOOL_MAX_ADDRESSES,
+        "items": {"type": "string", "minLength": 1, "maxLength": IPPOOL_MAX_ADDRESS_LEN},
+        "x-kubernetes-validations": [{
+            "rule": IPPOOL_ADDRESS_RULE,
+            "message": "each address must be a CIDR without host bits (203.0.113.0/24) or a range of two addresses of one family (203.0.113.10-203.0.113.20)",
+        }],
+    })
+}
+
+/// One IPPool `addresses` entry as its first and last address: a CIDR without host bits or
+/// an inclusive `first-last` range of one family (what the schema's rule accepts, plus the
+/// start not after the end).
+pub fn pool_address_range(s: &str) -> Result<(std::net::IpAddr, std::net::IpAddr), String> {
+    use std::net::IpAddr;
+    let s = s.trim();
+    if let Some((a, b)) = s.split_once('-') {
+        let a: IpAddr = a.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let b: IpAddr = b.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+        if a.is_ipv4() != b.is_ipv4() {
+            return Err(format!("{s:?}: range mixes IPv4 and IPv6"));
+        }
+        if a > b {
+            return Err(format!("{s:?}: range start is after its end"));
+        }
+        Ok((a, b))
+    } else {
+        let net: ipnet::IpNet = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        if net.trunc() != net {
+            return Err(format!(
+                "{s:?}: host bits set (did you mean {}?)",
+                net.trunc()
+            ));
+        }
+        Ok((net.network(), net.broadcast()))
+    }
+}
+
+impl IPPoolSpec {
+    /// The checks of the CRD schema, for sources without an API server.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.addresses.is_empty() {
+            return Err("spec.addresses: at least one entry is required".into());
+        }
+        if self.addresses.len() > IPPOOL_MAX_ADDRESSES {
+            return Err(format!(
+                "spec.addresses: at most {IPPOOL_MAX_ADDRESSES} entries"
+            ));
+        }
+        for a in &self.addresses {
+            if a.is_empty() || a.len() > IPPOOL_MAX_ADDRESS_LEN {
+                return Err(format!(
+                    "spec.addresses: {a:?} must be 1 to {IPPOOL_MAX_ADDRESS_LEN} characters"
+                ));
+            }
+            pool_address_range(a).map_err(|e| format!("spec.addresses: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The schema checks of a leafbridge object of `kind`, given as JSON, for sources without
+/// an API server (the state directory). Kinds without such checks pass.
+pub fn validate_manifest(api_version: &str, kind: &str, json: &str) -> Result<(), String> {
+    if api_version != format!("{}/{}", crate::GROUP, crate::VERSION) {
+        return Ok(());
+    }
+    match kind {
+        "IPPool" => {
+            let p: IPPool = serde_json::from_str(json).map_err(|e| e.to_string())?;
+            p.spec
+                .validate()
+                .map_err(|e| format!("IPPool {}: {e}", p.metadata.name.unwrap_or_default()))
+        }
+        _ => Ok(()),
+    }
+}
+
+// ---- end of IPPool validation -----------------------------------------------------------
 
 /// A BGP session the speakers open to a router.
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]

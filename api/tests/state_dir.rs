@@ -77,7 +77,7 @@ async fn lists_matching_objects_from_multi_document_files_in_subdirectories() {
     );
     write(
         d.path(),
-        "pools",
+        "pools.yml",
         "apiVersion: leafbridge.io/v1alpha1\nkind: IPPool\nmetadata: {name: office}\nspec:\n  addresses: [203.0.113.0/24]\n",
     );
     write(d.path(), ".hidden.yaml", &svc_yaml("ghost", "shop", 1));
@@ -172,6 +172,10 @@ async fn malformed_file_keeps_objects_from_its_last_good_version() {
     let StateSource::Dir(sd) = &src else {
         unreachable!()
     };
+    // The last bad version drops `db`: it is looked at (and reported) once it settled, and
+    // produces no events either.
+    let settle = leafbridge_api::state::dir::SETTLE + Duration::from_millis(1500);
+    assert_eq!(quiet(&mut s, settle.as_millis() as u64).await, Ok(()));
     assert_eq!(sd.malformed_count("Service"), 3);
 
     // Fixing the file applies the real change (db removed) and nothing else.
@@ -674,4 +678,319 @@ async fn a_status_write_applies_its_object_only_and_a_repeat_changes_nothing() {
             .unwrap();
         assert_eq!(quiet(&mut s, 400).await, Ok(()));
     }
+}
+
+#[tokio::test]
+async fn an_empty_or_cut_short_read_keeps_the_objects_until_the_file_settles() {
+    let d = tempfile::tempdir().unwrap();
+    let both = format!(
+        "{}---\n{}",
+        svc_yaml("web", "shop", 80),
+        svc_yaml("api", "shop", 81)
+    );
+    write(d.path(), "svcs.yaml", &both);
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_millis(100)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    // `cmd > svcs.yaml`: the file is empty for a moment, then cut short, then whole again.
+    write(d.path(), "svcs.yaml", "");
+    assert_eq!(
+        quiet(&mut s, 600).await,
+        Ok(()),
+        "an empty read deleted objects"
+    );
+    write(d.path(), "svcs.yaml", &svc_yaml("web", "shop", 80));
+    assert_eq!(
+        quiet(&mut s, 600).await,
+        Ok(()),
+        "a cut-short read deleted objects"
+    );
+    write(d.path(), "svcs.yaml", &both);
+    assert_eq!(
+        quiet(&mut s, 2500).await,
+        Ok(()),
+        "the whole file again is no change"
+    );
+    // A file that stays without an object for the settle time has really lost it.
+    write(d.path(), "svcs.yaml", &svc_yaml("web", "shop", 80));
+    let t = std::time::Instant::now();
+    assert_eq!(names(&[next(&mut s).await]), ["Delete api"]);
+    assert!(t.elapsed() >= leafbridge_api::state::dir::SETTLE);
+    // An emptied file too.
+    write(d.path(), "svcs.yaml", "");
+    assert_eq!(names(&[next(&mut s).await]), ["Delete web"]);
+}
+
+#[tokio::test]
+async fn a_move_between_files_in_two_steps_is_not_a_delete() {
+    let d = tempfile::tempdir().unwrap();
+    let both = format!(
+        "{}---\n{}",
+        svc_yaml("web", "shop", 80),
+        svc_yaml("api", "shop", 81)
+    );
+    write(d.path(), "a.yaml", &both);
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_millis(100)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    // Cut from one file, saved; pasted into another a moment later.
+    write(d.path(), "a.yaml", &svc_yaml("api", "shop", 81));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write(d.path(), "b.yaml", &svc_yaml("web", "shop", 80));
+    let deadline = std::time::Instant::now() + leafbridge_api::state::dir::SETTLE * 2;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_millis(200), s.next()).await {
+            assert_eq!(names(&[ev]), ["Apply web"], "a move may only re-apply");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_status_write_changes_only_the_status_block_of_the_operators_file() {
+    let d = tempfile::tempdir().unwrap();
+    // Comments, keys in the operator's order, flow style, an old status followed by a
+    // comment and another document, and a document without status.
+    let text = concat!(
+        "# shop front, owned by the web team\n",
+        "kind: Service\n",
+        "apiVersion: v1\n",
+        "metadata: {name: web, namespace: shop}   # flow style stays\n",
+        "spec:\n",
+        "  type: LoadBalancer\n",
+        "  ports: [{port: 80}, {port: 443}]\n",
+        "status:\n",
+        "  loadBalancer: {}\n",
+        "# the next one is the API\n",
+        "---\n",
+        "apiVersion: v1\n",
+        "kind: Service\n",
+        "metadata:\n",
+        "  namespace: shop\n",
+        "  name: api\n",
+        "spec: {type: LoadBalancer}\n",
+        "---\n",
+        "{apiVersion: v1, kind: ConfigMap, metadata: {name: cfg, namespace: shop}, data: {z: '1', a: '2'}}\n",
+    );
+    write(d.path(), "all.yaml", text);
+    let src = StateSource::dir(d.path()).unwrap();
+    let ingress = |ip: &str| serde_json::json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+    src.apply_status::<Service>(Some("shop"), "web", "m", ingress("203.0.113.1"))
+        .await
+        .unwrap();
+    src.apply_status::<Service>(Some("shop"), "api", "m", ingress("203.0.113.2"))
+        .await
+        .unwrap();
+    let after = std::fs::read_to_string(d.path().join("all.yaml")).unwrap();
+    let want = text
+        .replace(
+            "status:\n  loadBalancer: {}\n",
+            "status:\n  loadBalancer:\n    ingress:\n    - ip: 203.0.113.1\n",
+        )
+        .replace(
+            "spec: {type: LoadBalancer}\n",
+            "spec: {type: LoadBalancer}\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: 203.0.113.2\n",
+        );
+    assert_eq!(after, want);
+}
+
+#[tokio::test]
+async fn only_yaml_yml_and_json_files_are_manifests() {
+    let d = tempfile::tempdir().unwrap();
+    for f in [
+        "svc.yaml~",
+        "#svc.yaml#",
+        "svc.yaml.bak",
+        "notes.txt",
+        ".svc.yaml.swp",
+    ] {
+        write(d.path(), f, &svc_yaml("backup", "shop", 80));
+    }
+    write(d.path(), "a.yml", &svc_yaml("yml", "shop", 80));
+    write(
+        d.path(),
+        "b.json",
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "json", "namespace": "shop"}}"#,
+    );
+    let src = StateSource::dir(d.path()).unwrap();
+    let mut s = src.watch::<Service>();
+    assert_eq!(
+        names(&init(&mut s).await),
+        ["Init", "InitApply json", "InitApply yml", "InitDone"]
+    );
+}
+
+#[tokio::test]
+async fn status_writes_reach_items_of_kind_list_files() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "list.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: b, namespace: x}\n",
+    );
+    let src = StateSource::dir(d.path()).unwrap();
+    src.apply_status::<Service>(
+        Some("x"),
+        "b",
+        "m",
+        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}),
+    )
+    .await
+    .unwrap();
+    let docs = parse_documents(&std::fs::read(d.path().join("list.yaml")).unwrap()).unwrap();
+    assert_eq!(docs[1]["metadata"]["name"], "b");
+    assert_eq!(
+        docs[1]["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "203.0.113.9"
+    );
+    assert!(docs[0].get("status").is_none());
+}
+
+#[tokio::test]
+async fn a_symlinked_manifest_stays_a_symlink_and_its_target_gets_the_status() {
+    let d = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(
+        elsewhere.path().join("web.yaml"),
+        svc_yaml("web", "shop", 80),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(elsewhere.path().join("web.yaml"), d.path().join("web.yaml"))
+        .unwrap();
+    let src = StateSource::dir(d.path()).unwrap();
+    src.apply_status::<Service>(
+        Some("shop"),
+        "web",
+        "m",
+        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.3"}]}}),
+    )
+    .await
+    .unwrap();
+    let link = d.path().join("web.yaml");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let target = std::fs::read_to_string(elsewhere.path().join("web.yaml")).unwrap();
+    assert!(target.contains("203.0.113.3"), "{target}");
+}
+
+#[tokio::test]
+async fn a_status_write_that_misses_does_not_read_the_whole_tree_again() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        write(
+            d.path(),
+            &format!("s{i}.yaml"),
+            &svc_yaml(&format!("s{i}"), "shop", 80),
+        );
+    }
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    let StateSource::Dir(sd) = &src else {
+        unreachable!()
+    };
+    let before = sd.file_reads();
+    let err = src
+        .apply_status::<Service>(Some("shop"), "nope", "m", serde_json::json!({"a": 1}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, leafbridge_api::StateError::NotFound { .. }),
+        "{err}"
+    );
+    assert_eq!(sd.file_reads() - before, 0, "the miss read files again");
+}
+
+#[tokio::test]
+async fn repeated_events_are_aggregated_with_a_count() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "svc.yaml", &svc_yaml("web", "shop", 80));
+    let src = StateSource::dir(d.path()).unwrap();
+    let mut s = src.watch::<Service>();
+    let web = match &init(&mut s).await[1] {
+        Event::InitApply(svc) => svc.clone(),
+        e => panic!("{:?}", names(std::slice::from_ref(e))),
+    };
+    let sink = src.event_sink(Reporter {
+        controller: "leafbridge-controller".into(),
+        instance: None,
+    });
+    let ev = KubeEvent {
+        type_: EventType::Warning,
+        reason: "AllocationFailed".into(),
+        note: Some("PoolExhausted: no free IPv4 address".into()),
+        action: "Allocate".into(),
+        secondary: None,
+    };
+    for _ in 0..100 {
+        sink.publish(&ev, &leafbridge_api::state::object_ref(&web))
+            .await
+            .unwrap();
+    }
+    let docs = parse_documents(&std::fs::read(d.path().join(EVENTS_FILE)).unwrap()).unwrap();
+    assert!(
+        docs.len() <= 8,
+        "{} documents for one repeated Event",
+        docs.len()
+    );
+    let first = &docs[0];
+    let last = docs.last().unwrap();
+    assert_eq!(last["metadata"]["name"], first["metadata"]["name"]);
+    assert_eq!(last["firstTimestamp"], first["firstTimestamp"]);
+    assert_eq!(last["count"], 64);
+}
+
+#[tokio::test]
+async fn an_ippool_that_fails_the_schema_checks_keeps_its_last_good_version() {
+    let d = tempfile::tempdir().unwrap();
+    let pool = |addr: &str| {
+        format!(
+            "apiVersion: leafbridge.io/v1alpha1\nkind: IPPool\nmetadata: {{name: office}}\nspec:\n  addresses: [\"{addr}\"]\n"
+        )
+    };
+    write(d.path(), "pool.yaml", &pool("203.0.113.0/24"));
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_millis(100)).unwrap();
+    let mut s = src.watch::<IPPool>();
+    init(&mut s).await;
+    // A typo kubectl apply would refuse (host bits set): reported, the good version stays.
+    write(d.path(), "pool.yaml", &pool("203.0.113.5/24"));
+    assert_eq!(quiet(&mut s, 800).await, Ok(()));
+    let StateSource::Dir(sd) = &src else {
+        unreachable!()
+    };
+    assert_eq!(sd.malformed_count("IPPool"), 1);
+    write(d.path(), "pool.yaml", &pool("100.64.0.0/24"));
+    match next(&mut s).await {
+        Event::Apply(p) => assert_eq!(p.spec.addresses, ["100.64.0.0/24"]),
+        e => panic!("{:?}", names(&[e])),
+    }
+}
+
+#[tokio::test]
+async fn a_json_manifest_stays_json_after_a_status_write() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "web.json",
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"}, "spec": {"type": "LoadBalancer"}}"#,
+    );
+    let src = StateSource::dir(d.path()).unwrap();
+    src.apply_status::<Service>(
+        Some("shop"),
+        "web",
+        "m",
+        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.4"}]}}),
+    )
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(d.path().join("web.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).expect("still JSON");
+    assert_eq!(
+        v["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "203.0.113.4"
+    );
+    assert_eq!(v["spec"]["type"], "LoadBalancer");
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::IpNet;
+use k8s_openapi::jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
 use leafbridge_api::crd::IPPoolSpec;
 
@@ -200,31 +200,11 @@ struct Pool {
     service_selectors: Vec<Selector>,
 }
 
-/// Parse `a.b.c.d/len` or `a-b` into an inclusive u128 range.
+/// Parse `a.b.c.d/len` or `a-b` into an inclusive u128 range (the IPPool rules of
+/// `leafbridge_api::crd::pool_address_range`).
 pub fn parse_range(s: &str) -> Result<(Family, u128, u128), String> {
-    let s = s.trim();
-    if let Some((a, b)) = s.split_once('-') {
-        let a: IpAddr = a.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
-        let b: IpAddr = b.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
-        if Family::of(&a) != Family::of(&b) {
-            return Err(format!("{s:?}: range mixes IPv4 and IPv6"));
-        }
-        let (x, y) = (to_u128(&a), to_u128(&b));
-        if x > y {
-            return Err(format!("{s:?}: range start is after its end"));
-        }
-        Ok((Family::of(&a), x, y))
-    } else {
-        let net: IpNet = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        if net.trunc() != net {
-            return Err(format!(
-                "{s:?}: host bits set (did you mean {}?)",
-                net.trunc()
-            ));
-        }
-        let f = Family::of(&net.network());
-        Ok((f, to_u128(&net.network()), to_u128(&net.broadcast())))
-    }
+    let (a, b) = leafbridge_api::crd::pool_address_range(s)?;
+    Ok((Family::of(&a), to_u128(&a), to_u128(&b)))
 }
 
 impl Pool {
@@ -337,17 +317,20 @@ pub struct ServiceRequest {
     pub local_traffic: bool,
     /// `spec.selector`.
     pub selector: BTreeMap<String, String>,
+    /// Addresses already in `status.loadBalancer.ingress`. They are the Service's own (as in
+    /// MetalLB): every `ensure` adopts them when the table does not know the Service (it
+    /// appeared again after a re-list, a file move or a second replica's start).
+    pub status: Vec<IpAddr>,
 }
 
 impl ServiceRequest {
-    /// Families to hold, primary first.
+    /// Families to hold, primary first. `spec.ipFamilies` decides; a requested address only
+    /// when the Service names no family (a SingleStack IPv6 Service never gets IPv4).
     pub fn wanted_families(&self) -> Vec<Family> {
         let primary = self
-            .requested
+            .ip_families
             .first()
-            .map(Family::of)
-            .filter(|_| self.policy == FamilyPolicy::SingleStack)
-            .or(self.ip_families.first().copied())
+            .copied()
             .or(self.requested.first().map(Family::of))
             .unwrap_or(Family::IPv4);
         match self.policy {
@@ -368,6 +351,15 @@ pub struct Assigned {
     ports: Vec<(String, i32)>,
     local_traffic: bool,
     selector: BTreeMap<String, String>,
+}
+
+/// What [`Allocator::ensure_detailed`] gave a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    /// Addresses, primary family first.
+    pub ips: Vec<IpAddr>,
+    /// Held addresses kept although their family's request failed, with the failure.
+    pub kept: Vec<(IpAddr, AllocError)>,
 }
 
 /// Why a Service got no address. `reason()` is the Event reason / metric label.
@@ -398,6 +390,14 @@ pub enum AllocError {
         "{ip} is shared with {with}: with externalTrafficPolicy Local, Services may share an address only when they select the same pods (otherwise traffic is blackholed on some nodes)"
     )]
     SelectorMismatch { ip: IpAddr, with: String },
+    #[error(
+        "{ip} is shared with {with}, whose externalTrafficPolicy differs: a Local and a Cluster Service may not share an address (nodes without the Local Service's endpoints would drop its traffic)"
+    )]
+    TrafficPolicyMismatch { ip: IpAddr, with: String },
+    #[error(
+        "requested address {ip} ends in .0 or .255, which IPPool {pool} avoids (avoidBuggyIPs)"
+    )]
+    AvoidedAddress { ip: IpAddr, pool: String },
     #[error("no free {0} address in the IPPools this Service may use")]
     Exhausted(Family),
     #[error("no IPPool this Service may use has {0} addresses")]
@@ -418,6 +418,8 @@ impl AllocError {
             AllocError::AddressInUse { .. } => "AddressInUse",
             AllocError::PortCollision { .. } => "PortCollision",
             AllocError::SelectorMismatch { .. } => "SelectorMismatch",
+            AllocError::TrafficPolicyMismatch { .. } => "TrafficPolicyMismatch",
+            AllocError::AvoidedAddress { .. } => "AddressAvoided",
             AllocError::Exhausted(_) => "PoolExhausted",
             AllocError::NoPoolForFamily(_) => "NoPoolForFamily",
             AllocError::DualStackIncomplete(_) => "DualStackIncomplete",
@@ -466,15 +468,38 @@ impl Allocator {
         Self::default()
     }
 
-    /// Replace the pool set. Allocations stay: a Service whose address left every pool keeps it
-    /// (see [`Allocator::orphans`]). Pools are checked in name order; a pool overlapping an
-    /// earlier one is not used.
+    /// Replace the pool set with pools of unknown age; see [`Allocator::set_pools_dated`].
     pub fn set_pools<'a>(&mut self, pools: impl IntoIterator<Item = (&'a str, &'a IPPoolSpec)>) {
+        self.set_pools_dated(pools.into_iter().map(|(n, s)| (n, s, None)));
+    }
+
+    /// Replace the pool set. Allocations stay: a Service whose address left every pool keeps it
+    /// (see [`Allocator::orphans`]).
+    ///
+    /// Overlapping pools are settled by age, never by name, so a new pool with a typo cannot
+    /// disable one in use: a pool that was usable before this call goes first, then pools by
+    /// `metadata.creationTimestamp` (unknown last), then by name; a pool overlapping an earlier
+    /// one is marked `Overlap` and not used.
+    pub fn set_pools_dated<'a>(
+        &mut self,
+        pools: impl IntoIterator<Item = (&'a str, &'a IPPoolSpec, Option<Timestamp>)>,
+    ) {
+        let was_usable: BTreeSet<String> = self.pools.keys().cloned().collect();
         self.pools.clear();
         self.problems.clear();
         let mut sorted: Vec<_> = pools.into_iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, spec) in sorted {
+        sorted.sort_by(|a, b| {
+            let key = |p: &(&str, &IPPoolSpec, Option<Timestamp>)| {
+                (
+                    !was_usable.contains(p.0),
+                    p.2.is_none(),
+                    p.2,
+                    p.0.to_owned(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        for (name, spec, _) in sorted {
             match Pool::parse(name, spec) {
                 Err(p) => {
                     self.problems.insert(name.to_owned(), p);
@@ -589,9 +614,15 @@ impl Allocator {
                     port: *port,
                 });
             }
-            if (req.local_traffic || a.local_traffic)
-                && (req.selector.is_empty() || req.selector != a.selector)
-            {
+            // MetalLB's rule: with Local the backends are the selected pods, so a Local Service
+            // shares only with Local Services selecting the same pods, never with a Cluster one.
+            if req.local_traffic != a.local_traffic {
+                return Err(AllocError::TrafficPolicyMismatch {
+                    ip: *ip,
+                    with: fmt_key(h),
+                });
+            }
+            if req.local_traffic && (req.selector.is_empty() || req.selector != a.selector) {
                 return Err(AllocError::SelectorMismatch {
                     ip: *ip,
                     with: fmt_key(h),
@@ -629,18 +660,28 @@ impl Allocator {
                 pool: pool.name.clone(),
                 why,
             })?;
+            if pool.avoid_buggy_ips && is_buggy(f, to_u128(&ip)) {
+                return Err(AllocError::AvoidedAddress {
+                    ip,
+                    pool: pool.name.clone(),
+                });
+            }
             self.shareable(&ip, req)?;
             return Ok(ip);
         }
         if let Some(ip) = cur {
-            // Keep what the Service has unless its own `ip-pool` annotation changed: pool edits
-            // and selector changes never move a Service.
-            let asked_before = self.services.get(&req.key).and_then(|a| a.pool.as_ref());
+            // Keep what the Service has unless its `ip-pool` annotation names another usable
+            // pool than the one the address is in. Decided from the address, not from what
+            // this process remembers, so an annotation changed while the controller was down
+            // is acted on, and a restart decides as a running controller would. An address in
+            // no pool (after a pool edit) stays unless this process saw the annotation change.
+            let asked_before = self.services.get(&req.key).map(|a| a.pool.as_ref());
             let keep = match &req.pool {
                 None => true,
-                Some(want) => {
-                    asked_before == Some(want) || self.pool_of(&ip) == Some(want.as_str())
-                }
+                Some(want) => match self.pool_of(&ip) {
+                    Some(p) => p == want.as_str(),
+                    None => asked_before.is_none_or(|b| b == Some(want)),
+                },
             };
             if keep {
                 self.shareable(&ip, req)?;
@@ -708,19 +749,58 @@ impl Allocator {
     /// Give `req` its addresses: keep what it has where still valid, else allocate. On error the
     /// Service keeps its current addresses (nothing is released).
     pub fn ensure(&mut self, req: &ServiceRequest) -> Result<Vec<IpAddr>, AllocError> {
+        self.ensure_detailed(req).map(|g| g.ips)
+    }
+
+    /// [`Allocator::ensure`], also saying which held addresses were kept although their family's
+    /// request failed (PreferDualStack: the Service gets an Event, not a lost address).
+    ///
+    /// What the Service holds is the table's entry or, when the table does not know it, the
+    /// addresses in its status (`req.status`): an address in status is the Service's own on
+    /// every reconcile, not only at start-up, and is recorded as at start-up (see
+    /// [`Allocator::restore`]) even if the rest of the request fails, so nobody else takes an
+    /// address the Service still shows. One held by another Service is reported
+    /// (`AddressInUse`), never silently replaced.
+    pub fn ensure_detailed(&mut self, req: &ServiceRequest) -> Result<Granted, AllocError> {
+        let mut cur: Vec<IpAddr> = vec![];
+        if !self.services.contains_key(&req.key) && !req.status.is_empty() {
+            // A conflict is reported below, by the family's pick.
+            let _ = self.restore(req, &req.status);
+            cur = self
+                .services
+                .get(&req.key)
+                .map(|a| a.ips.clone())
+                .unwrap_or_default();
+            for ip in &req.status {
+                if !cur.iter().any(|c| Family::of(c) == Family::of(ip)) {
+                    cur.push(*ip);
+                }
+            }
+        } else if let Some(a) = self.services.get(&req.key) {
+            cur = a.ips.clone();
+        }
         validate(req)?;
-        let cur: Vec<IpAddr> = self
-            .services
-            .get(&req.key)
-            .map(|a| a.ips.clone())
-            .unwrap_or_default();
         let mut got = vec![];
         let mut errs = vec![];
+        let mut kept = vec![];
         for f in req.wanted_families() {
             let cur_f = cur.iter().find(|ip| Family::of(ip) == f).copied();
-            match self.pick(req, f, cur_f) {
-                Ok(ip) => got.push(ip),
-                Err(e) => errs.push(e),
+            match (self.pick(req, f, cur_f), cur_f) {
+                (Ok(ip), _) => got.push(ip),
+                // Keep it only if it is ours already or nobody else holds it: keeping must never
+                // make two Services hold one address against the sharing rules.
+                (Err(e), Some(held))
+                    if req.policy == FamilyPolicy::PreferDualStack
+                        && (self.holds(&req.key, &held) || self.shareable(&held, req).is_ok()) =>
+                {
+                    got.push(held);
+                    kept.push((held, e));
+                }
+                // A held address that can be neither kept nor picked again (another Service
+                // took it while this one was away): the whole request fails and is reported,
+                // so the Service does not silently lose a family.
+                (Err(e), Some(_)) if req.policy == FamilyPolicy::PreferDualStack => return Err(e),
+                (Err(e), _) => errs.push(e),
             }
         }
         let ok = match req.policy {
@@ -738,7 +818,7 @@ impl Allocator {
             );
         }
         self.commit(req, got.clone());
-        Ok(got)
+        Ok(Granted { ips: got, kept })
     }
 
     fn commit(&mut self, req: &ServiceRequest, ips: Vec<IpAddr>) {
@@ -789,6 +869,10 @@ impl Allocator {
         }
     }
 
+    fn holds(&self, key: &SvcKey, ip: &IpAddr) -> bool {
+        self.holders.get(ip).is_some_and(|h| h.contains(key))
+    }
+
     /// Release everything `key` holds (Service deleted, no longer LoadBalancer, other class).
     pub fn release(&mut self, key: &SvcKey) -> Option<Vec<IpAddr>> {
         let old = self.services.remove(key)?;
@@ -799,18 +883,26 @@ impl Allocator {
     }
 
     /// Rebuild the table from a Service's existing status (controller start). Status is the
-    /// truth: the addresses are recorded as they are, even outside every pool (see `orphans`)
-    /// and even when they break the sharing rules (an edit made while the controller was down);
-    /// such a conflict is returned for reporting, and the next `ensure` reports it again instead
-    /// of moving the Service.
+    /// truth: the addresses are recorded as they are, even outside every pool (see `orphans`).
+    /// An address that breaks the sharing rules with a Service restored before (two Services
+    /// showing one address, or an edit made while the controller was down) is not recorded:
+    /// the conflict is returned for reporting, and every `ensure` of that Service reports it
+    /// again (its status is adopted once the other holder lets go) instead of moving it.
     pub fn restore(&mut self, req: &ServiceRequest, ips: &[IpAddr]) -> Result<(), AllocError> {
         let mut seen = BTreeSet::new();
+        let mut conflict = None;
         let ips: Vec<IpAddr> = ips
             .iter()
             .copied()
             .filter(|ip| seen.insert(Family::of(ip)))
+            .filter(|ip| match self.shareable(ip, req) {
+                Ok(()) => true,
+                Err(e) => {
+                    conflict.get_or_insert(e);
+                    false
+                }
+            })
             .collect();
-        let conflict = ips.iter().find_map(|ip| self.shareable(ip, req).err());
         if !ips.is_empty() {
             self.commit(req, ips);
         }
@@ -820,11 +912,19 @@ impl Allocator {
 
 fn validate(req: &ServiceRequest) -> Result<(), AllocError> {
     let mut fams = BTreeSet::new();
+    let wanted = req.wanted_families();
     for ip in &req.requested {
         if !fams.insert(Family::of(ip)) {
             return Err(AllocError::InvalidRequest(format!(
                 "more than one {} address requested",
                 Family::of(ip)
+            )));
+        }
+        if !wanted.contains(&Family::of(ip)) {
+            return Err(AllocError::InvalidRequest(format!(
+                "requested {} address {ip}, but the Service is SingleStack {}",
+                Family::of(ip),
+                wanted[0]
             )));
         }
     }
@@ -959,13 +1059,26 @@ mod tests {
         z.ports = vec![("TCP".into(), 443)];
         z.requested = got.clone();
         z.local_traffic = true;
-        z.selector = BTreeMap::from([("app".into(), "other".into())]);
+        assert!(
+            matches!(a.ensure(&z), Err(AllocError::TrafficPolicyMismatch { .. })),
+            "a Local Service never shares with a Cluster one, even selecting the same pods"
+        );
+        let mut l1 = z.clone();
+        l1.key.1 = "l1".into();
+        l1.requested = vec![];
+        l1.sharing_key = Some("local".into());
+        let local_ip = a.ensure(&l1).unwrap();
+        let mut l2 = l1.clone();
+        l2.key.1 = "l2".into();
+        l2.ports = vec![("TCP".into(), 8443)];
+        l2.requested = local_ip.clone();
+        l2.selector = BTreeMap::from([("app".into(), "other".into())]);
         assert!(matches!(
-            a.ensure(&z),
+            a.ensure(&l2),
             Err(AllocError::SelectorMismatch { .. })
         ));
-        z.selector = x.selector.clone();
-        assert_eq!(a.ensure(&z).unwrap(), got);
+        l2.selector = l1.selector.clone();
+        assert_eq!(a.ensure(&l2).unwrap(), local_ip);
         let mut w = svc("w");
         w.requested = got.clone();
         assert!(matches!(a.ensure(&w), Err(AllocError::AddressInUse { .. })));
@@ -1080,6 +1193,141 @@ mod tests {
         assert_eq!(
             a.pool_problem("q").map(PoolProblem::reason),
             Some("InvalidSelector")
+        );
+    }
+
+    #[test]
+    fn a_service_reappearing_with_status_keeps_that_address() {
+        let mut a = Allocator::new();
+        let p = pool(&["203.0.113.0/24"]);
+        a.set_pools([("p", &p)]);
+        // Seen for the first time (file fixed after start, moved between files, re-list):
+        // the address in its status is its own, not the lowest free one.
+        let mut s = svc("a");
+        s.status = vec![ip("203.0.113.77")];
+        assert_eq!(a.ensure(&s).unwrap(), [ip("203.0.113.77")]);
+        assert_eq!(a.ensure(&svc("b")).unwrap(), [ip("203.0.113.0")]);
+        // Deleted and seen again (a move processed as delete + apply): the same address.
+        a.release(&s.key);
+        assert_eq!(a.ensure(&s).unwrap(), [ip("203.0.113.77")]);
+    }
+
+    #[test]
+    fn an_address_in_status_held_by_another_service_is_reported_not_moved() {
+        let mut a = Allocator::new();
+        let p = pool(&["203.0.113.0/24"]);
+        a.set_pools([("p", &p)]);
+        let first = a.ensure(&svc("a")).unwrap();
+        let mut b = svc("b");
+        b.status = first.clone();
+        assert_eq!(
+            a.ensure(&b),
+            Err(AllocError::AddressInUse {
+                ip: first[0],
+                by: "default/a".into()
+            })
+        );
+        assert!(a.get(&b.key).is_none(), "b is not given another address");
+    }
+
+    #[test]
+    fn prefer_dual_stack_keeps_a_held_family_when_its_request_fails() {
+        let mut a = Allocator::new();
+        let p = pool(&["203.0.113.0/24", "2001:db8::/120"]);
+        a.set_pools([("p", &p)]);
+        let mut s = svc("a");
+        s.policy = FamilyPolicy::PreferDualStack;
+        s.ip_families = vec![Family::IPv4, Family::IPv6];
+        let held = a.ensure(&s).unwrap();
+        assert_eq!(held, [ip("203.0.113.0"), ip("2001:db8::")]);
+        let mut other = svc("b");
+        other.ip_families = vec![Family::IPv6];
+        let taken = a.ensure(&other).unwrap()[0];
+        // The Service now asks for an IPv6 address that is taken: it keeps the one it has.
+        s.requested = vec![taken];
+        let g = a.ensure_detailed(&s).unwrap();
+        assert_eq!(g.ips, held);
+        assert_eq!(g.kept.len(), 1);
+        assert_eq!(g.kept[0].0, ip("2001:db8::"));
+        assert_eq!(g.kept[0].1.reason(), "AddressInUse");
+        assert_eq!(a.get(&s.key).unwrap().ips, held);
+    }
+
+    #[test]
+    fn a_single_stack_ipv6_service_never_gets_ipv4() {
+        let mut a = Allocator::new();
+        let p = pool(&["203.0.113.0/24", "2001:db8::/120"]);
+        a.set_pools([("p", &p)]);
+        let mut s = svc("a");
+        s.ip_families = vec![Family::IPv6];
+        s.requested = vec![ip("203.0.113.9")];
+        assert!(matches!(a.ensure(&s), Err(AllocError::InvalidRequest(_))));
+        s.requested = vec![];
+        assert_eq!(a.ensure(&s).unwrap(), [ip("2001:db8::")]);
+    }
+
+    #[test]
+    fn dot_zero_and_dot_255_cannot_be_requested_from_an_avoid_buggy_ips_pool() {
+        let mut a = Allocator::new();
+        let mut p = pool(&["203.0.113.0/24"]);
+        p.avoid_buggy_ips = true;
+        a.set_pools([("p", &p)]);
+        for bad in ["203.0.113.0", "203.0.113.255"] {
+            let mut s = svc(bad);
+            s.requested = vec![ip(bad)];
+            assert_eq!(a.ensure(&s).unwrap_err().reason(), "AddressAvoided");
+        }
+        let mut s = svc("ok");
+        s.requested = vec![ip("203.0.113.1")];
+        assert_eq!(a.ensure(&s).unwrap(), [ip("203.0.113.1")]);
+    }
+
+    #[test]
+    fn an_ip_pool_annotation_changed_while_the_controller_was_down_is_acted_on() {
+        let p1 = pool(&["203.0.113.0/24"]);
+        let p2 = pool(&["100.64.0.0/24"]);
+        let mut a = Allocator::new();
+        a.set_pools([("one", &p1), ("two", &p2)]);
+        let mut s = svc("a");
+        s.pool = Some("one".into());
+        let got = a.ensure(&s).unwrap();
+        // Restart: the Service's annotation now names "two"; its status still shows "one"'s.
+        s.pool = Some("two".into());
+        s.status = got.clone();
+        let mut b = Allocator::new();
+        b.set_pools([("one", &p1), ("two", &p2)]);
+        b.restore(&s, &got).unwrap();
+        assert_eq!(b.ensure(&s).unwrap(), [ip("100.64.0.0")]);
+        // And without a restart: the same.
+        assert_eq!(a.ensure(&s).unwrap(), [ip("100.64.0.0")]);
+    }
+
+    #[test]
+    fn overlapping_pools_are_settled_by_age_not_by_name() {
+        let ts = |s: &str| Some(s.parse::<Timestamp>().unwrap());
+        let old = pool(&["203.0.113.0/24"]);
+        let typo = pool(&["203.0.0.0/16"]);
+        let mut a = Allocator::new();
+        // "a-typo" sorts first by name but is newer: the pool in use keeps working.
+        a.set_pools_dated([
+            ("office", &old, ts("2026-01-01T00:00:00Z")),
+            ("a-typo", &typo, ts("2026-06-01T00:00:00Z")),
+        ]);
+        assert_eq!(a.pool_problem("office"), None);
+        assert_eq!(
+            a.pool_problem("a-typo"),
+            Some(&PoolProblem::Overlap {
+                other: "office".into()
+            })
+        );
+        // Without timestamps (a state directory), the pool that was already usable wins.
+        let mut b = Allocator::new();
+        b.set_pools([("office", &old)]);
+        b.set_pools([("office", &old), ("a-typo", &typo)]);
+        assert_eq!(b.pool_problem("office"), None);
+        assert_eq!(
+            b.pool_problem("a-typo").map(PoolProblem::reason),
+            Some("Overlap")
         );
     }
 }

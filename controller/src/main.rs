@@ -31,8 +31,8 @@ struct Cli {
     #[arg(long)]
     default_class: bool,
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:9464")]
-    metrics_addr: SocketAddr,
+    #[arg(long, alias = "metrics-addr", default_value = "0.0.0.0:9464")]
+    metrics_address: SocketAddr,
     /// Namespace of the leader-election Lease (Kubernetes only).
     #[arg(long, env = "POD_NAMESPACE", default_value = "leafbridge-system")]
     lease_namespace: String,
@@ -40,11 +40,11 @@ struct Cli {
     #[arg(long, default_value = "leafbridge-controller")]
     lease_name: String,
     /// Lease duration in seconds: a standby replica takes over within this time.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_parser = leader::parse_lease_duration)]
     lease_duration: u64,
     /// Log JSON lines.
-    #[arg(long)]
-    json_logs: bool,
+    #[arg(long, alias = "json-logs")]
+    log_json: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
-    ops::init_tracing(cli.json_logs);
+    ops::init_tracing(cli.log_json);
 
     let metrics = Metrics::default();
     let ready = Readiness::new();
@@ -97,8 +97,11 @@ async fn main() -> anyhow::Result<()> {
             metrics.register(&mut registry);
             source.register_metrics(&mut registry);
             let (addr, _ops) =
-                ops::serve(cli.metrics_addr, Arc::new(registry), ready.clone()).await?;
+                ops::serve(cli.metrics_address, Arc::new(registry), ready.clone()).await?;
             tracing::info!(%addr, dir = %dir.display(), "state-directory backend");
+            // A standby is healthy and ready; only the leader acts. (Not ready, a rolling
+            // update with maxUnavailable 0 would wait for it forever.)
+            ready.set_ready(true);
             let _lock = leader::dir_lock(dir).await?;
             tracing::info!("holding the state-directory controller lock");
             tokio::select! {
@@ -114,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
             let mut registry = Registry::default();
             metrics.register(&mut registry);
             let (addr, _ops) =
-                ops::serve(cli.metrics_addr, Arc::new(registry), ready.clone()).await?;
+                ops::serve(cli.metrics_address, Arc::new(registry), ready.clone()).await?;
             tracing::info!(%addr, "Kubernetes backend");
             let identity = std::env::var("POD_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
@@ -127,6 +130,8 @@ async fn main() -> anyhow::Result<()> {
                 grace_secs: (cli.lease_duration / 3).max(1),
             };
             let mut rx = leader::kube_lease(client, &lease).await?;
+            // Ready as a standby too: see the state-directory case.
+            ready.set_ready(true);
             leader::wait_until_leader(&mut rx).await?;
             tracing::info!(lease = %lease.name, "became leader");
             tokio::select! {

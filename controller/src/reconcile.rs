@@ -152,11 +152,13 @@ impl Ctx {
     fn refresh_pools(&self) {
         let pools = self.pools.state();
         let mut a = lock(&self.alloc);
-        a.set_pools(
-            pools
-                .iter()
-                .map(|p| (p.metadata.name.as_deref().unwrap_or(""), &p.spec)),
-        );
+        a.set_pools_dated(pools.iter().map(|p| {
+            (
+                p.metadata.name.as_deref().unwrap_or(""),
+                &p.spec,
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            )
+        }));
     }
 
     /// Rebuild the allocation table from existing Service status (start-up).
@@ -218,17 +220,27 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
     let key = service::key_of(&svc);
     let name = format!("{}/{}", key.0, key.1);
     if !service::is_managed(&svc, &ctx.class) {
+        // Type or class changed (maybe while we were down): clear what we wrote, and give the
+        // address back only once that write succeeded, so a failed write is retried and no
+        // other Service gets the address while this one still shows it.
+        let (held, stale) = {
+            let a = lock(&ctx.alloc);
+            let held = a.get(&key).is_some();
+            let stale =
+                service::has_stale_ingress(&svc, FIELD_MANAGER, |ip| a.pool_of(ip).is_some());
+            (held, stale)
+        };
+        if !held && !stale {
+            return Ok(Action::await_change());
+        }
+        let cleared = json!({"loadBalancer": {}, "conditions": []});
+        if service::owned_status(&svc) != cleared {
+            ctx.source
+                .apply_status::<Service>(Some(&key.0), &key.1, FIELD_MANAGER, cleared)
+                .await?;
+        }
         let released = lock(&ctx.alloc).release(&key);
         if let Some(ips) = released {
-            // Type or class changed: give the address back and clear what we wrote.
-            ctx.source
-                .apply_status::<Service>(
-                    Some(&key.0),
-                    &key.1,
-                    FIELD_MANAGER,
-                    json!({"loadBalancer": {}, "conditions": []}),
-                )
-                .await?;
             let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
             ctx.event(
                 &svc,
@@ -243,17 +255,42 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
     }
     let result = service::request_from(&svc, &ctx.namespace_labels(&key.0)).and_then(|req| {
         let mut a = lock(&ctx.alloc);
-        let before = a.get(&key).map(|x| x.ips.clone());
-        let ips = a.ensure(&req)?;
+        // What status shows counts as held: adopting it is not a new allocation.
+        let before = a
+            .get(&key)
+            .map(|x| x.ips.clone())
+            .or_else(|| (!req.status.is_empty()).then(|| req.status.clone()));
+        let granted = a.ensure_detailed(&req)?;
+        let ips = granted.ips;
         let pools: Vec<String> = ips
             .iter()
             .map(|ip| a.pool_of(ip).unwrap_or("-").to_owned())
             .collect();
-        Ok((before, ips, a.orphans(&key), pools))
+        Ok((before, ips, a.orphans(&key), pools, granted.kept))
     });
     match result {
-        Ok((before, ips, orphans, pools)) => {
-            lock(&ctx.last_failure).remove(&key);
+        Ok((before, ips, orphans, pools, kept)) => {
+            // Events only when the message changes, as for failures.
+            let kept_msg: Vec<String> = kept
+                .iter()
+                .map(|(ip, e)| format!("kept {ip}: {}: {e}", e.reason()))
+                .collect();
+            let kept_msg = kept_msg.join("; ");
+            let changed = {
+                let mut lf = lock(&ctx.last_failure);
+                if kept_msg.is_empty() {
+                    lf.remove(&key);
+                    false
+                } else {
+                    lf.insert(key.clone(), kept_msg.clone()).as_deref() != Some(kept_msg.as_str())
+                }
+            };
+            if changed {
+                tracing::warn!(service = %name, kept = %kept_msg,
+                    "a family's request failed; the Service keeps the address it holds");
+                ctx.event(&svc, EventType::Warning, "AddressKept", kept_msg)
+                    .await;
+            }
             let current = service::owned_status(&svc);
             let desired = service::desired_status(&ips, &orphans, &current, &now());
             if desired != current {

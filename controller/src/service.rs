@@ -113,7 +113,39 @@ pub fn request_from(
         ports,
         local_traffic: spec.external_traffic_policy.as_deref() == Some("Local"),
         selector: spec.selector.unwrap_or_default(),
+        status: ingress_ips(svc),
     })
+}
+
+/// Whether an unmanaged Service carries ingress this controller must clear: it was ours and
+/// its type or class changed, possibly while the controller was down (so the table cannot
+/// say). On Kubernetes the status fields' owner says it (`managedFields`); a manifest has no
+/// managedFields, so there any ingress of a Service that is no longer a LoadBalancer is stale
+/// (nobody else balances it), and a LoadBalancer of another class is cleared only when every
+/// ingress address is in one of our pools (`ours`).
+pub fn has_stale_ingress(
+    svc: &Service,
+    field_manager: &str,
+    ours: impl Fn(&IpAddr) -> bool,
+) -> bool {
+    let ips = ingress_ips(svc);
+    let conds = owned_status(svc)["conditions"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty());
+    if ips.is_empty() && !conds {
+        return false;
+    }
+    if let Some(mf) = &svc.metadata.managed_fields {
+        return mf.iter().any(|m| {
+            m.manager.as_deref() == Some(field_manager)
+                && m.subresource.as_deref() == Some("status")
+        });
+    }
+    let lb = svc
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.type_.as_deref() == Some("LoadBalancer"));
+    !lb || ips.iter().all(ours)
 }
 
 /// Addresses in `status.loadBalancer.ingress`.
@@ -284,6 +316,34 @@ spec:
             request_from(&bad, &BTreeMap::new()).unwrap_err().reason(),
             "InvalidRequest"
         );
+    }
+
+    #[test]
+    fn stale_ingress_is_ours_by_managed_fields_or_by_type_and_pools() {
+        let ours = |ip: &IpAddr| ip.to_string().starts_with("203.0.113.");
+        let st = "status: {loadBalancer: {ingress: [{ip: 203.0.113.1}]}}";
+        let cluster_ip = svc(&format!(
+            "metadata: {{name: a}}\nspec: {{type: ClusterIP}}\n{st}"
+        ));
+        assert!(has_stale_ingress(&cluster_ip, "lb", ours));
+        let other = svc(&format!(
+            "metadata: {{name: a}}\nspec: {{type: LoadBalancer, loadBalancerClass: x}}\n{st}"
+        ));
+        assert!(has_stale_ingress(&other, "lb", ours));
+        let foreign = svc(
+            "metadata: {name: a}\nspec: {type: LoadBalancer, loadBalancerClass: x}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.1}]}}",
+        );
+        assert!(!has_stale_ingress(&foreign, "lb", ours));
+        let by_other_manager = svc(&format!(
+            "metadata: {{name: a, managedFields: [{{manager: metallb, operation: Apply, subresource: status}}]}}\nspec: {{type: ClusterIP}}\n{st}"
+        ));
+        assert!(!has_stale_ingress(&by_other_manager, "lb", ours));
+        let by_us = svc(&format!(
+            "metadata: {{name: a, managedFields: [{{manager: lb, operation: Apply, subresource: status}}]}}\nspec: {{type: ClusterIP}}\n{st}"
+        ));
+        assert!(has_stale_ingress(&by_us, "lb", ours));
+        let empty = svc("metadata: {name: a}\nspec: {type: ClusterIP}");
+        assert!(!has_stale_ingress(&empty, "lb", ours));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Property tests of the allocator over random sequences of pool edits, Service
-//! creates/updates/deletes and controller restarts.
+//! creates/updates/deletes, Services that vanish for a while and come back with their status
+//! (a file moved in two steps, a truncated read, a watch re-list) and controller restarts or
+//! a second replica taking over (reconciling in any order).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use leafbridge_api::crd::{IPPoolSpec, ServiceAllocation};
@@ -31,7 +33,14 @@ enum Op {
         pool: Option<u8>,
     },
     Delete(usize),
-    Restart,
+    /// The watch loses the Service for a while (a truncated read, the first half of a move
+    /// between files): the controller releases it; its status stays as written.
+    Vanish(usize),
+    /// It comes back, with the status it had.
+    Reappear(usize),
+    /// A restart or another replica taking over: the table rebuilt from status, then every
+    /// Service reconciled in an order given by the seed.
+    Restart(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -41,7 +50,9 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0..10usize, 0..3u8, any::<bool>(), prop::option::of(0..8u8), prop::option::of(0..4u8))
             .prop_map(|(svc, policy, v6_first, request, pool)| Op::Upsert { svc, policy, v6_first, request, pool }),
         2 => (0..10usize).prop_map(Op::Delete),
-        1 => Just(Op::Restart),
+        1 => (0..10usize).prop_map(Op::Vanish),
+        1 => (0..10usize).prop_map(Op::Reappear),
+        1 => any::<u64>().prop_map(Op::Restart),
     ]
 }
 
@@ -138,7 +149,13 @@ fn check_sharing(
                     rx.ports.iter().all(|p| !ry.ports.contains(p)),
                     "{ip}: port collision {x:?} {y:?}"
                 );
-                if rx.local_traffic || ry.local_traffic {
+                prop_assert_eq!(
+                    rx.local_traffic,
+                    ry.local_traffic,
+                    "{}: a Local and a Cluster Service share",
+                    ip
+                );
+                if rx.local_traffic {
                     prop_assert_eq!(
                         &rx.selector,
                         &ry.selector,
@@ -146,6 +163,87 @@ fn check_sharing(
                         ip
                     );
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One reconcile of `r` with the status it has, as the controller does it; checks what any
+/// reconcile must satisfy. `must_keep`: the Service's request did not change since it was last
+/// granted, so whatever it holds must stay.
+fn reconcile(
+    a: &mut Allocator,
+    r: &ServiceRequest,
+    status: &mut BTreeMap<SvcKey, Vec<IpAddr>>,
+    settled: &mut BTreeSet<SvcKey>,
+    must_keep: bool,
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let mut r = r.clone();
+    r.status = status.get(&r.key).cloned().unwrap_or_default();
+    let in_table = a.get(&r.key).map(|x| x.ips.clone());
+    let held = in_table.clone().unwrap_or_else(|| r.status.clone());
+    match a.ensure_detailed(&r) {
+        Ok(g) => {
+            let ips = &g.ips;
+            let fams: Vec<Family> = ips.iter().map(Family::of).collect();
+            prop_assert!(!ips.is_empty());
+            prop_assert!(
+                fams.len() < 2 || fams[0] != fams[1],
+                "two addresses of one family"
+            );
+            match r.policy {
+                FamilyPolicy::SingleStack => prop_assert_eq!(ips.len(), 1),
+                FamilyPolicy::RequireDualStack => prop_assert_eq!(ips.len(), 2),
+                FamilyPolicy::PreferDualStack => {}
+            }
+            for ip in ips {
+                prop_assert!(
+                    held.contains(ip) || a.pool_of(ip).is_some(),
+                    "{} given outside every pool",
+                    ip
+                );
+                let kept = g.kept.iter().any(|(k, _)| k == ip);
+                prop_assert!(!kept || held.contains(ip), "{} kept but not held", ip);
+                if let Some(req_ip) = r.requested.iter().find(|q| Family::of(q) == Family::of(ip))
+                    && !kept
+                {
+                    prop_assert_eq!(req_ip, ip, "requested address not honoured");
+                }
+            }
+            if must_keep {
+                // PreferDualStack may gain the other family; what it had stays.
+                prop_assert!(
+                    held.iter().all(|ip| ips.contains(ip)),
+                    "{} moved a Service: {:?} -> {:?}",
+                    what,
+                    held,
+                    ips
+                );
+            }
+            // Kept addresses are not what was asked: the Service moves once it can get that.
+            if g.kept.is_empty() {
+                settled.insert(r.key.clone());
+            } else {
+                settled.remove(&r.key);
+            }
+            status.insert(r.key.clone(), g.ips);
+        }
+        Err(_) => {
+            settled.remove(&r.key);
+            let now = a.get(&r.key).map(|x| x.ips.clone());
+            match &in_table {
+                Some(_) => {
+                    prop_assert_eq!(now, in_table, "a failed request changed the allocation")
+                }
+                // Adopted from status: only what status shows may be recorded.
+                None => prop_assert!(
+                    now.iter().flatten().all(|ip| r.status.contains(ip)),
+                    "a failed request recorded {:?}, status {:?}",
+                    now,
+                    r.status
+                ),
             }
         }
     }
@@ -160,7 +258,9 @@ fn run(ops: &[Op]) -> Result<BTreeMap<SvcKey, Vec<IpAddr>>, TestCaseError> {
     let mut status: BTreeMap<SvcKey, Vec<IpAddr>> = BTreeMap::new();
     // Services whose current request was granted: only these must never move. (A Service whose
     // last edit failed, e.g. asked for a pool that did not exist yet, moves when it can.)
-    let mut settled: std::collections::BTreeSet<SvcKey> = Default::default();
+    let mut settled: BTreeSet<SvcKey> = Default::default();
+    // Services the watch lost for a while (they still exist, with their status).
+    let mut absent: BTreeSet<SvcKey> = Default::default();
     for op in ops {
         match op {
             Op::SetPools(c) => {
@@ -169,24 +269,9 @@ fn run(ops: &[Op]) -> Result<BTreeMap<SvcKey, Vec<IpAddr>>, TestCaseError> {
                 a.set_pools(pools.iter().map(|(k, v)| (k.as_str(), v)));
                 prop_assert_eq!(&table(&a), &before, "a pool edit moved a Service");
                 // Re-reconcile everyone, as the controller does after a pool edit.
-                for r in reqs.values() {
-                    let was_settled = settled.contains(&r.key);
-                    let res = a.ensure(r);
-                    if res.is_ok() {
-                        settled.insert(r.key.clone());
-                    }
-                    if let (Ok(ips), Some(old), true) = (res, before.get(&r.key), was_settled) {
-                        // PreferDualStack may gain the other family; what it had stays.
-                        prop_assert!(
-                            old.iter().all(|ip| ips.contains(ip)),
-                            "re-reconcile after a pool edit moved a Service: {:?} -> {:?}",
-                            old,
-                            ips
-                        );
-                    }
-                    if let Some(x) = a.get(&r.key) {
-                        status.insert(r.key.clone(), x.ips.clone());
-                    }
+                for r in reqs.values().filter(|r| !absent.contains(&r.key)) {
+                    let keep = settled.contains(&r.key) && before.contains_key(&r.key);
+                    reconcile(&mut a, r, &mut status, &mut settled, keep, "a pool edit")?;
                 }
             }
             Op::Upsert {
@@ -197,42 +282,11 @@ fn run(ops: &[Op]) -> Result<BTreeMap<SvcKey, Vec<IpAddr>>, TestCaseError> {
                 pool,
             } => {
                 let r = request(*svc, *policy, *v6_first, *rq, *pool);
-                let before = a.get(&r.key).map(|x| x.ips.clone()).unwrap_or_default();
-                reqs.insert(r.key.clone(), r.clone());
-                match a.ensure(&r) {
-                    Ok(ips) => {
-                        let fams: Vec<Family> = ips.iter().map(Family::of).collect();
-                        prop_assert!(!ips.is_empty());
-                        prop_assert!(
-                            fams.len() < 2 || fams[0] != fams[1],
-                            "two addresses of one family"
-                        );
-                        match r.policy {
-                            FamilyPolicy::SingleStack => prop_assert_eq!(ips.len(), 1),
-                            FamilyPolicy::RequireDualStack => prop_assert_eq!(ips.len(), 2),
-                            FamilyPolicy::PreferDualStack => {}
-                        }
-                        for ip in &ips {
-                            prop_assert!(
-                                before.contains(ip) || a.pool_of(ip).is_some(),
-                                "{} given outside every pool",
-                                ip
-                            );
-                            if let Some(req_ip) =
-                                r.requested.iter().find(|q| Family::of(q) == Family::of(ip))
-                            {
-                                prop_assert_eq!(req_ip, ip, "requested address not honoured");
-                            }
-                        }
-                        status.insert(r.key.clone(), ips);
-                        settled.insert(r.key.clone());
-                    }
-                    Err(_) => {
-                        settled.remove(&r.key);
-                        let now = a.get(&r.key).map(|x| x.ips.clone()).unwrap_or_default();
-                        prop_assert_eq!(now, before, "a failed request changed the allocation");
-                    }
+                if absent.contains(&r.key) {
+                    continue;
                 }
+                reqs.insert(r.key.clone(), r.clone());
+                reconcile(&mut a, &r, &mut status, &mut settled, false, "an edit")?;
             }
             Op::Delete(svc) => {
                 let key = ("ns".to_string(), format!("s{svc}"));
@@ -240,40 +294,106 @@ fn run(ops: &[Op]) -> Result<BTreeMap<SvcKey, Vec<IpAddr>>, TestCaseError> {
                 reqs.remove(&key);
                 status.remove(&key);
                 settled.remove(&key);
+                absent.remove(&key);
             }
-            Op::Restart => {
+            Op::Vanish(svc) => {
+                let key = ("ns".to_string(), format!("s{svc}"));
+                if reqs.contains_key(&key) {
+                    a.release(&key);
+                    absent.insert(key);
+                }
+            }
+            Op::Reappear(svc) => {
+                let key = ("ns".to_string(), format!("s{svc}"));
+                if absent.remove(&key) {
+                    let keep = settled.contains(&key);
+                    let r = reqs[&key].clone();
+                    // Its address may have been given to another Service meanwhile: then the
+                    // reconcile fails (reported), it never gets a different one.
+                    let before = status.get(&key).cloned();
+                    reconcile(
+                        &mut a,
+                        &r,
+                        &mut status,
+                        &mut settled,
+                        false,
+                        "a reappearance",
+                    )?;
+                    let granted = a.get(&key).filter(|_| settled.contains(&key));
+                    if keep && let Some(x) = granted {
+                        let old = before.unwrap_or_default();
+                        prop_assert!(
+                            old.iter().all(|ip| x.ips.contains(ip)),
+                            "a Service that came back with its status moved: {:?} -> {:?}",
+                            old,
+                            x.ips
+                        );
+                    }
+                }
+            }
+            Op::Restart(seed) => {
                 let before = table(&a);
                 let mut b = Allocator::new();
                 b.set_pools(pools.iter().map(|(k, v)| (k.as_str(), v)));
-                for (k, ips) in &status {
-                    let _ = b.restore(&reqs[k], ips);
+                let present: Vec<&ServiceRequest> =
+                    reqs.values().filter(|r| !absent.contains(&r.key)).collect();
+                for r in &present {
+                    if let Some(ips) = status.get(&r.key) {
+                        let _ = b.restore(r, ips);
+                    }
                 }
                 prop_assert_eq!(table(&b), before.clone(), "restart changed the table");
-                for r in reqs.values() {
-                    let was_settled = settled.contains(&r.key);
-                    let res = b.ensure(r);
-                    if res.is_ok() {
-                        settled.insert(r.key.clone());
-                    }
-                    if let (Ok(ips), Some(old), true) = (res, before.get(&r.key), was_settled) {
-                        prop_assert!(
-                            old.iter().all(|ip| ips.contains(ip)),
-                            "first reconcile after restart moved a Service"
-                        );
-                    }
-                    if let Some(x) = b.get(&r.key) {
-                        status.insert(r.key.clone(), x.ips.clone());
-                    }
+                // Another replica may reconcile in any order.
+                let mut order = present.clone();
+                order.sort_by_key(|r| {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    (seed, &r.key).hash(&mut h);
+                    h.finish()
+                });
+                for r in order {
+                    let keep = settled.contains(&r.key) && before.contains_key(&r.key);
+                    reconcile(
+                        &mut b,
+                        r,
+                        &mut status,
+                        &mut settled,
+                        keep,
+                        "the first reconcile after a restart",
+                    )?;
                 }
                 a = b;
             }
         }
         check_sharing(&a, &reqs)?;
-        prop_assert_eq!(
-            table(&a),
-            status.clone(),
-            "table and written status disagree"
-        );
+        // The table is what status says, for every Service it knows; a Service it does not
+        // know has no status, is away, or failed (its address is someone else's: reported).
+        let t = table(&a);
+        for (k, ips) in &t {
+            if settled.contains(k) {
+                prop_assert_eq!(
+                    Some(ips),
+                    status.get(k),
+                    "table and written status disagree"
+                );
+            } else {
+                // A failed adoption records what it can of its status, nothing else.
+                let st = status.get(k).cloned().unwrap_or_default();
+                prop_assert!(
+                    ips.iter().all(|ip| st.contains(ip)),
+                    "table {:?} and written status {:?} disagree",
+                    ips,
+                    st
+                );
+            }
+        }
+        for k in status.keys().filter(|k| !t.contains_key(*k)) {
+            prop_assert!(
+                absent.contains(k) || !settled.contains(k),
+                "{:?} has status but the table does not know it",
+                k
+            );
+        }
     }
     Ok(table(&a))
 }

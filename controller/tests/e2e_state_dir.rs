@@ -35,7 +35,7 @@ fn start(dir: &Path, port: u16, log: &str) -> Proc {
         .args([
             "--state-dir",
             dir.to_str().unwrap(),
-            "--metrics-addr",
+            "--metrics-address",
             &format!("127.0.0.1:{port}"),
         ])
         .env("RUST_LOG", "info")
@@ -247,6 +247,12 @@ fn allocates_for_yaml_services_and_keeps_every_address_across_restarts_and_failo
         read_log(&dir, "b.log").contains("allocation table rebuilt")
     });
     std::fs::remove_file(dir.join("late.yaml")).unwrap();
+    // A removed file's objects go once it stayed removed for the settle time.
+    wait_for("late's address released", Duration::from_secs(20), || {
+        http_get(port_b, "/metrics").is_some_and(|(_, b)| {
+            b.contains("leafbridge_pool_addresses_in_use{pool=\"office\",family=\"IPv4\"} 4")
+        })
+    });
     std::fs::write(dir.join("later.yaml"), svc("later", "", "")).unwrap();
     wait_for("allocation by the standby", Duration::from_secs(30), || {
         addresses(&dir).get("later").is_some_and(|v| !v.is_empty())
@@ -328,4 +334,137 @@ fn allocates_for_yaml_services_and_keeps_every_address_across_restarts_and_failo
         before,
         "status writes continue while nothing changes"
     );
+}
+
+/// The documents of `file` with `name`'s changed by `f`, written back.
+fn edit(dir: &Path, file: &str, name: &str, f: impl Fn(&mut serde_json::Value)) {
+    let path = dir.join(file);
+    let mut docs = parse_documents(&std::fs::read(&path).unwrap()).unwrap();
+    for d in docs.iter_mut().filter(|d| d["metadata"]["name"] == name) {
+        f(d);
+    }
+    let text: Vec<String> = docs
+        .iter()
+        .map(|d| serde_yaml::to_string(d).unwrap())
+        .collect();
+    std::fs::write(&path, text.join("---\n")).unwrap();
+}
+
+#[test]
+fn addresses_survive_non_atomic_rewrites_moves_and_changes_made_while_the_controller_was_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pool.yaml"),
+        "apiVersion: leafbridge.io/v1alpha1\nkind: IPPool\nmetadata: {name: office}\nspec:\n  addresses: [203.0.113.0/28]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("svcs.yaml"), svc("a", "", "") + &svc("b", "", "")).unwrap();
+    let port = free_port();
+    let mut ctl = start(&dir, port, "c1.log");
+    wait_for("first allocations", Duration::from_secs(30), || {
+        let m = addresses(&dir);
+        ["a", "b"]
+            .iter()
+            .all(|n| m.get(*n).is_some_and(|v| !v.is_empty()))
+    });
+    let first = addresses(&dir);
+
+    // `cmd > svcs.yaml`: the file is empty, then half written, for a while; meanwhile a new
+    // Service arrives, which would take a freed address.
+    let whole = std::fs::read_to_string(dir.join("svcs.yaml")).unwrap();
+    {
+        let mut f = std::fs::File::create(dir.join("svcs.yaml")).unwrap();
+        std::fs::write(dir.join("new.yaml"), svc("c", "", "")).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        f.write_all(&whole.as_bytes()[..whole.len() / 2]).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        f.write_all(&whole.as_bytes()[whole.len() / 2..]).unwrap();
+    }
+    wait_for("c allocated", Duration::from_secs(30), || {
+        addresses(&dir).get("c").is_some_and(|v| !v.is_empty())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let second = addresses(&dir);
+    assert_eq!(
+        second["a"], first["a"],
+        "a moved after a non-atomic rewrite"
+    );
+    assert_eq!(
+        second["b"], first["b"],
+        "b moved after a non-atomic rewrite"
+    );
+    assert!(
+        !first.values().flatten().any(|ip| second["c"].contains(ip)),
+        "c got a taken address: {second:?}"
+    );
+
+    // b moved to another file in two steps (cut, save; paste elsewhere a moment later), with
+    // a new Service created in between.
+    let docs = parse_documents(&std::fs::read(dir.join("svcs.yaml")).unwrap()).unwrap();
+    let b_doc = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "b")
+        .unwrap()
+        .clone();
+    let a_doc = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "a")
+        .unwrap()
+        .clone();
+    std::fs::write(
+        dir.join("svcs.yaml"),
+        serde_yaml::to_string(&a_doc).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("d.yaml"), svc("d", "", "")).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    std::fs::write(
+        dir.join("moved.yaml"),
+        serde_yaml::to_string(&b_doc).unwrap(),
+    )
+    .unwrap();
+    wait_for("d allocated", Duration::from_secs(30), || {
+        addresses(&dir).get("d").is_some_and(|v| !v.is_empty())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let third = addresses(&dir);
+    assert_eq!(third["b"], first["b"], "b moved when its manifest moved");
+    assert!(
+        !second.values().flatten().any(|ip| third["d"].contains(ip)),
+        "d got a taken address: {third:?}"
+    );
+
+    // While the controller is down, a becomes a ClusterIP Service: its stale ingress is
+    // cleared at the next start.
+    drop(ctl);
+    edit(&dir, "svcs.yaml", "a", |d| {
+        d["spec"]["type"] = "ClusterIP".into()
+    });
+    ctl = start(&dir, port, "c2.log");
+    wait_for("stale ingress cleared", Duration::from_secs(30), || {
+        addresses(&dir).get("a").is_some_and(|v| v.is_empty())
+    });
+
+    // A standby is ready, and deleting .leafbridge/ does not give it a second lock.
+    let port_b = free_port();
+    let _standby = start(&dir, port_b, "standby.log");
+    wait_for("standby", Duration::from_secs(10), || {
+        read_log(&dir, "standby.log").contains("standing by")
+    });
+    wait_for("standby ready", Duration::from_secs(10), || {
+        http_get(port_b, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
+    std::fs::remove_dir_all(dir.join(".leafbridge")).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !read_log(&dir, "standby.log").contains("holding the state-directory controller lock"),
+        "the standby took a second lock after .leafbridge/ was deleted"
+    );
+    drop(ctl);
+    wait_for("standby took over", Duration::from_secs(10), || {
+        read_log(&dir, "standby.log").contains("holding the state-directory controller lock")
+    });
 }

@@ -1,8 +1,10 @@
 //! State-directory backend: a directory of Kubernetes-format YAML manifests.
 //!
-//! - Any file names and subdirectories; multi-document files (`---`) and `kind: List` files are
-//!   fine. Names starting with `.` (files and directories) are ignored: that is where temp files
-//!   of atomic writes and leafbridge's own bookkeeping (`.leafbridge/`) live.
+//! - `.yaml`, `.yml` and `.json` files in any subdirectories (as kubectl reads a directory;
+//!   editor backups such as `svc.yaml~` are not manifests); multi-document files (`---`) and
+//!   `kind: List` files are fine. Names starting with `.` (files and directories) are ignored:
+//!   that is where temp files of atomic writes and leafbridge's own bookkeeping
+//!   (`.leafbridge/`) live.
 //! - Objects are matched to a watched type by `apiVersion` + `kind`; a namespaced object without
 //!   `metadata.namespace` is in `default`, as `kubectl apply` would put it.
 //! - Changes are picked up from `notify` events (debounced) plus a periodic full rescan as a
@@ -10,13 +12,21 @@
 //! - A malformed file (bad YAML, a document without apiVersion/kind/name, or a matching document
 //!   that does not deserialize) is logged and counted in
 //!   `leafbridge_state_dir_malformed_manifests_total{kind}` and skipped as a whole: objects loaded
-//!   from a good earlier version of that file stay, so a typo never deletes Services.
-//! - Status writes re-read the file right before writing, write a temp file in the same
-//!   directory, fsync it, check the original did not change meanwhile (else retry) and rename it
-//!   over the original: readers never see half a file and a concurrent spec edit is never lost.
-//!   Writers in several processes serialise on `.leafbridge/write.lock` (advisory lock).
+//!   from a good earlier version of that file stay, so a typo never deletes Services. A
+//!   leafbridge object that fails its CRD's schema checks (`crd::validate_manifest`) counts as
+//!   malformed too.
+//! - A version of a file that drops objects is taken only after it stayed the same for
+//!   [`SETTLE`]: an empty or cut-short read of a file being written, or the first half of a
+//!   move between files, deletes nothing.
+//! - Status writes change only the `status` block of each object's document (the rest of the
+//!   file stays byte for byte; see `splice_status`), also inside `kind: List` files. They
+//!   re-read the file right before writing, write a temp file next to the file (next to a
+//!   symlink's target: the link stays), fsync it, check the original did not change meanwhile
+//!   (else retry) and rename it over the original: readers never see half a file and a
+//!   concurrent spec edit is never lost. Writers in several processes serialise on
+//!   `.leafbridge/write.lock` (advisory lock).
 //! - Events are appended as core/v1 Event YAML documents to `.leafbridge/events.yaml` (rotated to
-//!   `events.yaml.1` past 8 MiB).
+//!   `events.yaml.1` past 8 MiB); repeats are aggregated with a count.
 //! - Memory: one parse of the directory is shared by every watch and writer; each document is
 //!   kept once, as compact JSON (see `Doc`), and a watch keeps no typed objects: it
 //!   deserializes a document when it hands out the event carrying it. 10,000 small Services
@@ -49,6 +59,11 @@ pub const META_DIR: &str = ".leafbridge";
 pub const EVENTS_FILE: &str = ".leafbridge/events.yaml";
 const EVENTS_ROTATE_BYTES: u64 = 8 << 20;
 const DEBOUNCE: Duration = Duration::from_millis(25);
+/// How long a version of a file that drops objects (an empty or cut-short read while someone
+/// writes the file with `cmd > file`, the first half of a move between files, a deleted
+/// file) must stay unchanged before its objects are deleted. Additions and edits are taken
+/// at once.
+pub const SETTLE: Duration = Duration::from_secs(2);
 const WRITE_ATTEMPTS: usize = 8;
 
 type Labels = Vec<(String, String)>;
@@ -74,6 +89,13 @@ pub struct StateDir {
     shared: Mutex<Shared>,
     tmp_seq: AtomicU64,
     rescans: AtomicU64,
+    /// Manifest files read by scans (tests: a status write that misses reads none).
+    reads: AtomicU64,
+    /// Recent Events by what they say, for aggregation (see [`StateDir::append_event`]).
+    recent_events: Mutex<HashMap<String, RecentEvent>>,
+    /// Set when a scan read a file while the shared lock was held (unit test).
+    #[cfg(test)]
+    read_under_lock: std::sync::atomic::AtomicBool,
     malformed: Family<Labels, Counter>,
     status_writes: Family<Labels, Counter>,
 }
@@ -98,6 +120,10 @@ impl StateDir {
             shared: Mutex::default(),
             tmp_seq: AtomicU64::new(0),
             rescans: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            recent_events: Mutex::default(),
+            #[cfg(test)]
+            read_under_lock: Default::default(),
             malformed: Family::default(),
             status_writes: Family::default(),
         })
@@ -131,6 +157,11 @@ impl StateDir {
     /// How many times the shared scan of this directory ran (tests: the watch goes idle).
     pub fn rescan_count(&self) -> u64 {
         self.rescans.load(Ordering::Relaxed)
+    }
+
+    /// How many manifest files scans have read (tests, diagnostics).
+    pub fn file_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// Malformed-manifest count for `kind` (tests, diagnostics).
@@ -182,15 +213,20 @@ impl StateDir {
     /// is seen), register for its change batches and return the current parsed files. Starts
     /// the scanner task (notify + periodic rescan) if none runs.
     fn subscribe(self: &Arc<Self>) -> (mpsc::UnboundedReceiver<Batch>, Vec<(PathBuf, FileChange)>) {
+        // The notify watch is registered before the scan: a change right after it is not missed.
+        let scanner = {
+            let mut guard = lock(&self.shared);
+            let sh = &mut *guard;
+            sh.poke.is_none().then(|| self.start_notify(sh))
+        };
+        self.scan(false);
+        // What the scan published before we registered is in the snapshot.
         let mut guard = lock(&self.shared);
         let sh = &mut *guard;
-        // The notify watch is registered before the scan: a change right after it is not missed.
-        let scanner = sh.poke.is_none().then(|| self.start_notify(sh));
-        let changes = self.scan(sh, false);
-        sh.publish(changes);
         let snapshot = sh.changes(sh.files.keys().cloned().collect::<Vec<_>>());
         let (tx, rx) = mpsc::unbounded_channel();
         sh.subscribers.push(tx);
+        drop(guard);
         if let Some((watcher, prx)) = scanner {
             self.start_scanner(watcher, prx);
         }
@@ -245,7 +281,15 @@ impl StateDir {
             ticker.tick().await;
             let mut ticks = 0u64;
             loop {
+                let due = lock(&me.shared).settle_due;
+                let settle = async move {
+                    match due {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let full = tokio::select! {
+                    () = settle => false,
                     n = prx.recv() => {
                         if n.is_none() { return; }
                         tokio::time::sleep(DEBOUNCE).await;
@@ -259,70 +303,133 @@ impl StateDir {
                         ticks.is_multiple_of(15)
                     }
                 };
-                let mut guard = lock(&me.shared);
-                let sh = &mut *guard;
-                sh.subscribers.retain(|s| !s.is_closed());
-                if sh.subscribers.is_empty() {
-                    sh.poke = None;
-                    return;
+                {
+                    let mut sh = lock(&me.shared);
+                    sh.subscribers.retain(|s| !s.is_closed());
+                    if sh.subscribers.is_empty() {
+                        sh.poke = None;
+                        return;
+                    }
                 }
-                let changes = me.scan(sh, full);
-                sh.publish(changes);
+                me.scan(full);
             }
         });
     }
 
-    /// Re-read changed files into the shared cache and return what changed. A quick scan skips
-    /// files whose size, mtime and inode are unchanged; a full one compares every file's
-    /// content. Unchanged content is not parsed again.
-    fn scan(&self, sh: &mut Shared, full: bool) -> Vec<(PathBuf, FileChange)> {
+    /// Re-read changed files into the shared cache and tell the watches what changed. A quick
+    /// scan skips files whose size, mtime and inode are unchanged; a full one compares every
+    /// file's content. Unchanged content is not parsed again.
+    ///
+    /// The shared lock is held only to compare and to take results, never while listing,
+    /// reading or parsing files: watches and status writers are not held up by a big tree. A
+    /// file whose cache entry changed meanwhile (our own write) is left to the next scan.
+    ///
+    /// A version that drops objects the file's last good version held is taken only once it
+    /// has stayed the same for [`SETTLE`] (see there); until then the watches keep the old
+    /// objects and `settle_due` tells the scanner when to look again.
+    fn scan(&self, full: bool) {
         self.rescans.fetch_add(1, Ordering::Relaxed);
         let list = match list_manifest_files(&self.root) {
             Ok(l) => l,
             Err(e) => {
                 // Keep everything we have: an unreadable directory is not "everything deleted".
                 tracing::warn!(dir = %self.root.display(), error = %e, "cannot list state directory");
-                return vec![];
+                return;
             }
         };
-        let mut changed = vec![];
-        let gone: Vec<PathBuf> = sh
-            .files
-            .keys()
-            .filter(|p| list.binary_search(p).is_err())
-            .cloned()
+        let stamps: Vec<(PathBuf, Option<Stamp>)> = list
+            .into_iter()
+            .map(|p| (stamp_of(&p), p))
+            .map(|(s, p)| (p, s))
             .collect();
-        for p in gone {
-            sh.files.remove(&p);
-            changed.push((p, FileChange::Gone));
-        }
-        for path in list {
-            let stamp = stamp_of(&path);
-            if !full && stamp.is_some() && sh.files.get(&path).is_some_and(|e| e.stamp == stamp) {
+        // Which files to read, with their cache generation and digest as of now.
+        let mut changed = vec![];
+        let to_read: Vec<(PathBuf, Option<Stamp>, u64, Option<Digest>)> = {
+            let mut guard = lock(&self.shared);
+            let sh = &mut *guard;
+            let now = std::time::Instant::now();
+            sh.settle_due = None;
+            let gone: Vec<PathBuf> = sh
+                .files
+                .keys()
+                .filter(|p| stamps.binary_search_by(|(q, _)| q.cmp(p)).is_err())
+                .cloned()
+                .collect();
+            for p in gone {
+                if sh.settled(&p, None, None, now) {
+                    sh.files.remove(&p);
+                    changed.push((p, FileChange::Gone));
+                }
+            }
+            stamps
+                .into_iter()
+                .filter_map(|(path, stamp)| {
+                    let e = sh.files.get(&path);
+                    let skip = !full
+                        && stamp.is_some()
+                        && e.is_some_and(|e| e.stamp == stamp && e.unsettled.is_none());
+                    (!skip).then(|| {
+                        let (gen_, seen) = e.map_or((0, None), |e| (e.gen_, e.seen));
+                        (path, stamp, gen_, seen)
+                    })
+                })
+                .collect()
+        };
+        // Read and parse, unlocked.
+        let read: Vec<_> = to_read
+            .into_iter()
+            .filter_map(|(path, stamp, gen_, seen)| {
+                self.reads.fetch_add(1, Ordering::Relaxed);
+                #[cfg(test)]
+                if self.shared.try_lock().is_err() {
+                    self.read_under_lock.store(true, Ordering::Relaxed);
+                }
+                let content = match fs::read(&path) {
+                    Ok(c) => Some(c),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot read manifest; keeping what it held");
+                        return None;
+                    }
+                };
+                let parsed = content.map(|c| {
+                    let d = digest(&c);
+                    let raw = (seen != Some(d)).then(|| raw_documents(&c));
+                    (c, d, raw)
+                });
+                Some((path, stamp, gen_, parsed))
+            })
+            .collect();
+        let mut guard = lock(&self.shared);
+        let sh = &mut *guard;
+        let now = std::time::Instant::now();
+        for (path, stamp, gen_, parsed) in read {
+            if sh.files.get(&path).map_or(0, |e| e.gen_) != gen_ {
                 continue;
             }
-            let content = match fs::read(&path) {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if sh.files.remove(&path).is_some() {
-                        changed.push((path, FileChange::Gone));
-                    }
-                    continue;
+            let Some((content, d, raw)) = parsed else {
+                if sh.files.contains_key(&path) && sh.settled(&path, None, None, now) {
+                    sh.files.remove(&path);
+                    changed.push((path, FileChange::Gone));
                 }
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot read manifest; keeping what it held");
-                    continue;
-                }
+                continue;
             };
             let entry = sh.files.entry(path.clone()).or_default();
             entry.stamp = stamp;
-            if entry.seen == Some(digest(&content)) {
+            let Some(raw) = raw else {
+                // Back to the version we have: whatever was waiting to settle is void.
+                entry.unsettled = None;
+                continue;
+            };
+            if let Ok(values) = &raw
+                && !sh.settled(&path, Some(d), Some(values), now)
+            {
                 continue;
             }
-            let raw = raw_documents(&content);
+            let entry = sh.files.entry(path.clone()).or_default();
             changed.push((path, entry.set(&content, raw, None)));
         }
-        changed
+        sh.publish(changed);
     }
 
     /// Every document of `path` if `content` is what the shared cache last saw there.
@@ -491,18 +598,25 @@ impl StateDir {
         }
     }
 
-    /// Where every object is: one parse of the whole directory.
+    /// Where every object is, from the shared cache of parsed files: a scan brings it up to
+    /// date first, which reads only files that changed (usually none), not the whole tree.
     fn reindex(&self) {
+        let files: Vec<(PathBuf, Vec<Docs>)> = {
+            self.scan(false);
+            lock(&self.shared)
+                .files
+                .iter()
+                .map(|(p, f)| {
+                    // `raw` as written, `good` with `kind: List` items expanded.
+                    (
+                        p.clone(),
+                        f.raw.iter().chain(f.good.iter()).cloned().collect(),
+                    )
+                })
+                .collect()
+        };
         let mut h = HashMap::new();
-        for p in list_manifest_files(&self.root).unwrap_or_default() {
-            let Ok(content) = fs::read(&p) else { continue };
-            let docs = self.cached_docs(&p, &content).or_else(|| {
-                let mut names = HashSet::new();
-                let values = all_documents(&content)?;
-                Some(Arc::new(
-                    values.iter().map(|v| Doc::new(v, &mut names)).collect(),
-                ))
-            });
+        for (p, docs) in files {
             for d in docs.iter().flat_map(|d| d.iter()) {
                 let field = |f: &Option<Arc<str>>| f.as_deref().map(str::to_owned);
                 let (Some(api), Some(kind), Some(name)) =
@@ -527,6 +641,20 @@ impl StateDir {
 
     /// Apply `reqs` to one file atomically. Returns the requests whose object is not in it.
     fn write_file(&self, path: &Path, reqs: Vec<StatusRequest>) -> Vec<StatusRequest> {
+        // Someone is (probably) still writing it (`cmd > file`): renaming our version over it
+        // now would lose the rest of their write. The caller retries.
+        if lock(&self.shared)
+            .files
+            .get(path)
+            .is_some_and(|f| f.unsettled.is_some())
+        {
+            for (_, _, tx) in reqs {
+                let _ = tx.send(Err(StateError::Contended {
+                    path: path.to_path_buf(),
+                }));
+            }
+            return vec![];
+        }
         for _ in 0..WRITE_ATTEMPTS {
             // Re-read right before writing (a spec edit since is never lost); parse only if it
             // is not what the shared cache already holds (usually: our own last write).
@@ -550,11 +678,14 @@ impl StateDir {
             let mut changed = false;
             let mut touched = vec![false; docs.len()];
             for (key, status, _) in &reqs {
-                let Some(idx) = docs.iter().position(|d| doc_matches(d, key)) else {
+                let Some((idx, item)) = find_document(&docs, key) else {
                     outcome.push(None);
                     continue;
                 };
-                let doc = &mut docs[idx];
+                let doc = match item {
+                    None => &mut docs[idx],
+                    Some(i) => &mut docs[idx]["items"][i],
+                };
                 let old = doc.get("status").cloned();
                 let mut new_status = match &old {
                     Some(Value::Object(m)) => m.clone(),
@@ -580,7 +711,7 @@ impl StateDir {
                 outcome.push(Some(true));
             }
             if changed {
-                match self.replace_file(path, &content, &docs) {
+                match self.replace_file(path, &content, &docs, &touched) {
                     Ok(Some(written)) => {
                         let kept = cached.map(|c| (c, touched));
                         self.record_own_write(path, written, docs, kept);
@@ -625,19 +756,42 @@ impl StateDir {
         path: &Path,
         expected: &[u8],
         docs: &[Value],
+        touched: &[bool],
     ) -> Result<Option<Written>, StateError> {
-        let mut text = String::new();
-        for (i, d) in docs.iter().enumerate() {
-            if i > 0 {
-                text.push_str("---\n");
+        let malformed = |reason: String| StateError::Malformed {
+            path: path.to_path_buf(),
+            reason,
+        };
+        // Only the `status` blocks change; the rest stays as the operator wrote it. When the
+        // file cannot be cut into documents safely, every document is written out anew.
+        let json = path.extension().is_some_and(|e| e == "json") && docs.len() == 1;
+        let text = match std::str::from_utf8(expected)
+            .ok()
+            .filter(|_| !json)
+            .and_then(|t| splice_documents(t, docs, touched))
+        {
+            Some(t) => t,
+            // A JSON manifest stays JSON (its keys come out sorted).
+            None if json => {
+                let mut t =
+                    serde_json::to_string_pretty(&docs[0]).map_err(|e| malformed(e.to_string()))?;
+                t.push('\n');
+                t
             }
-            text.push_str(
-                &serde_yaml::to_string(d).map_err(|e| StateError::Malformed {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })?,
-            );
-        }
+            None => {
+                let mut text = String::new();
+                for (i, d) in docs.iter().enumerate() {
+                    if i > 0 {
+                        text.push_str("---\n");
+                    }
+                    text.push_str(&serde_yaml::to_string(d).map_err(|e| malformed(e.to_string()))?);
+                }
+                text
+            }
+        };
+        // A symlinked manifest stays a symlink: the new version replaces its target.
+        let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let path = target.as_path();
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let fname = path
             .file_name()
@@ -677,7 +831,60 @@ impl StateDir {
     }
 
     /// Append one Event document to the events file.
+    ///
+    /// A repeat of a recent Event (same object, type, reason, message and reporter) is
+    /// aggregated as the API server does: it keeps the first one's name and
+    /// `firstTimestamp`, with `count` and `lastTimestamp` brought up to date. The updated
+    /// Event is appended (the last document of a name is its current state) only when the
+    /// count reaches a power of two or a minute after the last append, so a Service that
+    /// fails every few seconds adds about one document a minute, not one per failure.
     pub fn append_event(&self, doc: &Value) -> Result<(), StateError> {
+        let mut doc = doc.clone();
+        let key = serde_json::json!([
+            doc["involvedObject"],
+            doc["type"],
+            doc["reason"],
+            doc["message"],
+            doc["reportingComponent"],
+            doc["reportingInstance"],
+        ])
+        .to_string();
+        {
+            let mut recent = lock(&self.recent_events);
+            let now = std::time::Instant::now();
+            if recent.len() > 4096 {
+                recent.retain(|_, r| now.duration_since(r.appended) < EVENT_AGGREGATION);
+            }
+            match recent.get_mut(&key) {
+                Some(r) if now.duration_since(r.appended) < EVENT_AGGREGATION => {
+                    r.count += 1;
+                    doc["metadata"]["name"] = r.name.clone().into();
+                    doc["firstTimestamp"] = r.first.clone();
+                    doc["count"] = r.count.into();
+                    if !r.count.is_power_of_two()
+                        && now.duration_since(r.appended) < Duration::from_secs(60)
+                    {
+                        return Ok(());
+                    }
+                    r.appended = now;
+                }
+                _ => {
+                    recent.insert(
+                        key,
+                        RecentEvent {
+                            name: doc["metadata"]["name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            first: doc["firstTimestamp"].clone(),
+                            count: 1,
+                            appended: now,
+                        },
+                    );
+                }
+            }
+        }
+        let doc = &doc;
         let meta = self.root.join(META_DIR);
         let path = self.root.join(EVENTS_FILE);
         let io = |source| StateError::Io {
@@ -701,6 +908,18 @@ impl StateDir {
         f.write_all(format!("---\n{yaml}").as_bytes()).map_err(io)?;
         Ok(())
     }
+}
+
+/// Repeats of an Event within this time are aggregated into it.
+const EVENT_AGGREGATION: Duration = Duration::from_secs(600);
+
+/// An Event recently appended to the event log.
+#[derive(Debug)]
+struct RecentEvent {
+    name: String,
+    first: Value,
+    count: u64,
+    appended: std::time::Instant,
 }
 
 /// A 128-bit digest of a file's content: unchanged content is recognised without keeping a
@@ -736,6 +955,12 @@ struct CachedFile {
     good: Option<Docs>,
     /// Why `seen` is malformed, if it is.
     error: Option<Arc<str>>,
+    /// A newer version that drops objects, waiting to settle: its digest (None: the file is
+    /// gone) and when it was first seen.
+    unsettled: Option<(Option<Digest>, std::time::Instant)>,
+    /// Bumped whenever the entry takes a version: a scan that read the file before does not
+    /// overwrite a newer one (our own write) with what it read.
+    gen_: u64,
 }
 
 impl CachedFile {
@@ -748,6 +973,7 @@ impl CachedFile {
         raw: Result<Vec<Value>, String>,
         kept: Option<(Docs, Vec<bool>)>,
     ) -> FileChange {
+        self.gen_ += 1;
         self.seen = Some(digest(content));
         let raw_values = match raw {
             Ok(r) => r,
@@ -871,9 +1097,70 @@ struct Shared {
     subscribers: Vec<mpsc::UnboundedSender<Batch>>,
     /// Wakes the scanner task; Some while it runs.
     poke: Option<mpsc::UnboundedSender<()>>,
+    /// When the earliest version waiting to settle may be taken.
+    settle_due: Option<std::time::Instant>,
 }
 
 impl Shared {
+    /// Whether the version of `path` with digest `d` (None: gone) and documents `values` may
+    /// be taken now. One that keeps every object of the last good version may; one that
+    /// drops some only after it stayed the same for [`SETTLE`].
+    fn settled(
+        &mut self,
+        path: &Path,
+        d: Option<Digest>,
+        values: Option<&[Value]>,
+        now: std::time::Instant,
+    ) -> bool {
+        let Some(entry) = self.files.get_mut(path) else {
+            return true;
+        };
+        let keeps_all = match (&entry.good, values) {
+            (None, _) => true,
+            (Some(good), _) if good.is_empty() => true,
+            (Some(_), None) => false,
+            (Some(good), Some(values)) => {
+                let items = match expand_documents(values) {
+                    Ok(Some(items)) => items,
+                    Ok(None) => values.to_vec(),
+                    // Malformed: taken as such, which keeps the old objects anyway.
+                    Err(_) => return true,
+                };
+                let ids: HashSet<[Option<&str>; 4]> = items.iter().map(doc_identity).collect();
+                good.iter().all(|g| {
+                    ids.contains(&[
+                        g.api_version.as_deref(),
+                        g.kind.as_deref(),
+                        g.namespace.as_deref(),
+                        g.name.as_deref(),
+                    ])
+                })
+            }
+        };
+        if keeps_all {
+            entry.unsettled = None;
+            return true;
+        }
+        let since = match entry.unsettled {
+            Some((ud, since)) if ud == d => since,
+            _ => {
+                entry.unsettled = Some((d, now));
+                // Read it again when it may settle, whatever its stamp says.
+                entry.stamp = None;
+                now
+            }
+        };
+        let due = since + SETTLE;
+        if now >= due {
+            entry.unsettled = None;
+            return true;
+        }
+        tracing::debug!(file = %path.display(),
+            "this version drops objects; keeping them until it settles");
+        self.settle_due = Some(self.settle_due.map_or(due, |t| t.min(due)));
+        false
+    }
+
     /// What `paths` hold now, as changes for a watch.
     fn changes(&self, paths: impl IntoIterator<Item = PathBuf>) -> Vec<(PathBuf, FileChange)> {
         let mut out = vec![];
@@ -1130,7 +1417,18 @@ fn is_hidden(p: &Path) -> bool {
         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
-/// All manifest files under `root`, recursively, sorted; hidden names skipped.
+/// Whether a file name is a manifest's, as kubectl reads a directory: `.yaml`, `.yml` or
+/// `.json`. Editor backups and swap files (`svc.yaml~`, `#svc.yaml#`, `.svc.yaml.swp`) are not.
+pub fn is_manifest_name(path: &Path) -> bool {
+    !is_hidden(path)
+        && path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+}
+
+/// All manifest files under `root`, recursively, sorted; hidden names skipped, and only
+/// `.yaml`, `.yml` and `.json` files (see [`is_manifest_name`]).
 pub fn list_manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -1147,7 +1445,7 @@ pub fn list_manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
             };
             if ft.is_dir() {
                 stack.push(path);
-            } else if ft.is_file() {
+            } else if ft.is_file() && is_manifest_name(&path) {
                 out.push(path);
             }
         }
@@ -1232,6 +1530,8 @@ fn parse_manifests<K: StateObject>(
                 .contains(&*d.json);
         if !unchanged {
             parse_object::<K>(d)?;
+            // What the API server's schema would refuse is refused here too.
+            crate::crd::validate_manifest(&api_version, &kind, &d.json)?;
         }
         out.push(d.clone());
     }
@@ -1269,6 +1569,147 @@ pub fn parse_secret_for_test(content: &[u8]) -> Result<usize, String> {
 /// Every document of a file, any kind (None: the file does not parse).
 fn all_documents(content: &[u8]) -> Option<Vec<Value>> {
     raw_documents(content).ok()
+}
+
+/// Where `key`'s document is: its index, and its index in the document's `items` when it is
+/// an item of a `kind: List`.
+fn find_document(docs: &[Value], key: &ObjectId) -> Option<(usize, Option<usize>)> {
+    if let Some(i) = docs.iter().position(|d| doc_matches(d, key)) {
+        return Some((i, None));
+    }
+    docs.iter().enumerate().find_map(|(i, d)| {
+        if d.get("kind").and_then(Value::as_str) != Some("List") {
+            return None;
+        }
+        let items = d.get("items")?.as_array()?;
+        items
+            .iter()
+            .position(|it| doc_matches(it, key))
+            .map(|j| (i, Some(j)))
+    })
+}
+
+/// Byte ranges of a file's documents: the text between `---` lines. None when the file uses
+/// what this simple cut does not handle (directives, `...`, content on a `---` line).
+fn document_ranges(text: &str) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut out = vec![];
+    let (mut start, mut pos) = (0, 0);
+    for line in text.split_inclusive('\n') {
+        let l = line.trim_end_matches(['\n', '\r']);
+        if l.starts_with('%') || l.starts_with("...") {
+            return None;
+        }
+        if let Some(rest) = l.strip_prefix("---")
+            && (rest.is_empty() || rest.starts_with([' ', '\t']))
+        {
+            let rest = rest.trim();
+            if !(rest.is_empty() || rest.starts_with('#')) {
+                return None;
+            }
+            out.push(start..pos);
+            start = pos + line.len();
+        }
+        pos += line.len();
+    }
+    out.push(start..text.len());
+    Some(out)
+}
+
+/// `text` with the `status` of each touched document replaced by `docs`' (see
+/// [`splice_status`]); untouched documents are kept byte for byte. None: the file's
+/// documents could not be matched to `docs`.
+fn splice_documents(text: &str, docs: &[Value], touched: &[bool]) -> Option<String> {
+    let ranges = document_ranges(text)?;
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut copied = 0;
+    let mut idx = 0;
+    for r in ranges {
+        let seg = &text[r.clone()];
+        let v: Value = serde_yaml::from_str(seg).ok()?;
+        if v.is_null() {
+            continue;
+        }
+        let doc = docs.get(idx)?;
+        if touched.get(idx).copied().unwrap_or(false) {
+            let new = splice_status(seg, doc).or_else(|| serde_yaml::to_string(doc).ok())?;
+            out.push_str(&text[copied..r.start]);
+            out.push_str(&new);
+            copied = r.end;
+        }
+        idx += 1;
+    }
+    if idx != docs.len() {
+        return None;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
+}
+
+/// One document's text with its top-level `status:` block replaced by `doc`'s status (or
+/// added at its end), everything else as written: comments, key order, flow style. Checked:
+/// None unless the result parses to exactly `doc`.
+fn splice_status(seg: &str, doc: &Value) -> Option<String> {
+    let lines: Vec<&str> = seg.split_inclusive('\n').collect();
+    let is_status_key = |l: &str| {
+        ["status:", "\"status\":", "'status':"]
+            .iter()
+            .any(|k| l.starts_with(k))
+    };
+    let rendered = match doc.get("status") {
+        Some(st) => serde_yaml::to_string(&serde_json::json!({ "status": st })).ok()?,
+        None => String::new(),
+    };
+    let mut out = String::with_capacity(seg.len() + rendered.len());
+    match lines.iter().position(|l| is_status_key(l)) {
+        Some(i) => {
+            // The block: the key's line and every following line that is indented (or a
+            // sequence entry), up to the next top-level key; blank lines and top-level
+            // comments right before that key stay with it.
+            let mut end = i + 1;
+            for (j, l) in lines.iter().enumerate().skip(i + 1) {
+                let t = l.trim_end_matches(['\n', '\r']);
+                if t.trim().is_empty() || t.starts_with('#') {
+                    continue;
+                }
+                if t.starts_with([' ', '\t', '-']) {
+                    end = j + 1;
+                    continue;
+                }
+                break;
+            }
+            lines[..i].iter().for_each(|l| out.push_str(l));
+            out.push_str(&rendered);
+            lines[end..].iter().for_each(|l| out.push_str(l));
+        }
+        None => {
+            // Only a block mapping takes another top-level key; a flow-style document is
+            // written out anew by the caller.
+            let first = lines
+                .iter()
+                .map(|l| l.trim_start())
+                .find(|l| !l.trim().is_empty() && !l.starts_with('#'))?;
+            if first.starts_with(['{', '[']) {
+                return None;
+            }
+            out.push_str(seg);
+            if !seg.is_empty() && !seg.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&rendered);
+        }
+    }
+    let v: Value = serde_yaml::from_str(&out).ok()?;
+    (v == *doc).then_some(out)
+}
+
+/// (apiVersion, kind, metadata.namespace, metadata.name) of a document, as written.
+fn doc_identity(v: &Value) -> [Option<&str>; 4] {
+    [
+        v.get("apiVersion").and_then(Value::as_str),
+        v.get("kind").and_then(Value::as_str),
+        v.pointer("/metadata/namespace").and_then(Value::as_str),
+        v.pointer("/metadata/name").and_then(Value::as_str),
+    ]
 }
 
 fn doc_matches(d: &Value, key: &ObjectId) -> bool {
@@ -1324,4 +1765,26 @@ pub fn core_v1_event(ev: &KubeEvent, regarding: &ObjectReference, reporter: &Rep
         "lastTimestamp": ts,
         "count": 1,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_reads_files_without_holding_the_shared_lock() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            fs::write(
+                d.path().join(format!("s{i}.yaml")),
+                format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\n"),
+            )
+            .unwrap();
+        }
+        let sd = StateDir::open(d.path().to_path_buf()).unwrap();
+        sd.scan(false);
+        assert_eq!(sd.file_reads(), 5);
+        assert!(!sd.read_under_lock.load(Ordering::Relaxed));
+        assert_eq!(lock(&sd.shared).files.len(), 5);
+    }
 }
