@@ -400,7 +400,7 @@ fn start_leafbridge(tmp: &Path, tag: &str, state: &Path, upstream: Option<u16>) 
     let cfg = tmp.join(format!("lb-{tag}.yaml"));
     std::fs::write(
         &cfg,
-        format!("listen: [\"127.0.0.1:{port}\"]\nthreads: 1\ncluster:\n  service_cidrs: [\"10.96.0.0/12\"]\n{up}"),
+        format!("listen: [\"127.0.0.1:{port}\"]\nthreads: 1\ncluster:\n  service_cidrs: [\"10.96.0.0/12\"]\n  node_cidrs: [\"127.0.0.0/8\"]\n{up}"),
     )
     .unwrap();
     let log = tmp.join(format!("lb-{tag}.log"));

@@ -45,9 +45,15 @@ pub struct Config {
     pub allow_clients: Vec<IpNet>,
     /// Ordered view list; among views of equal priority the first whose selector matches
     /// answers. `DNSView` objects are merged in (see `view.rs`). Clients matching no view
-    /// get the standard in-cluster view.
+    /// get the standard in-cluster view only from the cluster's own networks
+    /// (`cluster.pod_cidrs`, `cluster.node_cidrs`); everyone else gets `default_view`.
     #[serde(default)]
     pub views: Vec<ViewConfig>,
+    /// The view (a name from `views`) for clients that match no view and are not in the
+    /// cluster's networks, and for every unmatched client until DNSViews are listed (or
+    /// while their watch fails). Absent: those clients are REFUSED (fail closed).
+    #[serde(default)]
+    pub default_view: Option<String>,
     #[serde(default)]
     pub upstreams: UpstreamConfig,
     #[serde(default)]
@@ -77,9 +83,14 @@ pub struct ClusterConfig {
     /// Service CIDRs: their reverse zones are answered from the index.
     #[serde(default)]
     pub service_cidrs: Vec<IpNet>,
-    /// Pod CIDRs: their reverse zones are answered from the index.
+    /// Pod CIDRs: their reverse zones are answered from the index, and clients inside them
+    /// that match no view get the in-cluster view.
     #[serde(default)]
     pub pod_cidrs: Vec<IpNet>,
+    /// Node networks: clients inside them that match no view get the in-cluster view
+    /// (hostNetwork Pods and the nodes themselves).
+    #[serde(default)]
+    pub node_cidrs: Vec<IpNet>,
     /// TTL of every record in the cluster zone (CoreDNS's default is 5 s).
     #[serde(default = "default_ttl")]
     pub ttl: u32,
@@ -104,6 +115,7 @@ impl Default for ClusterConfig {
             external_zone: None,
             service_cidrs: Vec::new(),
             pod_cidrs: Vec::new(),
+            node_cidrs: Vec::new(),
             ttl: default_ttl(),
             pods: PodMode::default(),
             nameserver: None,
@@ -394,6 +406,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "rate_limit queries_per_second and burst must be positive".into(),
             ));
+        }
+        if let Some(d) = &self.default_view
+            && !self.views.iter().any(|v| &v.name == d)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "default_view {d} is not a view in views"
+            )));
         }
         let mut names = std::collections::HashSet::new();
         for v in &self.views {

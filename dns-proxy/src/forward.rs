@@ -99,6 +99,28 @@ impl Upstreams {
             .map(|(_, g)| g)
             .unwrap_or(&self.default)
     }
+
+    /// The upstreams asked for `name`, in order.
+    pub fn servers_for(&self, name: &Name) -> &[SocketAddr] {
+        &self.group_for(name).servers
+    }
+
+    /// Whether `name` is sent to other upstreams under `other` (its cached answers came
+    /// from servers that would no longer be asked).
+    pub fn moved(&self, other: &Upstreams, name: &Name) -> bool {
+        self.servers_for(name) != other.servers_for(name)
+    }
+
+    /// The same upstreams for every name.
+    pub fn same_as(&self, other: &Upstreams) -> bool {
+        self.default.servers == other.default.servers
+            && self.zones.len() == other.zones.len()
+            && self
+                .zones
+                .iter()
+                .zip(&other.zones)
+                .all(|((a, g), (b, h))| a == b && g.servers == h.servers)
+    }
 }
 
 /// What the forwarding cache is keyed by: the question's name in wire format, lowercased
@@ -112,6 +134,12 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// The question's name (lower case).
+    pub fn name(&self) -> Option<Name> {
+        let mut decoder = BinDecoder::new(&self.name);
+        Name::read(&mut decoder).ok()
+    }
+
     pub fn new(q: &Query) -> Self {
         let name = q.name();
         let mut wire = Vec::with_capacity(name.len() + 1);
@@ -257,7 +285,8 @@ struct CacheSlot {
 pub struct Cache {
     shards: Vec<Mutex<HashMap<CacheKey, CacheSlot>>>,
     hasher: std::collections::hash_map::RandomState,
-    per_shard: usize,
+    /// Entries per shard; changed by a reload (`cache.max_entries`).
+    per_shard: AtomicUsize,
 }
 
 impl Cache {
@@ -265,8 +294,48 @@ impl Cache {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
-            per_shard: max_entries.div_ceil(SHARDS).max(1),
+            per_shard: AtomicUsize::new(Self::shard_size(max_entries)),
         }
+    }
+
+    fn shard_size(max_entries: usize) -> usize {
+        max_entries.div_ceil(SHARDS).max(1)
+    }
+
+    /// A new bound (a reload): a smaller one is enforced at once, so memory drops now, not
+    /// only as new answers come in.
+    pub fn set_max_entries(&self, max_entries: usize) {
+        let per_shard = Self::shard_size(max_entries);
+        self.per_shard.store(per_shard, Ordering::Relaxed);
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let excess = shard.len().saturating_sub(per_shard);
+            if excess > 0 {
+                let drop: Vec<CacheKey> = shard
+                    .iter()
+                    .filter(|(_, s)| s.hits == 0)
+                    .chain(shard.iter().filter(|(_, s)| s.hits > 0))
+                    .take(excess)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in drop {
+                    shard.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Drop every answer for which `stale` holds (names whose upstreams a reload changed).
+    /// Returns how many went.
+    pub fn remove_where(&self, stale: impl Fn(&CacheKey) -> bool) -> usize {
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = shard.len();
+            shard.retain(|k, _| !stale(k));
+            removed += before - shard.len();
+        }
+        removed
     }
 
     fn shard(&self, key: &CacheKey) -> &Mutex<HashMap<CacheKey, CacheSlot>> {
@@ -289,10 +358,11 @@ impl Cache {
     }
 
     pub fn insert(&self, key: CacheKey, value: Arc<CachedAnswer>) {
+        let per_shard = self.per_shard.load(Ordering::Relaxed);
         let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+        if shard.len() >= per_shard && !shard.contains_key(&key) {
             let now = Instant::now();
-            let mut excess = shard.len() + 1 - (self.per_shard - self.per_shard / 8);
+            let mut excess = shard.len() + 1 - (per_shard - per_shard / 8);
             shard.retain(|_, slot| {
                 if slot.answer.age(now).is_none() {
                     excess = excess.saturating_sub(1);
@@ -307,7 +377,7 @@ impl Cache {
             });
             // Everything was asked for lately: make room for this one; the sweeps to come
             // count them down until some can go.
-            if shard.len() >= self.per_shard
+            if shard.len() >= per_shard
                 && let Some(k) = shard.keys().next().cloned()
             {
                 shard.remove(&k);

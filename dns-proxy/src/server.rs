@@ -23,7 +23,8 @@ use crate::fastpath::{Aging, AnswerCache, Key, Provenance, is_plain_query};
 use crate::forward::{CachedAnswer, Forwarder, Upstreams};
 use crate::index::ZoneIndex;
 use crate::metrics::{DropLabels, Metrics, QueryLabels};
-use crate::view::{ViewPolicy, Views};
+use crate::udp::Local;
+use crate::view::{Fallback, ViewPolicy, Views, ecs_prefix};
 
 /// Everything derived from one configuration; swapped whole on reload so a query sees one
 /// consistent configuration.
@@ -43,10 +44,28 @@ pub struct Runtime {
 static RUNTIME_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Runtime {
+    /// A runtime whose view set is complete (no DNSViews to wait for).
     pub fn from_config(c: &Config) -> anyhow::Result<Self> {
+        Self::new(c, true)
+    }
+
+    /// `dnsviews_listed`: the DNSViews merged into `c.views` are all there (listed, and
+    /// their watch healthy); until then no unmatched client gets the in-cluster view.
+    pub fn new(c: &Config, dnsviews_listed: bool) -> anyhow::Result<Self> {
+        let fallback = Fallback {
+            cluster_networks: c
+                .cluster
+                .pod_cidrs
+                .iter()
+                .chain(&c.cluster.node_cidrs)
+                .map(IpNet::trunc)
+                .collect(),
+            default_view: c.default_view.clone(),
+            dnsviews_listed,
+        };
         Ok(Self {
             settings: ZoneSettings::from_config(&c.cluster)?,
-            views: Views::new(&c.views),
+            views: Views::new(&c.views, &fallback),
             allow: c.allow_clients.clone(),
             upstreams: Upstreams::from_config(&c.upstreams),
             cache: c.cache.clone(),
@@ -112,8 +131,9 @@ pub struct Server {
 #[derive(Debug)]
 pub enum Outcome {
     Reply(Vec<u8>),
-    /// Needs the forwarder (an await); carries the parsed request and chosen view.
-    Forward(Box<Message>, ViewPolicy),
+    /// Needs the forwarder (an await); carries the parsed request, the chosen view and
+    /// whether the EDNS client-subnet chose it.
+    Forward(Box<Message>, ViewPolicy, bool),
     Drop,
 }
 
@@ -139,6 +159,30 @@ impl Server {
             metrics,
             limiter: RateLimiter::default(),
             answers: AnswerCache::default(),
+        }
+    }
+
+    /// Swap in a new configuration (a reload, or a change of the DNSViews). What the
+    /// caches hold is made to follow it: a smaller `cache.max_entries` applies at once, and
+    /// answers for names whose upstreams changed are dropped (they came from servers that
+    /// would no longer be asked; the wire cache follows by its configuration generation).
+    pub fn reconfigure(&self, rt: Runtime) {
+        let old = self.runtime.load_full();
+        if old.cache.max_entries != rt.cache.max_entries {
+            self.forwarder.cache.set_max_entries(rt.cache.max_entries);
+        }
+        let moved = !old.upstreams.same_as(&rt.upstreams);
+        let new = Arc::new(rt);
+        self.runtime.store(new.clone());
+        if moved {
+            let dropped = self.forwarder.cache.remove_where(|k| {
+                k.name()
+                    .is_none_or(|name| old.upstreams.moved(&new.upstreams, &name))
+            });
+            tracing::info!(
+                dropped,
+                "upstreams changed: cached answers from the old ones dropped"
+            );
         }
     }
 
@@ -201,7 +245,9 @@ impl Server {
                 return self.handle_uncached(packet, src, local, t);
             }
             // A plain query has no client-subnet option: the view is the addresses'.
-            let view = rt.views.select(src.ip(), local.ip(), None);
+            let Ok(view) = rt.views.select(src.ip(), local.ip(), None).view else {
+                return self.handle_uncached(packet, src, local, t);
+            };
             let key = Key::new(std::ptr::from_ref(view) as usize, t, packet);
             let index = self.index_generation();
             if let Some(reply) = self.answers.get(rt.generation, index, &key, packet) {
@@ -258,7 +304,7 @@ impl Server {
         }
         if admitted.is_none() && !rt.allow.iter().any(|n| n.contains(&src.ip())) {
             self.reject("client_not_allowed");
-            return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t);
+            return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t, false);
         }
         if admitted.is_none()
             && let Some(limit) = rt.limits.rate_limit
@@ -267,36 +313,47 @@ impl Server {
             self.reject("rate_limited");
             return match t {
                 Transport::Udp => Outcome::Drop,
-                Transport::Tcp => self.reply_code(&req, ResponseCode::Refused, &rt.limits, t),
+                Transport::Tcp => {
+                    self.reply_code(&req, ResponseCode::Refused, &rt.limits, t, false)
+                }
             };
         }
         if req.metadata.op_code != OpCode::Query {
-            return self.reply_code(&req, ResponseCode::NotImp, &rt.limits, t);
+            return self.reply_code(&req, ResponseCode::NotImp, &rt.limits, t, false);
         }
         if req.queries.len() != 1 {
-            return self.reply_code(&req, ResponseCode::FormErr, &rt.limits, t);
+            return self.reply_code(&req, ResponseCode::FormErr, &rt.limits, t, false);
         }
         // RFC 6891 6.1.3: EDNS version 0 is the one implemented; the reply's OPT says so.
         if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
             self.reject("bad_edns_version");
-            return self.reply_code(&req, ResponseCode::BADVERS, &rt.limits, t);
+            return self.reply_code(&req, ResponseCode::BADVERS, &rt.limits, t, false);
         }
         let ecs = req
             .edns
             .as_ref()
             .and_then(|e| match e.option(EdnsCode::Subnet) {
-                Some(EdnsOption::Subnet(s)) => Some(s.addr()),
+                Some(EdnsOption::Subnet(s)) => ecs_prefix(s.addr(), s.source_prefix()),
                 _ => None,
             });
-        let view = rt.views.select(src.ip(), local.ip(), ecs);
+        let selected = rt.views.select(src.ip(), local.ip(), ecs);
+        let by_ecs = selected.by_ecs;
+        let view = match selected.view {
+            Ok(v) => v,
+            Err(why) => {
+                // Fail closed: no view, no answers (not even that a name exists).
+                self.reject(why.label());
+                return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t, by_ecs);
+            }
+        };
         let q = &req.queries[0];
         match q.query_class() {
             DNSClass::IN => {}
-            DNSClass::CH => return self.chaos(&req, view, &rt.limits, t),
+            DNSClass::CH => return self.chaos(&req, view, &rt.limits, t, by_ecs),
             // No data in other classes (RFC 2136 2.3's NONE, HS…) and nothing to forward.
             _ => {
                 self.count(&view.name, &req, ResponseCode::Refused, t);
-                return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t);
+                return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t, by_ecs);
             }
         }
         let (auth, generation) = {
@@ -305,7 +362,7 @@ impl Server {
             (a, index.generation())
         };
         if let Some(a) = auth {
-            let mut resp = response_to(&req, &rt.limits);
+            let mut resp = response_to(&req, &rt.limits, by_ecs);
             resp.metadata.authoritative = true;
             resp.metadata.recursion_available = view.forward;
             resp.metadata.response_code = a.rcode;
@@ -331,12 +388,12 @@ impl Server {
         }
         if !view.forward {
             self.count(&view.name, &req, ResponseCode::Refused, t);
-            return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t);
+            return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t, by_ecs);
         }
         // Cache hit without a task switch.
         let key = crate::forward::CacheKey::new(q);
         if let Some((hit, age)) = self.forwarder.cache.get(&key, Instant::now())
-            && let Some(resp) = from_cache(&req, &hit, age, &rt.limits)
+            && let Some(resp) = from_cache(&req, &hit, age, &rt.limits, by_ecs)
         {
             self.metrics.cache_hits.inc();
             let counter = self.counter(&view.name, &req, hit.rcode, t);
@@ -361,18 +418,24 @@ impl Server {
             }
             return out;
         }
-        Outcome::Forward(Box::new(req), view.clone())
+        Outcome::Forward(Box::new(req), view.clone(), by_ecs)
     }
 
     /// Second half of a forwarded query.
-    pub async fn forward(&self, req: &Message, view: &ViewPolicy, t: Transport) -> Outcome {
+    pub async fn forward(
+        &self,
+        req: &Message,
+        view: &ViewPolicy,
+        by_ecs: bool,
+        t: Transport,
+    ) -> Outcome {
         let rt = self.runtime.load_full();
         let q = &req.queries[0];
         let result = self
             .forwarder
             .resolve(q, &rt.upstreams, &rt.cache, &self.metrics)
             .await;
-        self.forwarded_reply(req, view, t, result)
+        self.forwarded_reply(req, view, by_ecs, t, result)
     }
 
     /// The reply to a forwarded query once its answer (and age) or failure is known.
@@ -380,12 +443,13 @@ impl Server {
         &self,
         req: &Message,
         view: &ViewPolicy,
+        by_ecs: bool,
         t: Transport,
         result: Result<(Arc<CachedAnswer>, u32), ResponseCode>,
     ) -> Outcome {
         let rt = self.runtime.load();
         let reply = result.and_then(|(ans, age)| {
-            from_cache(req, &ans, age, &rt.limits).ok_or(ResponseCode::ServFail)
+            from_cache(req, &ans, age, &rt.limits, by_ecs).ok_or(ResponseCode::ServFail)
         });
         match reply {
             Ok(resp) => {
@@ -394,7 +458,7 @@ impl Server {
             }
             Err(rcode) => {
                 self.count(&view.name, req, rcode, t);
-                self.reply_code(req, rcode, &rt.limits, t)
+                self.reply_code(req, rcode, &rt.limits, t, by_ecs)
             }
         }
     }
@@ -408,14 +472,15 @@ impl Server {
         view: &ViewPolicy,
         limits: &LimitsConfig,
         t: Transport,
+        by_ecs: bool,
     ) -> Outcome {
         let q = &req.queries[0];
         let name = q.name().to_lowercase().to_ascii();
         if name != "version.bind." && name != "version.server." {
             self.count(&view.name, req, ResponseCode::Refused, t);
-            return self.reply_code(req, ResponseCode::Refused, limits, t);
+            return self.reply_code(req, ResponseCode::Refused, limits, t, by_ecs);
         }
-        let mut resp = response_to(req, limits);
+        let mut resp = response_to(req, limits, by_ecs);
         resp.metadata.authoritative = true;
         if matches!(q.query_type(), RecordType::TXT | RecordType::ANY) {
             let text = format!("leafbridge-dns {}", env!("CARGO_PKG_VERSION"));
@@ -433,8 +498,9 @@ impl Server {
         rcode: ResponseCode,
         limits: &LimitsConfig,
         t: Transport,
+        by_ecs: bool,
     ) -> Outcome {
-        let mut resp = response_to(req, limits);
+        let mut resp = response_to(req, limits, by_ecs);
         resp.metadata.response_code = rcode;
         encode(&resp, req, limits, t)
     }
@@ -450,7 +516,8 @@ impl Server {
         match self.handle(packet, src, local, t) {
             Outcome::Reply(b) => Some(b),
             Outcome::Drop => None,
-            Outcome::Forward(req, view) => match self.forward(&req, &view, t).await {
+            Outcome::Forward(req, view, by_ecs) => match self.forward(&req, &view, by_ecs, t).await
+            {
                 Outcome::Reply(b) => Some(b),
                 _ => None,
             },
@@ -459,8 +526,9 @@ impl Server {
 }
 
 /// The response skeleton: same ID, opcode, question, RD and CD (RFC 1035 4.1.1, RFC 6895
-/// 2); an OPT record if the query had one (RFC 6891 6.1.1).
-fn response_to(req: &Message, limits: &LimitsConfig) -> Message {
+/// 2); an OPT record if the query had one (RFC 6891 6.1.1), with the query's DO bit
+/// (RFC 3225 3). `by_ecs`: the EDNS client-subnet chose the view.
+fn response_to(req: &Message, limits: &LimitsConfig, by_ecs: bool) -> Message {
     let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
     resp.metadata.recursion_desired = req.metadata.recursion_desired;
     resp.metadata.checking_disabled = req.metadata.checking_disabled;
@@ -468,10 +536,13 @@ fn response_to(req: &Message, limits: &LimitsConfig) -> Message {
     if let Some(req_edns) = &req.edns {
         let mut edns = Edns::new();
         edns.set_max_payload(limits.max_udp_payload);
-        // RFC 7871 7.2.1: echo client-subnet. The view (so the answer) may depend on the
-        // whole source prefix, so the scope is the source prefix length.
+        edns.set_dnssec_ok(req_edns.flags().dnssec_ok);
+        // RFC 7871 7.2.1: echo client-subnet. When it chose the view, the answer may
+        // depend on the whole source prefix, so the scope is the source prefix length;
+        // otherwise the answer is the same for every client (7.1.3): scope 0.
         if let Some(EdnsOption::Subnet(cs)) = req_edns.option(EdnsCode::Subnet) {
-            let echo = ClientSubnet::new(cs.addr(), cs.source_prefix(), cs.source_prefix());
+            let scope = if by_ecs { cs.source_prefix() } else { 0 };
+            let echo = ClientSubnet::new(cs.addr(), cs.source_prefix(), scope);
             edns.options_mut().insert(EdnsOption::Subnet(echo));
         }
         resp.set_edns(edns);
@@ -486,9 +557,10 @@ fn from_cache(
     ans: &CachedAnswer,
     age: u32,
     limits: &LimitsConfig,
+    by_ecs: bool,
 ) -> Option<Message> {
     let sections = ans.sections(age)?;
-    let mut resp = response_to(req, limits);
+    let mut resp = response_to(req, limits, by_ecs);
     resp.metadata.recursion_available = true;
     resp.metadata.response_code = ans.rcode;
     resp.answers = sections.answers;
@@ -506,7 +578,7 @@ fn udp_limit(req: &Message, limits: &LimitsConfig) -> usize {
 
 fn encode(resp: &Message, req: &Message, limits: &LimitsConfig, t: Transport) -> Outcome {
     let Ok(bytes) = resp.to_vec() else {
-        let mut fail = response_to(req, limits);
+        let mut fail = response_to(req, limits, false);
         fail.metadata.response_code = ResponseCode::ServFail;
         return fail.to_vec().map_or(Outcome::Drop, Outcome::Reply);
     };
@@ -533,6 +605,17 @@ fn formerr_from_header(packet: &[u8]) -> Option<Vec<u8>> {
     out[3] = 1; // RA=0, Z=0, RCODE=FORMERR
     out[4..12].fill(0); // no sections
     Some(out)
+}
+
+/// A UDP listener socket. On a wildcard address it also asks for each datagram's
+/// destination address (IP_PKTINFO / IPV6_RECVPKTINFO), so views by destination work and
+/// replies leave from the address the query reached.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    if addr.ip().is_unspecified() {
+        crate::udp::enable_pktinfo(&socket, addr)?;
+    }
+    Ok(socket)
 }
 
 /// Ask for a receive buffer of `bytes` on a UDP listener (SO_RCVBUF) and log what the
@@ -571,6 +654,7 @@ pub fn serve_udp(
     runtime: tokio::runtime::Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let local = socket.local_addr()?;
+    let wildcard = local.ip().is_unspecified();
     // Forwarded answers go out through another handle on the same socket, never blocking
     // (MSG_DONTWAIT; a full send buffer drops the reply like a lost datagram).
     let replier = Arc::new(socket2::Socket::from(socket.try_clone()?));
@@ -583,8 +667,9 @@ pub fn serve_udp(
     std::thread::Builder::new()
         .name(format!("dns-udp-{local}"))
         .spawn(move || {
-            let mut batch = crate::udp::Batcher::default();
+            let mut batch = crate::udp::Batcher::new(wildcard);
             let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(crate::udp::BATCH);
+            let mut from: Vec<(Vec<u8>, SocketAddr, Option<Local>)> = Vec::new();
             loop {
                 let n = match batch.recv(&socket) {
                     Ok(n) => n,
@@ -595,17 +680,30 @@ pub fn serve_udp(
                     }
                 };
                 replies.clear();
+                from.clear();
                 for i in 0..n {
                     let Some((packet, src)) = batch.datagram(i) else {
                         continue;
                     };
-                    match server.handle(packet, src, local, Transport::Udp) {
+                    // On a wildcard listener, the address the query reached (for views by
+                    // destination, and to reply from it); a datagram without one (should
+                    // not happen) is answered as the listener's.
+                    let dest = batch.destination(i).filter(|_| wildcard);
+                    let to = dest.map_or(local, |d| SocketAddr::new(d.ip, local.port()));
+                    match server.handle(packet, src, to, Transport::Udp) {
+                        Outcome::Reply(b) if wildcard => from.push((b, src, dest)),
                         Outcome::Reply(b) => replies.push((b, src)),
                         Outcome::Drop => {}
-                        Outcome::Forward(req, view) => forwarder.forward(req, view, src),
+                        Outcome::Forward(req, view, by_ecs) => {
+                            forwarder.forward(req, view, by_ecs, src, dest)
+                        }
                     }
                 }
-                batch.send(&socket, &replies);
+                if wildcard {
+                    batch.send_from(&socket, &from);
+                } else {
+                    batch.send(&socket, &replies);
+                }
             }
         })
 }

@@ -25,6 +25,7 @@ use crate::forward::{
     upstream_query,
 };
 use crate::server::{Outcome, Runtime, Server, Transport};
+use crate::udp::Local;
 use crate::view::ViewPolicy;
 
 /// Raise the soft limit on open files to the hard limit, as Go's runtime and nginx's
@@ -174,14 +175,23 @@ impl UdpForwarder {
 
     /// Forward `req`, a cache miss from the UDP client `src` seen in `view`. Joins an
     /// identical query in flight, or asks the first upstream before returning.
-    pub fn forward(&self, req: Box<Message>, view: ViewPolicy, src: SocketAddr) {
+    /// `dest`: the address the query reached, on a wildcard listener (the reply leaves
+    /// from it).
+    pub fn forward(
+        &self,
+        req: Box<Message>,
+        view: ViewPolicy,
+        by_ecs: bool,
+        src: SocketAddr,
+        dest: Option<Local>,
+    ) {
         let metrics = &self.server.metrics;
         metrics.cache_misses.inc();
         let Some(query) = req.queries.first().cloned() else {
             return;
         };
         let key = CacheKey::new(&query);
-        let waiter = self.reply_to(req, view, src);
+        let waiter = self.reply_to(req, view, by_ecs, src, dest);
         let Some(leader) = self.server.forwarder.join(&key, waiter) else {
             metrics.coalesced.inc();
             return;
@@ -208,13 +218,31 @@ impl UdpForwarder {
 
     /// What answers the client `src` once the result is known: sent on the listener's
     /// socket without blocking (a full send buffer drops it like a lost datagram).
-    fn reply_to(&self, req: Box<Message>, view: ViewPolicy, src: SocketAddr) -> Waiter {
+    fn reply_to(
+        &self,
+        req: Box<Message>,
+        view: ViewPolicy,
+        by_ecs: bool,
+        src: SocketAddr,
+        dest: Option<Local>,
+    ) -> Waiter {
         let server = self.server.clone();
         let replier = self.replier.clone();
         Waiter::new(move |result| {
             let result = result.map(|answer| (answer, 0));
-            if let Outcome::Reply(b) = server.forwarded_reply(&req, &view, Transport::Udp, result) {
-                let _ = replier.send_to_with_flags(&b, &src.into(), libc::MSG_DONTWAIT);
+            if let Outcome::Reply(b) =
+                server.forwarded_reply(&req, &view, by_ecs, Transport::Udp, result)
+            {
+                let _ = match dest {
+                    None => replier.send_to_with_flags(&b, &src.into(), libc::MSG_DONTWAIT),
+                    Some(_) => crate::udp::send_one(
+                        &*replier,
+                        &b,
+                        src,
+                        dest,
+                        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                    ),
+                };
             }
         })
     }
@@ -510,7 +538,7 @@ mod tests {
     fn setup(upstreams: &[SocketAddr], timeout_ms: u64) -> Setup {
         let list: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
         let yaml = format!(
-            "allow_clients: [\"127.0.0.0/8\"]\nupstreams:\n  default: [{}]\n  timeout_ms: {timeout_ms}\n",
+            "allow_clients: [\"127.0.0.0/8\"]\ncluster: {{node_cidrs: [\"127.0.0.0/8\"]}}\nupstreams:\n  default: [{}]\n  timeout_ms: {timeout_ms}\n",
             list.join(", ")
         );
         let config = Config::from_yaml(&yaml).unwrap();
@@ -551,7 +579,7 @@ mod tests {
         let bytes = q.to_vec().unwrap();
         let src = client.local_addr().unwrap();
         match s.server.handle(&bytes, src, s.listener, Transport::Udp) {
-            Outcome::Forward(req, view) => s.fwd.forward(req, view, src),
+            Outcome::Forward(req, view, by_ecs) => s.fwd.forward(req, view, by_ecs, src, None),
             other => panic!("expected a forwarded miss, got {other:?}"),
         }
         client

@@ -16,6 +16,7 @@ cluster:
   external_zone: k8s.corp.example
   service_cidrs: ["10.96.0.0/12", "fd00:10:96::/112"]
   pod_cidrs: ["10.244.0.0/16"]
+  node_cidrs: ["127.0.0.1/32", "127.0.0.4/32"]
 views:
   - name: routed
     destinations: ["127.0.0.3"]

@@ -21,6 +21,7 @@ cluster:
   external_zone: k8s.corp.example
   service_cidrs: ["10.96.0.0/12"]
   pod_cidrs: ["10.244.0.0/16"]
+  node_cidrs: ["127.0.0.0/24"]
 views:
   - name: office
     sources: ["127.0.0.2/32"]
@@ -456,7 +457,7 @@ mod kubernetes {
     use kube::Client;
     use kube::client::Body;
     use leafbridge_api::{DNSView, StateSource};
-    use leafbridge_dns::view::{DnsViewError, DnsViews, Views, merge_views};
+    use leafbridge_dns::view::{DnsViewError, DnsViews, Fallback, Unmatched, Views, merge_views};
     use serde_json::json;
     use tower_test::mock;
 
@@ -517,20 +518,24 @@ mod kubernetes {
             rejected.as_slice(),
             [(name, DnsViewError::BadClientCidr { .. }, false)] if name == "typo"
         ));
-        let set = Views::new(&merge_views(&[], views.views()));
+        let listed = Fallback {
+            dnsviews_listed: true,
+            ..Fallback::default()
+        };
+        let set = Views::new(&merge_views(&[], views.views()), &listed);
         let lo = "127.0.0.1".parse().unwrap();
-        assert_eq!(
-            set.select("198.51.100.7".parse().unwrap(), lo, None).name,
-            "lab"
-        );
+        let chosen = |set: &Views| {
+            set.select("198.51.100.7".parse().unwrap(), lo, None)
+                .view
+                .map(|v| v.name.clone())
+        };
+        assert_eq!(chosen(&set), Ok("lab".to_string()));
 
         let out = views.on_event(&stream.next().await.unwrap().unwrap());
         assert!(out.rebuild);
-        let set = Views::new(&merge_views(&[], views.views()));
-        assert_eq!(
-            set.select("198.51.100.7".parse().unwrap(), lo, None).name,
-            "cluster"
-        );
+        let set = Views::new(&merge_views(&[], views.views()), &listed);
+        // Its view gone, the client is in none and outside the cluster: refused.
+        assert_eq!(chosen(&set), Err(Unmatched::OutsideClusterNetworks));
         api.abort();
     }
 }
