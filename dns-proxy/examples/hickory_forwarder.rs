@@ -1,5 +1,5 @@
-//! hickory's own forwarder, for measuring next to leafbridge-dns (issue 4: "measure
-//! hickory's own forwarder before using it"). Nothing of leafbridge-dns is used: a
+//! hickory's own forwarder, for measuring next to leafbridge-dns (measured before deciding
+//! whether to use it). Nothing of leafbridge-dns is used: a
 //! hickory-server `Catalog` whose root zone `.` is a `ForwardZoneHandler` (hickory-resolver
 //! underneath, with its cache), served over UDP and TCP by `hickory_server::Server` on a
 //! tokio runtime with one worker thread, as the other servers in `dnsperf_bench` get.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod fastpath;
 pub mod forward;
 pub mod index;
+pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod testing;

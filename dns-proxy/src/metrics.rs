@@ -54,6 +54,8 @@ pub struct Metrics {
     /// Queries not answered normally: refused clients, rate limited, malformed.
     pub rejected: Family<DropLabels, Counter>,
     pub services: Gauge,
+    /// Open TCP client connections.
+    pub tcp_connections: Gauge,
     pub state_errors: Counter,
     /// Failures of a state watch (API errors; it backs off and relists), by kind.
     pub watch_errors: Family<KindLabels, Counter>,
@@ -74,6 +76,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             rejected: Family::default(),
             services: Gauge::default(),
+            tcp_connections: Gauge::default(),
             state_errors: Counter::default(),
             watch_errors: Family::default(),
             watch_failing: Family::default(),
@@ -121,6 +124,11 @@ impl Metrics {
             m.rejected.clone(),
         );
         r.register("services", "Services in the zone index", m.services.clone());
+        r.register(
+            "tcp_connections",
+            "Open TCP client connections",
+            m.tcp_connections.clone(),
+        );
         r.register(
             "state_errors",
             "Malformed state manifests skipped (previous good state kept)",

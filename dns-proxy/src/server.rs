@@ -2,9 +2,8 @@
 //! index or forward, size the response for its transport, encode. UDP and TCP listeners
 //! are thin loops around [`Server::handle`].
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -18,10 +17,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::answer::{ZoneSettings, answer};
-use crate::config::{CacheConfig, Config, LimitsConfig, RateLimit};
+use crate::config::{CacheConfig, Config, LimitsConfig};
 use crate::fastpath::{Aging, AnswerCache, Key, Provenance, is_plain_query};
 use crate::forward::{CachedAnswer, Forwarder, Upstreams};
 use crate::index::ZoneIndex;
+use crate::limits::{Full, RateLimiter, Slot, Slots, client_key};
 use crate::metrics::{DropLabels, Metrics, QueryLabels};
 use crate::udp::Local;
 use crate::view::{Fallback, ViewPolicy, Views, ecs_prefix};
@@ -90,33 +90,6 @@ impl Transport {
     }
 }
 
-/// Token bucket per client address.
-#[derive(Debug, Default)]
-struct RateLimiter {
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    fn admit(&self, ip: IpAddr, limit: RateLimit, now: Instant) -> bool {
-        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if b.len() > 100_000 {
-            // Bound memory under a spoofed-source flood: forget idle clients.
-            b.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(10));
-        }
-        let burst = f64::from(limit.burst);
-        let (tokens, last) = b.entry(ip).or_insert((burst, now));
-        let refill = now.duration_since(*last).as_secs_f64() * f64::from(limit.queries_per_second);
-        *tokens = (*tokens + refill).min(burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Server {
     pub runtime: ArcSwap<Runtime>,
@@ -125,6 +98,10 @@ pub struct Server {
     pub metrics: Metrics,
     limiter: RateLimiter,
     answers: AnswerCache,
+    /// Open TCP connections, in total and per client.
+    pub tcp_slots: Arc<Slots>,
+    /// Forwarded queries in flight (each coalesced client counts), in total and per client.
+    pub forward_slots: Arc<Slots>,
 }
 
 /// What to do with one datagram or TCP message.
@@ -152,13 +129,19 @@ fn rcode_label(r: ResponseCode) -> &'static str {
 
 impl Server {
     pub fn new(runtime: Runtime, cache_entries: usize, metrics: Metrics) -> Self {
+        let cache_bytes = runtime.cache.max_bytes;
         Self {
             runtime: ArcSwap::from_pointee(runtime),
             index: RwLock::new(ZoneIndex::new()),
-            forwarder: Forwarder::new(cache_entries),
+            forwarder: Forwarder::with_cache(crate::forward::Cache::with_bytes(
+                cache_entries,
+                cache_bytes,
+            )),
             metrics,
             limiter: RateLimiter::default(),
             answers: AnswerCache::default(),
+            tcp_slots: Slots::new(),
+            forward_slots: Slots::new(),
         }
     }
 
@@ -168,8 +151,12 @@ impl Server {
     /// would no longer be asked; the wire cache follows by its configuration generation).
     pub fn reconfigure(&self, rt: Runtime) {
         let old = self.runtime.load_full();
-        if old.cache.max_entries != rt.cache.max_entries {
-            self.forwarder.cache.set_max_entries(rt.cache.max_entries);
+        if old.cache.max_entries != rt.cache.max_entries
+            || old.cache.max_bytes != rt.cache.max_bytes
+        {
+            self.forwarder
+                .cache
+                .set_limits(rt.cache.max_entries, rt.cache.max_bytes);
         }
         let moved = !old.upstreams.same_as(&rt.upstreams);
         let new = Arc::new(rt);
@@ -221,7 +208,9 @@ impl Server {
             return None;
         }
         if let Some(limit) = rt.limits.rate_limit
-            && !self.limiter.admit(src.ip(), limit, Instant::now())
+            && !self
+                .limiter
+                .admit(client_key(src.ip(), Some(limit)), limit, Instant::now())
         {
             return None;
         }
@@ -306,18 +295,6 @@ impl Server {
             self.reject("client_not_allowed");
             return self.reply_code(&req, ResponseCode::Refused, &rt.limits, t, false);
         }
-        if admitted.is_none()
-            && let Some(limit) = rt.limits.rate_limit
-            && !self.limiter.admit(src.ip(), limit, Instant::now())
-        {
-            self.reject("rate_limited");
-            return match t {
-                Transport::Udp => Outcome::Drop,
-                Transport::Tcp => {
-                    self.reply_code(&req, ResponseCode::Refused, &rt.limits, t, false)
-                }
-            };
-        }
         if req.metadata.op_code != OpCode::Query {
             return self.reply_code(&req, ResponseCode::NotImp, &rt.limits, t, false);
         }
@@ -336,6 +313,31 @@ impl Server {
                 Some(EdnsOption::Subnet(s)) => ecs_prefix(s.addr(), s.source_prefix()),
                 _ => None,
             });
+        // A trusted forwarder is limited by the client it names, not as one client.
+        if admitted.is_none()
+            && let Some(limit) = rt.limits.rate_limit
+        {
+            let client = match ecs {
+                Some(prefix) if rt.views.believes_ecs_of(src.ip()) => {
+                    let whole = client_key(prefix.addr(), Some(limit));
+                    if prefix.prefix_len() < whole.prefix_len() {
+                        prefix
+                    } else {
+                        whole
+                    }
+                }
+                _ => client_key(src.ip(), Some(limit)),
+            };
+            if !self.limiter.admit(client, limit, Instant::now()) {
+                self.reject("rate_limited");
+                return match t {
+                    Transport::Udp => Outcome::Drop,
+                    Transport::Tcp => {
+                        self.reply_code(&req, ResponseCode::Refused, &rt.limits, t, false)
+                    }
+                };
+            }
+        }
         let selected = rt.views.select(src.ip(), local.ip(), ecs);
         let by_ecs = selected.by_ecs;
         let view = match selected.view {
@@ -421,6 +423,26 @@ impl Server {
         Outcome::Forward(Box::new(req), view.clone(), by_ecs)
     }
 
+    /// A slot for one more forwarded query from `client`, or why not: past the bound the
+    /// answer is SERVFAIL at once (no socket, no wait), so a flood of misses cannot
+    /// exhaust file descriptors or memory.
+    pub fn forward_slot(&self, client: IpAddr) -> Result<Slot, Full> {
+        let rt = self.runtime.load();
+        let l = &rt.limits;
+        let slot = self.forward_slots.take(
+            client_key(client, l.rate_limit),
+            l.max_forwards_in_flight,
+            l.max_forwards_per_client,
+        );
+        if let Err(full) = slot {
+            self.reject(match full {
+                Full::Total => "forwards_in_flight",
+                Full::Client => "forwards_per_client",
+            });
+        }
+        slot
+    }
+
     /// Second half of a forwarded query.
     pub async fn forward(
         &self,
@@ -433,7 +455,13 @@ impl Server {
         let q = &req.queries[0];
         let result = self
             .forwarder
-            .resolve(q, &rt.upstreams, &rt.cache, &self.metrics)
+            .resolve(
+                q,
+                &rt.upstreams,
+                &rt.cache,
+                &self.metrics,
+                rt.limits.max_waiters_per_question,
+            )
             .await;
         self.forwarded_reply(req, view, by_ecs, t, result)
     }
@@ -516,11 +544,18 @@ impl Server {
         match self.handle(packet, src, local, t) {
             Outcome::Reply(b) => Some(b),
             Outcome::Drop => None,
-            Outcome::Forward(req, view, by_ecs) => match self.forward(&req, &view, by_ecs, t).await
-            {
-                Outcome::Reply(b) => Some(b),
-                _ => None,
-            },
+            Outcome::Forward(req, view, by_ecs) => {
+                let result = match self.forward_slot(src.ip()) {
+                    Ok(_slot) => self.forward(&req, &view, by_ecs, t).await,
+                    Err(_) => {
+                        self.forwarded_reply(&req, &view, by_ecs, t, Err(ResponseCode::ServFail))
+                    }
+                };
+                match result {
+                    Outcome::Reply(b) => Some(b),
+                    _ => None,
+                }
+            }
         }
     }
 }
@@ -708,13 +743,18 @@ pub fn serve_udp(
         })
 }
 
-/// Serve TCP (RFC 7766): two-byte length-prefixed messages, several per connection,
-/// idle connections closed.
+/// Serve TCP (RFC 7766): two-byte length-prefixed messages, several per connection.
+///
+/// One client cannot take the service: the allow list is checked at accept (a refused
+/// client holds nothing), connections are capped in total and per client (limits read
+/// at every accept, so a reload applies), a connection without a complete query for
+/// `tcp_idle_ms` is closed however slowly its bytes trickle in, and a reply the client
+/// does not take within `tcp_write_timeout_ms` closes it (a client that pipelines and
+/// never reads holds no task). Pipelined queries are answered concurrently, each reply
+/// sent when ready (RFC 7766 6.2.1.1), up to `tcp_pipeline` per connection.
 pub async fn serve_tcp(server: Arc<Server>, listener: TcpListener) {
-    let max = server.runtime.load().limits.max_tcp_connections.max(1);
-    let slots = Arc::new(tokio::sync::Semaphore::new(max));
     loop {
-        let (mut stream, src) = match listener.accept().await {
+        let (stream, src) = match listener.accept().await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept");
@@ -722,46 +762,188 @@ pub async fn serve_tcp(server: Arc<Server>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            server.reject("tcp_connection_limit");
-            drop(stream);
+        let rt = server.runtime.load();
+        if !rt
+            .allow
+            .iter()
+            .any(|n| n.contains(&src.ip().to_canonical()))
+        {
+            server.reject("tcp_client_not_allowed");
             continue;
+        }
+        let l = &rt.limits;
+        let slot = server.tcp_slots.take(
+            client_key(src.ip(), l.rate_limit),
+            l.max_tcp_connections.max(1),
+            l.max_tcp_connections_per_client.max(1),
+        );
+        let slot = match slot {
+            Ok(s) => s,
+            Err(Full::Total) => {
+                server.reject("tcp_connection_limit");
+                continue;
+            }
+            Err(Full::Client) => {
+                server.reject("tcp_connections_per_client");
+                continue;
+            }
         };
-        let server = server.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let local = stream
-                .local_addr()
-                .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-            loop {
-                let idle = Duration::from_millis(server.runtime.load().limits.tcp_idle_ms);
-                let len = match tokio::time::timeout(idle, stream.read_u16()).await {
-                    Ok(Ok(l)) => usize::from(l),
-                    _ => return,
-                };
-                let mut buf = vec![0u8; len];
-                if !matches!(
-                    tokio::time::timeout(idle, stream.read_exact(&mut buf)).await,
-                    Ok(Ok(_))
-                ) {
-                    return;
-                }
-                let Some(resp) = server.handle_full(&buf, src, local, Transport::Tcp).await else {
-                    continue;
-                };
-                let mut framed = Vec::with_capacity(resp.len() + 2);
-                framed.extend_from_slice(&(resp.len() as u16).to_be_bytes());
-                framed.extend_from_slice(&resp);
-                if stream.write_all(&framed).await.is_err() {
+        tokio::spawn(tcp_connection(server.clone(), stream, src, slot));
+    }
+}
+
+/// Read one length-prefixed message by `deadline`; `None` at EOF, on error or late.
+async fn read_message(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    deadline: tokio::time::Instant,
+) -> Option<Vec<u8>> {
+    let read = async {
+        let len = usize::from(rd.read_u16().await.ok()?);
+        let mut buf = vec![0u8; len];
+        rd.read_exact(&mut buf).await.ok()?;
+        Some(buf)
+    };
+    tokio::time::timeout_at(deadline, read).await.ok().flatten()
+}
+
+async fn tcp_connection(
+    server: Arc<Server>,
+    stream: tokio::net::TcpStream,
+    src: SocketAddr,
+    slot: Slot,
+) {
+    server.metrics.tcp_connections.inc();
+    tcp_exchange_all(&server, stream, src).await;
+    server.metrics.tcp_connections.dec();
+    drop(slot);
+}
+
+async fn tcp_exchange_all(server: &Arc<Server>, stream: tokio::net::TcpStream, src: SocketAddr) {
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    let (mut rd, mut wr) = stream.into_split();
+    let limits = server.runtime.load().limits.clone();
+    let pipeline = limits.tcp_pipeline.max(1);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(pipeline);
+    let write_timeout = Duration::from_millis(limits.tcp_write_timeout_ms.max(1));
+    let writer = tokio::spawn(async move {
+        while let Some(framed) = rx.recv().await {
+            match tokio::time::timeout(write_timeout, wr.write_all(&framed)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(client = %src, "tcp client does not read its replies; closing");
                     return;
                 }
             }
+        }
+    });
+    let permits = Arc::new(tokio::sync::Semaphore::new(pipeline));
+    loop {
+        let idle = Duration::from_millis(server.runtime.load().limits.tcp_idle_ms);
+        let deadline = tokio::time::Instant::now() + idle;
+        let Some(buf) = read_message(&mut rd, deadline).await else {
+            break;
+        };
+        // At most `pipeline` queries of this connection in flight; waiting for one to
+        // finish counts as idle time, and a writer that gave up ends the connection.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p,
+            _ = tokio::time::sleep_until(deadline + idle) => break,
+        };
+        let Ok(permit) = permit else { break };
+        if tx.is_closed() {
+            break;
+        }
+        let (server, tx) = (server.clone(), tx.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Some(resp) = server.handle_full(&buf, src, local, Transport::Tcp).await else {
+                return;
+            };
+            let Ok(len) = u16::try_from(resp.len()) else {
+                return;
+            };
+            let mut framed = Vec::with_capacity(resp.len() + 2);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(&resp);
+            let _ = tx.send(framed).await;
         });
     }
+    // Replies still being made are sent before the writer ends.
+    drop(tx);
+    let _ = writer.await;
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::forward::{CacheKey, CachedAnswer};
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::Name;
+
+    fn server(yaml: &str) -> Server {
+        let c = Config::from_yaml(yaml).unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let rt = Runtime::from_config(&c).unwrap();
+        Server::new(rt, c.cache.max_entries, Metrics::new(&mut registry))
+    }
+
+    fn cache(s: &Server, name: &str) -> CacheKey {
+        let q = Query::query(Name::from_ascii(name).unwrap(), RecordType::A);
+        let key = CacheKey::new(&q);
+        let msg = Message::response(1, OpCode::Query);
+        let ans = CachedAnswer::new(msg, Instant::now(), 300).unwrap();
+        s.forwarder.cache.insert(key.clone(), Arc::new(ans));
+        key
+    }
+
+    fn cached(s: &Server, key: &CacheKey) -> bool {
+        s.forwarder.cache.get(key, Instant::now()).is_some()
+    }
+
+    #[test]
+    fn a_reload_that_changes_a_zones_upstreams_drops_only_that_zones_answers() {
+        let before = "upstreams:\n  default: [\"192.0.2.10:53\"]\n  zones: [{zone: corp.example, servers: [\"192.0.2.12:53\"]}]\n";
+        let s = server(before);
+        let corp = cache(&s, "www.corp.example.");
+        let other = cache(&s, "www.example.org.");
+        // The same file again: nothing dropped.
+        s.reconfigure(Runtime::from_config(&Config::from_yaml(before).unwrap()).unwrap());
+        assert!(cached(&s, &corp) && cached(&s, &other));
+        let after = before.replace("192.0.2.12", "192.0.2.13");
+        s.reconfigure(Runtime::from_config(&Config::from_yaml(&after).unwrap()).unwrap());
+        assert!(
+            !cached(&s, &corp),
+            "answer from the old corp upstream still served"
+        );
+        assert!(cached(&s, &other));
+    }
+
+    #[test]
+    fn a_reload_applies_a_smaller_cache_max_entries_at_once() {
+        let s = server("cache: {max_entries: 10000}\n");
+        for i in 0..5000 {
+            cache(&s, &format!("n{i}.example.org."));
+        }
+        assert_eq!(s.forwarder.cache.len(), 5000);
+        let smaller = Config::from_yaml("cache: {max_entries: 160}\n").unwrap();
+        s.reconfigure(Runtime::from_config(&smaller).unwrap());
+        assert!(
+            s.forwarder.cache.len() <= 160,
+            "{}",
+            s.forwarder.cache.len()
+        );
+        for i in 0..1000 {
+            cache(&s, &format!("m{i}.example.org."));
+        }
+        assert!(
+            s.forwarder.cache.len() <= 160,
+            "{}",
+            s.forwarder.cache.len()
+        );
+    }
     #[test]
     fn the_udp_receive_buffer_is_raised_up_to_the_kernel_cap() {
         let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
@@ -772,7 +954,7 @@ mod tests {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let before = socket2::SockRef::from(&s).recv_buffer_size().unwrap();
         let asked = 1 << 20;
-        let got = super::set_receive_buffer(&s, asked).unwrap();
+        let got = set_receive_buffer(&s, asked).unwrap();
         // socket(7): the kernel doubles the value set, after capping it at rmem_max.
         assert_eq!(got, 2 * asked.min(max), "before: {before}");
     }

@@ -21,9 +21,11 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::forward::{
-    CacheKey, Failover, UpstreamError, Waiter, any_port_for, matches, tcp_exchange_within,
+    CacheKey, Failover, Join, UpstreamError, Waiter, any_port_for, matches, tcp_exchange_within,
     upstream_query,
 };
+use crate::limits::Slot;
+use crate::metrics::DropLabels;
 use crate::server::{Outcome, Runtime, Server, Transport};
 use crate::udp::Local;
 use crate::view::ViewPolicy;
@@ -191,12 +193,30 @@ impl UdpForwarder {
             return;
         };
         let key = CacheKey::new(&query);
-        let waiter = self.reply_to(req, view, by_ecs, src, dest);
-        let Some(leader) = self.server.forwarder.join(&key, waiter) else {
-            metrics.coalesced.inc();
-            return;
-        };
+        let slot = self.server.forward_slot(src.ip()).ok();
+        let full = slot.is_none();
+        let waiter = self.reply_to(req, view, by_ecs, src, dest, slot);
+        if full {
+            return waiter.call(Err(ResponseCode::ServFail));
+        }
         let rt = self.server.runtime.load_full();
+        let max_waiters = rt.limits.max_waiters_per_question;
+        let leader = match self.server.forwarder.join(&key, waiter, max_waiters) {
+            Join::Leader(w) => w,
+            Join::Waiting => {
+                metrics.coalesced.inc();
+                return;
+            }
+            Join::Full(w) => {
+                metrics
+                    .rejected
+                    .get_or_create(&DropLabels {
+                        reason: "waiters_per_question",
+                    })
+                    .inc();
+                return w.call(Err(ResponseCode::ServFail));
+            }
+        };
         let failover = Failover::new(rt.upstreams.group_for(query.name()));
         let now = Instant::now();
         let ex = Box::new(Exchange {
@@ -225,10 +245,13 @@ impl UdpForwarder {
         by_ecs: bool,
         src: SocketAddr,
         dest: Option<Local>,
+        slot: Option<Slot>,
     ) -> Waiter {
         let server = self.server.clone();
         let replier = self.replier.clone();
         Waiter::new(move |result| {
+            // The client's forwarding slot is held until it is answered.
+            let _slot = slot;
             let result = result.map(|answer| (answer, 0));
             if let Outcome::Reply(b) =
                 server.forwarded_reply(&req, &view, by_ecs, Transport::Udp, result)

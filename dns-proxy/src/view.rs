@@ -369,6 +369,12 @@ impl Views {
         }
     }
 
+    /// Whether some view believes the EDNS client-subnet `source` sends.
+    pub fn believes_ecs_of(&self, source: IpAddr) -> bool {
+        let source = canonical(source);
+        self.views.iter().any(|v| v.believes_ecs_of(source))
+    }
+
     /// Number of views besides the default (metrics, logs).
     pub fn len(&self) -> usize {
         self.views.len()

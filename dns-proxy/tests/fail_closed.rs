@@ -85,11 +85,17 @@ fn client_subnet(r: &DigAnswer) -> String {
 fn a_client_in_no_view_and_outside_the_cluster_networks_is_refused() {
     let dns = start("127.0.0.1:{port}", "");
     for t in ["+notcp", "+tcp"] {
-        let r = ask(&dns, &[t, "-b", "127.0.0.5", "web.default.svc.cluster.local", "A"]);
+        let r = ask(
+            &dns,
+            &[t, "-b", "127.0.0.5", "web.default.svc.cluster.local", "A"],
+        );
         assert_eq!(r.rcode, "REFUSED", "{t}: {}", r.raw);
         assert!(r.answers.is_empty());
         // Not even which names exist: a missing one is refused alike.
-        let r = ask(&dns, &[t, "-b", "127.0.0.5", "nope.default.svc.cluster.local", "A"]);
+        let r = ask(
+            &dns,
+            &[t, "-b", "127.0.0.5", "nope.default.svc.cluster.local", "A"],
+        );
         assert_eq!(r.rcode, "REFUSED", "{t}: {}", r.raw);
         let r = ask(&dns, &[t, "-x", "10.96.0.20", "-b", "127.0.0.5"]);
         assert_eq!(r.rcode, "REFUSED", "{t}: {}", r.raw);
@@ -110,7 +116,10 @@ fn a_client_in_no_view_gets_the_named_default_view() {
     let dns = start("127.0.0.1:{port}", default);
     for t in ["+notcp", "+tcp"] {
         let q = |name: &str| ask(&dns, &[t, "-b", "127.0.0.5", name, "A"]);
-        assert_eq!(q("public.lobby.svc.cluster.local").rdata("A"), ["203.0.113.11"]);
+        assert_eq!(
+            q("public.lobby.svc.cluster.local").rdata("A"),
+            ["203.0.113.11"]
+        );
         assert!(q("web.default.svc.cluster.local").is_nxdomain());
         assert!(q("default.svc.cluster.local").is_nxdomain());
         assert_eq!(q("www.example.test").rcode, "REFUSED");
@@ -137,7 +146,10 @@ fn client_subnet_scope_is_zero_unless_it_chose_the_view() {
     let dns = start("127.0.0.1:{port}", "");
     let name = "web.default.svc.cluster.local";
     // From the trusted forwarder, naming an office client: office's answer, scope /32.
-    let r = ask(&dns, &["-b", "127.0.0.4", "+subnet=127.0.0.2/32", name, "A"]);
+    let r = ask(
+        &dns,
+        &["-b", "127.0.0.4", "+subnet=127.0.0.2/32", name, "A"],
+    );
     assert_eq!(r.rdata("A"), ["203.0.113.10"]);
     assert_eq!(client_subnet(&r), "127.0.0.2/32/32");
     // From anyone else the option chooses nothing: scope 0 (RFC 7871 7.2.1).
@@ -146,7 +158,10 @@ fn client_subnet_scope_is_zero_unless_it_chose_the_view() {
     assert_eq!(client_subnet(&r), "127.0.0.2/32/0");
     // A wider prefix than office's network does not choose office (7.1.1), nor the
     // cluster: refused.
-    let r = ask(&dns, &["-b", "127.0.0.4", "+subnet=127.0.0.0/29", name, "A"]);
+    let r = ask(
+        &dns,
+        &["-b", "127.0.0.4", "+subnet=127.0.0.0/29", name, "A"],
+    );
     assert_eq!(r.rcode, "REFUSED", "{}", r.raw);
     // Source prefix 0 (dnsmasq's bare --add-subnet): ignored, the forwarder's own
     // address decides (a node here: the cluster view).
@@ -176,7 +191,11 @@ fn a_wildcard_listener_chooses_views_by_destination_and_replies_from_it() {
     let dns = start("0.0.0.0:{port}", "");
     let at = |ip: [u8; 4], t: &str| {
         let server = std::net::SocketAddr::from((ip, dns.port));
-        let r = common::dig(&dns.host, server, &[t, "web.default.svc.cluster.local", "A"]);
+        let r = common::dig(
+            &dns.host,
+            server,
+            &[t, "web.default.svc.cluster.local", "A"],
+        );
         // dig drops a reply from another address than it asked ("reply from unexpected
         // source"), so an answer at all shows where it came from.
         assert!(!r.rcode.is_empty(), "{t} @{ip:?}: no reply\n{}", r.raw);
