@@ -1030,6 +1030,21 @@ mod tests {
     }
 
     #[test]
+    fn waiters_on_one_question_are_bounded() {
+        let f = Forwarder::new(100);
+        let k = key(1);
+        let w = || Waiter::new(|_| {});
+        assert!(matches!(f.join(&k, w(), 2), Join::Leader(_)));
+        assert!(matches!(f.join(&k, w(), 2), Join::Waiting));
+        assert!(matches!(f.join(&k, w(), 2), Join::Waiting));
+        assert!(matches!(f.join(&k, w(), 2), Join::Full(_)));
+        // Another question is not affected.
+        assert!(matches!(f.join(&key(2), w(), 2), Join::Leader(_)));
+        f.abandon(&k);
+        assert!(matches!(f.join(&k, w(), 2), Join::Leader(_)));
+    }
+
+    #[test]
     fn a_full_cache_drops_expired_answers_first() {
         let cache = Cache::new(16 * 64);
         let then = Instant::now() - std::time::Duration::from_secs(10);

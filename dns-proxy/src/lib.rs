@@ -17,3 +17,4 @@ pub mod testing;
 pub mod udp;
 pub mod udp_forward;
 pub mod view;
+pub mod watch;

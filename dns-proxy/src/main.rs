@@ -13,16 +13,16 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::Event;
 use leafbridge_api::DNSView;
 use leafbridge_api::ops::{self, Readiness};
-use leafbridge_api::state::{StateError, StateObject, StateSource};
+use leafbridge_api::state::{StateObject, StateSource};
 use leafbridge_dns::config::Config;
 use leafbridge_dns::index::Indexed;
 use leafbridge_dns::metrics::{DropLabels, KindLabels, Metrics};
 use leafbridge_dns::server::{self, Runtime, Server};
 use leafbridge_dns::view::{DnsViews, merge_views};
+use leafbridge_dns::watch::{is_watch_failure, watch};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
@@ -222,27 +222,6 @@ impl Health {
             .is_empty();
         self.readiness
             .set_ready(self.synced.load(Ordering::SeqCst) >= KINDS && !failing);
-    }
-}
-
-/// A watch error that means the watch itself failed (the API server, the network, a
-/// missing CRD), as opposed to one bad manifest in the state directory, which is skipped.
-fn is_watch_failure(e: &StateError) -> bool {
-    !matches!(
-        e,
-        StateError::Malformed { .. } | StateError::NotFound { .. }
-    )
-}
-
-/// A kind's watch. On the Kubernetes API, errors back off (kube's `default_backoff()`:
-/// exponential from 800 ms to 30 s) instead of relisting in a tight loop.
-fn watch<K: StateObject>(
-    source: &StateSource,
-) -> futures::stream::BoxStream<'static, Result<Event<K>, StateError>> {
-    let stream = source.watch::<K>();
-    match source {
-        StateSource::Kube(_) => stream.default_backoff().boxed(),
-        StateSource::Dir(_) => stream,
     }
 }
 

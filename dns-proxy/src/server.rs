@@ -226,6 +226,7 @@ impl Server {
         local: SocketAddr,
         t: Transport,
     ) -> Outcome {
+        let src = canonical(src);
         let rt = self.runtime.load();
         if is_plain_query(packet) {
             if self.fast_admit(&rt, src).is_none() {
@@ -278,6 +279,9 @@ impl Server {
         t: Transport,
         admitted: Option<(Key, u64, u64)>,
     ) -> Outcome {
+        // A dual-stack `[::]` listener sees IPv4 clients as ::ffff:a.b.c.d: the allow
+        // list, the rate limit and the views match them as the IPv4 clients they are.
+        let src = canonical(src);
         let rt = self.runtime.load();
         let req = match Message::from_vec(packet) {
             Ok(m) => m,
@@ -558,6 +562,11 @@ impl Server {
             }
         }
     }
+}
+
+/// `src` with an IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(src: SocketAddr) -> SocketAddr {
+    SocketAddr::new(src.ip().to_canonical(), src.port())
 }
 
 /// The response skeleton: same ID, opcode, question, RD and CD (RFC 1035 4.1.1, RFC 6895

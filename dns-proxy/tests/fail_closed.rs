@@ -206,3 +206,31 @@ fn a_wildcard_listener_chooses_views_by_destination_and_replies_from_it() {
         assert_eq!(at([127, 0, 0, 1], t), ["10.96.0.10"], "{t}: cluster view");
     }
 }
+
+#[test]
+fn a_dual_stack_listener_matches_ipv4_clients_as_ipv4() {
+    // On `[::]` IPv4 clients arrive as ::ffff:127.0.0.x; views of IPv4 networks and
+    // destinations still match them, over UDP and TCP.
+    let dns = start("[::]:{port}", "");
+    for t in ["+notcp", "+tcp"] {
+        let office = ask(
+            &dns,
+            &[t, "-b", "127.0.0.2", "web.default.svc.cluster.local", "A"],
+        );
+        assert_eq!(
+            office.rdata("A"),
+            ["203.0.113.10"],
+            "{t}: office\n{}",
+            office.raw
+        );
+        let node = ask(&dns, &[t, "web.default.svc.cluster.local", "A"]);
+        assert_eq!(node.rdata("A"), ["10.96.0.10"], "{t}: node");
+        let server = std::net::SocketAddr::from(([127, 0, 0, 3], dns.port));
+        let r = common::dig(
+            &dns.host,
+            server,
+            &[t, "web.default.svc.cluster.local", "A"],
+        );
+        assert_eq!(r.rdata("A"), ["203.0.113.10"], "{t}: routed\n{}", r.raw);
+    }
+}

@@ -538,4 +538,42 @@ mod kubernetes {
         assert_eq!(chosen(&set), Err(Unmatched::OutsideClusterNetworks));
         api.abort();
     }
+
+    #[tokio::test]
+    async fn a_failing_watch_backs_off_instead_of_relisting_at_once() {
+        let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+        let source = StateSource::kube(Client::new(svc, "default"));
+        // The consumer drains the stream as the binary does, counting errors.
+        let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let consumer = {
+            let errors = errors.clone();
+            tokio::spawn(async move {
+                let mut stream = leafbridge_dns::watch::watch::<DNSView>(&source);
+                while let Some(e) = stream.next().await {
+                    if let Err(e) = e {
+                        assert!(leafbridge_dns::watch::is_watch_failure(&e), "{e}");
+                        errors.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            })
+        };
+        // The CRD is not installed: every list is a 404.
+        let mut requests = 0;
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+        while let Ok(Some((_, send))) = tokio::time::timeout_at(until, h.next_request()).await {
+            requests += 1;
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"});
+            send.send_response(
+                Response::builder()
+                    .status(404)
+                    .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                    .unwrap(),
+            );
+        }
+        consumer.abort();
+        // Without a backoff the watcher relists at once, hundreds of times in 1.5 s.
+        assert!((1..=3).contains(&requests), "{requests} lists in 1.5 s");
+        assert!(errors.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    }
 }
