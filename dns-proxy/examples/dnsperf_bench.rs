@@ -18,7 +18,7 @@
 //! unique misses to an upstream unbound; here also "hickory-fwd", hickory-server's own
 //! forwarder with hickory-resolver's cache (`examples/hickory_forwarder.rs`, no cluster data,
 //! so not in scenario 1), measured because it has an open report of losing queries under
-//! dnsperf (hickory-dns/hickory-dns#2613). For each server: CPU time per answered query
+//! dnsperf. For each server: CPU time per answered query
 //! (user+system from /proc over queries completed), p50/p99 latency at the fixed offered
 //! rate, lost queries, peak RSS (VmHWM), and the rate reached when dnsperf is unthrottled
 //! (dnsperf shares the two cores, so that figure is bounded by dnsperf itself).
@@ -400,7 +400,7 @@ fn start_leafbridge(tmp: &Path, tag: &str, state: &Path, upstream: Option<u16>) 
     let cfg = tmp.join(format!("lb-{tag}.yaml"));
     std::fs::write(
         &cfg,
-        format!("listen: [\"127.0.0.1:{port}\"]\nthreads: 1\ncluster:\n  service_cidrs: [\"10.96.0.0/12\"]\n{up}"),
+        format!("listen: [\"127.0.0.1:{port}\"]\nthreads: 1\ncluster:\n  service_cidrs: [\"10.96.0.0/12\"]\n  node_cidrs: [\"127.0.0.0/8\"]\nlimits:\n  rate_limit: null\n{up}"),
     )
     .unwrap();
     let log = tmp.join(format!("lb-{tag}.log"));

@@ -226,13 +226,19 @@ fn child(labels: &[&str], zone: &Zone) -> Name {
         .unwrap_or_else(|_| zone.name.clone())
 }
 
+#[derive(Clone, Copy)]
 struct Ctx<'a> {
     index: &'a ZoneIndex,
     settings: &'a ZoneSettings,
     view: &'a ViewPolicy,
     qname: &'a Name,
     qtype: RecordType,
+    /// Follow an ExternalName CNAME into the cluster zone (off while following one).
+    follow: bool,
 }
+
+/// Longest chain of ExternalName CNAMEs followed inside the cluster zone.
+const MAX_CNAME_CHAIN: usize = 8;
 
 /// Answer `qname`/`qtype` if it falls in one of our zones.
 pub fn answer(
@@ -249,6 +255,7 @@ pub fn answer(
         view,
         qname,
         qtype,
+        follow: true,
     };
     if let Some(rel) = settings.cluster.relative(&labels) {
         return Some(ctx.cluster(rel));
@@ -374,8 +381,24 @@ impl Ctx<'_> {
             },
             // Empty non-terminals: they have descendants, so NODATA (RFC 8020).
             ["svc"] | ["pod"] => Answer::nodata(zone),
-            [ns, "svc"] | [ns, "pod"] => {
-                if self.view.namespace_visible(ns) && self.index.namespace_exists(ns) {
+            // A namespace exists for a view only through what the view sees in it, so
+            // `<ns>.svc` tells nobody about namespaces (or Services) hidden from them.
+            [ns, "svc"] => {
+                if self.sees_a_service_in(ns, |_| true) {
+                    Answer::nodata(zone)
+                } else {
+                    Answer::nxdomain(zone)
+                }
+            }
+            [ns, "pod"] => {
+                let pods = match self.settings.pods {
+                    PodMode::Disabled => false,
+                    // Any well-formed name below answers: the parent must exist too
+                    // (RFC 8020).
+                    PodMode::Insecure => true,
+                    PodMode::Verified => self.index.has_pods(ns),
+                };
+                if pods && self.view.namespace_visible(ns) {
                     Answer::nodata(zone)
                 } else {
                     Answer::nxdomain(zone)
@@ -392,6 +415,15 @@ impl Ctx<'_> {
             [ip, ns, "pod"] => self.pod(ns, ip),
             _ => Answer::nxdomain(zone),
         }
+    }
+
+    /// Whether this view sees a Service in `ns` for which `also` holds.
+    fn sees_a_service_in(&self, ns: &str, also: impl Fn(&ServiceEntry) -> bool) -> bool {
+        self.view.namespace_visible(ns)
+            && self
+                .index
+                .services_in(ns)
+                .any(|(_, s)| self.view.service_visible(ns, s) && also(s))
     }
 
     /// The Service if this view may see it.
@@ -436,9 +468,15 @@ impl Ctx<'_> {
             let Ok(target) = Name::from_ascii(format!("{target}.")) else {
                 return Answer::nxdomain(zone);
             };
-            let rec =
-                Record::from_rdata(self.qname.clone(), self.ttl(), RData::CNAME(CNAME(target)));
-            return Answer::records(vec![rec], Vec::new(), zone);
+            let rec = Record::from_rdata(
+                self.qname.clone(),
+                self.ttl(),
+                RData::CNAME(CNAME(target.clone())),
+            );
+            if !self.follow {
+                return Answer::records(vec![rec], Vec::new(), zone);
+            }
+            return self.follow_cname(rec, &target);
         }
         match self.service_addresses(&key, svc) {
             None => Answer::nxdomain(zone),
@@ -450,12 +488,69 @@ impl Ctx<'_> {
         }
     }
 
+    /// The answer to a CNAME at our name: a target inside the cluster zone is answered in
+    /// the same reply (RFC 1034 4.3.2 step 3a, as CoreDNS does), chains up to
+    /// [`MAX_CNAME_CHAIN`] long, and the reply's rcode is the last name's (RFC 6604).
+    /// Other targets are left to the client's resolver.
+    fn follow_cname(&self, cname: Record, target: &Name) -> Answer {
+        let zone = self.zone();
+        let mut answers = vec![cname];
+        let mut target = target.clone();
+        if self.qtype == RecordType::CNAME {
+            return Answer::records(answers, Vec::new(), zone);
+        }
+        for _ in 0..MAX_CNAME_CHAIN {
+            // A loop ends where it would repeat a name already answered.
+            if answers.iter().any(|r| r.name == target) {
+                break;
+            }
+            let labels = labels_of(&target);
+            let Some(rel) = zone.relative(&labels) else {
+                break;
+            };
+            let next = Ctx {
+                qname: &target,
+                follow: false,
+                ..*self
+            };
+            let a = next.cluster(rel);
+            let more = a.answers.iter().find_map(|r| match &r.data {
+                RData::CNAME(CNAME(t)) if r.name == target => Some(t.clone()),
+                _ => None,
+            });
+            let empty = a.answers.is_empty();
+            answers.extend(a.answers);
+            match more {
+                Some(t) => target = t,
+                None => {
+                    // The target's negative answer keeps its SOA (RFC 2308 2.1, 2.2).
+                    let authorities = if empty { a.authorities } else { Vec::new() };
+                    return Answer {
+                        rcode: a.rcode,
+                        answers,
+                        authorities,
+                        additionals: a.additionals,
+                    };
+                }
+            }
+        }
+        Answer::records(answers, Vec::new(), zone)
+    }
+
     /// `_proto.svc.ns.svc.zone`: an empty non-terminal when a named port uses that protocol.
     fn srv_proto_node(&self, ns: &str, name: &str, proto: &str) -> Answer {
         let zone = self.zone();
         let proto = &proto[1..];
+        let key = (ns.to_string(), name.to_string());
         match self.visible_service(ns, name) {
-            Some(svc) if svc.ports.iter().any(|p| p.protocol == proto) => Answer::nodata(zone),
+            // RFC 8020: nothing exists below a Service name that is NXDOMAIN (a headless
+            // Service without ready endpoints).
+            Some(svc)
+                if svc.ports.iter().any(|p| p.protocol == proto)
+                    && self.service_addresses(&key, svc).is_some() =>
+            {
+                Answer::nodata(zone)
+            }
             _ => Answer::nxdomain(zone),
         }
     }
@@ -551,15 +646,17 @@ impl Ctx<'_> {
             return Answer::nxdomain(zone);
         }
         let key = (ns.to_string(), name.to_string());
-        let mut ips: Vec<IpAddr> = self
-            .index
-            .ready_endpoints(&key, svc)
-            .into_iter()
+        let ready = self.index.ready_endpoints(&key, svc);
+        let mut ips: Vec<IpAddr> = ready
+            .iter()
             .filter(|e| e.dns_hostname().as_deref() == Some(host))
             .flat_map(|e| e.addresses.iter().copied())
             .collect();
         if ips.is_empty() {
+            // A Pod's hostname/subdomain names it only while it is a ready endpoint of the
+            // Service (spec 2.4.1), like the endpoint hostnames above.
             ips = self.index.pod_host(ns, name, host);
+            ips.retain(|ip| ready.iter().any(|e| e.addresses.contains(ip)));
         }
         if ips.is_empty() {
             return Answer::nxdomain(zone);
@@ -606,8 +703,9 @@ impl Ctx<'_> {
         let r: Vec<&str> = rel.iter().map(String::as_str).collect();
         match r.as_slice() {
             [] => self.apex(zone),
+            // Exists only above a name that answers: a visible Service with an address.
             [ns] => {
-                if self.view.namespace_visible(ns) && self.index.namespace_exists(ns) {
+                if self.sees_a_service_in(ns, |s| !s.lb_ips.is_empty()) {
                     Answer::nodata(zone)
                 } else {
                     Answer::nxdomain(zone)
@@ -834,5 +932,195 @@ mod tests {
             ask(&s, "ns.dns.cluster.local.", RecordType::A).rcode,
             ResponseCode::NXDomain
         );
+    }
+
+    mod cluster_data {
+        use super::*;
+        use crate::config::ViewConfig;
+        use k8s_openapi::api::core::v1::{Pod, Service};
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+        const OBJECTS: &str = r#"
+- {kind: Service, metadata: {name: vault, namespace: secret}, spec: {type: LoadBalancer, clusterIP: 10.96.0.20}, status: {loadBalancer: {ingress: [{ip: 203.0.113.20}]}}}
+- {kind: Service, metadata: {name: web, namespace: default}, spec: {type: LoadBalancer, clusterIP: 10.96.0.10}, status: {loadBalancer: {ingress: [{ip: 203.0.113.10}]}}}
+- {kind: Service, metadata: {name: db, namespace: default}, spec: {clusterIP: None, ports: [{name: pg, port: 5432}]}}
+- {kind: Service, metadata: {name: down, namespace: default}, spec: {clusterIP: None, ports: [{name: pg, port: 5432}]}}
+- {kind: Service, metadata: {name: alias, namespace: default}, spec: {type: ExternalName, externalName: web.default.svc.cluster.local}}
+- {kind: Service, metadata: {name: alias2, namespace: default}, spec: {type: ExternalName, externalName: alias.default.svc.cluster.local}}
+- {kind: Service, metadata: {name: gone, namespace: default}, spec: {type: ExternalName, externalName: nothing.default.svc.cluster.local}}
+- {kind: Service, metadata: {name: loop, namespace: default}, spec: {type: ExternalName, externalName: loop.default.svc.cluster.local}}
+"#;
+        const SLICE: &str = "metadata: {name: db-x, namespace: default, labels: {kubernetes.io/service-name: db}}\naddressType: IPv4\nports: [{name: pg, port: 5432, protocol: TCP}]\nendpoints: [{addresses: [10.244.1.5]}, {addresses: [10.244.1.7], conditions: {ready: false}}]";
+        const PODS: &str = r#"
+- {metadata: {name: db-0, namespace: default}, spec: {hostname: db-0, subdomain: db, containers: []}, status: {podIP: 10.244.1.5}}
+- {metadata: {name: db-1, namespace: default}, spec: {hostname: db-1, subdomain: db, containers: []}, status: {podIP: 10.244.1.7}}
+- {metadata: {name: lonely, namespace: podsonly}, spec: {containers: []}, status: {podIP: 10.244.9.9}}
+"#;
+
+        fn index() -> ZoneIndex {
+            let mut idx = ZoneIndex::new();
+            let services: Vec<Service> = serde_yaml::from_str(OBJECTS).unwrap();
+            services.iter().for_each(|s| idx.apply_service(s));
+            idx.apply_endpoint_slice(&serde_yaml::from_str::<EndpointSlice>(SLICE).unwrap());
+            let pods: Vec<Pod> = serde_yaml::from_str(PODS).unwrap();
+            pods.iter().for_each(|p| idx.apply_pod(p));
+            idx
+        }
+
+        fn office() -> ViewPolicy {
+            ViewPolicy::from_config(&ViewConfig {
+                name: "office".into(),
+                namespaces_deny: vec!["secret".into()],
+                forward: true,
+                ..Default::default()
+            })
+        }
+
+        fn ask_in(view: &ViewPolicy, s: &ZoneSettings, name: &str, t: RecordType) -> Answer {
+            let q = Name::from_ascii(name).unwrap();
+            answer(&index(), s, view, &q, t).unwrap()
+        }
+
+        fn data(a: &Answer) -> Vec<String> {
+            a.answers.iter().map(|r| r.data.to_string()).collect()
+        }
+
+        #[test]
+        fn a_namespace_exists_only_through_what_the_view_sees_in_it() {
+            let s = settings(ZONES);
+            let cluster = ViewPolicy::cluster();
+            let nx = |v: &ViewPolicy, n: &str| ask_in(v, &s, n, RecordType::A).rcode;
+            assert_eq!(
+                nx(&cluster, "secret.svc.cluster.local."),
+                ResponseCode::NoError
+            );
+            assert_eq!(
+                nx(&office(), "secret.svc.cluster.local."),
+                ResponseCode::NXDomain
+            );
+            assert_eq!(
+                nx(&office(), "secret.k8s.corp.example."),
+                ResponseCode::NXDomain
+            );
+            assert_eq!(
+                nx(&office(), "default.svc.cluster.local."),
+                ResponseCode::NoError
+            );
+            // A namespace holding only Pods has no Services to name.
+            assert_eq!(
+                nx(&cluster, "podsonly.svc.cluster.local."),
+                ResponseCode::NXDomain
+            );
+            // A selector that picks nothing in the namespace hides it as well.
+            let picky = ViewPolicy::from_config(&ViewConfig {
+                name: "picky".into(),
+                service_selector: Some(
+                    serde_yaml::from_str("matchLabels: {expose: office}").unwrap(),
+                ),
+                ..Default::default()
+            });
+            assert_eq!(
+                nx(&picky, "default.svc.cluster.local."),
+                ResponseCode::NXDomain
+            );
+        }
+
+        #[test]
+        fn a_pod_hostname_answers_only_while_the_pod_is_a_ready_endpoint() {
+            let s = settings(ZONES);
+            let v = ViewPolicy::cluster();
+            let a = ask_in(&v, &s, "db-0.db.default.svc.cluster.local.", RecordType::A);
+            assert_eq!(data(&a), ["10.244.1.5"]);
+            let a = ask_in(&v, &s, "db-1.db.default.svc.cluster.local.", RecordType::A);
+            assert_eq!(a.rcode, ResponseCode::NXDomain, "{a:?}");
+        }
+
+        #[test]
+        fn nothing_answers_below_a_name_that_is_nxdomain() {
+            // RFC 8020: `down` has no ready endpoints, so its name is NXDOMAIN, and so is
+            // every name below it.
+            let s = settings(ZONES);
+            let v = ViewPolicy::cluster();
+            for name in [
+                "down.default.svc.cluster.local.",
+                "_tcp.down.default.svc.cluster.local.",
+                "_pg._tcp.down.default.svc.cluster.local.",
+            ] {
+                let a = ask_in(&v, &s, name, RecordType::SRV);
+                assert_eq!(a.rcode, ResponseCode::NXDomain, "{name}");
+            }
+            assert_eq!(
+                ask_in(
+                    &v,
+                    &s,
+                    "_tcp.db.default.svc.cluster.local.",
+                    RecordType::SRV
+                )
+                .rcode,
+                ResponseCode::NoError
+            );
+            // Pod records in insecure mode answer in any namespace, so its node exists.
+            let insecure = settings(&format!("{ZONES}  pods: insecure\n").replace(
+                "cluster: {external_zone: k8s.corp.example}\n  pods: insecure",
+                "cluster: {external_zone: k8s.corp.example, pods: insecure}",
+            ));
+            let name = "empty.pod.cluster.local.";
+            assert_eq!(
+                ask_in(
+                    &v,
+                    &insecure,
+                    "1-2-3-4.empty.pod.cluster.local.",
+                    RecordType::A
+                )
+                .rcode,
+                ResponseCode::NoError
+            );
+            assert_eq!(
+                ask_in(&v, &insecure, name, RecordType::A).rcode,
+                ResponseCode::NoError
+            );
+            assert_eq!(
+                ask_in(&v, &s, name, RecordType::A).rcode,
+                ResponseCode::NXDomain
+            );
+        }
+
+        #[test]
+        fn external_name_targets_inside_the_cluster_zone_are_followed() {
+            let s = settings(ZONES);
+            let v = ViewPolicy::cluster();
+            let a = ask_in(&v, &s, "alias.default.svc.cluster.local.", RecordType::A);
+            assert_eq!(data(&a), ["web.default.svc.cluster.local.", "10.96.0.10"]);
+            // The office view follows with its own addresses.
+            let a = ask_in(
+                &office(),
+                &s,
+                "alias2.default.svc.cluster.local.",
+                RecordType::A,
+            );
+            assert_eq!(
+                data(&a),
+                [
+                    "alias.default.svc.cluster.local.",
+                    "web.default.svc.cluster.local.",
+                    "203.0.113.10"
+                ]
+            );
+            // RFC 6604: the rcode is the last name's.
+            let a = ask_in(&v, &s, "gone.default.svc.cluster.local.", RecordType::A);
+            assert_eq!((a.rcode, a.answers.len()), (ResponseCode::NXDomain, 1));
+            assert!(matches!(a.authorities[0].data, RData::SOA(_)));
+            // A loop ends: no endless chain.
+            let a = ask_in(&v, &s, "loop.default.svc.cluster.local.", RecordType::A);
+            assert_eq!(a.answers.len(), 1);
+            // Asked for the CNAME itself: just the CNAME.
+            let a = ask_in(
+                &v,
+                &s,
+                "alias.default.svc.cluster.local.",
+                RecordType::CNAME,
+            );
+            assert_eq!(data(&a), ["web.default.svc.cluster.local."]);
+        }
     }
 }

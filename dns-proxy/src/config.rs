@@ -45,9 +45,15 @@ pub struct Config {
     pub allow_clients: Vec<IpNet>,
     /// Ordered view list; among views of equal priority the first whose selector matches
     /// answers. `DNSView` objects are merged in (see `view.rs`). Clients matching no view
-    /// get the standard in-cluster view.
+    /// get the standard in-cluster view only from the cluster's own networks
+    /// (`cluster.pod_cidrs`, `cluster.node_cidrs`); everyone else gets `default_view`.
     #[serde(default)]
     pub views: Vec<ViewConfig>,
+    /// The view (a name from `views`) for clients that match no view and are not in the
+    /// cluster's networks, and for every unmatched client until DNSViews are listed (or
+    /// while their watch fails). Absent: those clients are REFUSED (fail closed).
+    #[serde(default)]
+    pub default_view: Option<String>,
     #[serde(default)]
     pub upstreams: UpstreamConfig,
     #[serde(default)]
@@ -77,9 +83,14 @@ pub struct ClusterConfig {
     /// Service CIDRs: their reverse zones are answered from the index.
     #[serde(default)]
     pub service_cidrs: Vec<IpNet>,
-    /// Pod CIDRs: their reverse zones are answered from the index.
+    /// Pod CIDRs: their reverse zones are answered from the index, and clients inside them
+    /// that match no view get the in-cluster view.
     #[serde(default)]
     pub pod_cidrs: Vec<IpNet>,
+    /// Node networks: clients inside them that match no view get the in-cluster view
+    /// (hostNetwork Pods and the nodes themselves).
+    #[serde(default)]
+    pub node_cidrs: Vec<IpNet>,
     /// TTL of every record in the cluster zone (CoreDNS's default is 5 s).
     #[serde(default = "default_ttl")]
     pub ttl: u32,
@@ -104,6 +115,7 @@ impl Default for ClusterConfig {
             external_zone: None,
             service_cidrs: Vec::new(),
             pod_cidrs: Vec::new(),
+            node_cidrs: Vec::new(),
             ttl: default_ttl(),
             pods: PodMode::default(),
             nameserver: None,
@@ -246,6 +258,11 @@ pub struct ZoneUpstream {
 pub struct CacheConfig {
     #[serde(default = "default_cache_entries")]
     pub max_entries: usize,
+    /// Bytes the forwarding cache's answers may take (keys, records and per-entry
+    /// overhead): an upstream answer is up to 64 KiB, so `max_entries` alone would allow
+    /// gigabytes. A full 100,000-entry cache of typical answers takes about 32 MiB.
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: usize,
     /// Upper bound on any cached TTL.
     #[serde(default = "default_max_ttl")]
     pub max_ttl: u32,
@@ -258,6 +275,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             max_entries: default_cache_entries(),
+            max_bytes: default_cache_bytes(),
             max_ttl: default_max_ttl(),
             max_negative_ttl: default_max_negative_ttl(),
         }
@@ -266,6 +284,9 @@ impl Default for CacheConfig {
 
 fn default_cache_entries() -> usize {
     100_000
+}
+fn default_cache_bytes() -> usize {
+    64 << 20
 }
 fn default_max_ttl() -> u32 {
     86_400
@@ -281,16 +302,40 @@ pub struct LimitsConfig {
     /// 1232 is the DNS Flag Day 2020 value that avoids fragmentation).
     #[serde(default = "default_udp_payload")]
     pub max_udp_payload: u16,
-    /// Per-client token bucket; absent means unlimited.
-    #[serde(default)]
+    /// Per-client token bucket (on by default: 1,000 queries/s, bursts of 2,000, per
+    /// IPv4 address and IPv6 /64); `null` turns it off.
+    #[serde(default = "default_rate_limit")]
     pub rate_limit: Option<RateLimit>,
-    /// Idle TCP connections are closed after this long (RFC 7766 6.2.3).
+    /// A TCP connection without a complete query for this long is closed, however slowly
+    /// bytes trickle in (RFC 7766 6.2.3).
     #[serde(default = "default_tcp_idle_ms")]
     pub tcp_idle_ms: u64,
+    /// A reply not taken by the client within this long closes the connection: a client
+    /// that pipelines and never reads holds no task.
+    #[serde(default = "default_tcp_write_timeout_ms")]
+    pub tcp_write_timeout_ms: u64,
     /// Open TCP connections per listener; beyond it new ones are closed at once, so idle
     /// connections cannot exhaust file descriptors (RFC 7766 6.2.2).
     #[serde(default = "default_max_tcp_connections")]
     pub max_tcp_connections: usize,
+    /// Open TCP connections per client (address, or IPv6 prefix of the rate limit), so one
+    /// client cannot take all of `max_tcp_connections`.
+    #[serde(default = "default_max_tcp_connections_per_client")]
+    pub max_tcp_connections_per_client: usize,
+    /// Queries of one TCP connection answered concurrently (RFC 7766 6.2.1.1); reading
+    /// pauses beyond it.
+    #[serde(default = "default_tcp_pipeline")]
+    pub tcp_pipeline: usize,
+    /// Distinct questions being forwarded at once; past it a new one gets SERVFAIL at
+    /// once (no socket, no wait).
+    #[serde(default = "default_max_forwards")]
+    pub max_forwards_in_flight: usize,
+    /// Forwarded queries in flight per client (same client key as the rate limit).
+    #[serde(default = "default_max_forwards_per_client")]
+    pub max_forwards_per_client: usize,
+    /// Clients waiting on one question already in flight (coalesced); past it, SERVFAIL.
+    #[serde(default = "default_max_waiters")]
+    pub max_waiters_per_question: usize,
     /// Receive buffer asked for each UDP listener (SO_RCVBUF), in bytes, so a burst of
     /// queries waits instead of being dropped by the kernel; the kernel caps it at
     /// `net.core.rmem_max` (the effective size is logged). 0 keeps the system default.
@@ -301,6 +346,35 @@ pub struct LimitsConfig {
 
 fn default_max_tcp_connections() -> usize {
     1024
+}
+fn default_max_tcp_connections_per_client() -> usize {
+    32
+}
+fn default_tcp_pipeline() -> usize {
+    16
+}
+fn default_tcp_write_timeout_ms() -> u64 {
+    2_000
+}
+fn default_max_forwards() -> usize {
+    4_096
+}
+fn default_max_forwards_per_client() -> usize {
+    256
+}
+fn default_max_waiters() -> usize {
+    64
+}
+/// An office client asks a few queries a second; a burst of 2,000 covers a browser
+/// opening many tabs, and 1,000/s a NAT gateway for a floor. A forwarder that names its
+/// clients (trusted client-subnet) is limited per client, not as one.
+fn default_rate_limit() -> Option<RateLimit> {
+    Some(RateLimit {
+        queries_per_second: 1_000,
+        burst: 2_000,
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
+    })
 }
 
 /// 4 MiB: about 4,000 queued queries (the kernel charges about 1 KiB per datagram),
@@ -313,9 +387,15 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_udp_payload: default_udp_payload(),
-            rate_limit: None,
+            rate_limit: default_rate_limit(),
             tcp_idle_ms: default_tcp_idle_ms(),
+            tcp_write_timeout_ms: default_tcp_write_timeout_ms(),
             max_tcp_connections: default_max_tcp_connections(),
+            max_tcp_connections_per_client: default_max_tcp_connections_per_client(),
+            tcp_pipeline: default_tcp_pipeline(),
+            max_forwards_in_flight: default_max_forwards(),
+            max_forwards_per_client: default_max_forwards_per_client(),
+            max_waiters_per_question: default_max_waiters(),
             udp_receive_buffer: default_udp_receive_buffer(),
         }
     }
@@ -333,6 +413,19 @@ fn default_tcp_idle_ms() -> u64 {
 pub struct RateLimit {
     pub queries_per_second: u32,
     pub burst: u32,
+    /// Clients are counted per prefix of this length (as unbound's `ip-ratelimit` and
+    /// BIND's RRL do): an IPv6 host owns a whole /64.
+    #[serde(default = "default_ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+}
+
+fn default_ipv4_prefix() -> u8 {
+    32
+}
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 
 impl Config {
@@ -394,6 +487,41 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "rate_limit queries_per_second and burst must be positive".into(),
             ));
+        }
+        if let Some(r) = self.limits.rate_limit
+            && (r.ipv4_prefix == 0
+                || r.ipv4_prefix > 32
+                || r.ipv6_prefix == 0
+                || r.ipv6_prefix > 128)
+        {
+            return Err(ConfigError::Invalid(
+                "rate_limit ipv4_prefix must be 1..=32 and ipv6_prefix 1..=128".into(),
+            ));
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("max_tcp_connections", l.max_tcp_connections),
+            (
+                "max_tcp_connections_per_client",
+                l.max_tcp_connections_per_client,
+            ),
+            ("tcp_pipeline", l.tcp_pipeline),
+            ("max_forwards_in_flight", l.max_forwards_in_flight),
+            ("max_forwards_per_client", l.max_forwards_per_client),
+            ("max_waiters_per_question", l.max_waiters_per_question),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{name} must be positive"
+                )));
+            }
+        }
+        if let Some(d) = &self.default_view
+            && !self.views.iter().any(|v| &v.name == d)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "default_view {d} is not a view in views"
+            )));
         }
         let mut names = std::collections::HashSet::new();
         for v in &self.views {

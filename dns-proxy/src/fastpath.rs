@@ -38,6 +38,13 @@ pub const MAX_QUERY: usize = 512;
 pub const MAX_ENTRIES: usize = 65_536;
 /// Slots a key may occupy.
 pub const WAYS: usize = 4;
+/// Bytes the stored keys and replies may take in all: replies are up to 64 KiB over TCP,
+/// so the entry count alone would allow 4 GiB. Typical entries (about 250 bytes) fill
+/// the table at 16 MiB.
+pub const MAX_BYTES: usize = 32 << 20;
+/// A larger reply is not kept here (the full path answers it; the forwarding cache holds
+/// its records).
+pub const MAX_REPLY: usize = 8 << 10;
 const SETS: usize = MAX_ENTRIES / WAYS;
 
 const HEADER: usize = 12;
@@ -160,6 +167,16 @@ struct Inner {
     /// `SETS * WAYS` slots, allocated on first insert.
     slots: Vec<Option<Slot>>,
     clock: u64,
+    /// Bytes of keys and replies held (bounded by [`MAX_BYTES`]).
+    bytes: usize,
+}
+
+impl Slot {
+    fn size(&self) -> usize {
+        self.key.len()
+            + self.entry.reply.len()
+            + self.entry.aging.as_ref().map_or(0, |t| t.offsets.len() * 2)
+    }
 }
 
 /// Replies by (view, transport, query bytes after the ID).
@@ -204,7 +221,7 @@ impl AnswerCache {
     pub fn get(&self, runtime: u64, index: u64, key: &Key, packet: &[u8]) -> Option<Vec<u8>> {
         let hash = self.hasher.hash_one(key.bytes());
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Inner { slots, clock } = &mut *inner;
+        let Inner { slots, clock, .. } = &mut *inner;
         if slots.is_empty() {
             return None;
         }
@@ -244,7 +261,7 @@ impl AnswerCache {
 
     /// Remember the full path's reply to `key`, made with `runtime` and `index` generations.
     pub fn insert(&self, runtime: u64, index: u64, key: &Key, reply: &[u8], how: Provenance) {
-        if reply.len() < 2 {
+        if reply.len() < 2 || reply.len() > MAX_REPLY {
             return;
         }
         let aging = match how.aging {
@@ -261,7 +278,11 @@ impl AnswerCache {
         let hash = self.hasher.hash_one(key.bytes());
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Inner { slots, clock } = &mut *inner;
+        let Inner {
+            slots,
+            clock,
+            bytes,
+        } = &mut *inner;
         if slots.is_empty() {
             slots.resize_with(SETS * WAYS, || None);
         }
@@ -277,6 +298,14 @@ impl AnswerCache {
         let Some(victim) = set.iter_mut().min_by_key(|s| rank(s)) else {
             return;
         };
+        let size =
+            key.bytes().len() + reply.len() + aging.as_ref().map_or(0, |t| t.offsets.len() * 2);
+        let freed = victim.as_ref().map_or(0, Slot::size);
+        if *bytes - freed + size > MAX_BYTES {
+            // Full of large replies: this one is not kept (the entries in use stay).
+            return;
+        }
+        *bytes = *bytes - freed + size;
         *clock += 1;
         *victim = Some(Slot {
             hash,
@@ -400,6 +429,40 @@ mod tests {
         assert_eq!(c.get(1, 2, &k, &q), None);
         assert_eq!(c.get(2, 1, &k, &q), None);
         assert_eq!(c.get(1, 1, &Key::new(1, Transport::Tcp, &q), &q), None);
+    }
+
+    #[test]
+    fn large_replies_and_case_variants_cannot_grow_the_table_past_its_byte_bound() {
+        let c = AnswerCache::default();
+        let how = || Provenance {
+            counter: Counter::default(),
+            aging: None,
+        };
+        let big = vec![0u8; MAX_REPLY];
+        // 0x20 case variants of one long name are distinct keys, each with a big reply.
+        let mut stored = 0;
+        for i in 0u32..20_000 {
+            let mut name =
+                b"\x3faaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\x00".to_vec();
+            for b in 0..15 {
+                if i & (1 << b) != 0 {
+                    name[1 + b] = b'A';
+                }
+            }
+            name[20] = b'a' + (i >> 15) as u8;
+            let q = query(&name, None);
+            let k = Key::new(1, Transport::Tcp, &q);
+            c.insert(1, 1, &k, &big, how());
+            stored += usize::from(c.get(1, 1, &k, &q).is_some());
+        }
+        let bytes = c.inner.lock().unwrap().bytes;
+        assert!(bytes <= MAX_BYTES, "{bytes}");
+        assert!(stored > 1000, "nothing kept: {stored}");
+        // Too large to keep at all.
+        let q = query(WEB, None);
+        let k = Key::new(1, Transport::Tcp, &q);
+        c.insert(1, 1, &k, &vec![0u8; MAX_REPLY + 1], how());
+        assert_eq!(c.get(1, 1, &k, &q), None);
     }
 
     /// A reply to `WEB` as the full path encodes it: one compressed A record with `ttl` and

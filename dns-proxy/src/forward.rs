@@ -99,6 +99,28 @@ impl Upstreams {
             .map(|(_, g)| g)
             .unwrap_or(&self.default)
     }
+
+    /// The upstreams asked for `name`, in order.
+    pub fn servers_for(&self, name: &Name) -> &[SocketAddr] {
+        &self.group_for(name).servers
+    }
+
+    /// Whether `name` is sent to other upstreams under `other` (its cached answers came
+    /// from servers that would no longer be asked).
+    pub fn moved(&self, other: &Upstreams, name: &Name) -> bool {
+        self.servers_for(name) != other.servers_for(name)
+    }
+
+    /// The same upstreams for every name.
+    pub fn same_as(&self, other: &Upstreams) -> bool {
+        self.default.servers == other.default.servers
+            && self.zones.len() == other.zones.len()
+            && self
+                .zones
+                .iter()
+                .zip(&other.zones)
+                .all(|((a, g), (b, h))| a == b && g.servers == h.servers)
+    }
 }
 
 /// What the forwarding cache is keyed by: the question's name in wire format, lowercased
@@ -112,6 +134,12 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// The question's name (lower case).
+    pub fn name(&self) -> Option<Name> {
+        let mut decoder = BinDecoder::new(&self.name);
+        Name::read(&mut decoder).ok()
+    }
+
     pub fn new(q: &Query) -> Self {
         let name = q.name();
         let mut wire = Vec::with_capacity(name.len() + 1);
@@ -247,35 +275,127 @@ struct CacheSlot {
     hits: u8,
 }
 
+/// Bytes an entry costs beyond its key's name and its encoded records: the map slot, the
+/// `Arc` and `CachedAnswer`, allocator rounding.
+const ENTRY_OVERHEAD: usize = 160;
+
+impl CacheSlot {
+    fn size(&self, key: &CacheKey) -> usize {
+        key.name.len() + self.answer.records.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// One shard: its answers and the bytes they take.
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<CacheKey, CacheSlot>,
+    bytes: usize,
+}
+
+impl Shard {
+    fn remove(&mut self, key: &CacheKey) {
+        if let Some(slot) = self.map.remove(key) {
+            self.bytes -= slot.size(key);
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&CacheKey, &mut CacheSlot) -> bool) {
+        let mut freed = 0;
+        self.map.retain(|k, slot| {
+            let kept = keep(k, slot);
+            if !kept {
+                freed += slot.size(k);
+            }
+            kept
+        });
+        self.bytes -= freed;
+    }
+}
+
 /// The forwarding cache: [`SHARDS`] locked maps (so one lock does not serialise the worker
-/// threads), each holding at most its share of `max_entries`. A full shard is swept once for every eighth of its size that it takes in
-/// (a bulk CLOCK with a two-bit count): the sweep drops what has expired, then answers not
-/// asked for over the last sweeps, and counts down the rest. So a full cache costs O(1) per
-/// insert amortised, and a flood of names asked once (each a miss, each cached) pushes out
-/// its own kind first, not the names in use.
+/// threads), each holding at most its share of `max_entries` and of `max_bytes` (an
+/// answer is up to 64 KiB, so entries alone do not bound memory). A full shard is swept
+/// once for every eighth of its size that it takes in (a bulk CLOCK with a two-bit
+/// count): the sweep drops what has expired, then answers not asked for over the last
+/// sweeps, and counts down the rest. So a full cache costs O(1) per insert amortised, and
+/// a flood of names asked once (each a miss, each cached) pushes out its own kind first,
+/// not the names in use. Keys are lower-cased, so case variants share one entry.
 #[derive(Debug)]
 pub struct Cache {
-    shards: Vec<Mutex<HashMap<CacheKey, CacheSlot>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
-    per_shard: usize,
+    /// Entries and bytes per shard; changed by a reload.
+    per_shard: AtomicUsize,
+    bytes_per_shard: AtomicUsize,
 }
 
 impl Cache {
     pub fn new(max_entries: usize) -> Self {
+        Self::with_bytes(max_entries, crate::config::CacheConfig::default().max_bytes)
+    }
+
+    pub fn with_bytes(max_entries: usize, max_bytes: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: Default::default(),
-            per_shard: max_entries.div_ceil(SHARDS).max(1),
+            per_shard: AtomicUsize::new(Self::shard_size(max_entries)),
+            bytes_per_shard: AtomicUsize::new(Self::shard_size(max_bytes)),
         }
     }
 
-    fn shard(&self, key: &CacheKey) -> &Mutex<HashMap<CacheKey, CacheSlot>> {
+    fn shard_size(total: usize) -> usize {
+        total.div_ceil(SHARDS).max(1)
+    }
+
+    /// New bounds (a reload): smaller ones are enforced at once, so memory drops now, not
+    /// only as new answers come in.
+    pub fn set_limits(&self, max_entries: usize, max_bytes: usize) {
+        let per_shard = Self::shard_size(max_entries);
+        let bytes_per_shard = Self::shard_size(max_bytes);
+        self.per_shard.store(per_shard, Ordering::Relaxed);
+        self.bytes_per_shard
+            .store(bytes_per_shard, Ordering::Relaxed);
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            // Answers not asked for lately go first.
+            for pass in 0..2 {
+                let mut over = shard.map.len().saturating_sub(per_shard);
+                let mut over_bytes = shard.bytes.saturating_sub(bytes_per_shard);
+                if over == 0 && over_bytes == 0 {
+                    break;
+                }
+                shard.retain(|k, slot| {
+                    if (over == 0 && over_bytes == 0) || (pass == 0 && slot.hits > 0) {
+                        return true;
+                    }
+                    over = over.saturating_sub(1);
+                    over_bytes = over_bytes.saturating_sub(slot.size(k));
+                    false
+                });
+            }
+        }
+    }
+
+    /// Drop every answer for which `stale` holds (names whose upstreams a reload changed).
+    /// Returns how many went.
+    pub fn remove_where(&self, stale: impl Fn(&CacheKey) -> bool) -> usize {
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = shard.map.len();
+            shard.retain(|k, _| !stale(k));
+            removed += before - shard.map.len();
+        }
+        removed
+    }
+
+    fn shard(&self, key: &CacheKey) -> &Mutex<Shard> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
     pub fn get(&self, key: &CacheKey, now: Instant) -> Option<(Arc<CachedAnswer>, u32)> {
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        let slot = shard.get_mut(key)?;
+        let slot = shard.map.get_mut(key)?;
         match slot.answer.age(now) {
             Some(age) => {
                 slot.hits = (slot.hits + 1).min(3);
@@ -289,17 +409,32 @@ impl Cache {
     }
 
     pub fn insert(&self, key: CacheKey, value: Arc<CachedAnswer>) {
+        let per_shard = self.per_shard.load(Ordering::Relaxed);
+        let budget = self.bytes_per_shard.load(Ordering::Relaxed);
+        let slot = CacheSlot {
+            answer: value,
+            hits: 0,
+        };
+        let size = slot.size(&key);
+        // One answer may take at most an eighth of its shard.
+        if size > budget / 8 {
+            return;
+        }
         let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+        shard.remove(&key);
+        if shard.map.len() >= per_shard || shard.bytes + size > budget {
             let now = Instant::now();
-            let mut excess = shard.len() + 1 - (self.per_shard - self.per_shard / 8);
-            shard.retain(|_, slot| {
+            let mut excess = (shard.map.len() + 1).saturating_sub(per_shard - per_shard / 8);
+            let mut excess_bytes = (shard.bytes + size).saturating_sub(budget - budget / 8);
+            shard.retain(|k, slot| {
                 if slot.answer.age(now).is_none() {
                     excess = excess.saturating_sub(1);
+                    excess_bytes = excess_bytes.saturating_sub(slot.size(k));
                     return false;
                 }
-                if excess > 0 && slot.hits == 0 {
-                    excess -= 1;
+                if (excess > 0 || excess_bytes > 0) && slot.hits == 0 {
+                    excess = excess.saturating_sub(1);
+                    excess_bytes = excess_bytes.saturating_sub(slot.size(k));
                     return false;
                 }
                 slot.hits = slot.hits.saturating_sub(1);
@@ -307,25 +442,29 @@ impl Cache {
             });
             // Everything was asked for lately: make room for this one; the sweeps to come
             // count them down until some can go.
-            if shard.len() >= self.per_shard
-                && let Some(k) = shard.keys().next().cloned()
-            {
+            while shard.map.len() >= per_shard || shard.bytes + size > budget {
+                let Some(k) = shard.map.keys().next().cloned() else {
+                    break;
+                };
                 shard.remove(&k);
             }
         }
-        shard.insert(
-            key,
-            CacheSlot {
-                answer: value,
-                hits: 0,
-            },
-        );
+        shard.bytes += size;
+        shard.map.insert(key, slot);
     }
 
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len())
+            .sum()
+    }
+
+    /// Bytes the answers take, as counted against `max_bytes`.
+    pub fn bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).bytes)
             .sum()
     }
 
@@ -354,6 +493,17 @@ impl std::fmt::Debug for Waiter {
     }
 }
 
+/// What [`Forwarder::join`] did with a waiter.
+#[derive(Debug)]
+pub enum Join {
+    /// No such question in flight: ask upstream, then answer this waiter.
+    Leader(Waiter),
+    /// Coalesced: it is answered with the leader's result.
+    Waiting,
+    /// Too many wait on this question already.
+    Full(Waiter),
+}
+
 /// The forwarding resolver: cache, in-flight table and upstream exchanges.
 #[derive(Debug)]
 pub struct Forwarder {
@@ -378,25 +528,32 @@ impl Drop for InflightGuard<'_> {
 
 impl Forwarder {
     pub fn new(cache_entries: usize) -> Self {
+        Self::with_cache(Cache::new(cache_entries))
+    }
+
+    pub fn with_cache(cache: Cache) -> Self {
         Self {
-            cache: Cache::new(cache_entries),
+            cache,
             inflight: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Join the query for `key` already in flight as `waiter` (`None`), or, when there is
-    /// none, mark it in flight and hand `waiter` back: the caller leads, asks upstream and
-    /// must end with [`Forwarder::complete`] or [`Forwarder::abandon`].
-    pub fn join(&self, key: &CacheKey, waiter: Waiter) -> Option<Waiter> {
+    /// Join the query for `key` already in flight as `waiter`, or, when there is none,
+    /// mark it in flight and hand `waiter` back as the leader: the caller asks upstream and
+    /// must end with [`Forwarder::complete`] or [`Forwarder::abandon`]. At most
+    /// `max_waiters` wait on one question; past that the waiter comes back as
+    /// [`Join::Full`] (answer SERVFAIL).
+    pub fn join(&self, key: &CacheKey, waiter: Waiter, max_waiters: usize) -> Join {
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         match inflight.get_mut(key) {
+            Some(waiters) if waiters.len() >= max_waiters => Join::Full(waiter),
             Some(waiters) => {
                 waiters.push(waiter);
-                None
+                Join::Waiting
             }
             None => {
                 inflight.insert(key.clone(), Vec::new());
-                Some(waiter)
+                Join::Leader(waiter)
             }
         }
     }
@@ -466,6 +623,7 @@ impl Forwarder {
         upstreams: &Upstreams,
         cache_cfg: &CacheConfig,
         metrics: &Metrics,
+        max_waiters: usize,
     ) -> Result<(Arc<CachedAnswer>, u32), ResponseCode> {
         let key = CacheKey::new(query);
         if let Some(hit) = self.cache.get(&key, Instant::now()) {
@@ -477,13 +635,17 @@ impl Forwarder {
         let waiter = Waiter::new(move |r| {
             let _ = tx.send(r);
         });
-        if self.join(&key, waiter).is_none() {
-            metrics.coalesced.inc();
-            return match rx.await {
-                Ok(Ok(ans)) => Ok((ans, 0)),
-                Ok(Err(rcode)) => Err(rcode),
-                Err(_) => Err(ResponseCode::ServFail),
-            };
+        match self.join(&key, waiter, max_waiters) {
+            Join::Leader(_) => {}
+            Join::Full(_) => return Err(ResponseCode::ServFail),
+            Join::Waiting => {
+                metrics.coalesced.inc();
+                return match rx.await {
+                    Ok(Ok(ans)) => Ok((ans, 0)),
+                    Ok(Err(rcode)) => Err(rcode),
+                    Err(_) => Err(ResponseCode::ServFail),
+                };
+            }
         }
         let mut guard = InflightGuard {
             fwd: self,
@@ -836,6 +998,50 @@ mod tests {
             assert!(cache.get(&hot, now).is_some(), "evicted after {n} inserts");
             assert!(cache.len() <= 1600);
         }
+    }
+
+    #[test]
+    fn large_answers_cannot_grow_the_cache_past_its_byte_bound() {
+        let max_bytes = 4 << 20;
+        let cache = Cache::with_bytes(100_000, max_bytes);
+        let now = Instant::now();
+        let big = |i: usize| {
+            let mut m = response(ResponseCode::NoError);
+            let txt = hickory_proto::rr::rdata::TXT::new(vec!["x".repeat(250); 100]);
+            m.add_answer(Record::from_rdata(
+                Name::from_ascii(format!("t{i}.example.")).unwrap(),
+                300,
+                RData::TXT(txt),
+            ));
+            Arc::new(CachedAnswer::new(m, now, 300).unwrap())
+        };
+        // 25 KiB each: 1,000 of them would be 25 MiB.
+        for i in 0..1000 {
+            cache.insert(key(i), big(i));
+            assert!(cache.bytes() <= max_bytes, "{} after {i}", cache.bytes());
+        }
+        assert!(cache.len() > 50, "{}", cache.len());
+        // Small answers still go in.
+        cache.insert(key(5000), answer(now, 300));
+        assert!(cache.get(&key(5000), now).is_some());
+        // A smaller bound on reload applies at once.
+        cache.set_limits(100_000, 1 << 20);
+        assert!(cache.bytes() <= 1 << 20, "{}", cache.bytes());
+    }
+
+    #[test]
+    fn waiters_on_one_question_are_bounded() {
+        let f = Forwarder::new(100);
+        let k = key(1);
+        let w = || Waiter::new(|_| {});
+        assert!(matches!(f.join(&k, w(), 2), Join::Leader(_)));
+        assert!(matches!(f.join(&k, w(), 2), Join::Waiting));
+        assert!(matches!(f.join(&k, w(), 2), Join::Waiting));
+        assert!(matches!(f.join(&k, w(), 2), Join::Full(_)));
+        // Another question is not affected.
+        assert!(matches!(f.join(&key(2), w(), 2), Join::Leader(_)));
+        f.abandon(&k);
+        assert!(matches!(f.join(&k, w(), 2), Join::Leader(_)));
     }
 
     #[test]

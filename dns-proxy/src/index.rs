@@ -4,7 +4,7 @@
 //! `kube::runtime::watcher::Event`s); every change updates only the entries of the object it
 //! touches, so an answer is never staler than the watch. No I/O here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -151,6 +151,10 @@ pub struct ZoneIndex {
     pod_hosts: HashMap<(String, String, String), BTreeMap<String, Vec<IpAddr>>>,
     /// Objects per namespace: a namespace "exists" for DNS while it holds one.
     namespaces: HashMap<String, u32>,
+    /// Service names per namespace, for "does this view see anything in it".
+    ns_services: HashMap<String, BTreeSet<String>>,
+    /// Pods per namespace.
+    ns_pods: HashMap<String, u32>,
     /// Address → its PTR records, kept sorted by owner so answers are in a stable order.
     ptr: HashMap<IpAddr, Vec<PtrEntry>>,
     ptr_owned: HashMap<Owner, Vec<IpAddr>>,
@@ -323,12 +327,16 @@ impl ZoneIndex {
                 ServiceKind::ClusterIp(ips)
             }
         };
+        // Only a LoadBalancer Service has ingress addresses: a status left behind after the
+        // type changed is stale, and the address may already belong to another Service.
+        let is_lb = type_ == "LoadBalancer";
         let lb_ips = svc
             .status
             .as_ref()
             .and_then(|s| s.load_balancer.as_ref())
             .and_then(|lb| lb.ingress.as_ref())
             .map(|ing| parse_ips(ing.iter().filter_map(|i| i.ip.as_ref())))
+            .filter(|_| is_lb)
             .unwrap_or_default();
         let ports = spec
             .ports
@@ -358,6 +366,10 @@ impl ZoneIndex {
         };
         if self.services.insert(key.clone(), entry).is_none() {
             self.ns_add(&key.0);
+            self.ns_services
+                .entry(key.0.clone())
+                .or_default()
+                .insert(key.1.clone());
         }
         self.refresh_service_ptr(&key);
     }
@@ -366,6 +378,12 @@ impl ZoneIndex {
         self.generation = self.generation.wrapping_add(1);
         if self.services.remove(key).is_some() {
             self.ns_remove(&key.0);
+            if let Some(names) = self.ns_services.get_mut(&key.0) {
+                names.remove(&key.1);
+                if names.is_empty() {
+                    self.ns_services.remove(&key.0);
+                }
+            }
         }
         self.refresh_service_ptr(key);
     }
@@ -473,6 +491,7 @@ impl ZoneIndex {
         let targets: Vec<(IpAddr, Option<Box<str>>)> =
             entry.ips.iter().map(|ip| (*ip, None)).collect();
         self.ns_add(&key.0);
+        *self.ns_pods.entry(key.0.clone()).or_default() += 1;
         self.pods.insert(key.clone(), entry);
         self.set_ptr(Owner::Pod(key), targets);
     }
@@ -483,6 +502,12 @@ impl ZoneIndex {
             return;
         };
         self.ns_remove(&key.0);
+        if let Some(n) = self.ns_pods.get_mut(&key.0) {
+            *n -= 1;
+            if *n == 0 {
+                self.ns_pods.remove(&key.0);
+            }
+        }
         for ip in &old.ips {
             let k = (key.0.clone(), *ip);
             if let Some(n) = self.pod_ips.get_mut(&k) {
@@ -571,6 +596,23 @@ impl ZoneIndex {
 
     pub fn namespace_exists(&self, ns: &str) -> bool {
         self.namespaces.contains_key(ns)
+    }
+
+    /// The Services of a namespace, by name.
+    pub fn services_in<'a>(
+        &'a self,
+        ns: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a ServiceEntry)> + 'a {
+        self.ns_services
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .filter_map(move |name| Some((name.as_str(), self.service(ns, name)?)))
+    }
+
+    /// Whether a namespace holds a Pod.
+    pub fn has_pods(&self, ns: &str) -> bool {
+        self.ns_pods.contains_key(ns)
     }
 
     /// Changes with every update of the index.
@@ -662,6 +704,22 @@ mod tests {
 
     fn web() -> Service {
         svc("metadata: {name: Web, namespace: Default}\nspec: {clusterIP: 10.96.0.10}")
+    }
+
+    #[test]
+    fn a_service_no_longer_of_type_load_balancer_has_no_ingress_address() {
+        let mut idx = ZoneIndex::new();
+        let status = "status: {loadBalancer: {ingress: [{ip: 203.0.113.5}]}}";
+        idx.apply_service(&svc(&format!(
+            "metadata: {{name: web, namespace: default}}\nspec: {{type: LoadBalancer, clusterIP: 10.96.0.10}}\n{status}"
+        )));
+        let lb: Vec<IpAddr> = vec!["203.0.113.5".parse().unwrap()];
+        assert_eq!(idx.service("default", "web").unwrap().lb_ips, lb);
+        // Changed to ClusterIP; the controller has not cleared the status yet.
+        idx.apply_service(&svc(&format!(
+            "metadata: {{name: web, namespace: default}}\nspec: {{type: ClusterIP, clusterIP: 10.96.0.10}}\n{status}"
+        )));
+        assert!(idx.service("default", "web").unwrap().lb_ips.is_empty());
     }
 
     #[test]

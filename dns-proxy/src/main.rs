@@ -1,6 +1,8 @@
 //! `leafbridge-dns`: the split-horizon DNS proxy.
 #![forbid(unsafe_code)]
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,9 +19,10 @@ use leafbridge_api::ops::{self, Readiness};
 use leafbridge_api::state::{StateObject, StateSource};
 use leafbridge_dns::config::Config;
 use leafbridge_dns::index::Indexed;
-use leafbridge_dns::metrics::{DropLabels, Metrics};
+use leafbridge_dns::metrics::{DropLabels, KindLabels, Metrics};
 use leafbridge_dns::server::{self, Runtime, Server};
 use leafbridge_dns::view::{DnsViews, merge_views};
+use leafbridge_dns::watch::{is_watch_failure, watch};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
@@ -47,6 +50,10 @@ struct Args {
     /// Log JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Address of the /metrics, /healthz and /readyz listener; overrides the file's
+    /// `ops_listen`.
+    #[arg(long, env = "LEAFBRIDGE_METRICS_ADDRESS")]
+    metrics_address: Option<SocketAddr>,
 }
 
 /// Object kinds listed before we are ready: the index's three and DNSView (answering
@@ -58,25 +65,31 @@ const KINDS: usize = 4;
 struct ViewSources {
     file: Config,
     dns_views: DnsViews,
+    /// DNSViews are listed and their watch healthy; until then no client that matches no
+    /// view gets the in-cluster view (a DNSView may be meant for it).
+    dnsviews_listed: bool,
 }
 
 type SharedSources = Arc<Mutex<ViewSources>>;
 
 /// Build the Runtime for `file` plus the DNSViews and swap it in. Called with the sources
 /// locked, so swaps happen in the order the changes did.
-fn install(server: &Server, file: &Config, dns_views: &DnsViews) -> anyhow::Result<usize> {
+fn install(server: &Server, s: &ViewSources, file: &Config) -> anyhow::Result<usize> {
     let mut merged = file.clone();
-    merged.views = merge_views(&file.views, dns_views.views());
-    let rt = Runtime::from_config(&merged)?;
+    merged.views = merge_views(&file.views, s.dns_views.views());
+    let rt = Runtime::new(&merged, s.dnsviews_listed)?;
     let n = merged.views.len();
-    server.runtime.store(Arc::new(rt));
+    server.reconfigure(rt);
     Ok(n)
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ops::init_tracing(args.log_json);
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
+    if let Some(addr) = args.metrics_address {
+        config.ops_listen = Some(addr);
+    }
     leafbridge_dns::udp_forward::raise_fd_limit();
     let threads = config.threads.unwrap_or(2).max(1);
     let rt = if threads == 1 {
@@ -95,11 +108,13 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
-    let runtime = Runtime::from_config(&config)?;
+    // No DNSView is known yet: unmatched clients get the default view (or REFUSED).
+    let runtime = Runtime::new(&config, false)?;
     let server = Arc::new(Server::new(runtime, config.cache.max_entries, metrics));
     let sources: SharedSources = Arc::new(Mutex::new(ViewSources {
         file: config.clone(),
         dns_views: DnsViews::default(),
+        dnsviews_listed: false,
     }));
 
     let readiness = Readiness::new();
@@ -114,10 +129,11 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         ),
     };
     source.register_metrics(&mut registry);
-    watch_source(source, server.clone(), sources.clone(), readiness.clone()).await;
+    let health = Arc::new(Health::new(readiness.clone()));
+    watch_source(source, server.clone(), sources.clone(), health).await;
 
     for addr in &config.listen {
-        let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
+        let udp = server::bind_udp(*addr).with_context(|| format!("binding UDP {addr}"))?;
         let wanted = config.limits.udp_receive_buffer;
         if wanted > 0 {
             server::set_receive_buffer(&udp, wanted)
@@ -138,6 +154,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         server.clone(),
         sources,
         args.config.clone(),
+        args.metrics_address,
         Duration::from_millis(args.poll_ms),
     ));
 
@@ -149,39 +166,95 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Readiness from the watches: ready once every kind has listed, and not while any
+/// kind's watch is failing.
+struct Health {
+    synced: AtomicUsize,
+    failing: Mutex<HashSet<&'static str>>,
+    notify: Notify,
+    readiness: Readiness,
+}
+
+impl Health {
+    fn new(readiness: Readiness) -> Self {
+        Self {
+            synced: AtomicUsize::new(0),
+            failing: Mutex::new(HashSet::new()),
+            notify: Notify::new(),
+            readiness,
+        }
+    }
+
+    /// One more kind listed for the first time.
+    fn listed_first(&self) {
+        if self.synced.fetch_add(1, Ordering::SeqCst) + 1 == KINDS {
+            tracing::info!("cluster state synced");
+        }
+        self.update();
+        self.notify.notify_waiters();
+    }
+
+    /// `kind`'s watch failed (`true`) or delivered again (`false`).
+    fn set_failing(&self, server: &Server, kind: &'static str, failing: bool) {
+        let changed = {
+            let mut f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+            if failing {
+                f.insert(kind)
+            } else {
+                f.remove(kind)
+            }
+        };
+        if changed {
+            server
+                .metrics
+                .watch_failing
+                .get_or_create(&KindLabels { kind })
+                .set(i64::from(failing));
+            self.update();
+        }
+    }
+
+    fn update(&self) {
+        let failing = !self
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        self.readiness
+            .set_ready(self.synced.load(Ordering::SeqCst) >= KINDS && !failing);
+    }
+}
+
 /// Start the watches and wait (bounded) for their first listing, so the first answers are
-/// complete; a source slow to list delays us at most 15 s (answers then fill in).
+/// complete; a source slow to list delays us at most 15 s (answers then fill in; clients
+/// no view matches are refused, or get the default view, until DNSViews are listed).
 async fn watch_source(
     source: StateSource,
     server: Arc<Server>,
     sources: SharedSources,
-    readiness: Readiness,
+    health: Arc<Health>,
 ) {
-    let synced = Arc::new((AtomicUsize::new(0), Notify::new()));
     tokio::spawn(feed_dns_views(
         source.clone(),
         server.clone(),
         sources,
-        synced.clone(),
-        readiness.clone(),
+        health.clone(),
     ));
     tokio::spawn(feed::<Service>(
         source.clone(),
         server.clone(),
-        synced.clone(),
-        readiness.clone(),
+        health.clone(),
     ));
     tokio::spawn(feed::<EndpointSlice>(
         source.clone(),
         server.clone(),
-        synced.clone(),
-        readiness.clone(),
+        health.clone(),
     ));
-    tokio::spawn(feed::<Pod>(source, server, synced.clone(), readiness));
+    tokio::spawn(feed::<Pod>(source, server, health.clone()));
     let wait = async {
-        while synced.0.load(Ordering::SeqCst) < KINDS {
-            let notified = synced.1.notified();
-            if synced.0.load(Ordering::SeqCst) >= KINDS {
+        while health.synced.load(Ordering::SeqCst) < KINDS {
+            let notified = health.notify.notified();
+            if health.synced.load(Ordering::SeqCst) >= KINDS {
                 break;
             }
             notified.await;
@@ -199,14 +272,14 @@ async fn watch_source(
 async fn feed<K: StateObject + Indexed>(
     source: StateSource,
     server: Arc<Server>,
-    synced: Arc<(AtomicUsize, Notify)>,
-    readiness: Readiness,
+    health: Arc<Health>,
 ) {
-    let mut stream = source.watch::<K>();
+    let mut stream = watch::<K>(&source);
     let mut first_sync = true;
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
+                health.set_failing(&server, K::KIND, false);
                 let done = matches!(event, Event::InitDone);
                 let services = {
                     let mut index = server.index.write().unwrap_or_else(|e| e.into_inner());
@@ -216,8 +289,17 @@ async fn feed<K: StateObject + Indexed>(
                 server.metrics.services.set(services as i64);
                 if done && first_sync {
                     first_sync = false;
-                    mark_synced(&synced, &readiness);
+                    health.listed_first();
                 }
+            }
+            Err(e) if is_watch_failure(&e) => {
+                server
+                    .metrics
+                    .watch_errors
+                    .get_or_create(&KindLabels { kind: K::KIND })
+                    .inc();
+                health.set_failing(&server, K::KIND, true);
+                tracing::warn!(kind = K::KIND, error = %e, "state watch failed; keeping the index, retrying with backoff");
             }
             Err(e) => {
                 server.metrics.state_errors.inc();
@@ -228,40 +310,50 @@ async fn feed<K: StateObject + Indexed>(
     tracing::error!(kind = K::KIND, "state watch ended");
 }
 
-/// One more kind listed for the first time; ready when all are.
-fn mark_synced(synced: &(AtomicUsize, Notify), readiness: &Readiness) {
-    if synced.0.fetch_add(1, Ordering::SeqCst) + 1 == KINDS {
-        readiness.set_ready(true);
-        tracing::info!("cluster state synced");
-    }
-    synced.1.notify_waiters();
-}
-
 /// Follow DNSView objects: each change of the view set swaps in a new Runtime. An invalid
 /// DNSView is reported and ignored (its last good version, if any, stays); the other views
 /// are never affected. During a relist the swap waits for its end, so a restarted watch
-/// does not flap views away and back.
+/// does not flap views away and back. While the watch fails, the views in use stay, but
+/// clients no view matches no longer get the in-cluster view: the DNSView meant for them
+/// may be the one we cannot see.
 async fn feed_dns_views(
     source: StateSource,
     server: Arc<Server>,
     sources: SharedSources,
-    synced: Arc<(AtomicUsize, Notify)>,
-    readiness: Readiness,
+    health: Arc<Health>,
 ) {
-    let mut stream = source.watch::<DNSView>();
+    const KIND: &str = "DNSView";
+    let mut stream = watch::<DNSView>(&source);
     let mut first_sync = true;
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(e) => e,
             Err(e) => {
-                server.metrics.state_errors.inc();
-                tracing::warn!(kind = "DNSView", error = %e,
-                    "DNSView watch error (is the CRD deploy/crds/leafbridge.io_dnsviews.yaml installed?); keeping the views");
-                // The Kubernetes watcher retries at once; do not spin on a missing CRD.
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                if !is_watch_failure(&e) {
+                    server.metrics.state_errors.inc();
+                    tracing::warn!(kind = KIND, error = %e, "DNSView skipped");
+                    continue;
+                }
+                server
+                    .metrics
+                    .watch_errors
+                    .get_or_create(&KindLabels { kind: KIND })
+                    .inc();
+                health.set_failing(&server, KIND, true);
+                tracing::warn!(kind = KIND, error = %e,
+                    "DNSView watch failed (is the CRD deploy/crds/leafbridge.io_dnsviews.yaml installed?); keeping the views, retrying with backoff");
+                let mut s = sources.lock().unwrap_or_else(|e| e.into_inner());
+                if s.dnsviews_listed {
+                    s.dnsviews_listed = false;
+                    let file = s.file.clone();
+                    if let Err(e) = install(&server, &s, &file) {
+                        tracing::error!(error = %e, "views not rebuilt after the DNSView watch failed");
+                    }
+                }
                 continue;
             }
         };
+        health.set_failing(&server, KIND, false);
         let mut s = sources.lock().unwrap_or_else(|e| e.into_inner());
         let outcome = s.dns_views.on_event(&event);
         if let Some((name, error, kept_previous)) = outcome.rejected {
@@ -278,8 +370,13 @@ async fn feed_dns_views(
                 tracing::warn!(dnsview = %name, %error, "DNSView rejected; ignored");
             }
         }
-        if outcome.rebuild {
-            match install(&server, &s.file, &s.dns_views) {
+        let listed_now = matches!(event, Event::InitDone) && !s.dnsviews_listed;
+        if listed_now {
+            s.dnsviews_listed = true;
+        }
+        if outcome.rebuild || listed_now {
+            let file = s.file.clone();
+            match install(&server, &s, &file) {
                 Ok(views) => {
                     server
                         .metrics
@@ -300,10 +397,10 @@ async fn feed_dns_views(
         drop(s);
         if matches!(event, Event::InitDone) && first_sync {
             first_sync = false;
-            mark_synced(&synced, &readiness);
+            health.listed_first();
         }
     }
-    tracing::error!(kind = "DNSView", "state watch ended");
+    tracing::error!(kind = KIND, "state watch ended");
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -315,7 +412,13 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// atomically (arc-swap): queries in flight finish with the configuration they started
 /// with, none is dropped. A bad file is logged and the running configuration kept.
 /// Listener addresses and thread count need a restart.
-async fn reload_loop(server: Arc<Server>, sources: SharedSources, path: PathBuf, poll: Duration) {
+async fn reload_loop(
+    server: Arc<Server>,
+    sources: SharedSources,
+    path: PathBuf,
+    metrics_address: Option<SocketAddr>,
+    poll: Duration,
+) {
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -336,8 +439,15 @@ async fn reload_loop(server: Arc<Server>, sources: SharedSources, path: PathBuf,
         last = now;
         let mut s = sources.lock().unwrap_or_else(|e| e.into_inner());
         let result = Config::load(&path)
+            .map(|mut c| {
+                // The flag keeps overriding the file (the listener itself needs a restart).
+                if metrics_address.is_some() {
+                    c.ops_listen = metrics_address;
+                }
+                c
+            })
             .map_err(anyhow::Error::from)
-            .and_then(|c| install(&server, &c, &s.dns_views).map(|_| c));
+            .and_then(|c| install(&server, &s, &c).map(|_| c));
         match result {
             Ok(c) => {
                 s.file = c;

@@ -27,6 +27,11 @@ pub struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
     pub reason: &'static str,
 }
@@ -49,7 +54,13 @@ pub struct Metrics {
     /// Queries not answered normally: refused clients, rate limited, malformed.
     pub rejected: Family<DropLabels, Counter>,
     pub services: Gauge,
+    /// Open TCP client connections.
+    pub tcp_connections: Gauge,
     pub state_errors: Counter,
+    /// Failures of a state watch (API errors; it backs off and relists), by kind.
+    pub watch_errors: Family<KindLabels, Counter>,
+    /// 1 while a kind's watch is failing (not ready until it lists again).
+    pub watch_failing: Family<KindLabels, Gauge>,
     pub config_reloads: Family<DropLabels, Counter>,
 }
 
@@ -65,7 +76,10 @@ impl Metrics {
             upstream_errors: Family::default(),
             rejected: Family::default(),
             services: Gauge::default(),
+            tcp_connections: Gauge::default(),
             state_errors: Counter::default(),
+            watch_errors: Family::default(),
+            watch_failing: Family::default(),
             config_reloads: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("leafbridge_dns");
@@ -111,9 +125,24 @@ impl Metrics {
         );
         r.register("services", "Services in the zone index", m.services.clone());
         r.register(
+            "tcp_connections",
+            "Open TCP client connections",
+            m.tcp_connections.clone(),
+        );
+        r.register(
             "state_errors",
             "Malformed state manifests skipped (previous good state kept)",
             m.state_errors.clone(),
+        );
+        r.register(
+            "watch_errors",
+            "State watch failures by kind (the watch backs off, then relists)",
+            m.watch_errors.clone(),
+        );
+        r.register(
+            "watch_failing",
+            "1 while the watch of a kind is failing (not ready meanwhile)",
+            m.watch_failing.clone(),
         );
         r.register(
             "config_reloads",

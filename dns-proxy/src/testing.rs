@@ -15,6 +15,7 @@ cluster:
   external_zone: k8s.corp.example
   service_cidrs: ["10.96.0.0/12"]
   pod_cidrs: ["10.244.0.0/16"]
+  node_cidrs: ["127.0.0.0/8"]
 views:
   - name: office
     sources: ["192.0.2.0/24"]

@@ -7,10 +7,88 @@
 //! a batch is one query and this is a plain `recvfrom`/`sendto`.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
+    sendmmsg, sendmsg, setsockopt, sockopt,
+};
+
+/// The local address a datagram reached and the interface it came in on (IP_PKTINFO,
+/// IPV6_PKTINFO): what a reply must be sent from on a wildcard listener, or the client
+/// sees an answer from an address it never asked and drops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local {
+    pub ip: IpAddr,
+    pub ifindex: u32,
+}
+
+/// Ask the kernel for each datagram's destination address on a wildcard socket.
+pub fn enable_pktinfo(socket: &UdpSocket, addr: SocketAddr) -> std::io::Result<()> {
+    match addr {
+        SocketAddr::V4(_) => setsockopt(socket, sockopt::Ipv4PacketInfo, &true),
+        // IPv4 clients of a dual-stack socket come with IPv4-mapped addresses here.
+        SocketAddr::V6(_) => setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true),
+    }
+    .map_err(std::io::Error::from)
+}
+
+fn local_of(cmsg: ControlMessageOwned) -> Option<Local> {
+    match cmsg {
+        ControlMessageOwned::Ipv4PacketInfo(i) => Some(Local {
+            ip: IpAddr::V4(Ipv4Addr::from(u32::from_be(i.ipi_addr.s_addr))),
+            ifindex: u32::try_from(i.ipi_ifindex).unwrap_or(0),
+        }),
+        ControlMessageOwned::Ipv6PacketInfo(i) => Some(Local {
+            ip: IpAddr::V6(Ipv6Addr::from(i.ipi6_addr.s6_addr)),
+            ifindex: i.ipi6_ifindex,
+        }),
+        _ => None,
+    }
+}
+
+/// Send one datagram to `to`, from `from` when given (a wildcard listener's reply).
+pub fn send_one(
+    socket: &impl AsRawFd,
+    bytes: &[u8],
+    to: SocketAddr,
+    from: Option<Local>,
+    flags: MsgFlags,
+) -> std::io::Result<usize> {
+    let iov = [IoSlice::new(bytes)];
+    let dst = SockaddrStorage::from(to);
+    let v4;
+    let v6;
+    let cmsgs: Vec<ControlMessage<'_>> = match from.map(|l| (l.ip.to_canonical(), l, to)) {
+        // An IPv4 client of an IPv4 socket.
+        Some((IpAddr::V4(ip), l, SocketAddr::V4(_))) => {
+            v4 = libc::in_pktinfo {
+                ipi_ifindex: i32::try_from(l.ifindex).unwrap_or(0),
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            vec![ControlMessage::Ipv4PacketInfo(&v4)]
+        }
+        Some((_, l, SocketAddr::V6(_))) => {
+            let ip = match l.ip {
+                IpAddr::V6(v) => v,
+                IpAddr::V4(v) => v.to_ipv6_mapped(),
+            };
+            v6 = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: ip.octets(),
+                },
+                ipi6_ifindex: l.ifindex,
+            };
+            vec![ControlMessage::Ipv6PacketInfo(&v6)]
+        }
+        _ => Vec::new(),
+    };
+    sendmsg(socket.as_raw_fd(), &iov, &cmsgs, flags, Some(&dst)).map_err(std::io::Error::from)
+}
 
 /// Most datagrams taken or sent per system call.
 pub const BATCH: usize = 32;
@@ -23,15 +101,24 @@ pub struct Batcher {
     recv_headers: MultiHeaders<SockaddrStorage>,
     send_headers: MultiHeaders<SockaddrStorage>,
     bufs: Vec<Vec<u8>>,
-    /// Length and sender of each datagram of the last batch (`None`: an address family we
-    /// cannot answer).
-    got: Vec<Option<(usize, SocketAddr)>>,
+    /// Length, sender and (with pktinfo) destination of each datagram of the last batch
+    /// (`None`: an address family we cannot answer).
+    got: Vec<Option<(usize, SocketAddr, Option<Local>)>>,
 }
 
 impl Default for Batcher {
     fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl Batcher {
+    /// `pktinfo`: the socket reports each datagram's destination (a wildcard listener,
+    /// see [`enable_pktinfo`]).
+    pub fn new(pktinfo: bool) -> Self {
+        let cmsg = pktinfo.then(|| nix::cmsg_space!(libc::in6_pktinfo, libc::in_pktinfo));
         Self {
-            recv_headers: MultiHeaders::preallocate(BATCH, None),
+            recv_headers: MultiHeaders::preallocate(BATCH, cmsg),
             send_headers: MultiHeaders::preallocate(BATCH, None),
             // Zeroed pages are only committed once a datagram is written into them.
             bufs: (0..BATCH).map(|_| vec![0u8; BUF]).collect(),
@@ -71,15 +158,35 @@ impl Batcher {
         .map_err(std::io::Error::from)?;
         for msg in results {
             let src = msg.address.as_ref().and_then(to_std);
-            self.got.push(src.map(|s| (msg.bytes, s)));
+            let local = msg.cmsgs().ok().and_then(|mut c| c.find_map(local_of));
+            self.got.push(src.map(|s| (msg.bytes, s, local)));
         }
         Ok(self.got.len())
     }
 
     /// Datagram `i` of the last batch and its sender; `None` for one that cannot be answered.
     pub fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
-        let (n, src) = self.got[i]?;
+        let (n, src, _) = self.got[i]?;
         Some((&self.bufs[i][..n], src))
+    }
+
+    /// Where datagram `i` was sent to, when the socket reports it.
+    pub fn destination(&self, i: usize) -> Option<Local> {
+        self.got[i]?.2
+    }
+
+    /// Send replies that must leave from given addresses (a wildcard listener), one
+    /// `sendmsg` each; a refused one is dropped like a lost datagram.
+    pub fn send_from(
+        &mut self,
+        socket: &UdpSocket,
+        replies: &[(Vec<u8>, SocketAddr, Option<Local>)],
+    ) {
+        for (bytes, to, from) in replies {
+            if let Err(e) = send_one(socket, bytes, *to, *from, MsgFlags::empty()) {
+                tracing::debug!(error = %e, %to, "udp send");
+            }
+        }
     }
 
     /// Send `replies` in as few calls as the kernel allows. A reply the kernel refuses is
@@ -156,6 +263,25 @@ mod tests {
         batch.send(&server, &reply);
         let mut buf = [0u8; 4];
         assert_eq!(c.recv_from(&mut buf).unwrap().0, 1);
+    }
+
+    #[test]
+    fn a_wildcard_listener_learns_the_destination_and_replies_from_it() {
+        let server = UdpSocket::bind("0.0.0.0:0").unwrap();
+        enable_pktinfo(&server, server.local_addr().unwrap()).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.send_to(b"q", ("127.0.0.3", port)).unwrap();
+        let mut batch = Batcher::new(true);
+        assert_eq!(batch.recv(&server).unwrap(), 1);
+        let (d, src) = batch.datagram(0).unwrap();
+        let local = batch.destination(0).expect("pktinfo");
+        assert_eq!(local.ip, "127.0.0.3".parse::<IpAddr>().unwrap());
+        let reply = vec![(d.to_vec(), src, Some(local))];
+        batch.send_from(&server, &reply);
+        let mut buf = [0u8; 4];
+        let (_, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(from, SocketAddr::from(([127, 0, 0, 3], port)));
     }
 
     #[test]

@@ -21,10 +21,13 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::forward::{
-    CacheKey, Failover, UpstreamError, Waiter, any_port_for, matches, tcp_exchange_within,
+    CacheKey, Failover, Join, UpstreamError, Waiter, any_port_for, matches, tcp_exchange_within,
     upstream_query,
 };
+use crate::limits::Slot;
+use crate::metrics::DropLabels;
 use crate::server::{Outcome, Runtime, Server, Transport};
+use crate::udp::Local;
 use crate::view::ViewPolicy;
 
 /// Raise the soft limit on open files to the hard limit, as Go's runtime and nginx's
@@ -174,19 +177,46 @@ impl UdpForwarder {
 
     /// Forward `req`, a cache miss from the UDP client `src` seen in `view`. Joins an
     /// identical query in flight, or asks the first upstream before returning.
-    pub fn forward(&self, req: Box<Message>, view: ViewPolicy, src: SocketAddr) {
+    /// `dest`: the address the query reached, on a wildcard listener (the reply leaves
+    /// from it).
+    pub fn forward(
+        &self,
+        req: Box<Message>,
+        view: ViewPolicy,
+        by_ecs: bool,
+        src: SocketAddr,
+        dest: Option<Local>,
+    ) {
         let metrics = &self.server.metrics;
         metrics.cache_misses.inc();
         let Some(query) = req.queries.first().cloned() else {
             return;
         };
         let key = CacheKey::new(&query);
-        let waiter = self.reply_to(req, view, src);
-        let Some(leader) = self.server.forwarder.join(&key, waiter) else {
-            metrics.coalesced.inc();
-            return;
-        };
+        let slot = self.server.forward_slot(src.ip()).ok();
+        let full = slot.is_none();
+        let waiter = self.reply_to(req, view, by_ecs, src, dest, slot);
+        if full {
+            return waiter.call(Err(ResponseCode::ServFail));
+        }
         let rt = self.server.runtime.load_full();
+        let max_waiters = rt.limits.max_waiters_per_question;
+        let leader = match self.server.forwarder.join(&key, waiter, max_waiters) {
+            Join::Leader(w) => w,
+            Join::Waiting => {
+                metrics.coalesced.inc();
+                return;
+            }
+            Join::Full(w) => {
+                metrics
+                    .rejected
+                    .get_or_create(&DropLabels {
+                        reason: "waiters_per_question",
+                    })
+                    .inc();
+                return w.call(Err(ResponseCode::ServFail));
+            }
+        };
         let failover = Failover::new(rt.upstreams.group_for(query.name()));
         let now = Instant::now();
         let ex = Box::new(Exchange {
@@ -208,13 +238,34 @@ impl UdpForwarder {
 
     /// What answers the client `src` once the result is known: sent on the listener's
     /// socket without blocking (a full send buffer drops it like a lost datagram).
-    fn reply_to(&self, req: Box<Message>, view: ViewPolicy, src: SocketAddr) -> Waiter {
+    fn reply_to(
+        &self,
+        req: Box<Message>,
+        view: ViewPolicy,
+        by_ecs: bool,
+        src: SocketAddr,
+        dest: Option<Local>,
+        slot: Option<Slot>,
+    ) -> Waiter {
         let server = self.server.clone();
         let replier = self.replier.clone();
         Waiter::new(move |result| {
+            // The client's forwarding slot is held until it is answered.
+            let _slot = slot;
             let result = result.map(|answer| (answer, 0));
-            if let Outcome::Reply(b) = server.forwarded_reply(&req, &view, Transport::Udp, result) {
-                let _ = replier.send_to_with_flags(&b, &src.into(), libc::MSG_DONTWAIT);
+            if let Outcome::Reply(b) =
+                server.forwarded_reply(&req, &view, by_ecs, Transport::Udp, result)
+            {
+                let _ = match dest {
+                    None => replier.send_to_with_flags(&b, &src.into(), libc::MSG_DONTWAIT),
+                    Some(_) => crate::udp::send_one(
+                        &*replier,
+                        &b,
+                        src,
+                        dest,
+                        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                    ),
+                };
             }
         })
     }
@@ -510,7 +561,7 @@ mod tests {
     fn setup(upstreams: &[SocketAddr], timeout_ms: u64) -> Setup {
         let list: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
         let yaml = format!(
-            "allow_clients: [\"127.0.0.0/8\"]\nupstreams:\n  default: [{}]\n  timeout_ms: {timeout_ms}\n",
+            "allow_clients: [\"127.0.0.0/8\"]\ncluster: {{node_cidrs: [\"127.0.0.0/8\"]}}\nupstreams:\n  default: [{}]\n  timeout_ms: {timeout_ms}\n",
             list.join(", ")
         );
         let config = Config::from_yaml(&yaml).unwrap();
@@ -551,7 +602,7 @@ mod tests {
         let bytes = q.to_vec().unwrap();
         let src = client.local_addr().unwrap();
         match s.server.handle(&bytes, src, s.listener, Transport::Udp) {
-            Outcome::Forward(req, view) => s.fwd.forward(req, view, src),
+            Outcome::Forward(req, view, by_ecs) => s.fwd.forward(req, view, by_ecs, src, None),
             other => panic!("expected a forwarded miss, got {other:?}"),
         }
         client

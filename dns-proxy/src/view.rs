@@ -187,12 +187,9 @@ impl View {
     }
 
     /// `Some(prefix length of the longest matching source)` if the view matches (0 when it
-    /// selects by local address only).
-    fn matches(&self, source: IpAddr, local: IpAddr, ecs: Option<IpAddr>) -> Option<u8> {
-        let client = match ecs {
-            Some(e) if self.trusted_ecs_from.iter().any(|n| n.contains(&source)) => e,
-            _ => source,
-        };
+    /// selects by local address only). `client` is who asked: the source address, or the
+    /// EDNS client-subnet prefix a trusted forwarder vouches for.
+    fn matches(&self, client: &Client, local: IpAddr) -> Option<u8> {
         // A view with no selector at all matches nothing (it must be chosen explicitly).
         if self.sources.is_empty() && self.destinations.is_empty() {
             return None;
@@ -203,34 +200,134 @@ impl View {
         if self.sources.is_empty() {
             return Some(0);
         }
-        self.sources
-            .iter()
-            .filter(|n| n.contains(&client))
-            .map(IpNet::prefix_len)
-            .max()
+        let ecs = client.ecs.filter(|_| {
+            self.trusted_ecs_from
+                .iter()
+                .any(|n| n.contains(&client.source))
+        });
+        match ecs {
+            // RFC 7871 7.1.1: the answer may depend only on the ECS prefix, so a view is
+            // chosen only when the whole prefix lies inside one of its networks.
+            Some(prefix) => self
+                .sources
+                .iter()
+                .filter(|n| n.contains(&prefix))
+                .map(IpNet::prefix_len)
+                .max(),
+            None => self
+                .sources
+                .iter()
+                .filter(|n| n.contains(&client.source))
+                .map(IpNet::prefix_len)
+                .max(),
+        }
     }
+
+    fn believes_ecs_of(&self, source: IpAddr) -> bool {
+        !self.sources.is_empty() && self.trusted_ecs_from.iter().any(|n| n.contains(&source))
+    }
+}
+
+/// Who asked, as view selection sees it.
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    source: IpAddr,
+    /// The EDNS client-subnet prefix (source prefix length > 0), if any.
+    ecs: Option<IpNet>,
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a dual-stack `[::]` socket
+/// reports for IPv4 clients) as the IPv4 address it is, so IPv4 networks match it.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// The EDNS client-subnet option as a prefix: `None` for a source prefix of 0 (RFC 7871
+/// 7.1.2: the client asks for no tailoring; dnsmasq's bare `--add-subnet` sends it) or an
+/// impossible length.
+pub fn ecs_prefix(addr: IpAddr, source_prefix: u8) -> Option<IpNet> {
+    if source_prefix == 0 {
+        return None;
+    }
+    IpNet::new(addr, source_prefix).ok().map(|n| n.trunc())
+}
+
+/// How clients that match no view are answered (the fail-closed fallback).
+#[derive(Debug, Clone, Default)]
+pub struct Fallback {
+    /// The cluster's own networks (pod and node CIDRs): unmatched clients inside them get
+    /// the in-cluster view.
+    pub cluster_networks: Vec<IpNet>,
+    /// The view for every other unmatched client; `None`: REFUSED.
+    pub default_view: Option<String>,
+    /// DNSViews have been listed and their watch is healthy. Until then a DNSView may
+    /// exist for any client, so no unmatched client gets the in-cluster view.
+    pub dnsviews_listed: bool,
+}
+
+/// Why a client got no view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Not in a view and not in the cluster's networks.
+    OutsideClusterNetworks,
+    /// DNSViews are not listed yet (or their watch is failing): one may be meant for it.
+    DnsViewsNotListed,
+}
+
+impl Unmatched {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::OutsideClusterNetworks => "no_view",
+            Self::DnsViewsNotListed => "dnsviews_not_listed",
+        }
+    }
+}
+
+/// The outcome of view selection.
+#[derive(Debug, Clone, Copy)]
+pub struct Selected<'a> {
+    /// The view, or why there is none (answer REFUSED).
+    pub view: Result<&'a ViewPolicy, Unmatched>,
+    /// The EDNS client-subnet chose it: the reply's ECS scope is the source prefix;
+    /// otherwise 0 (RFC 7871 7.2.1).
+    pub by_ecs: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Views {
     views: Vec<View>,
-    default: ViewPolicy,
+    cluster: ViewPolicy,
+    default: Option<ViewPolicy>,
+    cluster_networks: Vec<IpNet>,
+    dnsviews_listed: bool,
 }
 
 impl Views {
-    pub fn new(configs: &[ViewConfig]) -> Self {
+    pub fn new(configs: &[ViewConfig], fallback: &Fallback) -> Self {
+        let default = fallback
+            .default_view
+            .as_ref()
+            .and_then(|name| configs.iter().find(|c| &c.name == name))
+            .map(ViewPolicy::from_config);
         Self {
             views: configs.iter().map(View::from_config).collect(),
-            default: ViewPolicy::cluster(),
+            cluster: ViewPolicy::cluster(),
+            default,
+            cluster_networks: fallback.cluster_networks.clone(),
+            dnsviews_listed: fallback.dnsviews_listed,
         }
     }
 
-    /// The best matching view (see the module comment for the order), else the standard
-    /// in-cluster view.
-    pub fn select(&self, source: IpAddr, local: IpAddr, ecs: Option<IpAddr>) -> &ViewPolicy {
+    /// The best matching view (see the module comment for the order); for a client no view
+    /// matches, the in-cluster view inside the cluster's networks once DNSViews are listed,
+    /// else the default view, else no view (REFUSED).
+    pub fn select(&self, source: IpAddr, local: IpAddr, ecs: Option<IpNet>) -> Selected<'_> {
+        let source = canonical(source);
+        let local = canonical(local);
+        let client = Client { source, ecs };
         let mut best: Option<(&View, (i32, u8, i64))> = None;
         for (i, v) in self.views.iter().enumerate() {
-            let Some(prefix) = v.matches(source, local, ecs) else {
+            let Some(prefix) = v.matches(&client, local) else {
                 continue;
             };
             // Larger is better: priority, then file views before DNSViews, then file order
@@ -243,7 +340,39 @@ impl Views {
                 best = Some((v, rank));
             }
         }
-        best.map(|(v, _)| &v.policy).unwrap_or(&self.default)
+        // The client-subnet counts wherever a view believes this forwarder: then the
+        // choice (a view, the cluster view or none) was made on the ECS prefix.
+        let trusted = ecs.is_some() && self.views.iter().any(|v| v.believes_ecs_of(source));
+        if let Some((v, _)) = best {
+            let by_ecs = trusted && v.believes_ecs_of(source);
+            return Selected {
+                view: Ok(&v.policy),
+                by_ecs,
+            };
+        }
+        let in_cluster = match ecs {
+            Some(prefix) if trusted => self.cluster_networks.iter().any(|n| n.contains(&prefix)),
+            _ => self.cluster_networks.iter().any(|n| n.contains(&source)),
+        };
+        let view = if in_cluster && self.dnsviews_listed {
+            Ok(&self.cluster)
+        } else if let Some(d) = &self.default {
+            Ok(d)
+        } else if in_cluster {
+            Err(Unmatched::DnsViewsNotListed)
+        } else {
+            Err(Unmatched::OutsideClusterNetworks)
+        };
+        Selected {
+            view,
+            by_ecs: trusted,
+        }
+    }
+
+    /// Whether some view believes the EDNS client-subnet `source` sends.
+    pub fn believes_ecs_of(&self, source: IpAddr) -> bool {
+        let source = canonical(source);
+        self.views.iter().any(|v| v.believes_ecs_of(source))
     }
 
     /// Number of views besides the default (metrics, logs).
@@ -490,6 +619,33 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Views whose unmatched loopback clients are in the cluster's networks.
+    fn views(c: &[ViewConfig]) -> Views {
+        Views::new(
+            c,
+            &Fallback {
+                cluster_networks: vec!["127.0.0.0/8".parse().unwrap()],
+                default_view: None,
+                dnsviews_listed: true,
+            },
+        )
+    }
+
+    /// The chosen view's name, or `REFUSED`.
+    trait Pick {
+        fn pick(&self, source: IpAddr, local: IpAddr, ecs: Option<IpAddr>) -> String;
+    }
+
+    impl Pick for Views {
+        fn pick(&self, source: IpAddr, local: IpAddr, ecs: Option<IpAddr>) -> String {
+            let ecs = ecs.map(IpNet::from);
+            match self.select(source, local, ecs).view {
+                Ok(v) => v.name.clone(),
+                Err(_) => "REFUSED".into(),
+            }
+        }
+    }
+
     fn spec(yaml: &str) -> DNSViewSpec {
         serde_yaml::from_str(yaml).unwrap()
     }
@@ -503,19 +659,19 @@ mod tests {
 
     #[test]
     fn selects_view_by_source_network() {
-        let v = Views::new(&[office()]);
+        let v = views(&[office()]);
         let lo = ip("127.0.0.1");
-        assert_eq!(v.select(ip("192.0.2.7"), lo, None).name, "office");
-        assert_eq!(v.select(lo, lo, None).name, "cluster");
+        assert_eq!(v.pick(ip("192.0.2.7"), lo, None), "office");
+        assert_eq!(v.pick(lo, lo, None), "cluster");
     }
 
     #[test]
     fn believes_client_subnet_only_from_trusted_forwarders() {
-        let v = Views::new(&[office()]);
+        let v = views(&[office()]);
         let lo = ip("127.0.0.1");
         let ecs = Some(ip("192.0.2.9"));
-        assert_eq!(v.select(ip("127.0.0.2"), lo, ecs).name, "office");
-        assert_eq!(v.select(lo, lo, ecs).name, "cluster");
+        assert_eq!(v.pick(ip("127.0.0.2"), lo, ecs), "office");
+        assert_eq!(v.pick(lo, lo, ecs), "cluster");
     }
 
     #[test]
@@ -523,10 +679,10 @@ mod tests {
         let mut c = office();
         c.sources.clear();
         c.destinations = vec![ip("127.0.0.3")];
-        let v = Views::new(&[c]);
+        let v = views(&[c]);
         let src = ip("127.0.0.1");
-        assert_eq!(v.select(src, ip("127.0.0.3"), None).name, "office");
-        assert_eq!(v.select(src, src, None).name, "cluster");
+        assert_eq!(v.pick(src, ip("127.0.0.3"), None), "office");
+        assert_eq!(v.pick(src, src, None), "cluster");
     }
 
     #[test]
@@ -550,17 +706,11 @@ mod tests {
         let mut narrow = office();
         narrow.name = "narrow".into();
         narrow.sources = vec!["192.0.2.128/25".parse().unwrap()];
-        let v = Views::new(&[wide.clone(), narrow.clone()]);
-        assert_eq!(
-            v.select(ip("192.0.2.200"), ip("127.0.0.1"), None).name,
-            "wide"
-        );
+        let v = views(&[wide.clone(), narrow.clone()]);
+        assert_eq!(v.pick(ip("192.0.2.200"), ip("127.0.0.1"), None), "wide");
         narrow.priority = 1;
-        let v = Views::new(&[wide, narrow]);
-        assert_eq!(
-            v.select(ip("192.0.2.200"), ip("127.0.0.1"), None).name,
-            "narrow"
-        );
+        let v = views(&[wide, narrow]);
+        assert_eq!(v.pick(ip("192.0.2.200"), ip("127.0.0.1"), None), "narrow");
     }
 
     #[test]
@@ -571,27 +721,27 @@ mod tests {
             ("c-urgent", "clientCIDRs: [10.1.2.0/24]\npriority: -1"),
             ("d-first", "clientCIDRs: [10.9.0.0/16]\npriority: 5"),
         ]);
-        let v = Views::new(&merge_views(&[], &crds));
+        let v = views(&merge_views(&[], &crds));
         let lo = ip("127.0.0.1");
-        assert_eq!(v.select(ip("10.200.0.1"), lo, None).name, "a-wide");
-        assert_eq!(v.select(ip("10.1.0.1"), lo, None).name, "b-narrow");
+        assert_eq!(v.pick(ip("10.200.0.1"), lo, None), "a-wide");
+        assert_eq!(v.pick(ip("10.1.0.1"), lo, None), "b-narrow");
         // Longer prefix, lower priority: priority decides first.
-        assert_eq!(v.select(ip("10.1.2.3"), lo, None).name, "b-narrow");
-        assert_eq!(v.select(ip("10.9.0.1"), lo, None).name, "d-first");
-        assert_eq!(v.select(ip("192.0.2.1"), lo, None).name, "cluster");
+        assert_eq!(v.pick(ip("10.1.2.3"), lo, None), "b-narrow");
+        assert_eq!(v.pick(ip("10.9.0.1"), lo, None), "d-first");
+        assert_eq!(v.pick(ip("192.0.2.1"), lo, None), "REFUSED");
     }
 
     #[test]
     fn dnsview_beats_a_file_view_only_with_higher_priority() {
         let file = [office()];
         let same = crd_views(&[("lab", "clientCIDRs: [192.0.2.64/26]")]);
-        let v = Views::new(&merge_views(&file, &same));
+        let v = views(&merge_views(&file, &same));
         let lo = ip("127.0.0.1");
-        assert_eq!(v.select(ip("192.0.2.70"), lo, None).name, "office");
+        assert_eq!(v.pick(ip("192.0.2.70"), lo, None), "office");
         let higher = crd_views(&[("lab", "clientCIDRs: [192.0.2.64/26]\npriority: 10")]);
-        let v = Views::new(&merge_views(&file, &higher));
-        assert_eq!(v.select(ip("192.0.2.70"), lo, None).name, "lab");
-        assert_eq!(v.select(ip("192.0.2.7"), lo, None).name, "office");
+        let v = views(&merge_views(&file, &higher));
+        assert_eq!(v.pick(ip("192.0.2.70"), lo, None), "lab");
+        assert_eq!(v.pick(ip("192.0.2.7"), lo, None), "office");
     }
 
     #[test]
@@ -604,10 +754,10 @@ mod tests {
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].origin, ViewOrigin::File);
         assert_eq!(merged[0].trusted_ecs_from, office().trusted_ecs_from);
-        let v = Views::new(&merged);
+        let v = views(&merged);
         let lo = ip("127.0.0.1");
-        assert_eq!(v.select(ip("192.0.2.7"), lo, None).name, "cluster");
-        let p = v.select(ip("198.51.100.7"), lo, None);
+        assert_eq!(v.pick(ip("192.0.2.7"), lo, None), "REFUSED");
+        let p = v.select(ip("198.51.100.7"), lo, None).view.unwrap();
         assert_eq!(
             (p.name.as_str(), p.service_answer),
             ("office", ServiceAnswer::ClusterIp)
@@ -617,12 +767,12 @@ mod tests {
     #[test]
     fn dnsviews_believe_client_subnet_from_forwarders_the_file_trusts() {
         let crds = crd_views(&[("lab", "clientCIDRs: [198.51.100.0/24]")]);
-        let v = Views::new(&merge_views(&[office()], &crds));
+        let v = views(&merge_views(&[office()], &crds));
         let lo = ip("127.0.0.1");
         let ecs = Some(ip("198.51.100.9"));
         // 127.0.0.2 is office's trusted forwarder; 127.0.0.1 is nobody's.
-        assert_eq!(v.select(ip("127.0.0.2"), lo, ecs).name, "lab");
-        assert_eq!(v.select(lo, lo, ecs).name, "cluster");
+        assert_eq!(v.pick(ip("127.0.0.2"), lo, ecs), "lab");
+        assert_eq!(v.pick(lo, lo, ecs), "cluster");
     }
 
     #[test]
@@ -761,5 +911,126 @@ mod tests {
         assert!(expr("Exists", "").matches(&web));
         assert!(!expr("Exists", "").matches(&none));
         assert!(expr("DoesNotExist", "").matches(&none));
+    }
+
+    fn restricted() -> ViewConfig {
+        ViewConfig {
+            name: "restricted".into(),
+            namespaces_allow: Some(vec!["public".into()]),
+            forward: false,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn unmatched_clients_outside_the_cluster_networks_are_refused_or_get_the_default_view() {
+        let lo = ip("127.0.0.1");
+        let fallback = Fallback {
+            cluster_networks: vec!["10.244.0.0/16".parse().unwrap()],
+            default_view: None,
+            dnsviews_listed: true,
+        };
+        let v = Views::new(&[office()], &fallback);
+        let s = v.select(ip("198.51.100.7"), lo, None);
+        assert_eq!(s.view.unwrap_err(), Unmatched::OutsideClusterNetworks);
+        assert_eq!(
+            v.select(ip("10.244.3.4"), lo, None).view.unwrap().name,
+            "cluster"
+        );
+        let v = Views::new(
+            &[office(), restricted()],
+            &Fallback {
+                default_view: Some("restricted".into()),
+                ..fallback
+            },
+        );
+        let p = v.select(ip("198.51.100.7"), lo, None).view.unwrap();
+        assert_eq!(p.name, "restricted");
+        assert!(!p.forward && !p.namespace_visible("default"));
+        // A view without selectors is only ever the default: it matches nobody itself.
+        assert_eq!(
+            v.select(ip("192.0.2.7"), lo, None).view.unwrap().name,
+            "office"
+        );
+    }
+
+    #[test]
+    fn until_dnsviews_are_listed_no_unmatched_client_gets_the_cluster_view() {
+        let lo = ip("127.0.0.1");
+        let mut fallback = Fallback {
+            cluster_networks: vec!["10.244.0.0/16".parse().unwrap()],
+            default_view: None,
+            dnsviews_listed: false,
+        };
+        let v = Views::new(&[office()], &fallback);
+        let s = v.select(ip("10.244.3.4"), lo, None);
+        assert_eq!(s.view.unwrap_err(), Unmatched::DnsViewsNotListed);
+        // File views are known from the start.
+        assert_eq!(
+            v.select(ip("192.0.2.7"), lo, None).view.unwrap().name,
+            "office"
+        );
+        fallback.default_view = Some("restricted".into());
+        let v = Views::new(&[office(), restricted()], &fallback);
+        assert_eq!(
+            v.select(ip("10.244.3.4"), lo, None).view.unwrap().name,
+            "restricted"
+        );
+    }
+
+    fn net(s: &str) -> Option<IpNet> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn client_subnet_chooses_a_view_only_when_its_whole_prefix_lies_inside() {
+        let v = views(&[office()]);
+        let (fwd, lo) = (ip("127.0.0.2"), ip("127.0.0.1"));
+        let s = v.select(fwd, lo, net("192.0.2.0/24"));
+        assert_eq!((s.view.unwrap().name.as_str(), s.by_ecs), ("office", true));
+        // A /23 reaches outside office's /24: not office, and not the cluster either
+        // (the forwarder's own loopback address does not make its clients in-cluster).
+        let s = v.select(fwd, lo, net("192.0.2.0/23"));
+        assert_eq!(s.view.unwrap_err(), Unmatched::OutsideClusterNetworks);
+        assert!(s.by_ecs);
+        // An untrusted sender's ECS chooses nothing: scope 0.
+        let s = v.select(lo, lo, net("192.0.2.0/24"));
+        assert_eq!(
+            (s.view.unwrap().name.as_str(), s.by_ecs),
+            ("cluster", false)
+        );
+    }
+
+    #[test]
+    fn client_subnet_with_source_prefix_zero_is_ignored() {
+        assert_eq!(ecs_prefix(ip("0.0.0.0"), 0), None);
+        assert_eq!(ecs_prefix(ip("192.0.2.9"), 33), None);
+        assert_eq!(ecs_prefix(ip("192.0.2.9"), 24), net("192.0.2.0/24"));
+        let v = views(&[office()]);
+        // dnsmasq's bare --add-subnet from the trusted forwarder: its own address decides.
+        let s = v.select(
+            ip("127.0.0.2"),
+            ip("127.0.0.1"),
+            ecs_prefix(ip("0.0.0.0"), 0),
+        );
+        assert_eq!(
+            (s.view.unwrap().name.as_str(), s.by_ecs),
+            ("cluster", false)
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_sources_match_as_ipv4() {
+        let v = views(&[office()]);
+        let mapped = ip("::ffff:192.0.2.7");
+        assert_eq!(v.pick(mapped, ip("::ffff:127.0.0.1"), None), "office");
+        let mut c = office();
+        c.sources.clear();
+        c.destinations = vec![ip("127.0.0.3")];
+        let v = views(&[c]);
+        assert_eq!(
+            v.pick(ip("::ffff:127.0.0.1"), ip("::ffff:127.0.0.3"), None),
+            "office"
+        );
     }
 }

@@ -16,6 +16,7 @@ cluster:
   external_zone: k8s.corp.example
   service_cidrs: ["10.96.0.0/12", "fd00:10:96::/112"]
   pod_cidrs: ["10.244.0.0/16"]
+  node_cidrs: ["127.0.0.1/32", "127.0.0.4/32"]
 views:
   - name: routed
     destinations: ["127.0.0.3"]
@@ -350,12 +351,18 @@ fn client_subnet_selects_the_view_only_from_trusted_forwarders() {
 #[test]
 fn clients_outside_the_allow_list_are_refused() {
     let dns = start();
-    let r = q(
-        &dns,
-        &["-b", "127.0.0.9", "web.default.svc.cluster.local", "A"],
-    );
-    assert_eq!(r.rcode, "REFUSED");
+    let r = dns.dig(&["-b", "127.0.0.9", "web.default.svc.cluster.local", "A"]);
+    assert_eq!(r.rcode, "REFUSED", "{}", r.raw);
     assert!(r.answers.is_empty());
+    // Over TCP the connection is closed at accept: no answer at all.
+    let r = dns.dig(&[
+        "+tcp",
+        "-b",
+        "127.0.0.9",
+        "web.default.svc.cluster.local",
+        "A",
+    ]);
+    assert!(r.rcode.is_empty() && r.answers.is_empty(), "{}", r.raw);
 }
 
 #[test]

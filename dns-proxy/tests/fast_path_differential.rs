@@ -35,7 +35,9 @@ fn outcome(o: Outcome) -> Result<Vec<u8>, String> {
     match o {
         Outcome::Reply(b) => Ok(b),
         Outcome::Drop => Err("drop".into()),
-        Outcome::Forward(req, view) => Err(format!("forward {} via {}", req.queries[0], view.name)),
+        Outcome::Forward(req, view, _) => {
+            Err(format!("forward {} via {}", req.queries[0], view.name))
+        }
     }
 }
 

@@ -15,6 +15,7 @@ fn config(upstreams: &str) -> String {
 listen: ["127.0.0.1:{{port}}"]
 ops_listen: "127.0.0.1:{{ops}}"
 threads: 2
+cluster: {{node_cidrs: ["127.0.0.0/8"]}}
 upstreams:
   timeout_ms: 300
 {upstreams}

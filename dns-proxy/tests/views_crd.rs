@@ -21,6 +21,7 @@ cluster:
   external_zone: k8s.corp.example
   service_cidrs: ["10.96.0.0/12"]
   pod_cidrs: ["10.244.0.0/16"]
+  node_cidrs: ["127.0.0.0/24"]
 views:
   - name: office
     sources: ["127.0.0.2/32"]
@@ -456,7 +457,7 @@ mod kubernetes {
     use kube::Client;
     use kube::client::Body;
     use leafbridge_api::{DNSView, StateSource};
-    use leafbridge_dns::view::{DnsViewError, DnsViews, Views, merge_views};
+    use leafbridge_dns::view::{DnsViewError, DnsViews, Fallback, Unmatched, Views, merge_views};
     use serde_json::json;
     use tower_test::mock;
 
@@ -517,20 +518,62 @@ mod kubernetes {
             rejected.as_slice(),
             [(name, DnsViewError::BadClientCidr { .. }, false)] if name == "typo"
         ));
-        let set = Views::new(&merge_views(&[], views.views()));
+        let listed = Fallback {
+            dnsviews_listed: true,
+            ..Fallback::default()
+        };
+        let set = Views::new(&merge_views(&[], views.views()), &listed);
         let lo = "127.0.0.1".parse().unwrap();
-        assert_eq!(
-            set.select("198.51.100.7".parse().unwrap(), lo, None).name,
-            "lab"
-        );
+        let chosen = |set: &Views| {
+            set.select("198.51.100.7".parse().unwrap(), lo, None)
+                .view
+                .map(|v| v.name.clone())
+        };
+        assert_eq!(chosen(&set), Ok("lab".to_string()));
 
         let out = views.on_event(&stream.next().await.unwrap().unwrap());
         assert!(out.rebuild);
-        let set = Views::new(&merge_views(&[], views.views()));
-        assert_eq!(
-            set.select("198.51.100.7".parse().unwrap(), lo, None).name,
-            "cluster"
-        );
+        let set = Views::new(&merge_views(&[], views.views()), &listed);
+        // Its view gone, the client is in none and outside the cluster: refused.
+        assert_eq!(chosen(&set), Err(Unmatched::OutsideClusterNetworks));
         api.abort();
+    }
+
+    #[tokio::test]
+    async fn a_failing_watch_backs_off_instead_of_relisting_at_once() {
+        let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+        let source = StateSource::kube(Client::new(svc, "default"));
+        // The consumer drains the stream as the binary does, counting errors.
+        let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let consumer = {
+            let errors = errors.clone();
+            tokio::spawn(async move {
+                let mut stream = leafbridge_dns::watch::watch::<DNSView>(&source);
+                while let Some(e) = stream.next().await {
+                    if let Err(e) = e {
+                        assert!(leafbridge_dns::watch::is_watch_failure(&e), "{e}");
+                        errors.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            })
+        };
+        // The CRD is not installed: every list is a 404.
+        let mut requests = 0;
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+        while let Ok(Some((_, send))) = tokio::time::timeout_at(until, h.next_request()).await {
+            requests += 1;
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"});
+            send.send_response(
+                Response::builder()
+                    .status(404)
+                    .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                    .unwrap(),
+            );
+        }
+        consumer.abort();
+        // Without a backoff the watcher relists at once, hundreds of times in 1.5 s.
+        assert!((1..=3).contains(&requests), "{requests} lists in 1.5 s");
+        assert!(errors.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     }
 }
