@@ -7,8 +7,8 @@ pub mod ops;
 pub mod state;
 
 pub use crd::{
-    BGPAdvertisement, BGPAdvertisementSpec, BGPPeer, BGPPeerSpec, DNSView, DNSViewSpec, IPPool,
-    IPPoolSpec, IPPoolStatus,
+    BGPAdvertisement, BGPAdvertisementSpec, BGPNodeState, BGPNodeStateStatus, BGPPeer, BGPPeerSpec,
+    DNSView, DNSViewSpec, IPPool, IPPoolSpec, IPPoolStatus,
 };
 pub use state::{EventSink, StateError, StateObject, StateSource};
 
