@@ -4,6 +4,7 @@
 pub mod annotations;
 pub mod crd;
 pub mod ops;
+pub mod rules;
 pub mod state;
 
 pub use crd::{
