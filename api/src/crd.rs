@@ -244,7 +244,9 @@ pub enum BGPAddressFamily {
 }
 
 /// A key inside a Secret.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
+#[derive(
+    Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema, Default,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     pub namespace: String,

@@ -4,4 +4,5 @@
 pub mod bgp;
 pub mod config;
 pub mod metrics;
+pub mod peers;
 pub mod standalone;
