@@ -269,7 +269,7 @@ impl PeerManager {
                 } else {
                     "peer removed from configuration"
                 };
-                info!(peer = %name, why, "stopping session");
+                info!(peer = %name, why, "peer removed or changed: stopping its session");
                 self.remove_peer(rt, why).await;
             }
         }
