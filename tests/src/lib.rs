@@ -22,6 +22,9 @@
 //!   reports failures and the longest gap, one-shot requests.
 //! - [`manifests`]: builders for Nodes, Services, EndpointSlices, Secrets and our CRDs, and
 //!   [`manifests::StateDir`], which writes them atomically into a state directory.
+//! - [`cluster`]: a whole cluster on a [`fabric`]: leaf router (BIRD or FRR + zebra) with
+//!   kernel routes, state directory with the base objects, controller, one speaker per node,
+//!   a backend per node; waits that fail at once when a program exits.
 //! - [`programs`]: runners for `leafbridge-controller` and the cluster-mode
 //!   `leafbridge-speaker` (binary path as a parameter), their ops endpoints and metrics.
 //! - [`dns`]: unbound and dnsmasq runners, `dig` with parsed answers, `dnsperf` with latency
@@ -82,6 +85,7 @@
 pub mod backend;
 pub mod bird;
 pub mod capture;
+pub mod cluster;
 pub mod dns;
 pub mod exabgp;
 pub mod fabric;
