@@ -3,5 +3,7 @@
 
 pub mod bgp;
 pub mod config;
+pub mod desired;
 pub mod metrics;
+pub mod peers;
 pub mod standalone;
