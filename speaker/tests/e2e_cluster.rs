@@ -64,6 +64,15 @@ fn announces_a_service_within_a_second_of_its_allocation_and_withdraws_it_on_del
         .expect("office reaches the Service");
     assert!(who == "node0" || who == "node1", "answered by {who:?}");
 
+    // What an operator reads with kubectl: the session and what it carries.
+    c.wait_node_state(0, "session leaf Established with 3 prefixes", T, |v| {
+        let s = &v["status"]["sessions"][0];
+        s["peer"] == "leaf"
+            && s["state"] == "Established"
+            && s["prefixesAdvertised"] == 3 // LB IP, pod CIDR, service CIDR
+            && v["status"]["announcedServices"] == 1
+    });
+
     c.state.delete(&web);
     c.wait_leaf_paths(&host(ip), &[], T);
     c.wait_kernel_route(&host(ip), &[], T);
@@ -81,8 +90,16 @@ fn local_policy_follows_the_endpoints_as_they_move_between_nodes() {
     let ip = c.wait_allocated("shop", "api", T)[0];
     c.expose_on_nodes(ip);
     let prefix = host(ip);
-    // No endpoint anywhere: nobody announces.
-    std::thread::sleep(Duration::from_millis(500));
+    // No endpoint anywhere: nobody announces, and each node says why.
+    for i in 0..2 {
+        c.wait_node_state(i, "shop/api not announced: NoReadyLocalEndpoint", T, |v| {
+            v["status"]["notAnnounced"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["name"] == "api" && n["reason"] == "NoReadyLocalEndpoint")
+        });
+    }
     c.wait_leaf_paths(&prefix, &[], T);
 
     let on = |node: usize| {
@@ -155,6 +172,21 @@ fn cordoning_a_node_withdraws_its_service_routes_and_keeps_its_session_and_pod_c
         "the cordoned node's session went down"
     );
     assert_eq!(session(), before, "the cordoned node's session was reset");
+    c.wait_node_state(
+        1,
+        "NodeNotEligible True, session still Established",
+        T,
+        |v| {
+            let conds = v["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            conds
+                .iter()
+                .any(|c| c["type"] == "NodeNotEligible" && c["status"] == "True")
+                && v["status"]["sessions"][0]["state"] == "Established"
+        },
+    );
 
     c.edit_node(1, |n| n.cordoned(false));
     c.wait_leaf_paths(&prefix, &[0, 1], T);

@@ -411,6 +411,33 @@ impl Cluster {
         )
     }
 
+    /// Node `i`'s `BGPNodeState` as its speaker last wrote it (wherever in the directory).
+    pub fn node_state(&self, i: usize) -> Option<serde_json::Value> {
+        self.state
+            .find_kind("BGPNodeState")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == Self::node_name(i).as_str())
+    }
+
+    /// Waits until node `i`'s `BGPNodeState` satisfies `check` and returns it.
+    #[track_caller]
+    pub fn wait_node_state(
+        &self,
+        i: usize,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.wait(
+            timeout,
+            &format!("node{i}'s BGPNodeState: {what}"),
+            || match self.node_state(i) {
+                Some(v) if check(&v) => Ok(v),
+                other => Err(other),
+            },
+        )
+    }
+
     /// The object's file in the state directory.
     pub fn path_of(&self, m: &impl Manifest) -> PathBuf {
         self.state.path_of(m)
