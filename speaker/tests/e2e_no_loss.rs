@@ -3,12 +3,14 @@
 //! under it. The Service's only route comes from the node under test wherever that matters
 //! (eTP=Local with one endpoint), so a withdrawn or flapped route shows up as failed probes.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use leafbridge_tests::backend::{ProbeReport, Prober};
 use leafbridge_tests::cluster::{BACKEND_PORT, Cluster, ClusterOptions};
+use leafbridge_tests::fabric::Fabric;
 use leafbridge_tests::manifests::{EndpointSlice, Service};
 use leafbridge_tests::programs::workspace_binary;
 
@@ -156,4 +158,51 @@ fn loses_nothing_while_1000_services_are_created() {
         );
     }
     c.wait_leaf_paths(&host(ip), &[0], T);
+}
+
+#[test]
+fn sigterm_without_graceful_restart_withdraws_first_and_closes_after_the_drain_time() {
+    let mut o = ClusterOptions::new(2);
+    o.speaker_args = vec!["--drain-time".into(), "2".into()];
+    let c = cluster("drain", o);
+    c.state.apply(&Service::new("shop", "web"));
+    let ip = c.wait_allocated("shop", "web", T)[0];
+    c.expose_on_nodes(ip);
+    c.wait_kernel_route(&host(ip), &[0, 1], T);
+    let prober = probe(&c, ip);
+    std::thread::sleep(Duration::from_millis(500));
+
+    c.speakers[0].process.signal("TERM");
+    // The leaf moves the traffic to node 1 while node 0's session is still up.
+    wait_for_drained(&c, ip);
+    assert!(
+        c.speakers[0]
+            .process
+            .wait_exit(Duration::from_secs(15))
+            .is_some(),
+        "the speaker did not exit after its drain time:\n{}",
+        c.speakers[0].log()
+    );
+    let r = prober.stop();
+    assert_nothing_lost(&r, "node 0's speaker drained and stopped");
+}
+
+#[track_caller]
+fn wait_for_drained(c: &Cluster, ip: IpAddr) {
+    let node1 = BTreeSet::from([Fabric::node_v4(1)]);
+    leafbridge_tests::wait_for(
+        T,
+        "node 0's Service route withdrawn while its session is still Established",
+        || {
+            let rib = c.leaf.rib();
+            let up = c.leaf.established(0);
+            match rib.get(&host(ip)) {
+                Some(via) if *via == node1 && up => Ok(()),
+                _ if !up => {
+                    panic!("node 0's session closed before its routes were withdrawn: {rib:?}")
+                }
+                _ => Err(rib),
+            }
+        },
+    );
 }
