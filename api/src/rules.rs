@@ -19,11 +19,12 @@ pub struct ClassConfig {
     pub default_class: bool,
 }
 
+/// Our class, and not the default implementation (the programs' `--default-class` flag off).
 impl Default for ClassConfig {
     fn default() -> Self {
         Self {
             class: crate::annotations::DEFAULT_LOAD_BALANCER_CLASS.to_owned(),
-            default_class: true,
+            default_class: false,
         }
     }
 }
@@ -304,7 +305,10 @@ mod tests {
 
     #[test]
     fn only_load_balancer_services_of_our_class_are_managed() {
-        let cfg = ClassConfig::default();
+        let cfg = ClassConfig {
+            default_class: true,
+            ..Default::default()
+        };
         let lb = svc(serde_json::json!({"spec": {"type": "LoadBalancer"}}));
         assert!(is_managed(&lb, &cfg));
         let other = svc(

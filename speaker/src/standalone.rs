@@ -32,15 +32,17 @@ pub struct Options {
     /// We are restarting: advertise the Restart State bit to graceful-restart peers.
     pub restarting: bool,
     /// Where the graceful-restart marker lives (none: only `restarting` decides).
-    pub state_dir: Option<PathBuf>,
+    pub restart_marker_dir: Option<PathBuf>,
+    /// Overrides the file's `metrics_address`.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Run until SIGTERM/SIGINT.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let config =
         Config::load(&opts.config).with_context(|| format!("loading {}", opts.config.display()))?;
-    let restarting =
-        opts.restarting || take_restart_marker(opts.state_dir.as_deref(), config.restart_time);
+    let restarting = opts.restarting
+        || take_restart_marker(opts.restart_marker_dir.as_deref(), config.restart_time);
     if restarting {
         info!("starting as a restarting speaker (graceful restart R bit set)");
     }
@@ -49,7 +51,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let ready = leafbridge_api::ops::Readiness::new();
-    if let Some(addr) = config.metrics_address {
+    if let Some(addr) = opts.metrics_address.or(config.metrics_address) {
         leafbridge_api::ops::serve(addr, Arc::new(registry), ready.clone())
             .await
             .with_context(|| format!("serving metrics on {addr}"))?;
@@ -88,7 +90,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .unwrap_or_default();
     info!(?mode, "shutting down");
     if mode == ShutdownMode::Graceful
-        && let Some(dir) = &opts.state_dir
+        && let Some(dir) = &opts.restart_marker_dir
         && let Err(e) = write_restart_marker(dir)
     {
         warn!(error = %e, "cannot write the graceful-restart marker");
@@ -97,7 +99,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn take_restart_marker(dir: Option<&Path>, restart_time: u16) -> bool {
+pub(crate) fn take_restart_marker(dir: Option<&Path>, restart_time: u16) -> bool {
     let Some(dir) = dir else { return false };
     let path = dir.join(RESTART_MARKER);
     let Ok(meta) = std::fs::metadata(&path) else {

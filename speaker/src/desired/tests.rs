@@ -99,6 +99,10 @@ fn view() -> ClusterView {
         ip_pools: vec![pool("public", &["203.0.113.0/24", "2001:db8:1::/64"])],
         peers: vec![peer("leaf", "192.0.2.254", json!({}))],
         advertisements: vec![ad("all", json!({}))],
+        class: ClassConfig {
+            default_class: true,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
