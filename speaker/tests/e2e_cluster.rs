@@ -225,12 +225,13 @@ fn a_program_that_exits_fails_the_wait_at_once_with_its_log() {
     // not let it time out.
     let mut o = ClusterOptions::new(1);
     o.speaker_args = vec!["--no-such-flag-for-the-test".into()];
+    let controller = workspace_binary("leafbridge-controller");
     let start = Instant::now();
     let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         Cluster::start(
             "exits",
             Path::new(env!("CARGO_BIN_EXE_leafbridge-speaker")),
-            &workspace_binary("leafbridge-controller"),
+            &controller,
             o,
         )
         .wait_established(Duration::from_secs(60))

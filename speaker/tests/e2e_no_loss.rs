@@ -63,6 +63,7 @@ fn probe(c: &Cluster, ip: IpAddr) -> Prober {
 
 #[track_caller]
 fn assert_nothing_lost(r: &ProbeReport, during: &str) {
+    println!("while {during}: {r}");
     assert!(
         r.rate() >= 50.0,
         "the prober ran below 50 connects/s, so it proves little: {r}"
@@ -78,6 +79,7 @@ fn loses_nothing_while_a_speaker_restarts_with_graceful_restart() {
     let ip = local_service_on_node0(&c);
     c.speakers[0].wait_ready(T);
 
+    let session_before = c.leaf.session_stamp(0);
     let prober = probe(&c, ip);
     std::thread::sleep(Duration::from_millis(500));
     c.speakers[0].terminate();
@@ -96,6 +98,11 @@ fn loses_nothing_while_a_speaker_restarts_with_graceful_restart() {
     c.wait_leaf_paths(&host(ip), &[0], T);
     let r = prober.stop();
     assert_nothing_lost(&r, "the speaker of the only announcing node restarted");
+    assert_ne!(
+        c.leaf.session_stamp(0),
+        session_before,
+        "the leaf never saw node 0's session restart"
+    );
     assert_eq!(r.served_by.keys().collect::<Vec<_>>(), ["node0"], "{r}");
 }
 
@@ -185,6 +192,10 @@ fn sigterm_without_graceful_restart_withdraws_first_and_closes_after_the_drain_t
     );
     let r = prober.stop();
     assert_nothing_lost(&r, "node 0's speaker drained and stopped");
+    assert!(
+        r.served_by.contains_key("node0") && r.served_by.contains_key("node1"),
+        "the probes did not spread over both nodes before the drain, so they prove little: {r}"
+    );
 }
 
 #[track_caller]

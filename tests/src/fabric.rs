@@ -48,6 +48,10 @@ impl Fabric {
         let topo = Topology::new(tag);
         let leaf = topo.namespace("leaf");
         leaf.enable_forwarding();
+        // ECMP by 5-tuple, not by address pair: one office client's connections then spread
+        // over every node that announces a prefix, as they would behind a real leaf.
+        leaf.sysctl("net.ipv4.fib_multipath_hash_policy", "1");
+        leaf.sysctl("net.ipv6.fib_multipath_hash_policy", "1");
         leaf.add_bridge(Self::BRIDGE);
         leaf.add_addr(Self::BRIDGE, &format!("{}/24", Self::LEAF_V4));
         leaf.add_addr(Self::BRIDGE, &format!("{}/64", Self::LEAF_V6));
