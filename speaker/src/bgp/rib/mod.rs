@@ -11,9 +11,17 @@
 //! A session uses one `AdjRibOut` per connection: after a reconnect it starts empty ("re-sync"),
 //! so everything desired is sent again, followed by End-of-RIB (RFC 4724 §2). A ROUTE-REFRESH
 //! (RFC 2918) is answered from what was sent, unchanged.
+//!
+//! Sending at the pace of the socket: `queue_desired` records what must change (the "outbox")
+//! without encoding anything, and `next_updates` hands out the next batch when the socket can
+//! take it, counting those routes as sent only then. A desired set that changes again before
+//! the outbox is empty replaces the outbox (the diff is always against what was handed to the
+//! socket), so changes coalesce instead of queueing up; ROUTE-REFRESH answers walk the sent
+//! routes with a cursor, and repeated requests during one answer merge into one more pass.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Bound;
 
 use ipnet::IpNet;
 
@@ -274,6 +282,54 @@ const AFI_SAFI_LEN: usize = 3;
 pub struct AdjRibOut {
     policy: ExportPolicy,
     sent: RouteSet,
+    outbox: Outbox,
+}
+
+/// What is still to be handed to the socket (see the module documentation).
+#[derive(Debug, Clone, Default)]
+struct Outbox {
+    /// Sorted by prefix: new and changed routes.
+    announce: VecDeque<Route>,
+    /// Sorted by prefix: routes the peer has and must forget.
+    withdraw: VecDeque<IpNet>,
+    /// End-of-RIB follows once the changes above are out (the initial sync, RFC 4724 §4).
+    end_of_rib: bool,
+    /// ROUTE-REFRESH answers in progress.
+    refresh: Vec<Refresh>,
+}
+
+/// One ROUTE-REFRESH answer (RFC 2918 §4) in progress: the sent routes of `family` after
+/// `after` are still to be re-sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refresh {
+    family: AddressFamily,
+    after: Option<IpNet>,
+    /// Asked again meanwhile: one more full pass when this one ends.
+    again: bool,
+}
+
+/// What `queue_desired` put in the outbox, for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Queued {
+    pub announce: usize,
+    pub withdraw: usize,
+    /// Desired routes that cannot be sent on this session, with the reason.
+    pub unexportable: Vec<(IpNet, Unexportable)>,
+}
+
+impl Queued {
+    pub fn is_empty(&self) -> bool {
+        self.announce == 0 && self.withdraw == 0
+    }
+}
+
+/// How a ROUTE-REFRESH request was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshAnswer {
+    /// A new pass over the sent routes of the family starts.
+    Started,
+    /// A pass is already running: one more follows it, whatever the number of requests.
+    Coalesced,
 }
 
 impl AdjRibOut {
@@ -282,6 +338,7 @@ impl AdjRibOut {
         Self {
             policy,
             sent: RouteSet::new(),
+            outbox: Outbox::default(),
         }
     }
 
@@ -305,14 +362,15 @@ impl AdjRibOut {
     /// Forget what was sent (a new connection: the peer knows nothing of ours).
     pub fn reset(&mut self) {
         self.sent.clear();
+        self.outbox = Outbox::default();
     }
 
-    /// Make `desired` what the peer has, returning what must be sent for that. Routes are
-    /// normalized first (a route counts under its own `prefix`, host bits cleared, whatever its
-    /// map key); routes this session cannot carry are left out and listed in
-    /// `Changes::unexportable`. The caller must send `updates(&changes)`.
-    pub fn set_desired(&mut self, mut desired: RouteSet) -> Changes {
-        let mut changes = Changes::default();
+    /// Normalize `desired` and keep out what this session cannot carry (see `set_desired`).
+    fn exportable(
+        &self,
+        mut desired: RouteSet,
+        unexportable: &mut Vec<(IpNet, Unexportable)>,
+    ) -> RouteSet {
         if desired
             .iter()
             .any(|(k, r)| *k != k.trunc() || r.prefix != *k)
@@ -332,12 +390,154 @@ impl AdjRibOut {
             match policy.check(route) {
                 Ok(()) => true,
                 Err(why) => {
-                    changes.unexportable.push((*prefix, why));
+                    unexportable.push((*prefix, why));
                     false
                 }
             }
         });
-        let next = desired;
+        desired
+    }
+
+    /// Make `desired` what the peer should have, without sending anything yet: the outbox
+    /// becomes the difference between `desired` and what was handed to the socket, replacing
+    /// whatever was queued before (so successive changes coalesce). `next_updates` sends it.
+    pub fn queue_desired(&mut self, desired: RouteSet) -> Queued {
+        let mut queued = Queued::default();
+        let next = self.exportable(desired, &mut queued.unexportable);
+        let mut announce = VecDeque::new();
+        let mut withdraw = VecDeque::new();
+        let mut old = self.sent.iter().peekable();
+        for (prefix, route) in next {
+            while let Some((p, _)) = old.next_if(|(p, _)| **p < prefix) {
+                withdraw.push_back(*p);
+            }
+            match old.next_if(|(p, _)| **p == prefix) {
+                Some((_, r)) if *r == route => {}
+                _ => announce.push_back(route),
+            }
+        }
+        withdraw.extend(old.map(|(p, _)| *p));
+        queued.announce = announce.len();
+        queued.withdraw = withdraw.len();
+        self.outbox.announce = announce;
+        self.outbox.withdraw = withdraw;
+        queued
+    }
+
+    /// Send End-of-RIB for every negotiated family once the outbox's changes are out.
+    pub fn queue_end_of_rib(&mut self) {
+        self.outbox.end_of_rib = true;
+    }
+
+    /// A ROUTE-REFRESH for `family` (RFC 2918 §4): re-send its routes at the socket's pace.
+    pub fn request_refresh(&mut self, family: AddressFamily) -> RefreshAnswer {
+        match self.outbox.refresh.iter_mut().find(|r| r.family == family) {
+            Some(r) => {
+                r.again = true;
+                RefreshAnswer::Coalesced
+            }
+            None => {
+                self.outbox.refresh.push(Refresh {
+                    family,
+                    after: None,
+                    again: false,
+                });
+                RefreshAnswer::Started
+            }
+        }
+    }
+
+    /// Whether `next_updates` has anything left to hand out.
+    pub fn has_outstanding(&self) -> bool {
+        let o = &self.outbox;
+        !o.announce.is_empty() || !o.withdraw.is_empty() || o.end_of_rib || !o.refresh.is_empty()
+    }
+
+    /// The next UPDATEs to write, about `budget` octets of NLRI (at least one prefix), now
+    /// counted as sent: withdrawals and announcements first, then End-of-RIB, then
+    /// ROUTE-REFRESH answers. Empty when there is nothing left.
+    pub fn next_updates(&mut self, budget: usize) -> Vec<Update> {
+        let mut used = 0;
+        let mut withdraw = Vec::new();
+        while used < budget
+            && let Some(p) = self.outbox.withdraw.pop_front()
+        {
+            used += nlri_len(&p);
+            self.sent.remove(&p);
+            withdraw.push(p);
+        }
+        let mut announce = Vec::new();
+        while used < budget
+            && let Some(r) = self.outbox.announce.pop_front()
+        {
+            used += nlri_len(&r.prefix);
+            announce.push(r);
+        }
+        let mut updates = if withdraw.is_empty() && announce.is_empty() {
+            Vec::new()
+        } else {
+            pack(&self.policy, &announce, &withdraw)
+        };
+        for r in announce {
+            self.sent.insert(r.prefix, r);
+        }
+        let changes_done = self.outbox.withdraw.is_empty() && self.outbox.announce.is_empty();
+        if changes_done && self.outbox.end_of_rib {
+            self.outbox.end_of_rib = false;
+            updates.extend(self.end_of_rib());
+        }
+        if changes_done && used < budget {
+            updates.extend(self.next_refresh(budget - used));
+        }
+        updates
+    }
+
+    /// The next part of the first ROUTE-REFRESH answer in progress.
+    fn next_refresh(&mut self, budget: usize) -> Vec<Update> {
+        let Some(refresh) = self.outbox.refresh.first_mut() else {
+            return Vec::new();
+        };
+        let family = refresh.family;
+        let start = refresh.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut used = 0;
+        let mut last = None;
+        let mut finished = true;
+        let routes: Vec<&Route> = self
+            .sent
+            .range((start, Bound::Unbounded))
+            .map(|(_, r)| r)
+            .filter(|r| r.family() == family)
+            .take_while(|r| {
+                if used >= budget {
+                    finished = false;
+                    return false;
+                }
+                used += nlri_len(&r.prefix);
+                last = Some(r.prefix);
+                true
+            })
+            .collect();
+        let updates = pack(&self.policy, routes, &[]);
+        if finished {
+            if refresh.again {
+                refresh.after = None;
+                refresh.again = false;
+            } else {
+                self.outbox.refresh.remove(0);
+            }
+        } else {
+            refresh.after = last;
+        }
+        updates
+    }
+
+    /// Make `desired` what the peer has, returning what must be sent for that. Routes are
+    /// normalized first (a route counts under its own `prefix`, host bits cleared, whatever its
+    /// map key); routes this session cannot carry are left out and listed in
+    /// `Changes::unexportable`. The caller must send `updates(&changes)`.
+    pub fn set_desired(&mut self, desired: RouteSet) -> Changes {
+        let mut changes = Changes::default();
+        let next = self.exportable(desired, &mut changes.unexportable);
         // One merge pass over two sorted maps.
         let mut old = self.sent.iter().peekable();
         let mut new = next.iter().peekable();
