@@ -308,9 +308,7 @@ impl Speaker {
             let _ = l.set_peer_key(ip, None);
         }
         rt.handle
-            .stop(StopMode::Withdraw {
-                message: Some(why.to_owned()),
-            })
+            .stop(StopMode::withdraw(Some(why.to_owned())))
             .await;
         self.metrics.forget(&rt.session_cfg.name);
     }
@@ -324,7 +322,7 @@ impl Speaker {
             .unwrap_or((ShutdownMode::Withdraw, String::new()));
         let message = Some(message).filter(|m| !m.is_empty());
         let stop = match mode {
-            ShutdownMode::Withdraw => StopMode::Withdraw { message },
+            ShutdownMode::Withdraw => StopMode::withdraw(message),
             ShutdownMode::Graceful => StopMode::Graceful { message },
         };
         if let Some((_, _, task)) = self.listener.take() {
@@ -382,6 +380,7 @@ fn prepare_peer(
     let name = p.name();
     let mut fsm_cfg = fsm::PeerConfig::new(config.local_as, p.remote_as, config.router_id);
     fsm_cfg.hold_time = p.hold_time;
+    fsm_cfg.send_hold_time = p.send_hold_time.map(|s| Duration::from_secs(s.into()));
     if p.graceful_restart {
         fsm_cfg.graceful_restart = Some(GracefulRestartConfig {
             restart_time: config.restart_time,
