@@ -543,6 +543,11 @@ fn parse_in_chunks(text: &str) -> Option<Config> {
     head.push("prefixes: []");
     head.extend_from_slice(&lines[end..]);
     let mut config: Config = serde_yaml::from_str(&head.join("\n")).ok()?;
+    // Exactly as many as there are: growing by doubling would leave up to half the largest
+    // structure of a big configuration unused.
+    config
+        .prefixes
+        .reserve_exact(block.iter().filter(|l| item_start(l)).count());
     let mut chunk = String::new();
     let mut items = 0;
     let flush = |chunk: &mut String, config: &mut Config| -> Option<()> {

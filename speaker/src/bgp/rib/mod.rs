@@ -288,8 +288,9 @@ pub struct AdjRibOut {
 /// What is still to be handed to the socket (see the module documentation).
 #[derive(Debug, Clone, Default)]
 struct Outbox {
-    /// Sorted by prefix: new and changed routes.
-    announce: VecDeque<Route>,
+    /// New and changed routes, moved into `AdjRibOut::sent` as they are handed out (so every
+    /// route is stored once, here or there).
+    announce: RouteSet,
     /// Sorted by prefix: routes the peer has and must forget.
     withdraw: VecDeque<IpNet>,
     /// End-of-RIB follows once the changes above are out (the initial sync, RFC 4724 §4).
@@ -403,20 +404,15 @@ impl AdjRibOut {
     /// whatever was queued before (so successive changes coalesce). `next_updates` sends it.
     pub fn queue_desired(&mut self, desired: RouteSet) -> Queued {
         let mut queued = Queued::default();
-        let next = self.exportable(desired, &mut queued.unexportable);
-        let mut announce = VecDeque::new();
-        let mut withdraw = VecDeque::new();
-        let mut old = self.sent.iter().peekable();
-        for (prefix, route) in next {
-            while let Some((p, _)) = old.next_if(|(p, _)| **p < prefix) {
-                withdraw.push_back(*p);
-            }
-            match old.next_if(|(p, _)| **p == prefix) {
-                Some((_, r)) if *r == route => {}
-                _ => announce.push_back(route),
-            }
-        }
-        withdraw.extend(old.map(|(p, _)| *p));
+        let mut announce = self.exportable(desired, &mut queued.unexportable);
+        let withdraw: VecDeque<IpNet> = self
+            .sent
+            .keys()
+            .filter(|p| !announce.contains_key(p))
+            .copied()
+            .collect();
+        // What the peer already has needs no UPDATE.
+        announce.retain(|p, r| self.sent.get(p) != Some(r));
         queued.announce = announce.len();
         queued.withdraw = withdraw.len();
         self.outbox.announce = announce;
@@ -466,20 +462,29 @@ impl AdjRibOut {
             self.sent.remove(&p);
             withdraw.push(p);
         }
-        let mut announce = Vec::new();
+        let mut announce = RouteSet::new();
         while used < budget
-            && let Some(r) = self.outbox.announce.pop_front()
+            && let Some((p, r)) = self.outbox.announce.pop_first()
         {
-            used += nlri_len(&r.prefix);
-            announce.push(r);
+            used += nlri_len(&p);
+            announce.insert(p, r);
         }
         let mut updates = if withdraw.is_empty() && announce.is_empty() {
             Vec::new()
         } else {
-            pack(&self.policy, &announce, &withdraw)
+            pack(&self.policy, announce.values(), &withdraw)
         };
-        for r in announce {
-            self.sent.insert(r.prefix, r);
+        if announce.len().saturating_mul(16) < self.sent.len() {
+            for (p, r) in announce {
+                self.sent.insert(p, r);
+            }
+        } else {
+            // Rebuilds the map with full nodes: inserting in ascending order one by one leaves
+            // them about half full, nearly twice the memory for a large table.
+            self.sent.append(&mut announce);
+        }
+        if self.outbox.withdraw.is_empty() {
+            self.outbox.withdraw = VecDeque::new();
         }
         let changes_done = self.outbox.withdraw.is_empty() && self.outbox.announce.is_empty();
         if changes_done && self.outbox.end_of_rib {
