@@ -378,12 +378,12 @@ impl Session {
             routes = lowered.len(),
             "re-announcing every route with GRACEFUL_SHUTDOWN before the drain"
         );
-        est.rib.queue_desired(lowered);
+        est.rib.queue_desired(lowered.into_values());
     }
 
     fn queue_withdraw_all(&mut self) {
         if let Some(est) = &mut self.established {
-            let queued = est.rib.queue_desired(RouteSet::new());
+            let queued = est.rib.queue_desired(std::iter::empty());
             info!(
                 withdrawn = queued.withdraw,
                 "withdrawing every route before shutdown"
@@ -561,12 +561,15 @@ impl Session {
             &negotiated,
             self.cfg.ipv6_next_hop,
         ));
-        let desired = if self.stopping.is_some() {
-            RouteSet::new()
+        let queued = if self.stopping.is_some() {
+            rib.queue_desired(std::iter::empty())
         } else {
-            resolve(&self.desired.borrow_and_update(), local, &self.cfg)
+            let desired = self.desired.borrow_and_update();
+            let mut routes = Resolved::new(&desired, local, &self.cfg);
+            let queued = rib.queue_desired(&mut routes);
+            routes.warn_left_out();
+            queued
         };
-        let queued = rib.queue_desired(desired);
         rib.queue_end_of_rib();
         warn_unexportable(&queued.unexportable);
         info!(routes = queued.announce, "initial sync, then End-of-RIB");
@@ -588,8 +591,11 @@ impl Session {
         let Some(local) = self.connections.get(&est.connection).map(|c| c.local.ip()) else {
             return;
         };
-        let desired = resolve(&self.desired.borrow_and_update(), local, &self.cfg);
-        let queued = est.rib.queue_desired(desired);
+        let desired = self.desired.borrow_and_update();
+        let mut routes = Resolved::new(&desired, local, &self.cfg);
+        let queued = est.rib.queue_desired(&mut routes);
+        routes.warn_left_out();
+        drop(desired);
         warn_unexportable(&queued.unexportable);
         if queued.is_empty() {
             return;
@@ -872,34 +878,67 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// The routes of a peer with "next hop self" replaced by our address on the session.
 pub fn resolve(desired: &[DesiredRoute], local: IpAddr, cfg: &SessionConfig) -> RouteSet {
-    let mut out = RouteSet::new();
-    let mut without_next_hop = 0usize;
-    for d in desired {
-        let mut route = d.route.clone();
-        if d.next_hop_self {
-            route.next_hop = match (route.prefix, local) {
-                (IpNet::V4(_), IpAddr::V4(_)) => local,
-                (IpNet::V4(_), IpAddr::V6(_)) => match cfg.ipv4_next_hop {
-                    Some(nh) => IpAddr::V4(nh),
-                    None => {
-                        without_next_hop += 1;
-                        continue;
-                    }
-                },
-                // On an IPv4 session the packer uses the configured IPv6 next hop.
-                (IpNet::V6(_), _) => local,
-            };
-        }
-        out.insert(route.prefix, route);
-    }
-    if without_next_hop > 0 {
-        // One line per sync, not one per prefix.
-        warn!(
-            count = without_next_hop,
-            "IPv4 prefixes on an IPv6 session need ipv4_next_hop; not sent"
-        );
-    }
+    let mut routes = Resolved::new(desired, local, cfg);
+    let out = (&mut routes).map(|r| (r.prefix, r)).collect();
+    routes.warn_left_out();
     out
+}
+
+/// `resolve` one route at a time, without building the set (a large table is then stored
+/// once, in the Adj-RIB-Out), counting what it leaves out.
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    desired: std::slice::Iter<'a, DesiredRoute>,
+    local: IpAddr,
+    cfg: &'a SessionConfig,
+    without_next_hop: usize,
+}
+
+impl<'a> Resolved<'a> {
+    pub fn new(desired: &'a [DesiredRoute], local: IpAddr, cfg: &'a SessionConfig) -> Self {
+        Self {
+            desired: desired.iter(),
+            local,
+            cfg,
+            without_next_hop: 0,
+        }
+    }
+
+    /// One line per sync, not one per prefix.
+    pub fn warn_left_out(&self) {
+        if self.without_next_hop > 0 {
+            warn!(
+                count = self.without_next_hop,
+                "IPv4 prefixes on an IPv6 session need ipv4_next_hop; not sent"
+            );
+        }
+    }
+}
+
+impl Iterator for Resolved<'_> {
+    type Item = Route;
+
+    fn next(&mut self) -> Option<Route> {
+        loop {
+            let d = self.desired.next()?;
+            let mut route = d.route.clone();
+            if d.next_hop_self {
+                route.next_hop = match (route.prefix, self.local) {
+                    (IpNet::V4(_), IpAddr::V4(_)) => self.local,
+                    (IpNet::V4(_), IpAddr::V6(_)) => match self.cfg.ipv4_next_hop {
+                        Some(nh) => IpAddr::V4(nh),
+                        None => {
+                            self.without_next_hop += 1;
+                            continue;
+                        }
+                    },
+                    // On an IPv4 session the packer uses the configured IPv6 next hop.
+                    (IpNet::V6(_), _) => self.local,
+                };
+            }
+            return Some(route);
+        }
+    }
 }
 
 /// Frame and decode what the peer sends. The codec context follows the peer's OPEN: 4-octet

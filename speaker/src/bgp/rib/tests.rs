@@ -707,7 +707,7 @@ fn drain_outbox(rib: &mut AdjRibOut, budget: usize) -> Vec<Vec<Update>> {
 #[test]
 fn routes_count_as_sent_only_when_handed_out() {
     let mut rib = AdjRibOut::new(policy(false, false));
-    let queued = rib.queue_desired(host_routes(3000));
+    let queued = rib.queue_desired(host_routes(3000).into_values());
     assert_eq!((queued.announce, queued.withdraw), (3000, 0));
     assert!(rib.is_empty(), "queued is not sent");
     let first = rib.next_updates(1000);
@@ -724,17 +724,17 @@ fn routes_count_as_sent_only_when_handed_out() {
 #[test]
 fn a_desired_set_changed_before_it_was_sent_coalesces_into_one_diff() {
     let mut rib = AdjRibOut::new(policy(false, false));
-    rib.queue_desired(host_routes(10));
+    rib.queue_desired(host_routes(10).into_values());
     drain_outbox(&mut rib, 1 << 20);
     // Many changes while the socket is blocked: add 5000, then remove them again and drop two
     // of the original ten. Only the net difference goes out.
-    rib.queue_desired(host_routes(5010));
+    rib.queue_desired(host_routes(5010).into_values());
     let mut last = host_routes(10);
     let gone: Vec<IpNet> = last.keys().take(2).copied().collect();
     for p in &gone {
         last.remove(p);
     }
-    let queued = rib.queue_desired(last);
+    let queued = rib.queue_desired(last.into_values());
     assert_eq!((queued.announce, queued.withdraw), (0, 2));
     let batches = drain_outbox(&mut rib, 1 << 20);
     let updates: Vec<Update> = batches.into_iter().flatten().collect();
@@ -747,7 +747,7 @@ fn a_desired_set_changed_before_it_was_sent_coalesces_into_one_diff() {
 #[test]
 fn end_of_rib_follows_the_initial_routes() {
     let mut rib = AdjRibOut::new(policy(false, false));
-    rib.queue_desired(host_routes(2000));
+    rib.queue_desired(host_routes(2000).into_values());
     rib.queue_end_of_rib();
     let updates: Vec<Update> = drain_outbox(&mut rib, 500).into_iter().flatten().collect();
     let eor = updates
@@ -766,7 +766,7 @@ fn route_refresh_answers_walk_the_table_and_repeated_requests_merge_into_one_mor
         net("2001:db8:1::/48"),
         Route::new(net("2001:db8:1::/48"), nh4()),
     );
-    rib.queue_desired(routes);
+    rib.queue_desired(routes.into_values());
     drain_outbox(&mut rib, 1 << 20);
     assert_eq!(
         rib.request_refresh(AddressFamily::IPV4_UNICAST),
