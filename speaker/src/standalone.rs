@@ -424,31 +424,30 @@ fn prepare_peer(
 
 /// The routes one peer should have.
 pub fn desired_for(config: &Config, peer: &str) -> Vec<DesiredRoute> {
-    config
-        .prefixes
-        .iter()
-        .filter(|pf| {
-            pf.peers
-                .as_ref()
-                .is_none_or(|ps| ps.iter().any(|n| n == peer))
-        })
-        .map(|pf| {
-            let (next_hop, next_hop_self) = match pf.next_hop {
-                NextHop::SelfAddress => (unspecified_for(pf.prefix), true),
-                NextHop::Address(a) => (a, false),
-            };
-            let mut route = Route::new(pf.prefix, next_hop);
-            route.communities = pf.communities.iter().map(|c| c.0).collect();
-            route.large_communities = pf.large_communities.iter().map(|c| c.0).collect();
-            route.local_pref = pf.local_pref;
-            route.med = pf.med;
-            route.normalize();
-            DesiredRoute {
-                route,
-                next_hop_self,
-            }
-        })
-        .collect()
+    let for_peer = |pf: &&crate::config::PrefixConfig| {
+        pf.peers
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|n| n == peer))
+    };
+    // Counted first: a vector grown by doubling can leave a third of a large table unused.
+    let mut out = Vec::with_capacity(config.prefixes.iter().filter(for_peer).count());
+    out.extend(config.prefixes.iter().filter(for_peer).map(|pf| {
+        let (next_hop, next_hop_self) = match pf.next_hop {
+            NextHop::SelfAddress => (unspecified_for(pf.prefix), true),
+            NextHop::Address(a) => (a, false),
+        };
+        let mut route = Route::new(pf.prefix, next_hop);
+        route.communities = pf.communities.iter().map(|c| c.0).collect();
+        route.large_communities = pf.large_communities.iter().map(|c| c.0).collect();
+        route.local_pref = pf.local_pref;
+        route.med = pf.med;
+        route.normalize();
+        DesiredRoute {
+            route,
+            next_hop_self,
+        }
+    }));
+    out
 }
 
 fn unspecified_for(prefix: ipnet::IpNet) -> IpAddr {
