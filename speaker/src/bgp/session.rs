@@ -1096,4 +1096,42 @@ mod tests {
             "left out rather than sent with a wrong next hop"
         );
     }
+
+    /// Counts WARN events: enough of a `tracing` subscriber to see how many lines a call logs.
+    #[derive(Default)]
+    struct WarnCounter(std::sync::atomic::AtomicUsize);
+
+    impl tracing::Subscriber for WarnCounter {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn routes_left_out_are_one_warning_per_sync_not_one_per_prefix() {
+        let d: Vec<DesiredRoute> = (0..1000u32)
+            .map(|i| desired(&format!("100.64.{}.{}/32", i / 256, i % 256), true))
+            .collect();
+        let mut no_v4 = cfg();
+        no_v4.ipv4_next_hop = None;
+        let counter = std::sync::Arc::new(WarnCounter::default());
+        let rs = tracing::subscriber::with_default(counter.clone(), || {
+            resolve(&d, "2001:db8::1".parse().unwrap(), &no_v4)
+        });
+        assert!(rs.is_empty());
+        // Anyone who can shape the configuration (or a peer's session) must not flood the log.
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
 }
