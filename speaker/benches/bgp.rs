@@ -3,6 +3,11 @@
 //!
 //!     cargo bench -p leafbridge-speaker --bench bgp            (100000 prefixes)
 //!     cargo bench -p leafbridge-speaker --bench bgp -- 20000   (another count)
+//!     cargo bench -p leafbridge-speaker --bench bgp -- curve   (memory for 10k, 100k, 1M)
+//!
+//! The curve runs leafbridge-speaker and BIRD at 10,000, 100,000 and 1,000,000 prefixes and
+//! prints each one's peak RSS, the bytes per prefix that makes, and the marginal bytes per
+//! prefix between successive counts (what one more prefix costs, without the fixed part).
 //!
 //! For each sender: time from process start until the receiver holds every prefix, time from
 //! the session reaching Established until then, the sender's peak RSS (VmHWM), and the time
@@ -19,7 +24,7 @@ use leafbridge_tests::{Pair, Process};
 const FIRST: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 0);
 const SENDER_AS: u32 = 65001;
 const RECEIVER_AS: u32 = 65000;
-const LIMIT: Duration = Duration::from_secs(120);
+const LIMIT: Duration = Duration::from_secs(300);
 const WITHDRAW_LIMIT: Duration = Duration::from_secs(20);
 
 struct Figures {
@@ -31,6 +36,10 @@ struct Figures {
 }
 
 fn main() {
+    if std::env::args().skip(1).any(|a| a == "curve") {
+        curve();
+        return;
+    }
     let count: u32 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
@@ -66,11 +75,45 @@ fn main() {
     println!("{table}");
     let bird = &results[1];
     println!(
-        "ratio to BIRD (Established->all): {:.2}; (start->all): {:.2}; peak RSS {:.1} MB (goal < 64 MB)",
+        "ratio to BIRD (Established->all): {:.2}; (start->all): {:.2}; peak RSS {:.1} MB vs BIRD's {:.1} MB (goal: below BIRD's)",
         ours.from_established.as_secs_f64() / bird.from_established.as_secs_f64(),
         ours.from_start.as_secs_f64() / bird.from_start.as_secs_f64(),
-        ours.peak_rss_kib as f64 / 1024.0
+        ours.peak_rss_kib as f64 / 1024.0,
+        bird.peak_rss_kib as f64 / 1024.0
     );
+}
+
+/// Peak RSS against the number of prefixes, for our speaker and BIRD.
+fn curve() {
+    const COUNTS: [u32; 3] = [10_000, 100_000, 1_000_000];
+    println!("sender peak RSS by prefix count (/32s into a BIRD 2 receiver)\n");
+    println!(
+        "{:<20} {:>10} {:>14} {:>14} {:>22}",
+        "sender", "prefixes", "peak RSS (MB)", "bytes/prefix", "marginal bytes/prefix"
+    );
+    let senders: [(&'static str, Start); 2] = [
+        ("leafbridge-speaker", start_speaker),
+        ("BIRD 2", start_bird),
+    ];
+    for (name, start) in senders {
+        let mut previous: Option<(u32, u64)> = None;
+        for count in COUNTS {
+            let f = run(name, count, start);
+            let bytes = f.peak_rss_kib * 1024;
+            let marginal = previous
+                .map(|(c, b)| format!("{:.0}", (bytes as f64 - b as f64) / f64::from(count - c)))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<20} {:>10} {:>14.1} {:>14.0} {:>22}",
+                name,
+                count,
+                bytes as f64 / 1024.0 / 1024.0,
+                bytes as f64 / f64::from(count),
+                marginal
+            );
+            previous = Some((count, bytes));
+        }
+    }
 }
 
 /// Starts a sender in `ns` (192.0.2.1) towards the receiver at 192.0.2.2; returns its process.

@@ -109,6 +109,10 @@ pub struct PeerConfig {
     /// Next hop for IPv4 prefixes with `next_hop: self` when the session runs over IPv6.
     #[serde(default)]
     pub ipv4_next_hop: Option<Ipv4Addr>,
+    /// RFC 9687 SendHoldTime in seconds: how long the peer may leave what we send unread
+    /// before the session is closed. Default: 8 minutes, at least twice the hold time.
+    #[serde(default)]
+    pub send_hold_time: Option<u32>,
 }
 
 fn default_hold_time() -> u16 {
@@ -127,6 +131,8 @@ impl PeerConfig {
     }
 }
 
+/// One prefix to announce. The lists are boxed slices rather than vectors (8 octets fewer
+/// each): a configuration can hold a million of these.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrefixConfig {
@@ -134,9 +140,9 @@ pub struct PrefixConfig {
     #[serde(default)]
     pub next_hop: NextHop,
     #[serde(default)]
-    pub communities: Vec<Community>,
+    pub communities: Box<[Community]>,
     #[serde(default)]
-    pub large_communities: Vec<LargeCommunityText>,
+    pub large_communities: Box<[LargeCommunityText]>,
     /// LOCAL_PREF, sent to iBGP peers only (RFC 4271 §5.1.5).
     #[serde(default)]
     pub local_pref: Option<u32>,
@@ -145,7 +151,7 @@ pub struct PrefixConfig {
     pub med: Option<u32>,
     /// Peer names to announce to; all peers when absent.
     #[serde(default)]
-    pub peers: Option<Vec<String>>,
+    pub peers: Option<Box<[String]>>,
 }
 
 /// NEXT_HOP of an announced prefix: our own session address, or a given one.
@@ -235,6 +241,51 @@ impl<'de> Deserialize<'de> for LargeCommunityText {
     }
 }
 
+/// Why an address cannot be announced as a NEXT_HOP (RFC 4271 §5.1.3: it must be an address
+/// the receiver can reach).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NextHopProblem {
+    #[error("it is the unspecified address")]
+    Unspecified,
+    #[error("it is a multicast or broadcast address")]
+    Multicast,
+    #[error("it is a loopback address")]
+    Loopback,
+    #[error("it is link-local, which needs an interface scope this configuration cannot give")]
+    LinkLocal,
+}
+
+/// Whether `addr` can be a next hop: the pure check behind every next hop the configuration
+/// names (RFC 4271 §5.1.3, RFC 2545 §3 for IPv6: a global address, link-local only beside one).
+pub fn check_next_hop(addr: IpAddr) -> Result<(), NextHopProblem> {
+    let addr = crate::bgp::transport::unmap(addr);
+    if addr.is_unspecified() {
+        return Err(NextHopProblem::Unspecified);
+    }
+    if addr.is_multicast() || addr == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        return Err(NextHopProblem::Multicast);
+    }
+    if addr.is_loopback() {
+        return Err(NextHopProblem::Loopback);
+    }
+    let link_local = match addr {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    if link_local {
+        return Err(NextHopProblem::LinkLocal);
+    }
+    Ok(())
+}
+
+fn next_hop_ok(what: impl FnOnce() -> String, addr: IpAddr) -> Result<(), ConfigError> {
+    check_next_hop(addr).map_err(|why| ConfigError::BadNextHop {
+        what: what(),
+        addr,
+        why,
+    })
+}
+
 /// Why a configuration was rejected. The running configuration stays in force.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -270,6 +321,31 @@ pub enum ConfigError {
     DuplicatePrefix(IpNet),
     #[error("restart_time {0} exceeds 4095 seconds (12-bit field, RFC 4724 §3)")]
     RestartTime(u16),
+    #[error(
+        "restart_time 0 with graceful_restart on peer {0}: the peer would drop our routes at once (RFC 4724 §4.2)"
+    )]
+    RestartTimeZero(String),
+    #[error("{what} {addr} cannot be a next hop: {why}")]
+    BadNextHop {
+        what: String,
+        addr: IpAddr,
+        why: NextHopProblem,
+    },
+    #[error(
+        "peer {peer}: address {addr} is link-local and needs an interface, which is not supported"
+    )]
+    LinkLocalPeer { peer: String, addr: IpAddr },
+    #[error(
+        "prefix {prefix} with next_hop self on peer {peer}: a session over {session} needs {option} (an IPv4-mapped next hop is unresolvable for switches)"
+    )]
+    SelfNextHopFamily {
+        prefix: IpNet,
+        peer: String,
+        session: &'static str,
+        option: &'static str,
+    },
+    #[error("peer {peer}: send_hold_time must be at least 1 second (RFC 9687)")]
+    SendHoldTime { peer: String },
     #[error("shutdown_message is {0} octets; RFC 8203 §2 (as updated by RFC 9003) allows 255")]
     ShutdownMessage(usize),
 }
@@ -348,19 +424,45 @@ impl Config {
                     source_addr: src,
                 });
             }
+            if let IpAddr::V6(v6) = p.address
+                && v6.is_unicast_link_local()
+            {
+                return Err(ConfigError::LinkLocalPeer {
+                    peer: name,
+                    addr: p.address,
+                });
+            }
+            if p.graceful_restart && self.restart_time == 0 {
+                return Err(ConfigError::RestartTimeZero(name));
+            }
+            if p.send_hold_time == Some(0) {
+                return Err(ConfigError::SendHoldTime { peer: name });
+            }
+            if let Some(nh) = p.ipv6_next_hop {
+                next_hop_ok(|| format!("peer {name}: ipv6_next_hop"), nh.into())?;
+            }
+            if let Some(nh) = p.ipv4_next_hop {
+                next_hop_ok(|| format!("peer {name}: ipv4_next_hop"), nh.into())?;
+            }
         }
         let mut seen = BTreeSet::new();
         for pf in &self.prefixes {
-            if !seen.insert(pf.prefix) {
-                return Err(ConfigError::DuplicatePrefix(pf.prefix));
+            // 10.0.0.1/24 and 10.0.0.0/24 are one route once host bits are cleared.
+            if !seen.insert(pf.prefix.trunc()) {
+                return Err(ConfigError::DuplicatePrefix(pf.prefix.trunc()));
             }
-            if let NextHop::Address(nh) = pf.next_hop
-                && nh.is_ipv4() != matches!(pf.prefix, IpNet::V4(_))
-            {
-                return Err(ConfigError::NextHopFamily {
-                    prefix: pf.prefix,
-                    next_hop: nh,
-                });
+            let v4_prefix = matches!(pf.prefix, IpNet::V4(_));
+            match pf.next_hop {
+                NextHop::Address(nh) => {
+                    if nh.is_ipv4() != v4_prefix {
+                        return Err(ConfigError::NextHopFamily {
+                            prefix: pf.prefix,
+                            next_hop: nh,
+                        });
+                    }
+                    next_hop_ok(|| format!("prefix {}: next_hop", pf.prefix), nh)?;
+                }
+                NextHop::SelfAddress => self.check_self_next_hop(pf)?,
             }
             for peer in pf.peers.iter().flatten() {
                 if !names.contains(peer) {
@@ -369,6 +471,33 @@ impl Config {
                         peer: peer.clone(),
                     });
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// `next_hop: self` is our address on the session: an IPv6 prefix over an IPv4 session
+    /// needs `ipv6_next_hop` (else it would go out as `::ffff:a.b.c.d`), an IPv4 prefix over an
+    /// IPv6 session needs `ipv4_next_hop`.
+    fn check_self_next_hop(&self, pf: &PrefixConfig) -> Result<(), ConfigError> {
+        let v4_prefix = matches!(pf.prefix, IpNet::V4(_));
+        for p in &self.peers {
+            let name = p.name();
+            if pf.peers.as_ref().is_some_and(|ps| !ps.contains(&name)) {
+                continue;
+            }
+            let missing = match (v4_prefix, p.address.is_ipv4()) {
+                (false, true) if p.ipv6_next_hop.is_none() => Some(("IPv4", "ipv6_next_hop")),
+                (true, false) if p.ipv4_next_hop.is_none() => Some(("IPv6", "ipv4_next_hop")),
+                _ => None,
+            };
+            if let Some((session, option)) = missing {
+                return Err(ConfigError::SelfNextHopFamily {
+                    prefix: pf.prefix,
+                    peer: name,
+                    session,
+                    option,
+                });
             }
         }
         Ok(())
@@ -416,6 +545,11 @@ fn parse_in_chunks(text: &str) -> Option<Config> {
     head.push("prefixes: []");
     head.extend_from_slice(&lines[end..]);
     let mut config: Config = serde_yaml::from_str(&head.join("\n")).ok()?;
+    // Exactly as many as there are: growing by doubling would leave up to half the largest
+    // structure of a big configuration unused.
+    config
+        .prefixes
+        .reserve_exact(block.iter().filter(|l| item_start(l)).count());
     let mut chunk = String::new();
     let mut items = 0;
     let flush = |chunk: &mut String, config: &mut Config| -> Option<()> {
@@ -495,7 +629,7 @@ prefixes:
         assert_eq!(c.peers[0].port, 179);
         assert_eq!(
             c.prefixes[0].communities,
-            vec![Community(65000 << 16 | 100)]
+            vec![Community(65000 << 16 | 100)].into()
         );
         assert_eq!(c.prefixes[0].large_communities[0].0.local_data_2, 2);
         assert_eq!(c.prefixes[0].next_hop, NextHop::SelfAddress);
@@ -622,7 +756,7 @@ prefixes:
             ConfigError::DuplicatePeer(_)
         ));
         assert!(matches!(
-            invalid(|c| c.prefixes[0].peers = Some(vec!["nope".into()])),
+            invalid(|c| c.prefixes[0].peers = Some(vec!["nope".into()].into())),
             ConfigError::UnknownPeer { .. }
         ));
         assert!(matches!(
@@ -632,6 +766,107 @@ prefixes:
         assert!(matches!(
             invalid(|c| c.prefixes.push(c.prefixes[0].clone())),
             ConfigError::DuplicatePrefix(_)
+        ));
+    }
+
+    #[test]
+    fn duplicate_prefixes_are_found_after_host_bits_are_cleared() {
+        assert_eq!(
+            invalid(|c| {
+                let mut dup = c.prefixes[0].clone();
+                dup.prefix = "203.0.113.1/24".parse().unwrap();
+                c.prefixes[0].prefix = "203.0.113.0/24".parse().unwrap();
+                c.prefixes.push(dup);
+            }),
+            ConfigError::DuplicatePrefix("203.0.113.0/24".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn restart_time_zero_is_refused_with_graceful_restart() {
+        assert_eq!(
+            invalid(|c| c.restart_time = 0),
+            ConfigError::RestartTimeZero("leaf1".into())
+        );
+        let mut c = good();
+        c.restart_time = 0;
+        c.peers[0].graceful_restart = false;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn ipv6_prefix_with_self_next_hop_on_an_ipv4_session_needs_ipv6_next_hop() {
+        let e = invalid(|c| {
+            c.peers[0].ipv6_next_hop = None;
+            c.prefixes[1].next_hop = NextHop::SelfAddress;
+        });
+        assert!(
+            matches!(e, ConfigError::SelfNextHopFamily { ref peer, option: "ipv6_next_hop", .. } if peer == "leaf1"),
+            "{e}"
+        );
+        // Limited to the IPv6 peer, it is fine.
+        let mut c = good();
+        c.peers[0].ipv6_next_hop = None;
+        c.prefixes[1].next_hop = NextHop::SelfAddress;
+        c.prefixes[1].peers = Some(vec!["2001:db8::2".into()].into());
+        c.validate().unwrap();
+        // An IPv4 prefix on the IPv6 session needs ipv4_next_hop.
+        let e = invalid(|c| c.prefixes[0].peers = None);
+        assert!(
+            matches!(
+                e,
+                ConfigError::SelfNextHopFamily {
+                    option: "ipv4_next_hop",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn next_hops_a_router_cannot_use_are_rejected() {
+        for (addr, why) in [
+            ("0.0.0.0", NextHopProblem::Unspecified),
+            ("224.0.0.5", NextHopProblem::Multicast),
+            ("255.255.255.255", NextHopProblem::Multicast),
+            ("127.0.0.1", NextHopProblem::Loopback),
+            ("169.254.0.1", NextHopProblem::LinkLocal),
+            ("::", NextHopProblem::Unspecified),
+            ("ff02::1", NextHopProblem::Multicast),
+            ("::1", NextHopProblem::Loopback),
+            ("fe80::1", NextHopProblem::LinkLocal),
+            ("::ffff:127.0.0.1", NextHopProblem::Loopback),
+        ] {
+            assert_eq!(check_next_hop(addr.parse().unwrap()), Err(why), "{addr}");
+        }
+        check_next_hop("192.0.2.1".parse().unwrap()).unwrap();
+        check_next_hop("2001:db8::1".parse().unwrap()).unwrap();
+        assert!(matches!(
+            invalid(|c| c.prefixes[1].next_hop = NextHop::Address("fe80::1".parse().unwrap())),
+            ConfigError::BadNextHop {
+                why: NextHopProblem::LinkLocal,
+                ..
+            }
+        ));
+        assert!(matches!(
+            invalid(|c| c.peers[0].ipv6_next_hop = Some("::".parse().unwrap())),
+            ConfigError::BadNextHop {
+                why: NextHopProblem::Unspecified,
+                ..
+            }
+        ));
+        assert!(matches!(
+            invalid(|c| c.peers[1].address = "fe80::2".parse().unwrap()),
+            ConfigError::LinkLocalPeer { .. }
+        ));
+    }
+
+    #[test]
+    fn send_hold_time_is_at_least_one_second() {
+        assert!(matches!(
+            invalid(|c| c.peers[0].send_hold_time = Some(0)),
+            ConfigError::SendHoldTime { .. }
         ));
     }
 

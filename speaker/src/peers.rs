@@ -368,9 +368,7 @@ impl PeerManager {
             let _ = l.set_peer_key(ip, None);
         }
         rt.handle
-            .stop(StopMode::Withdraw {
-                message: Some(why.to_owned()),
-            })
+            .stop(StopMode::withdraw(Some(why.to_owned())))
             .await;
         self.metrics.forget(&rt.session_cfg.name);
     }
@@ -414,7 +412,7 @@ impl PeerManager {
             rt.handle.stop(if gr {
                 StopMode::Graceful { message }
             } else {
-                StopMode::Withdraw { message }
+                StopMode::withdraw(message)
             })
         }))
         .await;

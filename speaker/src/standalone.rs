@@ -217,7 +217,7 @@ impl Speaker {
             .unwrap_or((ShutdownMode::Withdraw, String::new()));
         let message = Some(message).filter(|m| !m.is_empty());
         let stop = match mode {
-            ShutdownMode::Withdraw => StopMode::Withdraw { message },
+            ShutdownMode::Withdraw => StopMode::withdraw(message),
             ShutdownMode::Graceful => StopMode::Graceful { message },
         };
         self.manager.shutdown(stop).await;
@@ -232,6 +232,7 @@ fn prepare_peer(
     let name = p.name();
     let mut fsm_cfg = fsm::PeerConfig::new(config.local_as, p.remote_as, config.router_id);
     fsm_cfg.hold_time = p.hold_time;
+    fsm_cfg.send_hold_time = p.send_hold_time.map(|s| Duration::from_secs(s.into()));
     if p.graceful_restart {
         fsm_cfg.graceful_restart = Some(GracefulRestartConfig {
             restart_time: config.restart_time,
@@ -281,31 +282,30 @@ fn prepare_peer(
 
 /// The routes one peer should have.
 pub fn desired_for(config: &Config, peer: &str) -> Vec<DesiredRoute> {
-    config
-        .prefixes
-        .iter()
-        .filter(|pf| {
-            pf.peers
-                .as_ref()
-                .is_none_or(|ps| ps.iter().any(|n| n == peer))
-        })
-        .map(|pf| {
-            let (next_hop, next_hop_self) = match pf.next_hop {
-                NextHop::SelfAddress => (unspecified_for(pf.prefix), true),
-                NextHop::Address(a) => (a, false),
-            };
-            let mut route = Route::new(pf.prefix, next_hop);
-            route.communities = pf.communities.iter().map(|c| c.0).collect();
-            route.large_communities = pf.large_communities.iter().map(|c| c.0).collect();
-            route.local_pref = pf.local_pref;
-            route.med = pf.med;
-            route.normalize();
-            DesiredRoute {
-                route,
-                next_hop_self,
-            }
-        })
-        .collect()
+    let for_peer = |pf: &&crate::config::PrefixConfig| {
+        pf.peers
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|n| n == peer))
+    };
+    // Counted first: a vector grown by doubling can leave a third of a large table unused.
+    let mut out = Vec::with_capacity(config.prefixes.iter().filter(for_peer).count());
+    out.extend(config.prefixes.iter().filter(for_peer).map(|pf| {
+        let (next_hop, next_hop_self) = match pf.next_hop {
+            NextHop::SelfAddress => (unspecified_for(pf.prefix), true),
+            NextHop::Address(a) => (a, false),
+        };
+        let mut route = Route::new(pf.prefix, next_hop);
+        route.communities = pf.communities.iter().map(|c| c.0).collect();
+        route.large_communities = pf.large_communities.iter().map(|c| c.0).collect();
+        route.local_pref = pf.local_pref;
+        route.med = pf.med;
+        route.normalize();
+        DesiredRoute {
+            route,
+            next_hop_self,
+        }
+    }));
+    out
 }
 
 fn unspecified_for(prefix: ipnet::IpNet) -> IpAddr {

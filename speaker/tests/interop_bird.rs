@@ -300,7 +300,7 @@ prefixes:
 fn adding_and_removing_another_peer_leaves_the_session_alone() {
     let pair = Pair::new("sppeers");
     let (bird, speaker, _) = leaf_and_speaker(&pair, |_| {}, &yaml(65001, "", PREFIXES));
-    let other = "  - { name: other, address: 192.0.2.50, remote_as: 65050, passive: true }";
+    let other = "  - { name: other, address: 192.0.2.50, remote_as: 65050, passive: true, ipv6_next_hop: \"2001:db8::1\" }";
     speaker.edit(&yaml(65001, other, PREFIXES));
     speaker.wait_log("192.0.2.50:179", T);
     speaker.edit(&yaml(65001, "", PREFIXES));

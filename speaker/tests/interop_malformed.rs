@@ -40,8 +40,8 @@ fn connect(pair: &Pair, case: usize) -> RawBgp {
         &pair.b,
         to,
         &RawOptions {
-            ttl: None,
             source: Some(source),
+            ..RawOptions::default()
         },
         T,
     )

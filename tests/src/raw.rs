@@ -34,7 +34,9 @@ try:
     if mode == "connect":
         s = socket.socket(fam, socket.SOCK_STREAM)
         s.settimeout(float(sys.argv[4]))
-        ttl, source = sys.argv[5], sys.argv[6]
+        ttl, source, rcvbuf = sys.argv[5], sys.argv[6], sys.argv[7]
+        if rcvbuf != "-":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(rcvbuf))
         if ttl != "-":
             if fam == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, int(ttl))
@@ -57,13 +59,18 @@ except OSError as e:
 s.settimeout(None)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 sys.stderr.write("connected\n"); sys.stderr.flush()
-inputs = [0, s]
+read_socket = mode != "connect" or sys.argv[8] == "read"
+inputs = [0, s] if read_socket else [0]
 while True:
     ready, _, _ = select.select(inputs, [], [])
     if 0 in ready:
         d = os.read(0, 65536)
         if d:
-            s.sendall(d)
+            try:
+                s.sendall(d)
+            except OSError as e:
+                sys.stderr.write("reset: %s\n" % e); sys.stderr.flush()
+                break
         else:
             s.shutdown(socket.SHUT_WR)
             inputs.remove(0)
@@ -86,6 +93,10 @@ pub struct RawOptions {
     pub ttl: Option<u8>,
     /// Source address to bind before connecting.
     pub source: Option<std::net::IpAddr>,
+    /// SO_RCVBUF before connecting (small: the peer's TCP window closes quickly).
+    pub recv_buffer: Option<u32>,
+    /// Never read from the socket: a peer that stops reading but keeps sending.
+    pub never_read: bool,
 }
 
 #[derive(Debug, Default)]
@@ -143,7 +154,12 @@ impl RawBgp {
             .source
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".into());
-        let conn = Self::spawn(ns, "connect", peer, &[&secs, &ttl, &source]);
+        let rcvbuf = opts
+            .recv_buffer
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "-".into());
+        let read = if opts.never_read { "noread" } else { "read" }.to_owned();
+        let conn = Self::spawn(ns, "connect", peer, &[&secs, &ttl, &source, &rcvbuf, &read]);
         let start = Instant::now();
         loop {
             let e = conn.process.stderr();
@@ -242,6 +258,26 @@ impl RawBgp {
             .write_all(bytes)
             .and_then(|_| stdin.flush())
             .expect("write to relay");
+    }
+
+    /// Sends `bytes`; false once the relay has gone (the connection was closed or reset).
+    pub fn try_send(&self, bytes: &[u8]) -> bool {
+        let mut guard = self.stdin.lock().unwrap();
+        let Some(stdin) = guard.as_mut() else {
+            return false;
+        };
+        stdin.write_all(bytes).and_then(|_| stdin.flush()).is_ok()
+    }
+
+    /// Freezes the relay (SIGSTOP): the peer neither reads nor sends, its TCP window closes
+    /// once its receive buffer is full. Do not `send` while paused.
+    pub fn pause(&self) {
+        self.process.signal("STOP");
+    }
+
+    /// Lets a paused relay run again (SIGCONT).
+    pub fn resume(&self) {
+        self.process.signal("CONT");
     }
 
     /// Closes our sending side (TCP FIN); reading continues.
@@ -375,6 +411,13 @@ pub fn open_message(asn: u32, hold_time: u16, router_id: Ipv4Addr, extra_caps: &
     body.push(param_len - 2);
     body.extend_from_slice(&caps);
     message(OPEN, &body)
+}
+
+/// ROUTE-REFRESH (RFC 2918 §3) for AFI/SAFI.
+pub fn route_refresh_message(afi: u16, safi: u8) -> Vec<u8> {
+    let mut body = afi.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0, safi]);
+    message(ROUTE_REFRESH, &body)
 }
 
 /// The type of a whole message, if it has a full header.

@@ -143,6 +143,7 @@ fn gtsm_peer_accepts_ttl_255() {
     let ok = RawOptions {
         ttl: Some(255),
         source: Some(Pair::b_v4()),
+        ..RawOptions::default()
     };
     let conn = RawBgp::connect_with(&p.b, "192.0.2.1:179".parse().unwrap(), &ok, T);
     conn.send(&open_from_b());

@@ -3,13 +3,19 @@
 //! Adj-RIB-Out equal to the desired set it watches.
 //!
 //! - Each TCP connection has a reader task (framing with `codec::frame_len`, then `decode`) and
-//!   a writer task. The session task never blocks on a socket: it encodes everything one step
-//!   produces into one buffer and hands it to the writer, so many UPDATEs go out per syscall
-//!   and a stalled peer cannot stop the Hold timer from firing.
-//! - The desired set comes from a `tokio::sync::watch`; a change is diffed against the
-//!   Adj-RIB-Out (`rib`) and sent as incremental UPDATEs. It never resets the session.
+//!   a writer task. The session task never blocks on a socket: it hands the writer one batch at
+//!   a time (at most `BATCH_OCTETS` of UPDATEs plus any control messages) and encodes the next
+//!   one only when the writer reports the previous one written. A peer that stops reading
+//!   therefore costs one batch of memory, not a growing queue, and the RFC 9687 Send Hold
+//!   timer (running while a batch waits) closes its session.
+//! - The desired set comes from a `tokio::sync::watch`; a change replaces the Adj-RIB-Out's
+//!   outbox (`rib`): what goes out is the difference with what the socket has taken, so changes
+//!   made while the peer is slow coalesce. It never resets the session.
 //! - On Established the Adj-RIB-Out starts empty: everything desired is sent, then End-of-RIB
 //!   (RFC 4724 §2), which is also the re-sync after a reconnect or our own restart.
+//! - Stopping in withdraw mode sends the withdrawals (or, first, an RFC 8326 GRACEFUL_SHUTDOWN
+//!   re-announcement), waits the drain time, sends the Cease, shuts the write side and keeps
+//!   reading until the peer's FIN, so the Cease is not lost to a reset.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -28,8 +34,8 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::codec::{self, CodecContext};
 use super::fsm::{self, ConnectionId, Fsm, Input, Negotiated, Output, State, Timer};
-use super::message::{Capability, Message, Notification, Update};
-use super::rib::{AdjRibOut, ExportPolicy, Route, RouteSet};
+use super::message::{Capability, Message, Notification};
+use super::rib::{AdjRibOut, ExportPolicy, RefreshAnswer, Route, RouteSet, Unexportable};
 use super::transport::{self, TransportConfig};
 use crate::metrics::{SpeakerMetrics, state_number};
 
@@ -62,15 +68,47 @@ pub struct SessionConfig {
 /// How a session ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopMode {
-    /// Withdraw every route, then Cease/Administrative Shutdown with this RFC 8203 message.
-    Withdraw { message: Option<String> },
+    /// Withdraw every route, wait `drain`, then Cease/Administrative Shutdown with this RFC 8203
+    /// message. With `graceful_shutdown`, the routes are first re-announced with the RFC 8326
+    /// GRACEFUL_SHUTDOWN community (and LOCAL_PREF 0 to internal peers) for the `drain` time,
+    /// so the peer moves traffic away while they still work, and withdrawn after it.
+    Withdraw {
+        message: Option<String>,
+        drain: Duration,
+        graceful_shutdown: bool,
+    },
     /// With graceful restart negotiated: close the TCP connection without a NOTIFICATION, so
     /// the peer keeps our routes as stale (RFC 4724 §4.2). Without it: Administrative Shutdown.
     Graceful { message: Option<String> },
 }
 
+impl StopMode {
+    /// Withdraw, then Cease at once.
+    pub fn withdraw(message: Option<String>) -> Self {
+        Self::Withdraw {
+            message,
+            drain: Duration::ZERO,
+            graceful_shutdown: false,
+        }
+    }
+}
+
+/// RFC 8326 §5: GRACEFUL_SHUTDOWN, 65535:0.
+pub const GRACEFUL_SHUTDOWN: u32 = 0xffff_0000;
+
 /// How long closing connections may take to flush what was queued on them.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a closed connection keeps reading, waiting for the peer's FIN after ours: closing
+/// with unread data makes Linux send a RST, which can destroy our Cease on the way.
+const CLOSE_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the withdrawals before a Cease may take to be handed to the socket.
+const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Octets of NLRI per batch handed to a writer: big enough for many full UPDATEs per write,
+/// small enough that a stalled peer holds little memory.
+const BATCH_OCTETS: usize = 64 * 1024;
 
 /// A running session task.
 #[derive(Debug)]
@@ -131,6 +169,7 @@ pub fn spawn(
         timers: HashMap::new(),
         closing: Vec::new(),
         established: None,
+        stopping: None,
     };
     let task = tokio::spawn(session.run(stop_rx, in_rx, ev_rx).instrument(span));
     SessionHandle {
@@ -151,11 +190,16 @@ enum Event {
     Message(ConnectionId, Message),
     DecodeError(ConnectionId, Notification),
     Closed(ConnectionId, String),
+    /// The writer handed the last batch to the socket completely.
+    Written(ConnectionId),
 }
 
 #[derive(Debug)]
 struct Connection {
-    tx: mpsc::UnboundedSender<Bytes>,
+    /// At most one batch is in the channel or being written (`in_flight`), plus the last one
+    /// at close: back-pressure from the socket to the session task.
+    tx: mpsc::Sender<Bytes>,
+    in_flight: bool,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
     /// How messages are encoded: the default until Established, then what was negotiated.
@@ -186,6 +230,35 @@ struct Session {
     timers: HashMap<Timer, Instant>,
     closing: Vec<JoinHandle<()>>,
     established: Option<EstablishedSession>,
+    stopping: Option<Stopping>,
+}
+
+/// Where a withdraw-mode stop is (`StopMode::Withdraw`).
+#[derive(Debug)]
+struct Stopping {
+    message: Option<String>,
+    drain: Duration,
+    stage: StopStage,
+}
+
+impl StopStage {
+    fn until(self) -> Instant {
+        match self {
+            Self::Announcing { until }
+            | Self::Withdrawing { until }
+            | Self::Draining { until, .. } => until,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopStage {
+    /// GRACEFUL_SHUTDOWN re-announcements going out; then `Draining { then_withdraw: true }`.
+    Announcing { until: Instant },
+    /// Withdrawals going out, until handed to the socket or the deadline.
+    Withdrawing { until: Instant },
+    /// The drain delay: the session stays up (keepalives, reading) before the next step.
+    Draining { until: Instant, then_withdraw: bool },
 }
 
 impl Session {
@@ -206,65 +279,192 @@ impl Session {
         self.input(Input::ManualStart {
             passive: self.cfg.passive,
         });
-        let mode = loop {
+        loop {
             let next_timer = self
                 .timers
                 .iter()
                 .min_by_key(|(_, at)| **at)
                 .map(|(t, at)| (*t, *at));
+            let stop_deadline = self.stopping.as_ref().map(|s| s.stage.until());
+            let running = self.stopping.is_none();
             tokio::select! {
-                mode = &mut stop_rx => break mode.ok(),
+                mode = &mut stop_rx, if running => {
+                    if self.begin_stop(mode.unwrap_or(StopMode::withdraw(None))) {
+                        break;
+                    }
+                }
                 Some(ev) = ev_rx.recv() => self.on_event(ev),
-                Some(stream) = in_rx.recv() => self.on_incoming(stream),
-                Ok(()) = self.desired.changed() => self.sync_desired(),
+                Some(stream) = in_rx.recv() => {
+                    if running {
+                        self.on_incoming(stream);
+                    }
+                }
+                Ok(()) = self.desired.changed(), if running => self.sync_desired(),
                 () = sleep_until_opt(next_timer.map(|(_, at)| at)) => {
                     if let Some((timer, _)) = next_timer {
                         self.timers.remove(&timer);
                         self.input(Input::TimerExpired(timer));
                     }
                 }
+                () = sleep_until_opt(stop_deadline) => {}
             }
-        };
-        self.shutdown(mode.unwrap_or(StopMode::Withdraw { message: None }))
-            .await;
+            if self.stopping.is_some() && self.advance_stop() {
+                break;
+            }
+        }
+        self.finish(ev_rx).await;
     }
 
-    async fn shutdown(&mut self, mode: StopMode) {
+    /// Start stopping; true when there is nothing to wait for.
+    fn begin_stop(&mut self, mode: StopMode) -> bool {
         let graceful_ok = self
             .established
             .as_ref()
             .is_some_and(|e| e.negotiated.graceful_restart);
-        match mode {
+        let (message, drain, graceful_shutdown) = match mode {
             StopMode::Graceful { .. } if graceful_ok => {
                 info!(
                     "stopping gracefully: closing without NOTIFICATION so the peer keeps our routes"
                 );
                 self.input(Input::GracefulStop);
+                return true;
             }
-            StopMode::Withdraw { message } | StopMode::Graceful { message } => {
-                if let Some(est) = &mut self.established {
-                    let changes = est.rib.set_desired(RouteSet::new());
-                    let updates = est.rib.updates(&changes);
-                    info!(
-                        withdrawn = changes.withdraw.len(),
-                        "withdrawing every route before shutdown"
-                    );
-                    let id = est.connection;
-                    self.send_updates(id, updates);
+            StopMode::Graceful { message } => (message, Duration::ZERO, false),
+            StopMode::Withdraw {
+                message,
+                drain,
+                graceful_shutdown,
+            } => (message, drain, graceful_shutdown),
+        };
+        let now = Instant::now();
+        let stage = if graceful_shutdown && !drain.is_zero() && self.established.is_some() {
+            self.queue_graceful_shutdown();
+            StopStage::Announcing {
+                until: now + WITHDRAW_TIMEOUT,
+            }
+        } else {
+            self.queue_withdraw_all();
+            StopStage::Withdrawing {
+                until: now + WITHDRAW_TIMEOUT,
+            }
+        };
+        self.stopping = Some(Stopping {
+            message,
+            drain,
+            stage,
+        });
+        self.pump_all();
+        false
+    }
+
+    /// RFC 8326 §4: re-announce every route with GRACEFUL_SHUTDOWN (and, to internal peers,
+    /// LOCAL_PREF 0) so the peer prefers other paths while ours still forward.
+    fn queue_graceful_shutdown(&mut self) {
+        let Some(est) = &mut self.established else {
+            return;
+        };
+        let lowered: RouteSet = est
+            .rib
+            .routes()
+            .iter()
+            .map(|(p, r)| {
+                let mut r = r.clone();
+                r.communities.push(GRACEFUL_SHUTDOWN);
+                r.local_pref = Some(0);
+                (*p, r.normalized())
+            })
+            .collect();
+        info!(
+            routes = lowered.len(),
+            "re-announcing every route with GRACEFUL_SHUTDOWN before the drain"
+        );
+        est.rib.queue_desired(lowered.into_values());
+    }
+
+    fn queue_withdraw_all(&mut self) {
+        if let Some(est) = &mut self.established {
+            let queued = est.rib.queue_desired(std::iter::empty());
+            info!(
+                withdrawn = queued.withdraw,
+                "withdrawing every route before shutdown"
+            );
+        }
+    }
+
+    /// Move a withdraw-mode stop on when its stage is done; true once the Cease is sent.
+    fn advance_stop(&mut self) -> bool {
+        loop {
+            let Some(stopping) = &self.stopping else {
+                return true;
+            };
+            let now = Instant::now();
+            let sent_all = self.established.as_ref().is_none_or(|est| {
+                !est.rib.has_outstanding()
+                    && self
+                        .connections
+                        .get(&est.connection)
+                        .is_none_or(|c| !c.in_flight && c.pending.is_empty())
+            });
+            let drain = stopping.drain;
+            let next = match stopping.stage {
+                StopStage::Announcing { until } if sent_all || now >= until => {
+                    StopStage::Draining {
+                        until: now + drain,
+                        then_withdraw: true,
+                    }
                 }
-                self.input(Input::ManualStop { reason: message });
+                StopStage::Withdrawing { until } if sent_all || now >= until => {
+                    StopStage::Draining {
+                        until: now + drain,
+                        then_withdraw: false,
+                    }
+                }
+                StopStage::Draining {
+                    until,
+                    then_withdraw: true,
+                } if now >= until => {
+                    self.queue_withdraw_all();
+                    self.pump_all();
+                    StopStage::Withdrawing {
+                        until: now + WITHDRAW_TIMEOUT,
+                    }
+                }
+                StopStage::Draining {
+                    until,
+                    then_withdraw: false,
+                } if now >= until => {
+                    let reason = self.stopping.take().and_then(|s| s.message);
+                    self.input(Input::ManualStop { reason });
+                    return true;
+                }
+                _ => return false,
+            };
+            if let (StopStage::Draining { .. }, false) = (next, drain.is_zero()) {
+                info!(?drain, "waiting the drain time before the next step");
+            }
+            if let Some(s) = &mut self.stopping {
+                s.stage = next;
             }
         }
+    }
+
+    /// Close what is left and wait for the connections to flush and see the peer's FIN, still
+    /// taking events so that readers are never stuck on a full channel.
+    async fn finish(&mut self, mut ev_rx: mpsc::Receiver<Event>) {
         for (_, c) in self.connecting.drain() {
             c.abort();
         }
         let ids: Vec<_> = self.connections.keys().copied().collect();
         for id in ids {
-            self.close(id);
+            self.close(id, true);
         }
-        let closing = std::mem::take(&mut self.closing);
-        for w in closing {
-            let _ = w.await;
+        let closing = futures::future::join_all(std::mem::take(&mut self.closing));
+        tokio::pin!(closing);
+        loop {
+            tokio::select! {
+                _ = &mut closing => break,
+                Some(_) = ev_rx.recv() => {}
+            }
         }
         self.metrics.forget(&self.cfg.name);
     }
@@ -275,7 +475,7 @@ impl Session {
         for o in outputs {
             self.execute(o);
         }
-        self.flush_all();
+        self.pump_all();
     }
 
     fn execute(&mut self, output: Output) {
@@ -290,7 +490,9 @@ impl Session {
                 if let Some(c) = self.connecting.remove(&connection) {
                     c.abort();
                 }
-                self.close(connection);
+                // A peer that does not read would only hold the close up.
+                let flush = reason != fsm::DownReason::SendHoldTimerExpired;
+                self.close(connection, flush);
             }
             Output::StartTimer { timer, after } => {
                 self.timers.insert(timer, Instant::now() + after);
@@ -309,12 +511,15 @@ impl Session {
                     .set(0);
             }
             Output::RouteRefreshRequested(family) => {
-                if let Some(est) = &self.established {
-                    // RFC 2918 §4: re-advertise the Adj-RIB-Out of that family.
-                    let updates = est.rib.updates(&est.rib.full_table(Some(family)));
-                    info!(?family, updates = updates.len(), "answering ROUTE-REFRESH");
-                    let id = est.connection;
-                    self.send_updates(id, updates);
+                if let Some(est) = &mut self.established {
+                    // RFC 2918 §4: re-advertise the Adj-RIB-Out of that family, at the pace
+                    // the peer reads; requests during an answer merge into one more pass.
+                    match est.rib.request_refresh(family) {
+                        RefreshAnswer::Started => info!(?family, "answering ROUTE-REFRESH"),
+                        RefreshAnswer::Coalesced => {
+                            tracing::trace!(?family, "ROUTE-REFRESH while answering one: merged")
+                        }
+                    }
                 }
             }
             Output::UpdateReceived(update) => {
@@ -356,26 +561,24 @@ impl Session {
             &negotiated,
             self.cfg.ipv6_next_hop,
         ));
-        let desired = resolve(&self.desired.borrow_and_update(), local, &self.cfg);
-        let (updates, changes) = rib.initial_sync(desired);
-        for (prefix, why) in &changes.unexportable {
-            warn!(%prefix, %why, "route not sent");
-        }
-        info!(
-            routes = changes.announce.len(),
-            updates = updates.len(),
-            "initial sync, then End-of-RIB"
-        );
-        self.metrics
-            .prefixes_advertised
-            .get_or_create(&self.labels)
-            .set(rib.len() as i64);
+        let queued = if self.stopping.is_some() {
+            rib.queue_desired(std::iter::empty())
+        } else {
+            let desired = self.desired.borrow_and_update();
+            let mut routes = Resolved::new(&desired, local, &self.cfg);
+            let queued = rib.queue_desired(&mut routes);
+            routes.warn_left_out();
+            queued
+        };
+        rib.queue_end_of_rib();
+        warn_unexportable(&queued.unexportable);
+        info!(routes = queued.announce, "initial sync, then End-of-RIB");
         self.established = Some(EstablishedSession {
             connection: id,
             rib,
             negotiated,
         });
-        self.send_updates(id, updates);
+        // Sent by `pump_all` at the end of this input.
     }
 
     /// The desired set changed: send the difference (RFC 4271 §9.2: only what changed).
@@ -388,30 +591,21 @@ impl Session {
         let Some(local) = self.connections.get(&est.connection).map(|c| c.local.ip()) else {
             return;
         };
-        let desired = resolve(&self.desired.borrow_and_update(), local, &self.cfg);
-        let changes = est.rib.set_desired(desired);
-        if changes.is_empty() {
+        let desired = self.desired.borrow_and_update();
+        let mut routes = Resolved::new(&desired, local, &self.cfg);
+        let queued = est.rib.queue_desired(&mut routes);
+        routes.warn_left_out();
+        drop(desired);
+        warn_unexportable(&queued.unexportable);
+        if queued.is_empty() {
             return;
         }
-        let updates = est.rib.updates(&changes);
         info!(
-            announce = changes.announce.len(),
-            withdraw = changes.withdraw.len(),
+            announce = queued.announce,
+            withdraw = queued.withdraw,
             "desired routes changed"
         );
-        self.metrics
-            .prefixes_advertised
-            .get_or_create(&self.labels)
-            .set(est.rib.len() as i64);
-        let id = est.connection;
-        self.send_updates(id, updates);
-        self.flush_all();
-    }
-
-    fn send_updates(&mut self, id: ConnectionId, updates: Vec<Update>) {
-        for u in updates {
-            self.send(id, &Message::Update(u));
-        }
+        self.pump_all();
     }
 
     fn send(&mut self, id: ConnectionId, message: &Message) {
@@ -428,26 +622,99 @@ impl Session {
         }
     }
 
-    /// Hand everything encoded so far to the writers: one buffer, so one write per batch.
-    fn flush_all(&mut self) {
-        for conn in self.connections.values_mut() {
-            flush(conn, &self.metrics, &self.labels);
+    /// Hand the next batch to every writer that is free.
+    fn pump_all(&mut self) {
+        let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        for id in ids {
+            self.pump(id);
         }
     }
 
-    fn close(&mut self, id: ConnectionId) {
+    /// If the writer of `id` is free: encode the next UPDATEs (Established connection only)
+    /// after the control messages already waiting, and hand them over as one buffer, so one
+    /// write per batch. The Send Hold timer runs while a batch waits (RFC 9687).
+    fn pump(&mut self, id: ConnectionId) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if conn.in_flight {
+            return;
+        }
+        if let Some(est) = self.established.as_mut().filter(|e| e.connection == id) {
+            while conn.pending.len() < BATCH_OCTETS && est.rib.has_outstanding() {
+                for u in est.rib.next_updates(BATCH_OCTETS) {
+                    if let Err(e) = codec::encode(&Message::Update(u), &conn.ctx, &mut conn.pending)
+                    {
+                        // The packer sizes UPDATEs for the negotiated maximum; a bug, not input.
+                        warn!(error = %e, "UPDATE not sent");
+                        continue;
+                    }
+                    conn.updates_pending += 1;
+                }
+            }
+            self.metrics
+                .prefixes_advertised
+                .get_or_create(&self.labels)
+                .set(est.rib.len() as i64);
+        }
+        if conn.pending.is_empty() {
+            return;
+        }
+        if !flush(conn, &self.metrics, &self.labels) {
+            return;
+        }
+        let hold = match &self.established {
+            Some(e) if e.connection == id => e.negotiated.hold_time,
+            _ => Duration::from_secs(self.cfg.fsm.hold_time.into()),
+        };
+        let after = self.cfg.fsm.send_hold_time_for(hold);
+        self.timers
+            .entry(Timer::SendHold(id))
+            .or_insert_with(|| Instant::now() + after);
+    }
+
+    fn on_written(&mut self, id: ConnectionId) {
+        if let Some(conn) = self.connections.get_mut(&id) {
+            conn.in_flight = false;
+            self.timers.remove(&Timer::SendHold(id));
+            self.pump(id);
+        }
+    }
+
+    /// Close a connection: with `flush`, what is queued is written, the write side shut down
+    /// (our FIN) and the read side kept open until the peer's FIN or `CLOSE_READ_TIMEOUT`.
+    fn close(&mut self, id: ConnectionId, flush_first: bool) {
         let Some(mut conn) = self.connections.remove(&id) else {
             return;
         };
-        flush(&mut conn, &self.metrics, &self.labels);
-        conn.reader.abort();
+        for t in [Timer::Hold(id), Timer::Keepalive(id), Timer::SendHold(id)] {
+            self.timers.remove(&t);
+        }
+        if flush_first && !conn.pending.is_empty() {
+            // The writer may still hold a batch: this last one (the NOTIFICATION) has the
+            // channel's second slot.
+            conn.in_flight = false;
+            flush(&mut conn, &self.metrics, &self.labels);
+        }
         // Dropping the sender lets the writer send what is queued, then shut down the socket.
         drop(conn.tx);
-        let writer = conn.writer;
+        let (writer, reader) = (conn.writer, conn.reader);
         self.closing.retain(|h| !h.is_finished());
         self.closing.push(tokio::spawn(async move {
+            if !flush_first {
+                writer.abort();
+                reader.abort();
+                return;
+            }
             let abort = writer.abort_handle();
             if tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+            let abort = reader.abort_handle();
+            if tokio::time::timeout(CLOSE_READ_TIMEOUT, reader)
                 .await
                 .is_err()
             {
@@ -523,10 +790,11 @@ impl Session {
             Event::Closed(id, why) => {
                 if self.connections.contains_key(&id) {
                     debug!(%id, %why, "connection closed");
-                    self.close(id);
+                    self.close(id, true);
                     self.input(Input::TcpConnectionFails(id));
                 }
             }
+            Event::Written(id) => self.on_written(id),
         }
     }
 
@@ -540,7 +808,7 @@ impl Session {
             }
         };
         let (r, w) = stream.into_split();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(2);
         let extended = self.cfg.fsm.extended_message;
         let reader = tokio::spawn(read_loop(id, r, self.ev_tx.clone(), extended).in_current_span());
         let writer = tokio::spawn(write_loop(id, w, rx, self.ev_tx.clone()).in_current_span());
@@ -548,6 +816,7 @@ impl Session {
             id,
             Connection {
                 tx,
+                in_flight: false,
                 reader,
                 writer,
                 ctx: CodecContext::default(),
@@ -560,11 +829,23 @@ impl Session {
     }
 }
 
-fn flush(conn: &mut Connection, metrics: &SpeakerMetrics, labels: &crate::metrics::PeerLabels) {
-    if conn.pending.is_empty() {
-        return;
+/// Hand what is encoded to the writer; false if it cannot take it now.
+fn flush(
+    conn: &mut Connection,
+    metrics: &SpeakerMetrics,
+    labels: &crate::metrics::PeerLabels,
+) -> bool {
+    if conn.pending.is_empty() || conn.in_flight {
+        return false;
     }
-    let bytes = conn.pending.split().freeze();
+    // A fresh buffer rather than `split()`: the old allocation goes with the batch and is
+    // freed once written, instead of staying reserved at its largest size.
+    let bytes = std::mem::take(&mut conn.pending).freeze();
+    if conn.tx.try_send(bytes).is_err() {
+        // The writer is gone (its error is on the way as `Event::Closed`).
+        return false;
+    }
+    conn.in_flight = true;
     if conn.updates_pending > 0 {
         metrics
             .updates_sent
@@ -572,7 +853,20 @@ fn flush(conn: &mut Connection, metrics: &SpeakerMetrics, labels: &crate::metric
             .inc_by(conn.updates_pending);
         conn.updates_pending = 0;
     }
-    let _ = conn.tx.send(bytes);
+    true
+}
+
+/// One line for routes that cannot be sent, not one per route: a large desired set must not
+/// flood the log on every sync.
+fn warn_unexportable(unexportable: &[(IpNet, Unexportable)]) {
+    if let Some((prefix, why)) = unexportable.first() {
+        warn!(
+            count = unexportable.len(),
+            first = %prefix,
+            %why,
+            "routes not sent on this session"
+        );
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -584,26 +878,67 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// The routes of a peer with "next hop self" replaced by our address on the session.
 pub fn resolve(desired: &[DesiredRoute], local: IpAddr, cfg: &SessionConfig) -> RouteSet {
-    let mut out = RouteSet::new();
-    for d in desired {
-        let mut route = d.route.clone();
-        if d.next_hop_self {
-            route.next_hop = match (route.prefix, local) {
-                (IpNet::V4(_), IpAddr::V4(_)) => local,
-                (IpNet::V4(_), IpAddr::V6(_)) => match cfg.ipv4_next_hop {
-                    Some(nh) => IpAddr::V4(nh),
-                    None => {
-                        warn!(prefix = %route.prefix, "IPv4 prefix on an IPv6 session needs ipv4_next_hop");
-                        continue;
-                    }
-                },
-                // On an IPv4 session the packer uses the configured IPv6 next hop.
-                (IpNet::V6(_), _) => local,
-            };
-        }
-        out.insert(route.prefix, route);
-    }
+    let mut routes = Resolved::new(desired, local, cfg);
+    let out = (&mut routes).map(|r| (r.prefix, r)).collect();
+    routes.warn_left_out();
     out
+}
+
+/// `resolve` one route at a time, without building the set (a large table is then stored
+/// once, in the Adj-RIB-Out), counting what it leaves out.
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    desired: std::slice::Iter<'a, DesiredRoute>,
+    local: IpAddr,
+    cfg: &'a SessionConfig,
+    without_next_hop: usize,
+}
+
+impl<'a> Resolved<'a> {
+    pub fn new(desired: &'a [DesiredRoute], local: IpAddr, cfg: &'a SessionConfig) -> Self {
+        Self {
+            desired: desired.iter(),
+            local,
+            cfg,
+            without_next_hop: 0,
+        }
+    }
+
+    /// One line per sync, not one per prefix.
+    pub fn warn_left_out(&self) {
+        if self.without_next_hop > 0 {
+            warn!(
+                count = self.without_next_hop,
+                "IPv4 prefixes on an IPv6 session need ipv4_next_hop; not sent"
+            );
+        }
+    }
+}
+
+impl Iterator for Resolved<'_> {
+    type Item = Route;
+
+    fn next(&mut self) -> Option<Route> {
+        loop {
+            let d = self.desired.next()?;
+            let mut route = d.route.clone();
+            if d.next_hop_self {
+                route.next_hop = match (route.prefix, self.local) {
+                    (IpNet::V4(_), IpAddr::V4(_)) => self.local,
+                    (IpNet::V4(_), IpAddr::V6(_)) => match self.cfg.ipv4_next_hop {
+                        Some(nh) => IpAddr::V4(nh),
+                        None => {
+                            self.without_next_hop += 1;
+                            continue;
+                        }
+                    },
+                    // On an IPv4 session the packer uses the configured IPv6 next hop.
+                    (IpNet::V6(_), _) => self.local,
+                };
+            }
+            return Some(route);
+        }
+    }
 }
 
 /// Frame and decode what the peer sends. The codec context follows the peer's OPEN: 4-octet
@@ -671,33 +1006,26 @@ async fn read_loop(
     }
 }
 
+/// Write each batch, then report it written so the session encodes the next one.
 async fn write_loop(
     id: ConnectionId,
     mut w: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: mpsc::Receiver<Bytes>,
     tx: mpsc::Sender<Event>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let result = match rx.try_recv() {
-            // Several batches queued: write them with one vectored call where possible.
-            Ok(second) => {
-                let mut all = BytesMut::with_capacity(first.len() + second.len());
-                all.extend_from_slice(&first);
-                all.extend_from_slice(&second);
-                while let Ok(more) = rx.try_recv() {
-                    all.extend_from_slice(&more);
-                }
-                w.write_all(&all).await
-            }
-            Err(_) => w.write_all(&first).await,
-        };
-        if let Err(e) = result {
+    while let Some(batch) = rx.recv().await {
+        if let Err(e) = w.write_all(&batch).await {
             let _ = tx
                 .send(Event::Closed(id, format!("write failed: {e}")))
                 .await;
             return;
         }
+        drop(batch);
+        // Never dropped (the session would wait for it forever); an error means the session
+        // is gone, and the shutdown below still runs.
+        let _ = tx.send(Event::Written(id)).await;
     }
+    // Our FIN (the read side stays open for the peer's, see `Session::close`).
     let _ = w.shutdown().await;
 }
 
@@ -767,5 +1095,43 @@ mod tests {
             1,
             "left out rather than sent with a wrong next hop"
         );
+    }
+
+    /// Counts WARN events: enough of a `tracing` subscriber to see how many lines a call logs.
+    #[derive(Default)]
+    struct WarnCounter(std::sync::atomic::AtomicUsize);
+
+    impl tracing::Subscriber for WarnCounter {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn routes_left_out_are_one_warning_per_sync_not_one_per_prefix() {
+        let d: Vec<DesiredRoute> = (0..1000u32)
+            .map(|i| desired(&format!("100.64.{}.{}/32", i / 256, i % 256), true))
+            .collect();
+        let mut no_v4 = cfg();
+        no_v4.ipv4_next_hop = None;
+        let counter = std::sync::Arc::new(WarnCounter::default());
+        let rs = tracing::subscriber::with_default(counter.clone(), || {
+            resolve(&d, "2001:db8::1".parse().unwrap(), &no_v4)
+        });
+        assert!(rs.is_empty());
+        // Anyone who can shape the configuration (or a peer's session) must not flood the log.
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }

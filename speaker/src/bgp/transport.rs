@@ -147,6 +147,8 @@ fn domain_of(addr: IpAddr) -> Domain {
 }
 
 /// Apply the TTL policy on a socket (outbound TTL and, for GTSM, the minimum inbound TTL).
+/// `is_v6` is the family of the traffic, not of the socket: an IPv4 peer on an IPv6 socket
+/// (IPv4-mapped) takes the IPv4 options, the only ones Linux applies to its packets.
 fn apply_ttl(sock: &Socket, is_v6: bool, ttl: TtlPolicy) -> Result<(), TransportError> {
     if let Some(t) = ttl.out_ttl() {
         if is_v6 {
@@ -220,6 +222,16 @@ impl Listener {
             .map_err(io_err("set O_NONBLOCK"))?;
         sock.set_tcp_nodelay(true)
             .map_err(io_err("set TCP_NODELAY"))?;
+        // The SYN-ACK leaves with the listener's TTL, before any peer's policy can be applied:
+        // a GTSM peer (RFC 5082 §3) drops it unless it is 255. Accepted connections inherit
+        // it; `configure_accepted` then sets the peer's own TTL. A `::` listener sends IPv4
+        // peers' SYN-ACKs with the IPv4 TTL, so both are set.
+        sock.set_ttl_v4(255)
+            .map_err(io_err("set IP_TTL on listener"))?;
+        if is_v6 {
+            sock.set_unicast_hops_v6(255)
+                .map_err(io_err("set IPV6_UNICAST_HOPS on listener"))?;
+        }
         sock.bind(&addr.into()).map_err(io_err("bind listener"))?;
         sock.listen(64).map_err(io_err("listen"))?;
         let std_listener: std::net::TcpListener = sock.into();
@@ -229,6 +241,19 @@ impl Listener {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+
+    /// Refuse handshakes whose packets arrive with a TTL below `min` (GTSM on the listener,
+    /// RFC 5082 §3). It applies to every peer on this listener, so it is only for a listener
+    /// whose peers all use GTSM; otherwise the minimum TTL is enforced per connection from
+    /// `configure_accepted` on.
+    pub fn set_min_ttl(&self, min: u8) -> Result<(), TransportError> {
+        let fd = self.inner.as_fd();
+        md5::set_min_ttl(fd, false, min).map_err(io_err("set IP_MINTTL on listener"))?;
+        if self.is_v6 {
+            md5::set_min_ttl(fd, true, min).map_err(io_err("set IPV6_MINHOPCOUNT on listener"))?;
+        }
+        Ok(())
     }
 
     /// Install (`Some`) or remove (`None`) the MD5 key for connections from `peer`.
@@ -252,10 +277,9 @@ pub fn configure_accepted(stream: &TcpStream, ttl: TtlPolicy) -> Result<(), Tran
     stream
         .set_nodelay(true)
         .map_err(io_err("set TCP_NODELAY"))?;
-    let is_v6 = stream
-        .local_addr()
-        .map_err(io_err("getsockname"))?
-        .is_ipv6();
+    // The family of the traffic: an IPv4 peer on a `::` listener arrives IPv4-mapped, and
+    // Linux applies only the IPv4 options (IP_TTL, IP_MINTTL) to its packets.
+    let is_v6 = unmap(stream.peer_addr().map_err(io_err("getpeername"))?.ip()).is_ipv6();
     let sock = socket2::SockRef::from(stream);
     apply_ttl(&sock, is_v6, ttl)
 }
@@ -359,6 +383,62 @@ mod tests {
         let mut buf = [0u8; 4];
         let got = tokio::time::timeout(Duration::from_millis(500), s.read_exact(&mut buf)).await;
         assert!(got.is_err(), "a segment with TTL 64 must not pass GTSM");
+    }
+
+    #[tokio::test]
+    async fn a_gtsm_peer_connecting_to_the_listener_accepts_its_syn_ack() {
+        // The peer checks the minimum TTL from its first segment on (RFC 5082 §3): a SYN-ACK
+        // with the default TTL 64 is dropped and the connection never opens.
+        let l = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut cfg = TransportConfig::new(l.local_addr().unwrap());
+        cfg.ttl = TtlPolicy::Gtsm { hops: 1 };
+        cfg.connect_timeout = Duration::from_secs(3);
+        let (c, a) = tokio::join!(connect(&cfg), async {
+            tokio::time::timeout(Duration::from_secs(4), l.accept()).await
+        });
+        c.expect("a GTSM peer connects to the listener");
+        a.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn ipv4_peers_on_an_ipv6_wildcard_listener_get_the_ipv4_ttl_options() {
+        let Ok(l) = Listener::bind("[::]:0".parse().unwrap()) else {
+            panic!("an IPv6 wildcard listener is needed (IPv6 disabled on loopback?)");
+        };
+        let port = l.local_addr().unwrap().port();
+        let mut cfg = TransportConfig::new(SocketAddr::new("127.0.0.1".parse().unwrap(), port));
+        cfg.ttl = TtlPolicy::Ttl(64);
+        let (c, a) = tokio::join!(connect(&cfg), l.accept());
+        let mut c = c.unwrap();
+        let (mut s, peer) = a.unwrap();
+        assert_eq!(peer.ip(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        configure_accepted(&s, TtlPolicy::Ttl(1)).unwrap();
+        assert_eq!(socket2::SockRef::from(&s).ttl_v4().unwrap(), 1);
+        // GTSM is enforced for the mapped peer: its TTL-64 segment is dropped.
+        configure_accepted(&s, TtlPolicy::Gtsm { hops: 1 }).unwrap();
+        assert_eq!(socket2::SockRef::from(&s).ttl_v4().unwrap(), 255);
+        c.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        let got = tokio::time::timeout(Duration::from_millis(500), s.read_exact(&mut buf)).await;
+        assert!(got.is_err(), "a segment with TTL 64 must not pass GTSM");
+    }
+
+    #[tokio::test]
+    async fn a_listener_with_a_minimum_ttl_refuses_handshakes_below_it() {
+        let l = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        l.set_min_ttl(255).unwrap();
+        let mut low = TransportConfig::new(l.local_addr().unwrap());
+        low.ttl = TtlPolicy::Ttl(64);
+        low.connect_timeout = Duration::from_millis(700);
+        assert!(connect(&low).await.is_err(), "TTL 64 must not get through");
+        let mut gtsm = TransportConfig::new(l.local_addr().unwrap());
+        gtsm.ttl = TtlPolicy::Gtsm { hops: 1 };
+        gtsm.connect_timeout = Duration::from_secs(3);
+        let (c, a) = tokio::join!(connect(&gtsm), async {
+            tokio::time::timeout(Duration::from_secs(4), l.accept()).await
+        });
+        c.unwrap();
+        a.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -111,6 +111,8 @@ pub mod notif {
 
     /// RFC 7313.
     pub const ROUTE_REFRESH_MESSAGE_ERROR: u8 = 7;
+    /// RFC 9687 §3.
+    pub const SEND_HOLD_TIMER_EXPIRED: u8 = 8;
     pub const INVALID_MESSAGE_LENGTH: u8 = 1;
 
     /// RFC 9003 §2: the shutdown communication is at most 255 octets of UTF-8.

@@ -22,7 +22,7 @@
 //!   peer is accepted (RFC 4271's Idle would refuse it): the back-off damps our own attempts.
 //!   Only an Idle after ManualStop refuses connections.
 //! - An inbound connection while Established is accepted and sent an OPEN. When its OPEN arrives
-//!   and the peer had advertised graceful restart, the peer has restarted (RFC 4724 §4.2): the old
+//!   and graceful restart was negotiated both ways, the peer has restarted (RFC 4724 §4.2): the old
 //!   session is closed and the new one continues. Otherwise the new connection is closed with
 //!   Cease/Connection Collision Resolution (RFC 4271 §6.8).
 
@@ -46,6 +46,9 @@ pub const OPEN_HOLD_TIME: Duration = Duration::from_secs(240);
 
 /// RFC 4271 §10: "HoldTime: 90 seconds" (suggested default).
 pub const DEFAULT_HOLD_TIME: u16 = 90;
+
+/// RFC 9687 §4: "the suggested default value for the SendHoldTime is 8 minutes".
+pub const DEFAULT_SEND_HOLD_TIME: Duration = Duration::from_secs(8 * 60);
 
 /// The session states of RFC 4271 §8.2.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +101,9 @@ pub enum Timer {
     ConnectRetry,
     Hold(ConnectionId),
     Keepalive(ConnectionId),
+    /// RFC 9687 SendHoldTimer: the task runs it while a connection has data the socket does not
+    /// take (the peer stopped reading), and stops it when the socket takes it.
+    SendHold(ConnectionId),
 }
 
 /// Graceful restart (RFC 4724) as we advertise it.
@@ -148,6 +154,8 @@ pub struct PeerConfig {
     pub graceful_restart: Option<GracefulRestartConfig>,
     /// Seed for connect-retry jitter (RFC 4271 §10: jitter each ConnectRetry interval).
     pub jitter_seed: u64,
+    /// RFC 9687 SendHoldTime; `None` for the default (`PeerConfig::send_hold_time_for`).
+    pub send_hold_time: Option<Duration>,
 }
 
 /// A `PeerConfig` that RFC 4271 or its extensions do not allow.
@@ -159,12 +167,16 @@ pub enum ConfigError {
     ZeroRouterId,
     #[error("AS 0 is reserved (RFC 7607)")]
     ZeroAs,
-    #[error("graceful restart time {0} s does not fit the 12-bit Restart Time (RFC 4724 §3)")]
+    #[error(
+        "graceful restart time {0} s: must be 1..=4095 (12-bit Restart Time, RFC 4724 §3; 0 keeps nothing)"
+    )]
     RestartTime(u16),
     #[error("no address family configured")]
     NoFamily,
     #[error("connect retry time must be non-zero and not above its maximum")]
     ConnectRetry,
+    #[error("send hold time must be non-zero (RFC 9687)")]
+    SendHoldTime,
 }
 
 impl PeerConfig {
@@ -183,7 +195,16 @@ impl PeerConfig {
             extended_message: true,
             graceful_restart: None,
             jitter_seed: u64::from(u32::from(router_id)) ^ u64::from(peer_as) << 32,
+            send_hold_time: None,
         }
+    }
+
+    /// How long a connection may have data the peer does not read before it is closed: the
+    /// configured SendHoldTime, else 8 minutes but never less than twice the Hold Time, so a
+    /// slow but live peer is not cut off (RFC 9687 §4).
+    pub fn send_hold_time_for(&self, hold_time: Duration) -> Duration {
+        self.send_hold_time
+            .unwrap_or_else(|| DEFAULT_SEND_HOLD_TIME.max(hold_time.saturating_mul(2)))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -196,8 +217,10 @@ impl PeerConfig {
         if self.local_as == 0 || self.peer_as == 0 {
             return Err(ConfigError::ZeroAs);
         }
+        // A Restart Time of 0 tells the peer to drop our routes at once (RFC 4724 §4.2): graceful
+        // restart in name only.
         if let Some(gr) = &self.graceful_restart
-            && gr.restart_time > 0x0fff
+            && (gr.restart_time == 0 || gr.restart_time > 0x0fff)
         {
             return Err(ConfigError::RestartTime(gr.restart_time));
         }
@@ -206,6 +229,9 @@ impl PeerConfig {
         }
         if self.connect_retry_time.is_zero() || self.connect_retry_time > self.connect_retry_max {
             return Err(ConfigError::ConnectRetry);
+        }
+        if self.send_hold_time.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::SendHoldTime);
         }
         Ok(())
     }
@@ -333,6 +359,9 @@ pub enum DownReason {
     AutomaticStop,
     /// The HoldTimer expired (RFC 4271 §6.5); we sent NOTIFICATION 4/0.
     HoldTimerExpired,
+    /// The peer did not read what we sent for the SendHoldTime (RFC 9687); NOTIFICATION 8/0
+    /// was attempted.
+    SendHoldTimerExpired,
     /// The peer sent this NOTIFICATION.
     NotificationReceived(Notification),
     /// We found an error (bad OPEN, malformed message, FSM error) and sent this NOTIFICATION.
@@ -356,6 +385,7 @@ impl fmt::Display for DownReason {
             Self::GracefulStop => f.write_str("graceful stop (routes retained by the peer)"),
             Self::AutomaticStop => f.write_str("automatic stop"),
             Self::HoldTimerExpired => f.write_str("hold timer expired"),
+            Self::SendHoldTimerExpired => f.write_str("send hold timer expired"),
             Self::NotificationReceived(n) => {
                 write!(f, "NOTIFICATION {}/{} received", n.code, n.subcode)?;
                 if let Some(msg) = shutdown_communication(n) {
@@ -912,6 +942,22 @@ impl Fsm {
                     self.drop_connection(id, Some(n), DownReason::HoldTimerExpired, now, out);
                 }
             }
+            Timer::SendHold(id) => {
+                if self
+                    .connection(id)
+                    .is_some_and(|c| c.state >= ConnState::OpenSent)
+                {
+                    // RFC 9687 §3 SendHoldTimer_Expires: send NOTIFICATION Send Hold Timer
+                    // Expired (it will rarely get through), close the connection, and go on as
+                    // after a Hold Timer expiry.
+                    let n = Notification {
+                        code: notif::SEND_HOLD_TIMER_EXPIRED,
+                        subcode: 0,
+                        data: Vec::new(),
+                    };
+                    self.drop_connection(id, Some(n), DownReason::SendHoldTimerExpired, now, out);
+                }
+            }
             Timer::Keepalive(id) => {
                 let Some(c) = self.connection(id) else { return };
                 if c.state < ConnState::OpenConfirm {
@@ -1050,11 +1096,14 @@ impl Fsm {
         let (other_id, other_direction, other_state) = (other.id, other.direction, other.state);
         let cease = || Notification::cease(notif::CONNECTION_COLLISION_RESOLUTION);
         if other_state == ConnState::Established {
-            let peer_has_gr = other
+            // Only when both ends advertised graceful restart: FRR and NX-OS send the capability
+            // by default, and a late colliding OPEN from such a peer must not tear down a fresh
+            // session we never agreed to restart gracefully (RFC 4271 §6.8).
+            let both_have_gr = other
                 .negotiated
                 .as_ref()
-                .is_some_and(Negotiated::peer_supports_graceful_restart);
-            if peer_has_gr {
+                .is_some_and(|n| n.graceful_restart);
+            if both_have_gr {
                 // RFC 4724 §4.2: a new session from a peer with graceful restart means the peer
                 // restarted; the old session is gone.
                 self.drop_connection(other_id, None, DownReason::PeerRestarted, now, out);

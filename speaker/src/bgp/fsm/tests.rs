@@ -664,14 +664,17 @@ fn inbound_open_while_established_is_closed_with_cease_7_without_graceful_restar
 }
 
 #[test]
-fn new_session_from_graceful_restart_peer_replaces_the_established_one() {
+fn new_session_replaces_the_established_one_when_graceful_restart_was_negotiated_both_ways() {
     let mut open = default_peer_open();
     open.capabilities
         .push(Capability::GracefulRestart(GracefulRestartCap {
             restart_time: 120,
             ..Default::default()
         }));
-    let mut h = Harness::new(config());
+    let mut h = Harness::new(PeerConfig {
+        graceful_restart: Some(GracefulRestartConfig::default()),
+        ..config()
+    });
     let (old, _) = h.establish_with(open.clone());
     let new = h.fsm.new_connection_id();
     h.feed(Input::TcpConnectionConfirmed(new));
@@ -1339,4 +1342,82 @@ fn stops_are_ignored_while_stopped() {
     assert!(h.feed(Input::ManualStop { reason: None }).is_empty());
     assert!(h.feed(Input::TimerExpired(Timer::ConnectRetry)).is_empty());
     assert_eq!(h.fsm.state(), State::Idle);
+}
+
+fn graceful_restart_open() -> Open {
+    let mut open = default_peer_open();
+    open.capabilities
+        .push(Capability::GracefulRestart(GracefulRestartCap {
+            restart_time: 120,
+            ..Default::default()
+        }));
+    open
+}
+
+#[test]
+fn late_colliding_open_from_a_graceful_restart_peer_does_not_replace_a_session_without_it() {
+    // FRR and NX-OS advertise graceful restart by default; we did not: RFC 4271 §6.8 applies
+    // and the fresh Established session stays.
+    let mut h = Harness::new(config());
+    let (id, _) = h.establish_with(graceful_restart_open());
+    let new = h.fsm.new_connection_id();
+    h.feed(Input::TcpConnectionConfirmed(new));
+    let out = h.feed(Input::Message(new, Message::Open(graceful_restart_open())));
+    assert_eq!(sent_notification(&out, new), Some((6, 7)));
+    assert_eq!(closed(&out), vec![new]);
+    assert_eq!(session_down(&out), None);
+    assert_eq!(h.fsm.established().unwrap().connection, id);
+}
+
+#[test]
+fn restart_time_zero_is_refused_with_graceful_restart() {
+    let gr = GracefulRestartConfig {
+        restart_time: 0,
+        ..Default::default()
+    };
+    assert_eq!(
+        PeerConfig {
+            graceful_restart: Some(gr),
+            ..config()
+        }
+        .validate(),
+        Err(ConfigError::RestartTime(0))
+    );
+}
+
+#[test]
+fn send_hold_timer_expiry_sends_8_0_and_closes() {
+    let mut h = Harness::new(config());
+    let id = h.establish();
+    let out = h.feed(Input::TimerExpired(Timer::SendHold(id)));
+    assert_eq!(sent_notification(&out, id), Some((8, 0)));
+    assert_eq!(closed(&out), vec![id]);
+    assert_eq!(session_down(&out), Some(&DownReason::SendHoldTimerExpired));
+    assert_eq!(h.fsm.state(), State::Idle);
+}
+
+#[test]
+fn send_hold_time_defaults_to_eight_minutes_or_twice_the_hold_time() {
+    let c = config();
+    assert_eq!(
+        c.send_hold_time_for(Duration::from_secs(90)),
+        Duration::from_secs(480)
+    );
+    assert_eq!(
+        c.send_hold_time_for(Duration::from_secs(300)),
+        Duration::from_secs(600)
+    );
+    let set = PeerConfig {
+        send_hold_time: Some(Duration::from_secs(3)),
+        ..config()
+    };
+    assert_eq!(
+        set.send_hold_time_for(Duration::from_secs(90)),
+        Duration::from_secs(3)
+    );
+    let zero = PeerConfig {
+        send_hold_time: Some(Duration::ZERO),
+        ..config()
+    };
+    assert_eq!(zero.validate(), Err(ConfigError::SendHoldTime));
 }

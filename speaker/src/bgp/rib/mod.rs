@@ -11,9 +11,17 @@
 //! A session uses one `AdjRibOut` per connection: after a reconnect it starts empty ("re-sync"),
 //! so everything desired is sent again, followed by End-of-RIB (RFC 4724 §2). A ROUTE-REFRESH
 //! (RFC 2918) is answered from what was sent, unchanged.
+//!
+//! Sending at the pace of the socket: `queue_desired` records what must change (the "outbox")
+//! without encoding anything, and `next_updates` hands out the next batch when the socket can
+//! take it, counting those routes as sent only then. A desired set that changes again before
+//! the outbox is empty replaces the outbox (the diff is always against what was handed to the
+//! socket), so changes coalesce instead of queueing up; ROUTE-REFRESH answers walk the sent
+//! routes with a cursor, and repeated requests during one answer merge into one more pass.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Bound;
 
 use ipnet::IpNet;
 
@@ -270,10 +278,171 @@ const UPDATE_OVERHEAD: usize = HEADER_LEN + 2 + 2;
 const AFI_SAFI_LEN: usize = 3;
 
 /// What one peer has been sent.
+///
+/// Routes are kept as prefix → attribute set id: the attribute sets (next hop, communities,
+/// LOCAL_PREF, MED) are interned, since a large table shares a handful of them, so a route
+/// costs its prefix and four octets here rather than a whole `Route`.
 #[derive(Debug, Clone)]
 pub struct AdjRibOut {
     policy: ExportPolicy,
-    sent: RouteSet,
+    sent: BTreeMap<IpNet, AttrId>,
+    table: AttributeTable,
+    outbox: Outbox,
+}
+
+/// Index of an attribute set in an `AttributeTable`.
+type AttrId = u32;
+
+/// Everything of a `Route` but its prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Attributes {
+    next_hop: IpAddr,
+    communities: Vec<u32>,
+    large_communities: Vec<LargeCommunity>,
+    local_pref: Option<u32>,
+    med: Option<u32>,
+}
+
+impl Attributes {
+    fn of(route: Route) -> (IpNet, Self) {
+        let Route {
+            prefix,
+            next_hop,
+            communities,
+            large_communities,
+            local_pref,
+            med,
+        } = route;
+        (
+            prefix,
+            Self {
+                next_hop,
+                communities,
+                large_communities,
+                local_pref,
+                med,
+            },
+        )
+    }
+
+    fn route(&self, prefix: IpNet) -> Route {
+        Route {
+            prefix,
+            next_hop: self.next_hop,
+            communities: self.communities.clone(),
+            large_communities: self.large_communities.clone(),
+            local_pref: self.local_pref,
+            med: self.med,
+        }
+    }
+}
+
+/// Interned attribute sets with reference counts: every id held in `AdjRibOut::sent` or in the
+/// outbox holds one reference, and a set whose count drops to zero is forgotten.
+#[derive(Debug, Clone, Default)]
+struct AttributeTable {
+    ids: HashMap<Attributes, AttrId>,
+    sets: Vec<Option<(Attributes, u32)>>,
+    free: Vec<AttrId>,
+}
+
+impl AttributeTable {
+    fn acquire(&mut self, attributes: Attributes) -> AttrId {
+        if let Some(&id) = self.ids.get(&attributes) {
+            if let Some((_, refs)) = &mut self.sets[id as usize] {
+                *refs += 1;
+            }
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.sets.push(None);
+                AttrId::try_from(self.sets.len() - 1).expect("fewer than 2^32 attribute sets")
+            }
+        };
+        self.sets[id as usize] = Some((attributes.clone(), 1));
+        self.ids.insert(attributes, id);
+        id
+    }
+
+    /// One more reference to a set already held.
+    fn retain(&mut self, id: AttrId) {
+        if let Some((_, refs)) = &mut self.sets[id as usize] {
+            *refs += 1;
+        }
+    }
+
+    fn release(&mut self, id: AttrId) {
+        let slot = &mut self.sets[id as usize];
+        if let Some((attributes, refs)) = slot {
+            *refs -= 1;
+            if *refs == 0 {
+                self.ids.remove(attributes);
+                *slot = None;
+                self.free.push(id);
+            }
+        }
+    }
+
+    fn get(&self, id: AttrId) -> &Attributes {
+        &self.sets[id as usize]
+            .as_ref()
+            .expect("ids in use are never freed")
+            .0
+    }
+
+    fn route(&self, prefix: IpNet, id: AttrId) -> Route {
+        self.get(id).route(prefix)
+    }
+}
+
+/// What is still to be handed to the socket (see the module documentation).
+#[derive(Debug, Clone, Default)]
+struct Outbox {
+    /// New and changed routes, moved into `AdjRibOut::sent` as they are handed out (so every
+    /// route is stored once, here or there).
+    announce: BTreeMap<IpNet, AttrId>,
+    /// Sorted by prefix: routes the peer has and must forget.
+    withdraw: VecDeque<IpNet>,
+    /// End-of-RIB follows once the changes above are out (the initial sync, RFC 4724 §4).
+    end_of_rib: bool,
+    /// ROUTE-REFRESH answers in progress.
+    refresh: Vec<Refresh>,
+}
+
+/// One ROUTE-REFRESH answer (RFC 2918 §4) in progress: the sent routes of `family` after
+/// `after` are still to be re-sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refresh {
+    family: AddressFamily,
+    after: Option<IpNet>,
+    /// Asked again meanwhile: one more full pass when this one ends.
+    again: bool,
+}
+
+/// What `queue_desired` put in the outbox, for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Queued {
+    pub announce: usize,
+    pub withdraw: usize,
+    /// Desired routes that cannot be sent on this session, with the reason.
+    pub unexportable: Vec<(IpNet, Unexportable)>,
+}
+
+impl Queued {
+    pub fn is_empty(&self) -> bool {
+        self.announce == 0 && self.withdraw == 0
+    }
+}
+
+/// How a ROUTE-REFRESH request was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshAnswer {
+    /// A new pass over the sent routes of the family starts.
+    Started,
+    /// A pass is already running: one more follows it, whatever the number of requests.
+    Coalesced,
 }
 
 impl AdjRibOut {
@@ -281,7 +450,9 @@ impl AdjRibOut {
     pub fn new(policy: ExportPolicy) -> Self {
         Self {
             policy,
-            sent: RouteSet::new(),
+            sent: BTreeMap::new(),
+            table: AttributeTable::default(),
+            outbox: Outbox::default(),
         }
     }
 
@@ -289,9 +460,12 @@ impl AdjRibOut {
         &self.policy
     }
 
-    /// The routes the peer has been sent.
-    pub fn routes(&self) -> &RouteSet {
-        &self.sent
+    /// The routes the peer has been sent (built on demand).
+    pub fn routes(&self) -> RouteSet {
+        self.sent
+            .iter()
+            .map(|(p, id)| (*p, self.table.route(*p, *id)))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -305,39 +479,242 @@ impl AdjRibOut {
     /// Forget what was sent (a new connection: the peer knows nothing of ours).
     pub fn reset(&mut self) {
         self.sent.clear();
+        self.outbox = Outbox::default();
+        self.table = AttributeTable::default();
+    }
+
+    /// Normalize a desired route and check it can be sent on this session.
+    fn exportable(&self, mut route: Route) -> Result<Route, (IpNet, Unexportable)> {
+        route.normalize();
+        match self.policy.check(&route) {
+            Ok(()) => Ok(route),
+            Err(why) => Err((route.prefix, why)),
+        }
+    }
+
+    /// `desired` interned, keyed by canonical prefix (a later route for a prefix wins), with
+    /// the routes this session cannot carry left out and listed.
+    fn intern_desired(
+        &mut self,
+        desired: impl IntoIterator<Item = Route>,
+        unexportable: &mut Vec<(IpNet, Unexportable)>,
+    ) -> BTreeMap<IpNet, AttrId> {
+        let mut entries: Vec<(IpNet, AttrId)> = Vec::new();
+        // Neighbours nearly always share attributes: compare with the last set before hashing.
+        let mut last: Option<AttrId> = None;
+        for route in desired {
+            match self.exportable(route) {
+                Ok(route) => {
+                    let (prefix, attributes) = Attributes::of(route);
+                    let id = match last {
+                        Some(id) if *self.table.get(id) == attributes => {
+                            self.table.retain(id);
+                            id
+                        }
+                        _ => self.table.acquire(attributes),
+                    };
+                    last = Some(id);
+                    entries.push((prefix, id));
+                }
+                Err(e) => unexportable.push(e),
+            }
+        }
+        // Stable: of two routes for one prefix, the later one stays.
+        entries.sort_by_key(|(p, _)| *p);
+        let mut deduped: Vec<(IpNet, AttrId)> = Vec::with_capacity(entries.len());
+        for (p, id) in entries {
+            match deduped.last_mut() {
+                Some(last) if last.0 == p => {
+                    self.table.release(last.1);
+                    last.1 = id;
+                }
+                _ => deduped.push((p, id)),
+            }
+        }
+        // Built from sorted entries the map has full B-tree nodes (see `append_into`).
+        deduped.into_iter().collect()
+    }
+
+    /// `into.append(from)`, releasing the ids it overwrites. Appending rebuilds the map with
+    /// full B-tree nodes; inserting in ascending order one by one leaves them half full.
+    fn append_into(
+        &mut self,
+        into: &mut BTreeMap<IpNet, AttrId>,
+        from: &mut BTreeMap<IpNet, AttrId>,
+    ) {
+        if from.len().saturating_mul(16) < into.len() {
+            for (p, id) in std::mem::take(from) {
+                if let Some(old) = into.insert(p, id) {
+                    self.table.release(old);
+                }
+            }
+            return;
+        }
+        for (p, _) in from.iter() {
+            if let Some(old) = into.get(p) {
+                self.table.release(*old);
+            }
+        }
+        into.append(from);
+    }
+
+    /// Make `desired` what the peer should have, without sending anything yet: the outbox
+    /// becomes the difference between `desired` and what was handed to the socket, replacing
+    /// whatever was queued before (so successive changes coalesce). `next_updates` sends it.
+    /// Routes are normalized first (host bits cleared); routes this session cannot carry are
+    /// left out and listed in `Queued::unexportable`.
+    pub fn queue_desired(&mut self, desired: impl IntoIterator<Item = Route>) -> Queued {
+        let mut queued = Queued::default();
+        for id in std::mem::take(&mut self.outbox.announce).into_values() {
+            self.table.release(id);
+        }
+        let mut announce = self.intern_desired(desired, &mut queued.unexportable);
+        let withdraw: VecDeque<IpNet> = self
+            .sent
+            .keys()
+            .filter(|p| !announce.contains_key(p))
+            .copied()
+            .collect();
+        // What the peer already has needs no UPDATE.
+        let table = &mut self.table;
+        announce.retain(|p, id| {
+            let same = self.sent.get(p) == Some(id);
+            if same {
+                table.release(*id);
+            }
+            !same
+        });
+        queued.announce = announce.len();
+        queued.withdraw = withdraw.len();
+        self.outbox.announce = announce;
+        self.outbox.withdraw = withdraw;
+        queued
+    }
+
+    /// Send End-of-RIB for every negotiated family once the outbox's changes are out.
+    pub fn queue_end_of_rib(&mut self) {
+        self.outbox.end_of_rib = true;
+    }
+
+    /// A ROUTE-REFRESH for `family` (RFC 2918 §4): re-send its routes at the socket's pace.
+    pub fn request_refresh(&mut self, family: AddressFamily) -> RefreshAnswer {
+        match self.outbox.refresh.iter_mut().find(|r| r.family == family) {
+            Some(r) => {
+                r.again = true;
+                RefreshAnswer::Coalesced
+            }
+            None => {
+                self.outbox.refresh.push(Refresh {
+                    family,
+                    after: None,
+                    again: false,
+                });
+                RefreshAnswer::Started
+            }
+        }
+    }
+
+    /// Whether `next_updates` has anything left to hand out.
+    pub fn has_outstanding(&self) -> bool {
+        let o = &self.outbox;
+        !o.announce.is_empty() || !o.withdraw.is_empty() || o.end_of_rib || !o.refresh.is_empty()
+    }
+
+    /// The next UPDATEs to write, about `budget` octets of NLRI (at least one prefix), now
+    /// counted as sent: withdrawals and announcements first, then End-of-RIB, then
+    /// ROUTE-REFRESH answers. Empty when there is nothing left.
+    pub fn next_updates(&mut self, budget: usize) -> Vec<Update> {
+        let mut used = 0;
+        let mut withdraw = Vec::new();
+        while used < budget
+            && let Some(p) = self.outbox.withdraw.pop_front()
+        {
+            used += nlri_len(&p);
+            if let Some(id) = self.sent.remove(&p) {
+                self.table.release(id);
+            }
+            withdraw.push(p);
+        }
+        let mut announce = BTreeMap::new();
+        while used < budget
+            && let Some((p, id)) = self.outbox.announce.pop_first()
+        {
+            used += nlri_len(&p);
+            announce.insert(p, id);
+        }
+        let mut updates = if withdraw.is_empty() && announce.is_empty() {
+            Vec::new()
+        } else {
+            let routes: Vec<Route> = announce
+                .iter()
+                .map(|(p, id)| self.table.route(*p, *id))
+                .collect();
+            pack(&self.policy, &routes, &withdraw)
+        };
+        let mut sent = std::mem::take(&mut self.sent);
+        self.append_into(&mut sent, &mut announce);
+        self.sent = sent;
+        if self.outbox.withdraw.is_empty() {
+            self.outbox.withdraw = VecDeque::new();
+        }
+        let changes_done = self.outbox.withdraw.is_empty() && self.outbox.announce.is_empty();
+        if changes_done && self.outbox.end_of_rib {
+            self.outbox.end_of_rib = false;
+            updates.extend(self.end_of_rib());
+        }
+        if changes_done && used < budget {
+            updates.extend(self.next_refresh(budget - used));
+        }
+        updates
+    }
+
+    /// The next part of the first ROUTE-REFRESH answer in progress.
+    fn next_refresh(&mut self, budget: usize) -> Vec<Update> {
+        let Some(refresh) = self.outbox.refresh.first_mut() else {
+            return Vec::new();
+        };
+        let family = refresh.family;
+        let start = refresh.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut used = 0;
+        let mut last = None;
+        let mut finished = true;
+        let table = &self.table;
+        let routes: Vec<Route> = self
+            .sent
+            .range((start, Bound::Unbounded))
+            .filter(|(p, _)| family_of(p) == family)
+            .take_while(|(p, _)| {
+                if used >= budget {
+                    finished = false;
+                    return false;
+                }
+                used += nlri_len(p);
+                last = Some(**p);
+                true
+            })
+            .map(|(p, id)| table.route(*p, *id))
+            .collect();
+        let updates = pack(&self.policy, &routes, &[]);
+        if finished {
+            if refresh.again {
+                refresh.after = None;
+                refresh.again = false;
+            } else {
+                self.outbox.refresh.remove(0);
+            }
+        } else {
+            refresh.after = last;
+        }
+        updates
     }
 
     /// Make `desired` what the peer has, returning what must be sent for that. Routes are
     /// normalized first (a route counts under its own `prefix`, host bits cleared, whatever its
     /// map key); routes this session cannot carry are left out and listed in
     /// `Changes::unexportable`. The caller must send `updates(&changes)`.
-    pub fn set_desired(&mut self, mut desired: RouteSet) -> Changes {
+    pub fn set_desired(&mut self, desired: RouteSet) -> Changes {
         let mut changes = Changes::default();
-        if desired
-            .iter()
-            .any(|(k, r)| *k != k.trunc() || r.prefix != *k)
-        {
-            // Rare: re-key on the canonical prefix.
-            desired = desired
-                .into_values()
-                .map(|mut r| {
-                    r.prefix = r.prefix.trunc();
-                    (r.prefix, r)
-                })
-                .collect();
-        }
-        let policy = &self.policy;
-        desired.retain(|prefix, route| {
-            route.normalize();
-            match policy.check(route) {
-                Ok(()) => true,
-                Err(why) => {
-                    changes.unexportable.push((*prefix, why));
-                    false
-                }
-            }
-        });
-        let next = desired;
+        let next = self.intern_desired(desired.into_values(), &mut changes.unexportable);
         // One merge pass over two sorted maps.
         let mut old = self.sent.iter().peekable();
         let mut new = next.iter().peekable();
@@ -371,7 +748,9 @@ impl AdjRibOut {
                 },
             }
         }
-        self.sent = next;
+        for id in std::mem::replace(&mut self.sent, next).into_values() {
+            self.table.release(id);
+        }
         changes
     }
 
@@ -411,20 +790,12 @@ impl AdjRibOut {
     /// The fewest UPDATEs that carry `changes` (from `set_desired` or `full_table` of this
     /// Adj-RIB-Out, with no `set_desired` in between): see the module documentation.
     pub fn updates(&self, changes: &Changes) -> Vec<Update> {
-        let announce = &changes.announce;
-        if announce.len().saturating_mul(16) < self.sent.len() || !announce.is_sorted() {
-            // A few changes in a large table: look each one up.
-            let routes = announce.iter().filter_map(|p| self.sent.get(p));
-            pack(&self.policy, routes, &changes.withdraw)
-        } else {
-            // Many (sorted, as `set_desired` makes them): one merge walk beats a lookup each.
-            let mut wanted = announce.iter().peekable();
-            let routes = self.sent.iter().filter_map(move |(p, r)| {
-                while wanted.next_if(|w| *w < p).is_some() {}
-                wanted.next_if_eq(&p).map(|_| r)
-            });
-            pack(&self.policy, routes, &changes.withdraw)
-        }
+        let routes: Vec<Route> = changes
+            .announce
+            .iter()
+            .filter_map(|p| self.sent.get(p).map(|id| self.table.route(*p, *id)))
+            .collect();
+        pack(&self.policy, &routes, &changes.withdraw)
     }
 }
 

@@ -691,3 +691,101 @@ fn ipv4_withdrawals_do_not_ride_in_ipv6_announcements() {
     assert!(updates[0].attributes.mp_reach.is_none());
     assert!(updates[1].withdrawn.is_empty());
 }
+
+/// Everything `next_updates` hands out, batch by batch, until it has nothing left.
+fn drain_outbox(rib: &mut AdjRibOut, budget: usize) -> Vec<Vec<Update>> {
+    let mut batches = Vec::new();
+    loop {
+        let b = rib.next_updates(budget);
+        if b.is_empty() {
+            return batches;
+        }
+        batches.push(b);
+    }
+}
+
+#[test]
+fn routes_count_as_sent_only_when_handed_out() {
+    let mut rib = AdjRibOut::new(policy(false, false));
+    let queued = rib.queue_desired(host_routes(3000).into_values());
+    assert_eq!((queued.announce, queued.withdraw), (3000, 0));
+    assert!(rib.is_empty(), "queued is not sent");
+    let first = rib.next_updates(1000);
+    assert_eq!(rib.len(), announced(&first).len());
+    assert!(rib.len() >= 200 && rib.len() < 3000, "{}", rib.len());
+    let rest = drain_outbox(&mut rib, 1000);
+    assert_eq!(rib.len(), 3000);
+    assert!(!rib.has_outstanding());
+    let total: usize =
+        rest.iter().map(|b| announced(b).len()).sum::<usize>() + announced(&first).len();
+    assert_eq!(total, 3000);
+}
+
+#[test]
+fn a_desired_set_changed_before_it_was_sent_coalesces_into_one_diff() {
+    let mut rib = AdjRibOut::new(policy(false, false));
+    rib.queue_desired(host_routes(10).into_values());
+    drain_outbox(&mut rib, 1 << 20);
+    // Many changes while the socket is blocked: add 5000, then remove them again and drop two
+    // of the original ten. Only the net difference goes out.
+    rib.queue_desired(host_routes(5010).into_values());
+    let mut last = host_routes(10);
+    let gone: Vec<IpNet> = last.keys().take(2).copied().collect();
+    for p in &gone {
+        last.remove(p);
+    }
+    let queued = rib.queue_desired(last.into_values());
+    assert_eq!((queued.announce, queued.withdraw), (0, 2));
+    let batches = drain_outbox(&mut rib, 1 << 20);
+    let updates: Vec<Update> = batches.into_iter().flatten().collect();
+    assert!(announced(&updates).is_empty());
+    let withdrawn: Vec<IpNet> = updates.iter().flat_map(|u| u.withdrawn.clone()).collect();
+    assert_eq!(withdrawn, gone);
+    assert_eq!(rib.len(), 8);
+}
+
+#[test]
+fn end_of_rib_follows_the_initial_routes() {
+    let mut rib = AdjRibOut::new(policy(false, false));
+    rib.queue_desired(host_routes(2000).into_values());
+    rib.queue_end_of_rib();
+    let updates: Vec<Update> = drain_outbox(&mut rib, 500).into_iter().flatten().collect();
+    let eor = updates
+        .iter()
+        .position(|u| u.end_of_rib_family().is_some())
+        .unwrap();
+    assert_eq!(announced(&updates[..eor]).len(), 2000);
+    assert_eq!(updates.len() - eor, 2, "one End-of-RIB per family, last");
+}
+
+#[test]
+fn route_refresh_answers_walk_the_table_and_repeated_requests_merge_into_one_more_pass() {
+    let mut rib = AdjRibOut::new(policy(false, false));
+    let mut routes = host_routes(4000);
+    routes.insert(
+        net("2001:db8:1::/48"),
+        Route::new(net("2001:db8:1::/48"), nh4()),
+    );
+    rib.queue_desired(routes.into_values());
+    drain_outbox(&mut rib, 1 << 20);
+    assert_eq!(
+        rib.request_refresh(AddressFamily::IPV4_UNICAST),
+        RefreshAnswer::Started
+    );
+    let first = rib.next_updates(1000);
+    let mut seen = announced(&first).len();
+    assert!(seen < 4000);
+    // A thousand more requests while the answer is under way cost nothing now.
+    for _ in 0..1000 {
+        assert_eq!(
+            rib.request_refresh(AddressFamily::IPV4_UNICAST),
+            RefreshAnswer::Coalesced
+        );
+    }
+    let rest: Vec<Update> = drain_outbox(&mut rib, 1000).into_iter().flatten().collect();
+    seen += announced(&rest).len();
+    // The pass in progress, then exactly one more; only the requested family.
+    assert_eq!(seen, 8000);
+    assert!(rest.iter().all(|u| u.attributes.mp_reach.is_none()));
+    assert!(!rib.has_outstanding());
+}
