@@ -249,10 +249,7 @@ fn authentication_sections_are_bound_by_type() {
             auth_len: 24
         })
     );
-    assert_eq!(
-        with_auth(&[6, 3, 1]),
-        Err(DecodeError::UnknownAuthType(6))
-    );
+    assert_eq!(with_auth(&[6, 3, 1]), Err(DecodeError::UnknownAuthType(6)));
     // The Reserved octet is ignored on receipt (§4.3, §4.4).
     let mut sha1 = vec![4, 28, 1, 0xff, 0, 0, 0, 1];
     sha1.extend_from_slice(&[0; 20]);
@@ -282,8 +279,9 @@ fn encode_refuses_packets_no_receiver_accepts() {
 fn arb_auth() -> impl Strategy<Value = Option<Authentication>> {
     prop_oneof![
         Just(None),
-        (any::<u8>(), prop::collection::vec(any::<u8>(), 1..=16))
-            .prop_map(|(key_id, password)| Some(Authentication::SimplePassword { key_id, password })),
+        (any::<u8>(), prop::collection::vec(any::<u8>(), 1..=16)).prop_map(|(key_id, password)| {
+            Some(Authentication::SimplePassword { key_id, password })
+        }),
         (any::<bool>(), any::<u8>(), any::<u32>(), any::<[u8; 16]>()).prop_map(
             |(meticulous, key_id, sequence, digest)| Some(Authentication::Md5 {
                 meticulous,
@@ -309,32 +307,35 @@ fn arb_packet() -> impl Strategy<Value = ControlPacket> {
         (1u32.., 1u32.., any::<[u32; 3]>()),
         arb_auth(),
     )
-        .prop_filter("Poll and Final together are invalid", |((_, _, f, _), _, _)| {
-            !(f[0] && f[1])
-        })
-        .prop_map(|((diag, state, flags, mult), (my, your, iv), authentication)| {
-            let state = match state {
-                0 => SessionState::AdminDown,
-                1 => SessionState::Down,
-                2 => SessionState::Init,
-                _ => SessionState::Up,
-            };
-            ControlPacket {
-                diagnostic: Diagnostic::from_code(diag),
-                state,
-                poll: flags[0],
-                final_: flags[1],
-                control_plane_independent: flags[2],
-                demand: flags[3],
-                detect_mult: mult,
-                my_discriminator: my,
-                your_discriminator: your,
-                desired_min_tx_interval: iv[0],
-                required_min_rx_interval: iv[1],
-                required_min_echo_rx_interval: iv[2],
-                authentication,
-            }
-        })
+        .prop_filter(
+            "Poll and Final together are invalid",
+            |((_, _, f, _), _, _)| !(f[0] && f[1]),
+        )
+        .prop_map(
+            |((diag, state, flags, mult), (my, your, iv), authentication)| {
+                let state = match state {
+                    0 => SessionState::AdminDown,
+                    1 => SessionState::Down,
+                    2 => SessionState::Init,
+                    _ => SessionState::Up,
+                };
+                ControlPacket {
+                    diagnostic: Diagnostic::from_code(diag),
+                    state,
+                    poll: flags[0],
+                    final_: flags[1],
+                    control_plane_independent: flags[2],
+                    demand: flags[3],
+                    detect_mult: mult,
+                    my_discriminator: my,
+                    your_discriminator: your,
+                    desired_min_tx_interval: iv[0],
+                    required_min_rx_interval: iv[1],
+                    required_min_echo_rx_interval: iv[2],
+                    authentication,
+                }
+            },
+        )
 }
 
 proptest! {

@@ -257,8 +257,7 @@ pub fn decode(buf: &[u8]) -> Result<ControlPacket, DecodeError> {
     }
     let state = SessionState::from_bits(flags >> 6);
     let your_discriminator = word(8);
-    if your_discriminator == 0 && !matches!(state, SessionState::Down | SessionState::AdminDown)
-    {
+    if your_discriminator == 0 && !matches!(state, SessionState::Down | SessionState::AdminDown) {
         return Err(DecodeError::YourDiscriminatorZero(state));
     }
     let poll = flags & 0x20 != 0;
@@ -267,7 +266,10 @@ pub fn decode(buf: &[u8]) -> Result<ControlPacket, DecodeError> {
         return Err(DecodeError::PollAndFinal);
     }
     let authentication = if auth_present {
-        Some(decode_auth(&buf[MANDATORY_LEN..usize::from(length)], length)?)
+        Some(decode_auth(
+            &buf[MANDATORY_LEN..usize::from(length)],
+            length,
+        )?)
     } else {
         None
     };
