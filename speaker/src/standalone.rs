@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::bfd::{self, Bfd, BfdSession, BfdState, Hops, PeerSpec};
 use crate::bgp::fsm::{self, GracefulRestartConfig};
 use crate::bgp::rib::Route;
 use crate::bgp::session::{
@@ -154,6 +155,21 @@ struct PeerRuntime {
     md5: Option<Md5Key>,
     desired: watch::Sender<DesiredRoutes>,
     handle: SessionHandle,
+    bfd: Option<(BfdPeer, BfdSession)>,
+}
+
+/// The BFD session a peer asks for (`bfd_profile`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BfdPeer {
+    spec: PeerSpec,
+    profile: bfd::Profile,
+}
+
+impl BfdPeer {
+    /// Same session apart from the timers, which change through a Poll Sequence.
+    fn same_session(&self, other: &BfdPeer) -> bool {
+        self.spec == other.spec && self.profile.passive == other.profile.passive
+    }
 }
 
 /// The running speaker: sessions by peer name, the listener, the configuration in force.
@@ -164,6 +180,8 @@ pub struct Speaker {
     peers: BTreeMap<String, PeerRuntime>,
     listener: Option<(crate::config::Listen, Arc<Listener>, JoinHandle<()>)>,
     incoming: IncomingRoutes,
+    /// Started with the first peer that asks for BFD.
+    bfd: Option<Bfd>,
 }
 
 impl std::fmt::Debug for Speaker {
@@ -179,6 +197,7 @@ struct PreparedPeer {
     session_cfg: SessionConfig,
     md5: Option<Md5Key>,
     desired: DesiredRoutes,
+    bfd: Option<BfdPeer>,
 }
 
 impl Speaker {
@@ -190,6 +209,7 @@ impl Speaker {
             peers: BTreeMap::new(),
             listener: None,
             incoming: Arc::default(),
+            bfd: None,
         }
     }
 
@@ -242,7 +262,13 @@ impl Speaker {
         for name in names {
             let keep = prepared.get(&name).is_some_and(|p| {
                 let cur = &self.peers[&name];
-                same_session(&cur.session_cfg, &p.session_cfg) && cur.md5 == p.md5
+                same_session(&cur.session_cfg, &p.session_cfg)
+                    && cur.md5 == p.md5
+                    && match (&cur.bfd, &p.bfd) {
+                        (None, None) => true,
+                        (Some((a, _)), Some(b)) => a.same_session(b),
+                        _ => false,
+                    }
             });
             if !keep {
                 let rt = self.peers.remove(&name).expect("listed above");
@@ -253,7 +279,14 @@ impl Speaker {
         }
         // New and changed peers start; kept ones get the new desired routes.
         for (name, p) in prepared {
-            if let Some(rt) = self.peers.get(&name) {
+            if let Some(rt) = self.peers.get_mut(&name) {
+                if let (Some((cur, session)), Some(new)) = (&mut rt.bfd, &p.bfd)
+                    && cur.profile != new.profile
+                {
+                    info!(peer = %name, "BFD timers changed: applying them through a Poll Sequence");
+                    session.set_parameters(new.profile.parameters);
+                    *cur = new.clone();
+                }
                 rt.desired.send_if_modified(|cur| {
                     if **cur == *p.desired {
                         false
@@ -273,7 +306,26 @@ impl Speaker {
                 warn!(peer = %name, error = %e, "cannot set the TCP MD5 key on the listener");
             }
             let (desired_tx, desired_rx) = watch::channel(p.desired);
-            let handle = session::spawn(p.session_cfg.clone(), desired_rx, self.metrics.clone());
+            let (bfd, gate) = match p.bfd {
+                Some(b) => match self.start_bfd(&b).await {
+                    Ok(session) => {
+                        let gate = bfd_gate(session.state());
+                        (Some((b, session)), gate)
+                    }
+                    Err(e) => {
+                        // BGP without BFD is what the peer had before BFD: run it so.
+                        error!(peer = %name, error = %e, "cannot start BFD; running BGP without it");
+                        (None, watch::channel(true).1)
+                    }
+                },
+                None => (None, watch::channel(true).1),
+            };
+            let handle = session::spawn_gated(
+                p.session_cfg.clone(),
+                desired_rx,
+                self.metrics.clone(),
+                gate,
+            );
             self.incoming
                 .lock()
                 .expect("not poisoned")
@@ -285,6 +337,7 @@ impl Speaker {
                     md5: p.md5,
                     desired: desired_tx,
                     handle,
+                    bfd,
                 },
             );
         }
@@ -312,7 +365,16 @@ impl Speaker {
                 message: Some(why.to_owned()),
             })
             .await;
+        if let Some((_, b)) = rt.bfd {
+            b.stop().await;
+        }
         self.metrics.forget(&rt.session_cfg.name);
+    }
+
+    async fn start_bfd(&mut self, b: &BfdPeer) -> std::io::Result<BfdSession> {
+        let metrics = self.metrics.clone();
+        let daemon = self.bfd.get_or_insert_with(|| Bfd::spawn(metrics));
+        daemon.start(b.spec.clone(), b.profile).await
     }
 
     /// Stop every session as the configuration's `shutdown` mode says, all at once.
@@ -331,8 +393,43 @@ impl Speaker {
             task.abort();
         }
         let peers = std::mem::take(&mut self.peers);
-        futures::future::join_all(peers.into_values().map(|rt| rt.handle.stop(stop.clone()))).await;
+        futures::future::join_all(peers.into_values().map(|rt| async {
+            rt.handle.stop(stop.clone()).await;
+            if let Some((_, b)) = rt.bfd {
+                b.stop().await;
+            }
+        }))
+        .await;
     }
+}
+
+/// The BGP session's gate from its BFD session: open until BFD has been Up once (BGP does not
+/// wait for a peer that may not run BFD), then closed whenever BFD leaves Up and open again
+/// when it is back Up.
+fn bfd_gate(mut state: watch::Receiver<BfdState>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(true);
+    tokio::spawn(async move {
+        let mut was_up = false;
+        loop {
+            let s = *state.borrow_and_update();
+            if s == BfdState::Up {
+                was_up = true;
+            }
+            if was_up {
+                tx.send_if_modified(|open| {
+                    let changed = *open != (s == BfdState::Up);
+                    *open = s == BfdState::Up;
+                    changed
+                });
+            }
+            // Ends when the BFD session stops or the BGP session is gone.
+            tokio::select! {
+                r = state.changed() => if r.is_err() { return },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    rx
 }
 
 /// Equal apart from the Restart State bit, which only the first session after a start sets.
@@ -416,10 +513,25 @@ fn prepare_peer(
         ipv6_next_hop: p.ipv6_next_hop,
         ipv4_next_hop: p.ipv4_next_hop,
     };
+    let bfd = p.bfd_profile.as_ref().map(|profile| BfdPeer {
+        spec: PeerSpec {
+            name: name.clone(),
+            peer: p.address,
+            local: p.source_address,
+            hops: if p.multihop_ttl.is_some() {
+                Hops::Multi
+            } else {
+                Hops::Single
+            },
+        },
+        // validate() checked that the profile exists.
+        profile: config.bfd_profiles[profile].profile(),
+    });
     Ok(PreparedPeer {
         session_cfg,
         md5,
         desired: Arc::new(desired_for(config, &name)),
+        bfd,
     })
 }
 

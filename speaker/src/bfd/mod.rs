@@ -3,5 +3,10 @@
 //!
 //! - `codec`: the Control packet ⇄ bytes, validating before it trusts (§6.8.6).
 //! - `fsm`: the session state machine, sans-IO (inputs in, outputs out, no clock).
+//! - `session`: the one task that owns the UDP sockets and timers and drives every `fsm`.
 pub mod codec;
 pub mod fsm;
+pub mod session;
+
+pub use codec::SessionState as BfdState;
+pub use session::{Bfd, BfdSession, Hops, PeerSpec, Profile};
