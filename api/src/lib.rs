@@ -6,6 +6,7 @@ pub mod crd;
 pub mod ops;
 pub mod state;
 
+pub use crd::{BFDProfile, BFDProfileSpec};
 pub use crd::{
     BGPAdvertisement, BGPAdvertisementSpec, BGPPeer, BGPPeerSpec, DNSView, DNSViewSpec, IPPool,
     IPPoolSpec, IPPoolStatus,

@@ -84,6 +84,19 @@ impl Default for BfdProfile {
     }
 }
 
+/// The cluster kind has the same fields (camelCase): one set of bounds and one conversion.
+impl From<&leafbridge_api::BFDProfileSpec> for BfdProfile {
+    fn from(s: &leafbridge_api::BFDProfileSpec) -> Self {
+        Self {
+            receive_interval: s.receive_interval,
+            transmit_interval: s.transmit_interval,
+            detect_multiplier: s.detect_multiplier,
+            echo_mode: s.echo_mode,
+            passive_mode: s.passive_mode,
+        }
+    }
+}
+
 impl BfdProfile {
     /// The bounds of MetalLB's and FRR's profiles (10 ms to 60 s); detect multiplier 0 is
     /// invalid on the wire (RFC 5880 §6.8.6).
