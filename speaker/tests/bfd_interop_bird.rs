@@ -179,3 +179,32 @@ fn a_frozen_nodes_routes_leave_the_leafs_kernel_table_within_a_second_with_bfd()
     assert!(with < Duration::from_secs(1), "with BFD: {with:?}");
     assert!(without > Duration::from_secs(5), "without BFD: {without:?}");
 }
+
+#[test]
+fn a_multihop_bgp_peer_gets_a_multihop_bfd_session_on_port_4784() {
+    let pair = Pair::new("bfdmh");
+    let mut cfg = BirdConfig::new("192.0.2.2".parse().unwrap(), 65000);
+    cfg.bfd = Some(BirdBfd::new(300, 300, 3));
+    cfg.peers.push(BirdPeer {
+        bfd: true,
+        multihop: Some(2),
+        ..BirdPeer::new("node1", Pair::a_v4(), 65001)
+    });
+    let bird = Bird::start(&pair.b, "leaf", &cfg);
+    let y = speaker_yaml(Some((300, 300)), 9).replace(
+        "    bfd_profile: fast\n",
+        "    bfd_profile: fast\n    multihop_ttl: 2\n    source_address: 192.0.2.1\n",
+    );
+    let _speaker = Speaker::start(&pair.a, "a", &y);
+    bird.wait_established("node1", T);
+    let s = wait_bfd(&bird, "BIRD's multihop BFD session Up", |s| {
+        s.state == "Up" && s.timeout == 0.9
+    });
+    assert_eq!(s.interval, 0.3);
+    assert!(
+        pair.a
+            .run("ss", &["-Huan", "sport", "= :4784"])
+            .contains("4784"),
+        "nothing listens on UDP 4784"
+    );
+}

@@ -568,7 +568,8 @@ pub fn parse_prefix_json(v: &Value) -> Vec<RibRoute> {
         .collect()
 }
 
-/// One `peer` of FRR bfdd's `bfd` block.
+/// One `peer` of FRR bfdd's `bfd` block. bfdd keeps one session per peer address: two peers
+/// with the same `addr` and different `local` become one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BfddPeer {
     pub addr: IpAddr,

@@ -425,7 +425,7 @@ impl Daemon {
                     diagnostic,
                 } => {
                     let n = e.fsm.negotiated();
-                    info!(%from, %to, %diagnostic, tx = ?n.transmit_interval, detect = ?n.detection_time, "BFD state changed");
+                    info!(%diagnostic, tx = ?n.transmit_interval, detect = ?n.detection_time, "BFD state changed: {from} -> {to}");
                     if diagnostic == Diagnostic::ControlDetectionTimeExpired {
                         self.metrics
                             .bfd_detection_expiries
