@@ -188,6 +188,8 @@ fn a_multihop_bgp_peer_gets_a_multihop_bfd_session_on_port_4784() {
     cfg.peers.push(BirdPeer {
         bfd: true,
         multihop: Some(2),
+        // BIRD: "Multihop BGP with BFD requires specified local address".
+        local_addr: Some(Pair::b_v4()),
         ..BirdPeer::new("node1", Pair::a_v4(), 65001)
     });
     let bird = Bird::start(&pair.b, "leaf", &cfg);
