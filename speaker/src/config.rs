@@ -208,6 +208,25 @@ pub struct PeerConfig {
     /// `multihop_ttl` is set, else single hop (RFC 5881). BGP is closed while BFD is down.
     #[serde(default)]
     pub bfd_profile: Option<String>,
+    /// Keyed SHA1 for the peer's BFD session (RFC 5880 §6.7.4); none: no authentication.
+    #[serde(default)]
+    pub bfd_auth: Option<BfdAuth>,
+}
+
+/// BFD keyed SHA1: the key (1 to 20 octets) is read from a file and never logged.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdAuth {
+    pub key_file: PathBuf,
+    #[serde(default = "default_bfd_key_id")]
+    pub key_id: u8,
+    /// Meticulous Keyed SHA1: every packet has a new sequence number.
+    #[serde(default)]
+    pub meticulous: bool,
+}
+
+fn default_bfd_key_id() -> u8 {
+    1
 }
 
 fn default_hold_time() -> u16 {

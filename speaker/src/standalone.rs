@@ -513,8 +513,16 @@ fn prepare_peer(
         ipv6_next_hop: p.ipv6_next_hop,
         ipv4_next_hop: p.ipv4_next_hop,
     };
+    let bfd_key = match &p.bfd_auth {
+        Some(a) => Some(
+            bfd::auth::Sha1Key::from_file(&a.key_file, a.key_id, a.meticulous)
+                .with_context(|| format!("peer {name}"))?,
+        ),
+        None => None,
+    };
     let bfd = p.bfd_profile.as_ref().map(|profile| BfdPeer {
         spec: PeerSpec {
+            auth: bfd_key.clone(),
             name: name.clone(),
             peer: p.address,
             local: p.source_address,

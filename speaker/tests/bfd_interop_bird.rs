@@ -210,3 +210,50 @@ fn a_multihop_bgp_peer_gets_a_multihop_bfd_session_on_port_4784() {
         "nothing listens on UDP 4784"
     );
 }
+
+/// BIRD with keyed SHA1 (id 1, `key`) and the speaker with its key in a file.
+fn sha1_pair(tag: &str, our_key: &str) -> (Pair, Bird, Speaker) {
+    let pair = Pair::new(tag);
+    let mut cfg = BirdConfig::new("192.0.2.2".parse().unwrap(), 65000);
+    let mut bfd = BirdBfd::new(300, 300, 3);
+    bfd.sha1 = Some(("s3cret-key".to_owned(), 1));
+    cfg.bfd = Some(bfd);
+    cfg.peers.push(BirdPeer {
+        bfd: true,
+        ..BirdPeer::new("node1", Pair::a_v4(), 65001)
+    });
+    let bird = Bird::start(&pair.b, "leaf", &cfg);
+    let key = pair.topo.dir().join("bfd.key");
+    std::fs::write(&key, format!("{our_key}\n")).unwrap();
+    let y = speaker_yaml(Some((300, 300)), 9).replace(
+        "    bfd_profile: fast\n",
+        &format!(
+            "    bfd_profile: fast\n    bfd_auth: {{ key_file: {}, key_id: 1 }}\n",
+            key.display()
+        ),
+    );
+    let speaker = Speaker::start(&pair.a, "a", &y);
+    (pair, bird, speaker)
+}
+
+#[test]
+fn keyed_sha1_sessions_come_up_with_the_right_key_only() {
+    let (_pair, bird, speaker) = sha1_pair("bfdsha", "s3cret-key");
+    wait_bfd(&bird, "BIRD's keyed SHA1 BFD session Up", |s| {
+        s.state == "Up" && s.timeout == 0.9
+    });
+    assert!(!speaker.log().contains("s3cret-key"), "the key was logged");
+
+    let (_pair2, bird2, speaker2) = sha1_pair("bfdshabad", "wrong-key");
+    speaker2.wait_log("keyed SHA1 digest does not match", T);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(
+        bird2.bfd_session(Pair::a_v4()).map(|s| s.state),
+        Some("Up".to_owned())
+    );
+    assert!(
+        !speaker2.log().contains("BFD state changed"),
+        "{}",
+        speaker2.log()
+    );
+}

@@ -111,13 +111,15 @@ pub struct BirdConfig {
 }
 
 /// BIRD's `protocol bfd` timers, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BirdBfd {
     pub min_rx_ms: u32,
     pub min_tx_ms: u32,
     pub multiplier: u8,
     /// `passive on`: wait for the peer's first packet (RFC 5880 §6.1).
     pub passive: bool,
+    /// Keyed SHA1 (RFC 5880 §6.7.4) with this password and key id.
+    pub sha1: Option<(String, u8)>,
 }
 
 impl BirdBfd {
@@ -127,11 +129,19 @@ impl BirdBfd {
             min_tx_ms,
             multiplier,
             passive: false,
+            sha1: None,
         }
     }
 
     fn render(&self) -> String {
-        let passive = if self.passive { " passive on;" } else { "" };
+        let mut passive = String::from(if self.passive { " passive on;" } else { "" });
+        if let Some((pw, id)) = &self.sha1 {
+            let _ = write!(
+                passive,
+                " authentication keyed sha1; password \"{}\" {{ id {id}; }};",
+                pw.replace('"', "\\\"")
+            );
+        }
         let timers = format!(
             "{{ min rx interval {} ms; min tx interval {} ms; idle tx interval 1000 ms; multiplier {};{passive} }}",
             self.min_rx_ms, self.min_tx_ms, self.multiplier

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::codec::{ControlPacket, Diagnostic, SessionState};
+use super::codec::{Authentication, ControlPacket, Diagnostic, SessionState};
 
 /// RFC 5880 §6.8.3: "bfd.DesiredMinTxInterval [...] not less than one second" while not Up.
 pub const SLOW_TX: Duration = Duration::from_secs(1);
@@ -75,6 +75,11 @@ pub enum DiscardReason {
     LocalAdminDown,
     /// Your Discriminator names another session (the demultiplexer should not let it through).
     WrongDiscriminator { expected: u32, got: u32 },
+    /// Another Auth Type or Key ID than ours (§6.7.4).
+    AuthenticationMismatch,
+    /// §6.7.4: the Auth Sequence Number is outside bfd.RcvAuthSeq..+3×Detect Mult (+1.. for
+    /// meticulous), a replay or a gap too large.
+    SequenceOutOfWindow { last: u32, got: u32 },
 }
 
 impl fmt::Display for DiscardReason {
@@ -85,6 +90,13 @@ impl fmt::Display for DiscardReason {
             Self::LocalAdminDown => f.write_str("session is AdminDown"),
             Self::WrongDiscriminator { expected, got } => {
                 write!(f, "Your Discriminator {got} is not ours ({expected})")
+            }
+            Self::AuthenticationMismatch => f.write_str("another Auth Type or Key ID"),
+            Self::SequenceOutOfWindow { last, got } => {
+                write!(
+                    f,
+                    "Auth Sequence Number {got} outside the window after {last}"
+                )
             }
         }
     }
@@ -168,8 +180,20 @@ pub struct Session {
     poll_pending: bool,
     /// A Final owed to the remote's Poll.
     final_pending: bool,
-    /// Authentication in use (keyed SHA1 is not implemented yet; always false).
-    auth: bool,
+    /// Keyed SHA1 in use (§6.7.4): the digest is made and checked on the bytes by `auth`.
+    auth: Option<Sha1State>,
+}
+
+/// The §6.8.1 authentication variables of a keyed SHA1 session.
+#[derive(Debug, Clone, Copy)]
+struct Sha1State {
+    key_id: u8,
+    meticulous: bool,
+    /// bfd.XmitAuthSeq.
+    xmit_seq: u32,
+    /// bfd.RcvAuthSeq, valid when `seq_known` (bfd.AuthSeqKnown).
+    rcv_seq: u32,
+    seq_known: bool,
 }
 
 impl Session {
@@ -196,8 +220,21 @@ impl Session {
             remote_demand: false,
             poll_pending: false,
             final_pending: false,
-            auth: false,
+            auth: None,
         }
+    }
+
+    /// Keyed SHA1 (or Meticulous Keyed SHA1) with this key id; `initial_seq` is bfd.XmitAuthSeq's
+    /// random start (§6.8.1).
+    pub fn with_sha1(mut self, key_id: u8, meticulous: bool, initial_seq: u32) -> Self {
+        self.auth = Some(Sha1State {
+            key_id,
+            meticulous,
+            xmit_seq: initial_seq,
+            rcv_seq: 0,
+            seq_known: false,
+        });
+        self
     }
 
     pub fn state(&self) -> SessionState {
@@ -327,16 +364,48 @@ impl Session {
             }));
             return;
         }
-        match (p.authentication.is_some(), self.auth) {
-            (true, false) => {
+        match (&p.authentication, &mut self.auth) {
+            (Some(_), None) => {
                 out.push(Output::Discarded(DiscardReason::UnexpectedAuthentication));
                 return;
             }
-            (false, true) => {
+            (None, Some(_)) => {
                 out.push(Output::Discarded(DiscardReason::MissingAuthentication));
                 return;
             }
-            _ => {}
+            (Some(a), Some(st)) => {
+                let Authentication::Sha1 {
+                    meticulous,
+                    key_id,
+                    sequence,
+                    ..
+                } = a
+                else {
+                    out.push(Output::Discarded(DiscardReason::AuthenticationMismatch));
+                    return;
+                };
+                if *meticulous != st.meticulous || *key_id != st.key_id {
+                    out.push(Output::Discarded(DiscardReason::AuthenticationMismatch));
+                    return;
+                }
+                // §6.7.4: within bfd.RcvAuthSeq ..= bfd.RcvAuthSeq + 3 × Detect Mult
+                // (from + 1 for meticulous), in 32-bit circular space.
+                if st.seq_known {
+                    let ahead = sequence.wrapping_sub(st.rcv_seq);
+                    let window = 3 * u32::from(p.detect_mult);
+                    let first = u32::from(st.meticulous);
+                    if !(first..=window).contains(&ahead) {
+                        out.push(Output::Discarded(DiscardReason::SequenceOutOfWindow {
+                            last: st.rcv_seq,
+                            got: *sequence,
+                        }));
+                        return;
+                    }
+                }
+                st.rcv_seq = *sequence;
+                st.seq_known = true;
+            }
+            (None, None) => {}
         }
         self.remote_discr = p.my_discriminator;
         self.remote_state = p.state;
@@ -386,6 +455,11 @@ impl Session {
         self.remote_discr = 0;
         self.remote_state = SessionState::Down;
         self.remote_demand = false;
+        // §6.8.1 bfd.AuthSeqKnown: forgotten when the remote has been silent (we use one
+        // Detection Time rather than two; a fresh start is then accepted sooner).
+        if let Some(st) = &mut self.auth {
+            st.seq_known = false;
+        }
         if matches!(self.state, SessionState::Init | SessionState::Up) {
             // §6.8.4: "the session has gone down"; Diag 1.
             self.set_state(
@@ -450,6 +524,10 @@ impl Session {
         }
         out.push(Output::Send(self.packet()));
         self.final_pending = false;
+        if let Some(st) = &mut self.auth {
+            // Every packet gets the next number: required for meticulous, allowed otherwise.
+            st.xmit_seq = st.xmit_seq.wrapping_add(1);
+        }
         match self.transmit_interval() {
             Some(interval) => out.push(Output::ArmTimer {
                 timer: Timer::Transmit,
@@ -477,7 +555,13 @@ impl Session {
             desired_min_tx_interval: micros(self.advertised_tx),
             required_min_rx_interval: micros(self.advertised_rx),
             required_min_echo_rx_interval: 0,
-            authentication: None,
+            authentication: self.auth.map(|st| Authentication::Sha1 {
+                meticulous: st.meticulous,
+                key_id: st.key_id,
+                sequence: st.xmit_seq,
+                // Filled in by `auth::Sha1Key::sign` on the encoded packet.
+                digest: [0; 20],
+            }),
         }
     }
 }

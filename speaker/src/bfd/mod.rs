@@ -3,7 +3,9 @@
 //!
 //! - `codec`: the Control packet ⇄ bytes, validating before it trusts (§6.8.6).
 //! - `fsm`: the session state machine, sans-IO (inputs in, outputs out, no clock).
+//! - `auth`: keyed SHA1 (§6.7.4) over the encoded packet.
 //! - `session`: the one task that owns the UDP sockets and timers and drives every `fsm`.
+pub mod auth;
 pub mod codec;
 pub mod fsm;
 pub mod session;

@@ -9,7 +9,9 @@
 //! - Multihop (RFC 5883): received on UDP 4784, sent with TTL 255; any received TTL is
 //!   accepted (§5 leaves a minimum to configuration, not offered here).
 //!
-//! Authentication (§6.7) is not implemented: a packet with the A bit set is discarded.
+//! Authentication: none, or Keyed SHA1 / Meticulous Keyed SHA1 (§6.7.4) with a key the caller
+//! read from a file. The digest is checked here on the received bytes, the sequence number in
+//! `fsm`.
 
 use std::collections::HashMap;
 use std::io;
@@ -25,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::auth::Sha1Key;
 use super::codec::{self, Diagnostic, SessionState};
 use super::fsm::{self, Input, Output, Parameters, Timer};
 use crate::metrics::SpeakerMetrics;
@@ -68,6 +71,8 @@ pub struct PeerSpec {
     /// Source address of our packets; chosen by the kernel when absent.
     pub local: Option<IpAddr>,
     pub hops: Hops,
+    /// Keyed SHA1 (RFC 5880 §6.7.4); none: no authentication.
+    pub auth: Option<Sha1Key>,
 }
 
 enum Command {
@@ -310,6 +315,9 @@ impl Daemon {
         let span = tracing::info_span!("bfd", peer = %spec.name, addr = %spec.peer);
         info!(parent: &span, discriminator = discr, hops = ?spec.hops, source = %tx.local_addr()?, "BFD session starting");
         let mut fsm = fsm::Session::new(discr, profile.parameters, profile.passive);
+        if let Some(k) = &spec.auth {
+            fsm = fsm.with_sha1(k.key_id, k.meticulous, rand::random());
+        }
         let outputs = fsm.start(rand::random());
         self.by_peer.insert((spec.peer, spec.hops), discr);
         self.sessions.insert(
@@ -365,7 +373,17 @@ impl Daemon {
             return;
         };
         match self.sessions.get(&discr) {
-            Some(e) if e.spec.peer == d.from.ip() && e.spec.hops == d.hops => {}
+            Some(e) if e.spec.peer == d.from.ip() && e.spec.hops == d.hops => {
+                // §6.7.4: "If the Auth Key/Digest field does not match [...] the received
+                // packet MUST be discarded." (No section at all: the fsm's discard.)
+                if let Some(key) = &e.spec.auth
+                    && packet.authentication.is_some()
+                    && !key.verify(&packet, &d.data)
+                {
+                    self.drop_packet(&d, "keyed SHA1 digest does not match");
+                    return;
+                }
+            }
             _ => {
                 self.drop_packet(&d, "Your Discriminator names no session with this peer");
                 return;
@@ -404,7 +422,11 @@ impl Daemon {
             match o {
                 Output::Send(p) => {
                     buf.clear();
-                    match codec::encode(&p, &mut buf) {
+                    let encoded = match &e.spec.auth {
+                        Some(key) => key.sign(&p, &mut buf),
+                        None => codec::encode(&p, &mut buf),
+                    };
+                    match encoded {
                         Ok(()) => {
                             if let Err(err) = e.tx.send_to(&buf, e.dest) {
                                 // Non-blocking: a full queue or a missing route loses this

@@ -329,6 +329,106 @@ fn authenticated_packets_are_discarded_when_no_authentication_is_configured() {
     assert_eq!(s.remote_discriminator(), 0);
 }
 
+fn sha1(p: &mut ControlPacket, key_id: u8, sequence: u32) {
+    p.authentication = Some(crate::bfd::codec::Authentication::Sha1 {
+        meticulous: false,
+        key_id,
+        sequence,
+        digest: [0; 20],
+    });
+}
+
+#[test]
+fn keyed_sha1_sessions_number_their_packets_and_refuse_replays() {
+    let mut s = Session::new(1, params(300, 300, 3), false).with_sha1(4, false, 100);
+    let out = s.start(0);
+    match &sent(&out)[0].authentication {
+        Some(crate::bfd::codec::Authentication::Sha1 {
+            key_id: 4,
+            sequence: 100,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        &s.packet().authentication,
+        Some(crate::bfd::codec::Authentication::Sha1 { sequence: 101, .. })
+    ));
+    // Unauthenticated and wrong-key packets are discarded.
+    let p = remote(SessionState::Down, 0, 1000, 300);
+    assert_eq!(
+        s.handle(Input::Received(p.clone()), 0),
+        [Output::Discarded(DiscardReason::MissingAuthentication)]
+    );
+    let mut wrong = p.clone();
+    sha1(&mut wrong, 5, 10);
+    assert_eq!(
+        s.handle(Input::Received(wrong), 0),
+        [Output::Discarded(DiscardReason::AuthenticationMismatch)]
+    );
+    // The first sequence number is learnt; then the same one (allowed: not meticulous), one
+    // within 3 × Detect Mult, and one beyond it.
+    let mut ok = p.clone();
+    sha1(&mut ok, 4, 10);
+    assert_eq!(
+        changes(&s.handle(Input::Received(ok.clone()), 0)),
+        [(SessionState::Down, SessionState::Init)]
+    );
+    assert!(
+        !s.handle(Input::Received(ok.clone()), 0)
+            .iter()
+            .any(|o| matches!(o, Output::Discarded(_)))
+    );
+    let mut ahead = p.clone();
+    sha1(&mut ahead, 4, 19);
+    assert!(
+        !s.handle(Input::Received(ahead), 0)
+            .iter()
+            .any(|o| matches!(o, Output::Discarded(_)))
+    );
+    let mut far = p.clone();
+    sha1(&mut far, 4, 29);
+    assert_eq!(
+        s.handle(Input::Received(far), 0),
+        [Output::Discarded(DiscardReason::SequenceOutOfWindow {
+            last: 19,
+            got: 29
+        })]
+    );
+    let mut replay = p;
+    sha1(&mut replay, 4, 18);
+    assert!(matches!(
+        s.handle(Input::Received(replay), 0)[..],
+        [Output::Discarded(DiscardReason::SequenceOutOfWindow { .. })]
+    ));
+}
+
+#[test]
+fn meticulous_sha1_needs_a_new_sequence_number_every_packet() {
+    let mut s = Session::new(1, params(300, 300, 3), false).with_sha1(1, true, 0);
+    let mut p = remote(SessionState::Down, 0, 1000, 300);
+    p.authentication = Some(crate::bfd::codec::Authentication::Sha1 {
+        meticulous: true,
+        key_id: 1,
+        sequence: u32::MAX,
+        digest: [0; 20],
+    });
+    let _ = s.handle(Input::Received(p.clone()), 0);
+    assert!(matches!(
+        s.handle(Input::Received(p.clone()), 0)[..],
+        [Output::Discarded(DiscardReason::SequenceOutOfWindow { .. })]
+    ));
+    // Wrapping around 2^32 is fine.
+    if let Some(crate::bfd::codec::Authentication::Sha1 { sequence, .. }) = &mut p.authentication {
+        *sequence = 0;
+    }
+    assert!(
+        !s.handle(Input::Received(p), 0)
+            .iter()
+            .any(|o| matches!(o, Output::Discarded(_)))
+    );
+}
+
 #[test]
 fn a_packet_for_another_discriminator_is_discarded() {
     let mut s = Session::new(1, params(300, 300, 3), false);
