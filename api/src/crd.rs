@@ -618,6 +618,69 @@ pub struct DNSViewSpec {
     pub priority: i32,
 }
 
+/// BFD timers and role for the speakers' sessions with a BGPPeer (RFC 5880, asynchronous mode),
+/// referenced by name from a BGPPeer. The fields are those of MetalLB's BFDProfile.
+#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[kube(
+    group = "leafbridge.io",
+    version = "v1alpha1",
+    kind = "BFDProfile",
+    plural = "bfdprofiles",
+    singular = "bfdprofile",
+    derive = "PartialEq",
+    doc = "BFD timers for the BGP sessions of the leafbridge speakers",
+    printcolumn(name = "RX ms", type_ = "integer", json_path = ".spec.receiveInterval"),
+    printcolumn(
+        name = "TX ms",
+        type_ = "integer",
+        json_path = ".spec.transmitInterval"
+    ),
+    printcolumn(
+        name = "Multiplier",
+        type_ = "integer",
+        json_path = ".spec.detectMultiplier"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BFDProfileSpec {
+    /// bfd.RequiredMinRxInterval in milliseconds (10..=60000). Default 300.
+    #[serde(default = "default_bfd_interval")]
+    pub receive_interval: u32,
+    /// bfd.DesiredMinTxInterval once Up, in milliseconds (10..=60000); at least one second
+    /// while not Up (RFC 5880 §6.8.3). Default 300.
+    #[serde(default = "default_bfd_interval")]
+    pub transmit_interval: u32,
+    /// bfd.DetectMult (>= 1). Default 3.
+    #[serde(default = "default_bfd_detect_multiplier")]
+    pub detect_multiplier: u8,
+    /// The Echo function (RFC 5880 §6.4) is not implemented: must be false.
+    #[serde(default)]
+    pub echo_mode: bool,
+    /// Wait for the peer's first packet before sending (RFC 5880 §6.1 passive role).
+    #[serde(default)]
+    pub passive_mode: bool,
+}
+
+fn default_bfd_interval() -> u32 {
+    300
+}
+
+fn default_bfd_detect_multiplier() -> u8 {
+    3
+}
+
+impl Default for BFDProfileSpec {
+    fn default() -> Self {
+        Self {
+            receive_interval: default_bfd_interval(),
+            transmit_interval: default_bfd_interval(),
+            detect_multiplier: default_bfd_detect_multiplier(),
+            echo_mode: false,
+            passive_mode: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

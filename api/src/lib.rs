@@ -7,6 +7,7 @@ pub mod ops;
 pub mod rules;
 pub mod state;
 
+pub use crd::{BFDProfile, BFDProfileSpec};
 pub use crd::{
     BGPAdvertisement, BGPAdvertisementSpec, BGPNodeState, BGPNodeStateStatus, BGPPeer, BGPPeerSpec,
     DNSView, DNSViewSpec, IPPool, IPPoolSpec, IPPoolStatus,

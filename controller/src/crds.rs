@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use kube::CustomResourceExt;
-use leafbridge_api::{BGPAdvertisement, BGPNodeState, BGPPeer, DNSView, IPPool};
+use leafbridge_api::{BFDProfile, BGPAdvertisement, BGPNodeState, BGPPeer, DNSView, IPPool};
 
 /// Where the generated CRDs live in the repository.
 pub fn deploy_dir() -> PathBuf {
@@ -27,6 +27,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ),
         ("leafbridge.io_dnsviews.yaml", y(DNSView::crd())),
         ("leafbridge.io_bgpnodestates.yaml", y(BGPNodeState::crd())),
+        ("leafbridge.io_bfdprofiles.yaml", y(BFDProfile::crd())),
     ]
 }
 

@@ -738,6 +738,7 @@ impl Runtime {
                 spec: p.spec.clone(),
                 md5,
                 routes: DesiredRoutes::new(p.routes.clone()),
+                bfd: None,
             });
         }
         if missing != self.secret_missing {

@@ -3,7 +3,7 @@
 //! errors, so typos do not silently change behaviour) and checked by `validate()`, whose bounds
 //! cite the RFC they come from.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -34,10 +34,105 @@ pub struct Config {
     /// RFC 4724 §3 Restart Time advertised to peers with graceful restart, in seconds.
     #[serde(default = "default_restart_time")]
     pub restart_time: u16,
+    /// BFD profiles by name, referenced by peers' `bfd_profile`.
+    #[serde(default)]
+    pub bfd_profiles: BTreeMap<String, BfdProfile>,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
     #[serde(default)]
     pub prefixes: Vec<PrefixConfig>,
+}
+
+/// A BFD profile (the fields of the BFDProfile kind): RFC 5880 timers in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdProfile {
+    /// bfd.RequiredMinRxInterval: the fastest we want to receive.
+    #[serde(default = "default_bfd_interval")]
+    pub receive_interval: u32,
+    /// bfd.DesiredMinTxInterval once Up (at least 1 s while not Up, RFC 5880 §6.8.3).
+    #[serde(default = "default_bfd_interval")]
+    pub transmit_interval: u32,
+    /// bfd.DetectMult.
+    #[serde(default = "default_detect_multiplier")]
+    pub detect_multiplier: u8,
+    /// The Echo function (RFC 5880 §6.4) is not implemented: only `false` is accepted.
+    #[serde(default)]
+    pub echo_mode: bool,
+    /// Wait for the peer's first packet before sending (RFC 5880 §6.1 passive role).
+    #[serde(default)]
+    pub passive_mode: bool,
+}
+
+fn default_bfd_interval() -> u32 {
+    300
+}
+
+fn default_detect_multiplier() -> u8 {
+    3
+}
+
+impl Default for BfdProfile {
+    fn default() -> Self {
+        Self {
+            receive_interval: default_bfd_interval(),
+            transmit_interval: default_bfd_interval(),
+            detect_multiplier: default_detect_multiplier(),
+            echo_mode: false,
+            passive_mode: false,
+        }
+    }
+}
+
+/// The cluster kind has the same fields (camelCase): one set of bounds and one conversion.
+impl From<&leafbridge_api::BFDProfileSpec> for BfdProfile {
+    fn from(s: &leafbridge_api::BFDProfileSpec) -> Self {
+        Self {
+            receive_interval: s.receive_interval,
+            transmit_interval: s.transmit_interval,
+            detect_multiplier: s.detect_multiplier,
+            echo_mode: s.echo_mode,
+            passive_mode: s.passive_mode,
+        }
+    }
+}
+
+impl BfdProfile {
+    /// The bounds of MetalLB's and FRR's profiles (10 ms to 60 s); detect multiplier 0 is
+    /// invalid on the wire (RFC 5880 §6.8.6).
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        for (field, v) in [
+            ("receive_interval", self.receive_interval),
+            ("transmit_interval", self.transmit_interval),
+        ] {
+            if !(10..=60_000).contains(&v) {
+                return Err(ConfigError::BfdInterval {
+                    profile: name.to_owned(),
+                    field,
+                    value: v,
+                });
+            }
+        }
+        if self.detect_multiplier == 0 {
+            return Err(ConfigError::BfdDetectMultiplier(name.to_owned()));
+        }
+        if self.echo_mode {
+            return Err(ConfigError::BfdEcho(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub fn profile(&self) -> crate::bfd::Profile {
+        use std::time::Duration;
+        crate::bfd::Profile {
+            parameters: crate::bfd::fsm::Parameters {
+                desired_min_tx: Duration::from_millis(u64::from(self.transmit_interval)),
+                required_min_rx: Duration::from_millis(u64::from(self.receive_interval)),
+                detect_mult: self.detect_multiplier,
+            },
+            passive: self.passive_mode,
+        }
+    }
 }
 
 fn default_shutdown_message() -> String {
@@ -113,6 +208,29 @@ pub struct PeerConfig {
     /// before the session is closed. Default: 8 minutes, at least twice the hold time.
     #[serde(default)]
     pub send_hold_time: Option<u32>,
+    /// Run BFD with the peer with this profile (of `bfd_profiles`): multihop (RFC 5883) when
+    /// `multihop_ttl` is set, else single hop (RFC 5881). BGP is closed while BFD is down.
+    #[serde(default)]
+    pub bfd_profile: Option<String>,
+    /// Keyed SHA1 for the peer's BFD session (RFC 5880 §6.7.4); none: no authentication.
+    #[serde(default)]
+    pub bfd_auth: Option<BfdAuth>,
+}
+
+/// BFD keyed SHA1: the key (1 to 20 octets) is read from a file and never logged.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdAuth {
+    pub key_file: PathBuf,
+    #[serde(default = "default_bfd_key_id")]
+    pub key_id: u8,
+    /// Meticulous Keyed SHA1: every packet has a new sequence number.
+    #[serde(default)]
+    pub meticulous: bool,
+}
+
+fn default_bfd_key_id() -> u8 {
+    1
 }
 
 fn default_hold_time() -> u16 {
@@ -348,6 +466,18 @@ pub enum ConfigError {
     SendHoldTime { peer: String },
     #[error("shutdown_message is {0} octets; RFC 8203 §2 (as updated by RFC 9003) allows 255")]
     ShutdownMessage(usize),
+    #[error("BFD profile {profile}: {field} {value} ms is outside 10..=60000")]
+    BfdInterval {
+        profile: String,
+        field: &'static str,
+        value: u32,
+    },
+    #[error("BFD profile {0}: detect_multiplier must be at least 1 (RFC 5880 §6.8.6)")]
+    BfdDetectMultiplier(String),
+    #[error("BFD profile {0}: echo_mode is not supported")]
+    BfdEcho(String),
+    #[error("peer {peer} names unknown BFD profile {profile}")]
+    UnknownBfdProfile { peer: String, profile: String },
 }
 
 impl Config {
@@ -385,10 +515,21 @@ impl Config {
         if self.shutdown_message.len() > 255 {
             return Err(ConfigError::ShutdownMessage(self.shutdown_message.len()));
         }
+        for (name, profile) in &self.bfd_profiles {
+            profile.validate(name)?;
+        }
         let mut names = BTreeSet::new();
         let mut addrs = BTreeSet::new();
         for p in &self.peers {
             let name = p.name();
+            if let Some(profile) = &p.bfd_profile
+                && !self.bfd_profiles.contains_key(profile)
+            {
+                return Err(ConfigError::UnknownBfdProfile {
+                    peer: name,
+                    profile: profile.clone(),
+                });
+            }
             if !names.insert(name.clone()) || !addrs.insert((p.address, p.port)) {
                 return Err(ConfigError::DuplicatePeer(name));
             }
@@ -879,6 +1020,79 @@ prefixes:
         assert_eq!(
             invalid(|c| c.shutdown_message = "x".repeat(256)),
             ConfigError::ShutdownMessage(256)
+        );
+    }
+
+    #[test]
+    fn bfd_profiles_parse_with_defaults_and_peers_name_them() {
+        let c = Config::from_yaml(
+            r#"
+local_as: 65001
+router_id: 192.0.2.1
+bfd_profiles:
+  fast: { receive_interval: 100, transmit_interval: 200, detect_multiplier: 5, passive_mode: true }
+  default: {}
+peers:
+  - { address: 192.0.2.2, remote_as: 65000, bfd_profile: fast }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.peers[0].bfd_profile.as_deref(), Some("fast"));
+        let p = c.bfd_profiles["fast"].profile();
+        assert_eq!(
+            p.parameters.required_min_rx,
+            std::time::Duration::from_millis(100)
+        );
+        assert_eq!(
+            p.parameters.desired_min_tx,
+            std::time::Duration::from_millis(200)
+        );
+        assert_eq!(p.parameters.detect_mult, 5);
+        assert!(p.passive);
+        assert_eq!(c.bfd_profiles["default"], BfdProfile::default());
+    }
+
+    #[test]
+    fn bfd_profiles_are_bounded_and_must_exist() {
+        let with = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::from_yaml(GOOD).unwrap();
+            c.bfd_profiles.insert("p".into(), BfdProfile::default());
+            c.peers[0].bfd_profile = Some("p".into());
+            f(&mut c);
+            c.validate()
+        };
+        assert_eq!(with(&|_| {}), Ok(()));
+        assert_eq!(
+            with(&|c| c.peers[0].bfd_profile = Some("nope".into())),
+            Err(ConfigError::UnknownBfdProfile {
+                peer: "leaf1".into(),
+                profile: "nope".into()
+            })
+        );
+        let edit =
+            |f: fn(&mut BfdProfile)| move |c: &mut Config| f(c.bfd_profiles.get_mut("p").unwrap());
+        assert!(matches!(
+            with(&edit(|p| p.receive_interval = 9)),
+            Err(ConfigError::BfdInterval {
+                field: "receive_interval",
+                value: 9,
+                ..
+            })
+        ));
+        assert!(matches!(
+            with(&edit(|p| p.transmit_interval = 60_001)),
+            Err(ConfigError::BfdInterval {
+                field: "transmit_interval",
+                ..
+            })
+        ));
+        assert_eq!(
+            with(&edit(|p| p.detect_multiplier = 0)),
+            Err(ConfigError::BfdDetectMultiplier("p".into()))
+        );
+        assert_eq!(
+            with(&edit(|p| p.echo_mode = true)),
+            Err(ConfigError::BfdEcho("p".into()))
         );
     }
 }

@@ -25,6 +25,13 @@ pub struct SpeakerMetrics {
     pub session_flaps: Family<PeerLabels, Counter>,
     pub config_reloads: Counter,
     pub config_reload_errors: Counter,
+    /// BFD session state, RFC 5880 §4.1 numbering: AdminDown 0, Down 1, Init 2, Up 3.
+    pub bfd_session_state: Family<PeerLabels, Gauge>,
+    pub bfd_state_changes: Family<PeerLabels, Counter>,
+    /// Sessions taken down because the Detection Time passed without a packet (Diag 1).
+    pub bfd_detection_expiries: Family<PeerLabels, Counter>,
+    /// Received BFD packets discarded (malformed, wrong TTL, no session, §6.8.6 checks).
+    pub bfd_packets_dropped: Counter,
 }
 
 impl SpeakerMetrics {
@@ -60,6 +67,26 @@ impl SpeakerMetrics {
             "Configuration edits rejected (running config kept)",
             self.config_reload_errors.clone(),
         );
+        r.register(
+            "bfd_session_state",
+            "BFD session state (RFC 5880 numbering, 3 = Up)",
+            self.bfd_session_state.clone(),
+        );
+        r.register(
+            "bfd_state_changes",
+            "BFD session state changes",
+            self.bfd_state_changes.clone(),
+        );
+        r.register(
+            "bfd_detection_expiries",
+            "BFD sessions declared down by the Detection Time",
+            self.bfd_detection_expiries.clone(),
+        );
+        r.register(
+            "bfd_packets_dropped",
+            "Received BFD packets discarded",
+            self.bfd_packets_dropped.clone(),
+        );
     }
 
     pub fn labels(peer: &str) -> PeerLabels {
@@ -74,6 +101,13 @@ impl SpeakerMetrics {
         self.prefixes_advertised.remove(&l);
         self.updates_sent.remove(&l);
         self.session_flaps.remove(&l);
+    }
+
+    pub fn forget_bfd(&self, peer: &str) {
+        let l = Self::labels(peer);
+        self.bfd_session_state.remove(&l);
+        self.bfd_state_changes.remove(&l);
+        self.bfd_detection_expiries.remove(&l);
     }
 }
 

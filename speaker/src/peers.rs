@@ -17,8 +17,9 @@ use leafbridge_api::crd::{BGPAddressFamily, BGPPeerSpec, SecretKeyRef};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::bfd::{self, Bfd, BfdSession, BfdState};
 use crate::bgp::fsm::{self, GracefulRestartConfig, State};
 use crate::bgp::message::AddressFamily;
 use crate::bgp::session::{self, DesiredRoutes, SessionConfig, SessionHandle, StopMode};
@@ -182,6 +183,22 @@ pub struct ResolvedPeer {
     pub spec: PeerSpec,
     pub md5: Option<Md5Key>,
     pub routes: DesiredRoutes,
+    /// The BFD session this peer asks for (its `bfd_profile`, resolved by the caller).
+    pub bfd: Option<BfdPeer>,
+}
+
+/// The BFD session a peer asks for: who, and the profile's timers and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BfdPeer {
+    pub spec: bfd::PeerSpec,
+    pub profile: bfd::Profile,
+}
+
+impl BfdPeer {
+    /// Same session apart from the timers, which change through a Poll Sequence.
+    fn same_session(&self, other: &BfdPeer) -> bool {
+        self.spec == other.spec && self.profile.passive == other.profile.passive
+    }
 }
 
 type IncomingRoutes = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
@@ -191,6 +208,7 @@ struct PeerRuntime {
     md5: Option<Md5Key>,
     desired: watch::Sender<DesiredRoutes>,
     handle: SessionHandle,
+    bfd: Option<(BfdPeer, BfdSession)>,
 }
 
 /// The running sessions by peer name, and the shared listener.
@@ -200,6 +218,8 @@ pub struct PeerManager {
     peers: BTreeMap<String, PeerRuntime>,
     listener: Option<(SocketAddr, Arc<Listener>, JoinHandle<()>)>,
     incoming: IncomingRoutes,
+    /// Started with the first peer that asks for BFD.
+    bfd: Option<Bfd>,
 }
 
 impl std::fmt::Debug for PeerManager {
@@ -220,6 +240,7 @@ impl PeerManager {
             peers: BTreeMap::new(),
             listener: None,
             incoming: Arc::default(),
+            bfd: None,
         }
     }
 
@@ -260,7 +281,13 @@ impl PeerManager {
         for name in names {
             let keep = wanted.get(&name).is_some_and(|p| {
                 let cur = &self.peers[&name];
-                same_session(&cur.session_cfg, &p.spec.session) && cur.md5 == p.md5
+                same_session(&cur.session_cfg, &p.spec.session)
+                    && cur.md5 == p.md5
+                    && match (&cur.bfd, &p.bfd) {
+                        (None, None) => true,
+                        (Some((a, _)), Some(b)) => a.same_session(b),
+                        _ => false,
+                    }
             });
             if !keep {
                 let rt = self.peers.remove(&name).expect("listed above");
@@ -275,7 +302,14 @@ impl PeerManager {
         }
         // New and changed peers start; kept ones get the new desired routes.
         for (name, p) in wanted {
-            if let Some(rt) = self.peers.get(&name) {
+            if let Some(rt) = self.peers.get_mut(&name) {
+                if let (Some((cur, session)), Some(new)) = (&mut rt.bfd, &p.bfd)
+                    && cur.profile != new.profile
+                {
+                    info!(peer = %name, "BFD timers changed: applying them through a Poll Sequence");
+                    session.set_parameters(new.profile.parameters);
+                    *cur = new.clone();
+                }
                 rt.desired.send_if_modified(|cur| {
                     if **cur == *p.routes {
                         false
@@ -295,7 +329,26 @@ impl PeerManager {
                 warn!(peer = %name, error = %e, "cannot set the TCP MD5 key on the listener");
             }
             let (desired_tx, desired_rx) = watch::channel(p.routes);
-            let handle = session::spawn(p.spec.session.clone(), desired_rx, self.metrics.clone());
+            let (bfd, gate) = match p.bfd {
+                Some(b) => match self.start_bfd(&b).await {
+                    Ok(session) => {
+                        let gate = bfd_gate(session.state());
+                        (Some((b, session)), gate)
+                    }
+                    Err(e) => {
+                        // BGP without BFD is what the peer had before BFD: run it so.
+                        error!(peer = %name, error = %e, "cannot start BFD; running BGP without it");
+                        (None, watch::channel(true).1)
+                    }
+                },
+                None => (None, watch::channel(true).1),
+            };
+            let handle = session::spawn_gated(
+                p.spec.session.clone(),
+                desired_rx,
+                self.metrics.clone(),
+                gate,
+            );
             self.incoming
                 .lock()
                 .expect("not poisoned")
@@ -307,6 +360,7 @@ impl PeerManager {
                     md5: p.md5,
                     desired: desired_tx,
                     handle,
+                    bfd,
                 },
             );
         }
@@ -370,7 +424,28 @@ impl PeerManager {
         rt.handle
             .stop(StopMode::withdraw(Some(why.to_owned())))
             .await;
+        if let Some((_, b)) = rt.bfd {
+            b.stop().await;
+        }
         self.metrics.forget(&rt.session_cfg.name);
+    }
+
+    async fn start_bfd(&mut self, b: &BfdPeer) -> std::io::Result<BfdSession> {
+        let metrics = self.metrics.clone();
+        let daemon = self.bfd.get_or_insert_with(|| Bfd::spawn(metrics));
+        daemon.start(b.spec.clone(), b.profile).await
+    }
+
+    /// The state of every peer's BFD session: (peer name, state, local discriminator).
+    pub fn bfd_sessions(&self) -> Vec<(String, BfdState, u32)> {
+        self.peers
+            .iter()
+            .filter_map(|(n, rt)| {
+                rt.bfd
+                    .as_ref()
+                    .map(|(_, s)| (n.clone(), *s.state().borrow(), s.discriminator()))
+            })
+            .collect()
     }
 
     /// Stop every session with `stop`, all at once.
@@ -379,7 +454,13 @@ impl PeerManager {
             task.abort();
         }
         let peers = std::mem::take(&mut self.peers);
-        futures::future::join_all(peers.into_values().map(|rt| rt.handle.stop(stop.clone()))).await;
+        futures::future::join_all(peers.into_values().map(|rt| async {
+            rt.handle.stop(stop.clone()).await;
+            if let Some((_, b)) = rt.bfd {
+                b.stop().await;
+            }
+        }))
+        .await;
     }
 
     /// SIGTERM without graceful restart (RFC 4724 not negotiated, or not configured): withdraw
@@ -409,14 +490,50 @@ impl PeerManager {
         let peers = std::mem::take(&mut self.peers);
         futures::future::join_all(peers.into_values().zip(graceful).map(|(rt, gr)| {
             let message = message.clone();
-            rt.handle.stop(if gr {
-                StopMode::Graceful { message }
-            } else {
-                StopMode::withdraw(message)
-            })
+            async move {
+                rt.handle
+                    .stop(if gr {
+                        StopMode::Graceful { message }
+                    } else {
+                        StopMode::withdraw(message)
+                    })
+                    .await;
+                if let Some((_, b)) = rt.bfd {
+                    b.stop().await;
+                }
+            }
         }))
         .await;
     }
+}
+
+/// The BGP session's gate from its BFD session: open until BFD has been Up once (BGP does not
+/// wait for a peer that may not run BFD), then closed whenever BFD leaves Up and open again
+/// when it is back Up.
+fn bfd_gate(mut state: watch::Receiver<BfdState>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(true);
+    tokio::spawn(async move {
+        let mut was_up = false;
+        loop {
+            let s = *state.borrow_and_update();
+            if s == BfdState::Up {
+                was_up = true;
+            }
+            if was_up {
+                tx.send_if_modified(|open| {
+                    let changed = *open != (s == BfdState::Up);
+                    *open = s == BfdState::Up;
+                    changed
+                });
+            }
+            // Ends when the BFD session stops or the BGP session is gone.
+            tokio::select! {
+                r = state.changed() => if r.is_err() { return },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    rx
 }
 
 /// Equal apart from the Restart State bit, which only the first session after a start sets.

@@ -14,13 +14,14 @@ use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::bfd;
 use crate::bgp::fsm::{self, GracefulRestartConfig};
 use crate::bgp::rib::Route;
 use crate::bgp::session::{DesiredRoute, SessionConfig, StopMode};
 use crate::bgp::transport::{Md5Key, TransportConfig, TtlPolicy};
 use crate::config::{Config, NextHop, PeerConfig, ShutdownMode};
 use crate::metrics::SpeakerMetrics;
-use crate::peers::{PasswordRef, PeerManager, PeerSpec, ResolvedPeer};
+use crate::peers::{BfdPeer, PasswordRef, PeerManager, PeerSpec, ResolvedPeer};
 
 /// Name of the marker file written on a graceful shutdown: when the speaker starts again
 /// within the Restart Time, it sets the Restart State bit (RFC 4724 §3).
@@ -266,6 +267,28 @@ fn prepare_peer(
         ipv6_next_hop: p.ipv6_next_hop,
         ipv4_next_hop: p.ipv4_next_hop,
     };
+    let bfd_key = match &p.bfd_auth {
+        Some(a) => Some(
+            bfd::auth::Sha1Key::from_file(&a.key_file, a.key_id, a.meticulous)
+                .with_context(|| format!("peer {name}"))?,
+        ),
+        None => None,
+    };
+    let bfd = p.bfd_profile.as_ref().map(|profile| BfdPeer {
+        spec: bfd::PeerSpec {
+            auth: bfd_key.clone(),
+            name: name.clone(),
+            peer: p.address,
+            local: p.source_address,
+            hops: if p.multihop_ttl.is_some() {
+                bfd::Hops::Multi
+            } else {
+                bfd::Hops::Single
+            },
+        },
+        // validate() checked that the profile exists.
+        profile: config.bfd_profiles[profile].profile(),
+    });
     Ok(ResolvedPeer {
         spec: PeerSpec {
             session,
@@ -273,10 +296,11 @@ fn prepare_peer(
                 .password_file
                 .clone()
                 .map_or(PasswordRef::None, PasswordRef::File),
-            bfd_profile: None,
+            bfd_profile: p.bfd_profile.clone(),
         },
         md5,
         routes: Arc::new(desired_for(config, &name)),
+        bfd,
     })
 }
 

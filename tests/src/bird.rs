@@ -59,6 +59,8 @@ pub struct BirdPeer {
     pub import_all: bool,
     /// Extra lines for the protocol block, verbatim.
     pub extra: String,
+    /// `bfd on`: the session follows a BFD session (needs [`BirdConfig::bfd`]).
+    pub bfd: bool,
 }
 
 impl BirdPeer {
@@ -84,6 +86,7 @@ impl BirdPeer {
             export_static: false,
             import_all: true,
             extra: String::new(),
+            bfd: false,
         }
     }
 }
@@ -103,6 +106,84 @@ pub struct BirdConfig {
     pub ecmp: bool,
     /// Extra top-level config, verbatim.
     pub extra: String,
+    /// A `protocol bfd` with these timers, for single-hop and multihop sessions.
+    pub bfd: Option<BirdBfd>,
+}
+
+/// BIRD's `protocol bfd` timers, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BirdBfd {
+    pub min_rx_ms: u32,
+    pub min_tx_ms: u32,
+    pub multiplier: u8,
+    /// `passive on`: wait for the peer's first packet (RFC 5880 §6.1).
+    pub passive: bool,
+    /// Keyed SHA1 (RFC 5880 §6.7.4) with this password and key id.
+    pub sha1: Option<(String, u8)>,
+}
+
+impl BirdBfd {
+    pub fn new(min_rx_ms: u32, min_tx_ms: u32, multiplier: u8) -> BirdBfd {
+        BirdBfd {
+            min_rx_ms,
+            min_tx_ms,
+            multiplier,
+            passive: false,
+            sha1: None,
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut passive = String::from(if self.passive { " passive on;" } else { "" });
+        if let Some((pw, id)) = &self.sha1 {
+            let _ = write!(
+                passive,
+                " authentication keyed sha1; password \"{}\" {{ id {id}; }};",
+                pw.replace('"', "\\\"")
+            );
+        }
+        let timers = format!(
+            "{{ min rx interval {} ms; min tx interval {} ms; idle tx interval 1000 ms; multiplier {};{passive} }}",
+            self.min_rx_ms, self.min_tx_ms, self.multiplier
+        );
+        format!("protocol bfd bfd1 {{\n  interface \"*\" {timers};\n  multihop {timers};\n}}\n")
+    }
+}
+
+/// One line of `birdc show bfd sessions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BirdBfdSession {
+    pub address: IpAddr,
+    /// `Up`, `Down`, `Init`, `AdminDown`.
+    pub state: String,
+    /// When the state last changed (BIRD's time of day): unchanged means no flap.
+    pub since: String,
+    /// The transmit interval in use, seconds.
+    pub interval: f64,
+    /// The detection time in use, seconds.
+    pub timeout: f64,
+}
+
+/// Parses `birdc show bfd sessions` (address, interface, state, since, interval, timeout).
+pub fn parse_bfd_sessions(text: &str) -> Vec<BirdBfdSession> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let address = f.first()?.parse().ok()?;
+            // The interface column is empty for multihop sessions.
+            let n = f.len();
+            if n < 5 {
+                return None;
+            }
+            Some(BirdBfdSession {
+                address,
+                state: f[n - 4].to_owned(),
+                since: f[n - 3].to_owned(),
+                interval: f[n - 2].parse().ok()?,
+                timeout: f[n - 1].parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 impl BirdConfig {
@@ -115,6 +196,7 @@ impl BirdConfig {
             kernel: false,
             ecmp: false,
             extra: String::new(),
+            bfd: None,
         }
     }
 
@@ -248,8 +330,14 @@ impl BirdConfig {
                     .unwrap_or_default();
                 let _ = writeln!(c, "  ipv6 {{ import {import}; export {export};{nh}{gw} }};");
             }
+            if p.bfd {
+                c.push_str("  bfd on;\n");
+            }
             c.push_str(&p.extra);
             c.push_str("}\n");
+        }
+        if let Some(b) = &self.bfd {
+            c.push_str(&b.render());
         }
         c.push_str(&self.extra);
         c
@@ -434,6 +522,18 @@ impl Bird {
             out.contains("Reconfigured") || out.contains("Reconfiguration in progress"),
             "{out}"
         );
+    }
+
+    /// `show bfd sessions`.
+    pub fn bfd_sessions(&self) -> Vec<BirdBfdSession> {
+        parse_bfd_sessions(&self.birdc("show bfd sessions"))
+    }
+
+    /// The BFD session with `address`, if BIRD has one.
+    pub fn bfd_session(&self, address: IpAddr) -> Option<BirdBfdSession> {
+        self.bfd_sessions()
+            .into_iter()
+            .find(|s| s.address == address)
     }
 
     /// SIGTERM, wait, SIGKILL if needed.

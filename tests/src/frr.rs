@@ -635,6 +635,162 @@ pub fn parse_prefix_json(v: &Value) -> Vec<RibRoute> {
         .collect()
 }
 
+/// One `peer` of FRR bfdd's `bfd` block. bfdd keeps one session per peer address: two peers
+/// with the same `addr` and different `local` become one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BfddPeer {
+    pub addr: IpAddr,
+    /// Without zebra bfdd knows no interfaces: single-hop peers need their local address
+    /// (`local-address`), not `interface`, or it never sends.
+    pub local: IpAddr,
+    pub multihop: bool,
+    pub passive: bool,
+}
+
+/// FRR `bfdd`'s configuration: one profile (`lbprof`) used by every peer.
+#[derive(Debug, Clone)]
+pub struct BfddConfig {
+    pub receive_interval_ms: u32,
+    pub transmit_interval_ms: u32,
+    pub detect_multiplier: u8,
+    pub peers: Vec<BfddPeer>,
+}
+
+impl BfddConfig {
+    pub fn new(receive_interval_ms: u32, transmit_interval_ms: u32, detect_multiplier: u8) -> Self {
+        BfddConfig {
+            receive_interval_ms,
+            transmit_interval_ms,
+            detect_multiplier,
+            peers: Vec::new(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut c = String::from(
+            "frr defaults traditional\nhostname lb-bfdd\nlog stdout informational\n!\nbfd\n",
+        );
+        let _ = writeln!(
+            c,
+            " profile lbprof\n  receive-interval {}\n  transmit-interval {}\n  detect-multiplier {}\n !",
+            self.receive_interval_ms, self.transmit_interval_ms, self.detect_multiplier
+        );
+        for p in &self.peers {
+            let mh = if p.multihop { " multihop" } else { "" };
+            let _ = writeln!(c, " peer {}{mh} local-address {}", p.addr, p.local);
+            c.push_str("  profile lbprof\n");
+            if p.passive {
+                c.push_str("  passive-mode\n");
+            }
+            c.push_str(" !\n");
+        }
+        c.push_str("!\n");
+        c
+    }
+}
+
+/// A running FRR `bfdd` in a namespace, as the `frr` user, with its own vty socket directory.
+/// Its sessions come from the configured peers (bgpd needs zebra to register its own).
+#[derive(Debug)]
+pub struct Bfdd {
+    ns: Netns,
+    dir: PathBuf,
+    process: Process,
+}
+
+impl Bfdd {
+    #[track_caller]
+    pub fn start(ns: &Netns, name: &str, config: &BfddConfig) -> Bfdd {
+        let bfdd = require("bfdd");
+        require("vtysh");
+        let dir = ns.topology().subdir(&format!("bfdd-{name}"));
+        std::fs::write(dir.join("bfdd.conf"), config.render()).expect("write bfdd.conf");
+        chown_frr(&dir);
+        chown_frr(&dir.join("bfdd.conf"));
+        let mut cmd = ns.command(bfdd);
+        cmd.args(["-u", "frr", "-g", "frr", "--log", "stdout"])
+            .arg("-f")
+            .arg(dir.join("bfdd.conf"))
+            .arg("-i")
+            .arg(dir.join("bfdd.pid"))
+            .arg("--vty_socket")
+            .arg(&dir)
+            .arg("--bfdctl")
+            .arg(dir.join("bfdd.sock"));
+        let process = ns.topology().spawn(&format!("bfdd-{name}"), cmd);
+        let b = Bfdd {
+            ns: ns.clone(),
+            dir,
+            process,
+        };
+        wait_for(Duration::from_secs(10), "bfdd to answer vtysh", || {
+            if !b.process.is_running() {
+                panic!("bfdd exited: {}{}", b.process.stdout(), b.process.stderr());
+            }
+            let out = b.vtysh_raw(&["show bfd peers json"]);
+            if out.success && out.stdout.trim_start().starts_with('[') {
+                Ok(())
+            } else {
+                Err(out.stdout + &out.stderr)
+            }
+        });
+        b
+    }
+
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    fn vtysh_raw(&self, commands: &[&str]) -> crate::ExecOutput {
+        let dir = self.dir.display().to_string();
+        let mut args = vec!["--vty_socket", &dir];
+        for c in commands {
+            args.push("-c");
+            args.push(c);
+        }
+        let _ = &self.ns;
+        self.ns.topology().host().exec("vtysh", &args)
+    }
+
+    /// Runs vtysh commands (e.g. `configure terminal`, `bfd`, `profile lbprof`, ...).
+    #[track_caller]
+    pub fn vtysh(&self, commands: &[&str]) -> String {
+        let out = self.vtysh_raw(commands);
+        assert!(
+            out.success,
+            "vtysh {commands:?}: {}{}",
+            out.stderr, out.stdout
+        );
+        out.stdout
+    }
+
+    /// `show bfd peers json`: one object per session (`peer`, `status`, `uptime`,
+    /// `receive-interval`, `transmit-interval`, `remote-receive-interval`, ...).
+    pub fn peers(&self) -> Vec<Value> {
+        let text = self.vtysh(&["show bfd peers json"]);
+        match serde_json::from_str(&text) {
+            Ok(Value::Array(v)) => v,
+            _ => panic!("show bfd peers json: {text}"),
+        }
+    }
+
+    /// The session with `addr`, if bfdd has one.
+    pub fn peer(&self, addr: IpAddr) -> Option<Value> {
+        let a = addr.to_string();
+        self.peers()
+            .into_iter()
+            .find(|p| p["peer"].as_str() == Some(a.as_str()))
+    }
+
+    /// Changes the profile's timers at run time (vtysh, as an operator would).
+    #[track_caller]
+    pub fn set_timers(&self, receive_interval_ms: u32, transmit_interval_ms: u32) {
+        let rx = format!("receive-interval {receive_interval_ms}");
+        let tx = format!("transmit-interval {transmit_interval_ms}");
+        self.vtysh(&["configure terminal", "bfd", "profile lbprof", &rx, &tx]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

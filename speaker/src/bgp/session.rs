@@ -151,6 +151,19 @@ pub fn spawn(
     desired: watch::Receiver<DesiredRoutes>,
     metrics: SpeakerMetrics,
 ) -> SessionHandle {
+    // A gate whose sender is gone stays open for good.
+    spawn_gated(cfg, desired, metrics, watch::channel(true).1)
+}
+
+/// Like `spawn`, with a gate (BFD: "the path to the peer works"): while it is false the
+/// session is held in Idle, and turning false closes a running session at once with
+/// Cease/Administrative Shutdown (ManualStop); turning true starts it again (ManualStart).
+pub fn spawn_gated(
+    cfg: SessionConfig,
+    desired: watch::Receiver<DesiredRoutes>,
+    metrics: SpeakerMetrics,
+    gate: watch::Receiver<bool>,
+) -> SessionHandle {
     let (stop_tx, stop_rx) = oneshot::channel();
     let (in_tx, in_rx) = mpsc::channel(4);
     let (state_tx, state_rx) = watch::channel(State::Idle);
@@ -171,7 +184,7 @@ pub fn spawn(
         established: None,
         stopping: None,
     };
-    let task = tokio::spawn(session.run(stop_rx, in_rx, ev_rx).instrument(span));
+    let task = tokio::spawn(session.run(stop_rx, in_rx, ev_rx, gate).instrument(span));
     SessionHandle {
         stop: Some(stop_tx),
         incoming: in_tx,
@@ -267,6 +280,7 @@ impl Session {
         mut stop_rx: oneshot::Receiver<StopMode>,
         mut in_rx: mpsc::Receiver<TcpStream>,
         mut ev_rx: mpsc::Receiver<Event>,
+        mut gate: watch::Receiver<bool>,
     ) {
         self.metrics
             .session_state
@@ -276,9 +290,14 @@ impl Session {
         let _ = self.metrics.session_flaps.get_or_create(&self.labels);
         let _ = self.metrics.updates_sent.get_or_create(&self.labels);
         let _ = self.metrics.prefixes_advertised.get_or_create(&self.labels);
-        self.input(Input::ManualStart {
-            passive: self.cfg.passive,
-        });
+        let mut open = *gate.borrow_and_update();
+        if open {
+            self.input(Input::ManualStart {
+                passive: self.cfg.passive,
+            });
+        } else {
+            info!("held in Idle until the gate (BFD) opens");
+        }
         loop {
             let next_timer = self
                 .timers
@@ -300,6 +319,19 @@ impl Session {
                     }
                 }
                 Ok(()) = self.desired.changed(), if running => self.sync_desired(),
+                Ok(()) = gate.changed(), if running => {
+                    let now = *gate.borrow_and_update();
+                    if now != open {
+                        open = now;
+                        if open {
+                            info!("gate (BFD) open: starting the session");
+                            self.input(Input::ManualStart { passive: self.cfg.passive });
+                        } else {
+                            warn!("gate (BFD) closed: closing the session and holding it in Idle");
+                            self.input(Input::ManualStop { reason: Some("BFD session down".to_owned()) });
+                        }
+                    }
+                }
                 () = sleep_until_opt(next_timer.map(|(_, at)| at)) => {
                     if let Some((timer, _)) = next_timer {
                         self.timers.remove(&timer);
