@@ -8,7 +8,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -122,55 +122,131 @@ pub struct IPPoolStatus {
 }
 
 /// A BGP session the speakers open to a router.
-#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[kube(
     group = "leafbridge.io",
     version = "v1alpha1",
     kind = "BGPPeer",
     plural = "bgppeers",
     singular = "bgppeer",
+    status = "BGPPeerStatus",
     derive = "PartialEq",
     doc = "A BGP neighbour of the leafbridge speakers",
     printcolumn(name = "Address", type_ = "string", json_path = ".spec.peerAddress"),
     printcolumn(name = "Peer ASN", type_ = "integer", json_path = ".spec.peerASN"),
-    printcolumn(name = "My ASN", type_ = "integer", json_path = ".spec.myASN")
+    printcolumn(name = "My ASN", type_ = "integer", json_path = ".spec.myASN"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
+#[x_kube(validation = Rule::new("!(has(self.ebgpMultihop) && has(self.gtsm) && self.gtsm)").message("ebgpMultihop and gtsm exclude each other (GTSM, RFC 5082, is for directly connected peers)"))]
+#[x_kube(validation = Rule::new("!has(self.keepaliveTimeSeconds) || !has(self.holdTimeSeconds) || self.holdTimeSeconds == 0 || self.keepaliveTimeSeconds < self.holdTimeSeconds").message("keepaliveTimeSeconds must be below holdTimeSeconds"))]
 #[serde(rename_all = "camelCase")]
 pub struct BGPPeerSpec {
     /// The neighbour's address (RFC 4271 §8: the TCP connection's remote address).
+    #[x_kube(validation = Rule::new("isIP(self)").message("peerAddress must be an IP address"))]
     pub peer_address: String,
+    /// The neighbour's AS (4-octet, RFC 6793).
     #[serde(rename = "peerASN")]
+    #[x_kube(validation = Rule::new("self >= 1").message("AS 0 is reserved (RFC 7607)"))]
     pub peer_asn: u32,
+    /// The speakers' AS on this session (4-octet, RFC 6793); equal to `peerASN` for iBGP.
     #[serde(rename = "myASN")]
+    #[x_kube(validation = Rule::new("self >= 1").message("AS 0 is reserved (RFC 7607)"))]
     pub my_asn: u32,
     /// TCP port of the neighbour (179 by default, RFC 4271 §8.2.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("peerPort must be 1..65535"))]
     pub peer_port: Option<u16>,
     /// Local address to connect from; unset: the kernel chooses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isIP(self)").message("sourceAddress must be an IP address"))]
     pub source_address: Option<String>,
     /// Proposed Hold Time in seconds (RFC 4271 §4.2: 0 or >= 3). Default 90.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == 0 || self >= 3").message("holdTimeSeconds must be 0 or at least 3 (RFC 4271 §4.2)"))]
     pub hold_time_seconds: Option<u16>,
-    /// Keepalive interval in seconds; default one third of the hold time (RFC 4271 §10).
+    /// Keepalive interval in seconds; default one third of the negotiated hold time
+    /// (RFC 4271 §10). Informational for now: the engine always uses a third of the hold time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_time_seconds: Option<u16>,
+    /// Base ConnectRetry interval in seconds (RFC 4271 §10), doubled after each failure up to
+    /// 120 s. Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("connectRetrySeconds must be 1..3600"))]
+    pub connect_retry_seconds: Option<u16>,
     /// TTL for eBGP multihop sessions; unset: directly connected (TTL 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("ebgpMultihop must be 1..255"))]
     pub ebgp_multihop: Option<u8>,
+    /// GTSM (RFC 5082): send with TTL 255 and accept only TTL 255 from a directly connected
+    /// peer. Excludes `ebgpMultihop`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gtsm: bool,
+    /// Only accept connections, never connect (RFC 4271 §8.1.1 PassiveTcpEstablishment); needs
+    /// the speaker's `--listen`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passive: bool,
     /// TCP-MD5 (RFC 2385) password, read from a Secret; never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretKeyRef>,
-    /// Which nodes' speakers open this session; all when empty.
+    /// Which nodes' speakers open this session (any selector matching is enough); all when
+    /// empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
     /// Advertise graceful restart (RFC 4724).
     #[serde(default)]
     pub graceful_restart: bool,
+    /// Restart Time advertised with graceful restart, seconds (12 bits, RFC 4724 §3). Default
+    /// 120.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self <= 4095").message("restartTimeSeconds must be 0..4095 (RFC 4724 §3)"))]
+    pub restart_time_seconds: Option<u16>,
+    /// Address families to negotiate (Multiprotocol capability, RFC 4760); both when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address_families: Vec<BGPAddressFamily>,
+    /// Next hop for IPv6 prefixes sent over an IPv4 session (RFC 8950 is not used: the
+    /// next hop must be an IPv6 address of the node). Unset: IPv6 prefixes are not sent there.
+    #[serde(
+        default,
+        rename = "ipv6NextHop",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[x_kube(validation = Rule::new("isIP(self) && ip(self).family() == 6").message("ipv6NextHop must be an IPv6 address"))]
+    pub ipv6_next_hop: Option<String>,
+    /// Next hop for IPv4 prefixes sent over an IPv6 session. Unset: IPv4 prefixes are not
+    /// sent there.
+    #[serde(
+        default,
+        rename = "ipv4NextHop",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[x_kube(validation = Rule::new("isIP(self) && ip(self).family() == 4").message("ipv4NextHop must be an IPv4 address"))]
+    pub ipv4_next_hop: Option<String>,
+    /// Name of a BFD profile tying this session to BFD liveness detection; unset: no BFD.
+    #[serde(
+        default,
+        rename = "bfdProfile",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bfd_profile: Option<String>,
+}
+
+/// An address family of a BGP session (AFI/SAFI, RFC 4760).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+pub enum BGPAddressFamily {
+    /// AFI 1, SAFI 1.
+    IPv4Unicast,
+    /// AFI 2, SAFI 1.
+    IPv6Unicast,
 }
 
 /// A key inside a Secret.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
+#[derive(
+    Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema, Default,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     pub namespace: String,
@@ -178,47 +254,83 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// What the speakers announce, to whom and with which attributes (initial version).
-#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
+/// Observed state of a BGPPeer: whether the speakers could use it. Per-node session state is
+/// in each node's `BGPNodeState`.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPPeerStatus {
+    /// `Valid` (False with the reason the speakers refuse the peer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// What the speakers announce, to whom and with which attributes.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[kube(
     group = "leafbridge.io",
     version = "v1alpha1",
     kind = "BGPAdvertisement",
     plural = "bgpadvertisements",
     singular = "bgpadvertisement",
+    status = "BGPAdvertisementStatus",
     derive = "PartialEq",
     doc = "Which prefixes leafbridge speakers announce and with which path attributes"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BGPAdvertisementSpec {
+    /// Announce the LoadBalancer addresses (`status.loadBalancer.ingress[].ip`) of Services
+    /// whose address lies in the selected IPPools. Default true.
+    #[serde(
+        default = "default_true",
+        rename = "advertiseLoadBalancerIPs",
+        skip_serializing_if = "is_true"
+    )]
+    pub advertise_load_balancer_ips: bool,
+    /// Also announce the selected Services' `spec.externalIPs` (whatever pool they are in).
+    #[serde(
+        default,
+        rename = "advertiseExternalIPs",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub advertise_external_ips: bool,
     /// Announce LoadBalancer addresses from these IPPools (by name); all pools when both this and
     /// `ipPoolSelectors` are empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_pools: Vec<String>,
+    /// IPPools selected by labels (any selector matching is enough).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_pool_selectors: Vec<LabelSelector>,
+    /// Only Services matching one of these selectors; all Services when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_selectors: Vec<LabelSelector>,
     /// Announce to these BGPPeers (by name); all when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
-    /// Only speakers on these nodes announce; all when empty.
+    /// Only speakers on these nodes announce (any selector matching is enough); all when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
     /// Aggregate LB addresses to this prefix length (IPv4; default 32).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 32").message("aggregationLength must be 0..32"))]
     pub aggregation_length: Option<u8>,
     /// Aggregate LB addresses to this prefix length (IPv6; default 128).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 128").message("aggregationLengthV6 must be 0..128"))]
     pub aggregation_length_v6: Option<u8>,
     /// LOCAL_PREF (RFC 4271 §5.1.5), iBGP only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_pref: Option<u32>,
-    /// COMMUNITIES (RFC 1997) as `asn:value` or well-known names (`no-export`).
+    /// COMMUNITIES (RFC 1997) as `asn:value` or well-known names (`no-export`,
+    /// `no-advertise`, `no-export-subconfed`, `blackhole`, `graceful-shutdown`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(c, c.matches('^[0-9]{1,5}:[0-9]{1,5}$') || c in ['no-export', 'no-advertise', 'no-export-subconfed', 'blackhole', 'graceful-shutdown'])").message("communities are asn:value (16 bits each) or a well-known name"))]
     pub communities: Vec<String>,
     /// LARGE_COMMUNITY (RFC 8092) as `global:local1:local2`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(c, c.matches('^[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}$'))").message("large communities are global:local1:local2 (32 bits each)"))]
     pub large_communities: Vec<String>,
-    /// Announce each node's pod CIDR(s) with that node as next hop.
+    /// Announce each node's pod CIDR(s) (`spec.podCIDRs`) with that node as next hop.
     #[serde(default, rename = "advertisePodCIDRs")]
     pub advertise_pod_cidrs: bool,
     /// Service CIDRs to announce from gateway nodes (ECMP).
@@ -227,6 +339,7 @@ pub struct BGPAdvertisementSpec {
         rename = "serviceCIDRs",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("serviceCIDRs must be CIDRs"))]
     pub service_cidrs: Vec<String>,
     /// Nodes that act as gateways for the service CIDRs; all announcing nodes when unset.
     #[serde(
@@ -235,6 +348,123 @@ pub struct BGPAdvertisementSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub service_cidr_gateway_selector: Option<LabelSelector>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// Observed state of a BGPAdvertisement.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPAdvertisementStatus {
+    /// `Valid` (False with the reason the speakers refuse the advertisement).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The speaker of one node reports here (the object's name is the node's name). Only that
+/// node's speaker writes it (server-side apply, field manager `leafbridge-speaker`), only when
+/// something changed and at most about once a second.
+#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
+#[kube(
+    group = "leafbridge.io",
+    version = "v1alpha1",
+    kind = "BGPNodeState",
+    plural = "bgpnodestates",
+    singular = "bgpnodestate",
+    status = "BGPNodeStateStatus",
+    derive = "PartialEq",
+    doc = "BGP state of one node's leafbridge speaker",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Sessions Up",
+        type_ = "integer",
+        json_path = ".status.sessionsEstablished"
+    ),
+    printcolumn(
+        name = "Prefixes",
+        type_ = "integer",
+        json_path = ".status.announcedPrefixes"
+    ),
+    printcolumn(
+        name = "Not Announced",
+        type_ = "integer",
+        json_path = ".status.notAnnouncedCount"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+pub struct BGPNodeStateSpec {}
+
+/// Observed BGP state of one node.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPNodeStateStatus {
+    /// `Ready` (the speaker has a complete view of the cluster), `ForwardingDisabled`,
+    /// `ReversePathFilter`, `SecretMissing`, `InvalidPeer`, `InvalidAdvertisement`,
+    /// `NodeNotEligible` (its Service routes are withdrawn: cordoned, excluded, tainted...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The BGP Identifier the speaker uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_id: Option<String>,
+    /// One entry per BGPPeer this node runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["peer".into()]))]
+    pub sessions: Vec<BGPSessionStatus>,
+    /// Sessions in state Established.
+    #[serde(default)]
+    pub sessions_established: u32,
+    /// Distinct prefixes this node wants announced (to at least one peer).
+    #[serde(default)]
+    pub announced_prefixes: u32,
+    /// Services with an address this node announces.
+    #[serde(default)]
+    pub announced_services: u32,
+    /// Services with an address this node does not announce, with the reason: the first
+    /// ones by namespace/name (bounded so that the object stays small on large clusters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_announced: Vec<NotAnnouncedService>,
+    /// How many Services this node does not announce (the list above may be cut short).
+    #[serde(default)]
+    pub not_announced_count: u32,
+}
+
+/// One BGP session of a node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPSessionStatus {
+    /// The BGPPeer's name.
+    pub peer: String,
+    /// `address:port` of the neighbour.
+    pub address: String,
+    /// RFC 4271 §8.2.2 state: Idle, Connect, Active, OpenSent, OpenConfirm, Established.
+    pub state: String,
+    /// Prefixes this node wants in the peer's Adj-RIB-Out.
+    pub prefixes_advertised: u32,
+}
+
+/// A Service whose address a node does not announce.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NotAnnouncedService {
+    pub namespace: String,
+    pub name: String,
+    /// A CamelCase reason (`NoReadyLocalEndpoint`, `NoAdvertisementSelectsPool`,
+    /// `NodeCordoned`...).
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// Which address a DNS client gets for a Service, chosen by the client's source address.
@@ -283,4 +513,32 @@ pub struct DNSViewSpec {
     /// win ties with DNSViews; a DNSView named like a file view replaces it.
     #[serde(default)]
     pub priority: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bgppeer_manifests_of_the_first_version_still_parse() {
+        let spec: BGPPeerSpec = serde_json::from_value(serde_json::json!({
+            "peerAddress": "192.0.2.1", "peerASN": 65000, "myASN": 65001, "peerPort": 1179,
+            "holdTimeSeconds": 9, "ebgpMultihop": 2, "gracefulRestart": true,
+            "passwordSecret": {"namespace": "kube-system", "name": "bgp", "key": "password"},
+            "nodeSelectors": [{"matchLabels": {"rack": "a"}}]
+        }))
+        .unwrap();
+        assert_eq!(spec.peer_port, Some(1179));
+        assert!(spec.graceful_restart && !spec.gtsm && spec.address_families.is_empty());
+    }
+
+    #[test]
+    fn an_advertisement_announces_load_balancer_ips_by_default() {
+        let spec: BGPAdvertisementSpec =
+            serde_json::from_value(serde_json::json!({"ipPools": ["a"]})).unwrap();
+        assert!(spec.advertise_load_balancer_ips && !spec.advertise_external_ips);
+        // And the default is not written back out.
+        let v = serde_json::to_value(&spec).unwrap();
+        assert!(v.get("advertiseLoadBalancerIPs").is_none());
+    }
 }

@@ -4,11 +4,12 @@
 pub mod annotations;
 pub mod crd;
 pub mod ops;
+pub mod rules;
 pub mod state;
 
 pub use crd::{
-    BGPAdvertisement, BGPAdvertisementSpec, BGPPeer, BGPPeerSpec, DNSView, DNSViewSpec, IPPool,
-    IPPoolSpec, IPPoolStatus,
+    BGPAdvertisement, BGPAdvertisementSpec, BGPNodeState, BGPNodeStateStatus, BGPPeer, BGPPeerSpec,
+    DNSView, DNSViewSpec, IPPool, IPPoolSpec, IPPoolStatus,
 };
 pub use state::{EventSink, StateError, StateObject, StateSource};
 

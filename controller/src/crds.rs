@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use kube::CustomResourceExt;
-use leafbridge_api::{BGPAdvertisement, BGPPeer, DNSView, IPPool};
+use leafbridge_api::{BGPAdvertisement, BGPNodeState, BGPPeer, DNSView, IPPool};
 
 /// Where the generated CRDs live in the repository.
 pub fn deploy_dir() -> PathBuf {
@@ -26,6 +26,7 @@ pub fn all() -> Vec<(&'static str, String)> {
             y(BGPAdvertisement::crd()),
         ),
         ("leafbridge.io_dnsviews.yaml", y(DNSView::crd())),
+        ("leafbridge.io_bgpnodestates.yaml", y(BGPNodeState::crd())),
     ]
 }
 

@@ -9,14 +9,8 @@ use serde_json::{Value, json};
 
 use crate::alloc::{AllocError, Family, FamilyPolicy, ServiceRequest, SvcKey};
 
-/// Which Services this controller answers for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClassConfig {
-    /// `spec.loadBalancerClass` we own.
-    pub class: String,
-    /// Also take LoadBalancer Services without a class.
-    pub default_class: bool,
-}
+// One definition for every program (the speaker applies the same rule).
+pub use leafbridge_api::rules::{ClassConfig, is_managed};
 
 /// Condition type set on a Service whose address is in no IPPool any more.
 pub const ORPHAN_CONDITION: &str = "leafbridge.io/AddressOutsidePools";
@@ -29,18 +23,6 @@ pub fn key_of(svc: &Service) -> SvcKey {
             .unwrap_or_else(|| "default".into()),
         svc.metadata.name.clone().unwrap_or_default(),
     )
-}
-
-/// type LoadBalancer and our class (or no class when we are the default).
-pub fn is_managed(svc: &Service, cfg: &ClassConfig) -> bool {
-    let Some(spec) = &svc.spec else { return false };
-    if spec.type_.as_deref() != Some("LoadBalancer") {
-        return false;
-    }
-    match &spec.load_balancer_class {
-        Some(c) => *c == cfg.class,
-        None => cfg.default_class,
-    }
 }
 
 fn family(s: &str) -> Option<Family> {

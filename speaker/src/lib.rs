@@ -2,6 +2,9 @@
 #![deny(unsafe_code)] // forbid everywhere but bgp::transport::md5 (TCP_MD5SIG needs setsockopt)
 
 pub mod bgp;
+pub mod cluster;
 pub mod config;
+pub mod desired;
 pub mod metrics;
+pub mod peers;
 pub mod standalone;

@@ -4,27 +4,23 @@
 //! added or removed peer touches only that peer, and a bad edit is logged and ignored, keeping
 //! the running configuration.
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::bgp::fsm::{self, GracefulRestartConfig};
 use crate::bgp::rib::Route;
-use crate::bgp::session::{
-    self, DesiredRoute, DesiredRoutes, SessionConfig, SessionHandle, StopMode,
-};
-use crate::bgp::transport::{Listener, Md5Key, TransportConfig, TtlPolicy};
+use crate::bgp::session::{DesiredRoute, SessionConfig, StopMode};
+use crate::bgp::transport::{Md5Key, TransportConfig, TtlPolicy};
 use crate::config::{Config, NextHop, PeerConfig, ShutdownMode};
 use crate::metrics::SpeakerMetrics;
+use crate::peers::{PasswordRef, PeerManager, PeerSpec, ResolvedPeer};
 
 /// Name of the marker file written on a graceful shutdown: when the speaker starts again
 /// within the Restart Time, it sets the Restart State bit (RFC 4724 §3).
@@ -36,15 +32,17 @@ pub struct Options {
     /// We are restarting: advertise the Restart State bit to graceful-restart peers.
     pub restarting: bool,
     /// Where the graceful-restart marker lives (none: only `restarting` decides).
-    pub state_dir: Option<PathBuf>,
+    pub restart_marker_dir: Option<PathBuf>,
+    /// Overrides the file's `metrics_address`.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Run until SIGTERM/SIGINT.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let config =
         Config::load(&opts.config).with_context(|| format!("loading {}", opts.config.display()))?;
-    let restarting =
-        opts.restarting || take_restart_marker(opts.state_dir.as_deref(), config.restart_time);
+    let restarting = opts.restarting
+        || take_restart_marker(opts.restart_marker_dir.as_deref(), config.restart_time);
     if restarting {
         info!("starting as a restarting speaker (graceful restart R bit set)");
     }
@@ -53,7 +51,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let ready = leafbridge_api::ops::Readiness::new();
-    if let Some(addr) = config.metrics_address {
+    if let Some(addr) = opts.metrics_address.or(config.metrics_address) {
         leafbridge_api::ops::serve(addr, Arc::new(registry), ready.clone())
             .await
             .with_context(|| format!("serving metrics on {addr}"))?;
@@ -92,7 +90,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .unwrap_or_default();
     info!(?mode, "shutting down");
     if mode == ShutdownMode::Graceful
-        && let Some(dir) = &opts.state_dir
+        && let Some(dir) = &opts.restart_marker_dir
         && let Err(e) = write_restart_marker(dir)
     {
         warn!(error = %e, "cannot write the graceful-restart marker");
@@ -101,7 +99,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn take_restart_marker(dir: Option<&Path>, restart_time: u16) -> bool {
+pub(crate) fn take_restart_marker(dir: Option<&Path>, restart_time: u16) -> bool {
     let Some(dir) = dir else { return false };
     let path = dir.join(RESTART_MARKER);
     let Ok(meta) = std::fs::metadata(&path) else {
@@ -147,49 +145,29 @@ fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWa
     Some(watcher)
 }
 
-type IncomingRoutes = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
-
-struct PeerRuntime {
-    session_cfg: SessionConfig,
-    md5: Option<Md5Key>,
-    desired: watch::Sender<DesiredRoutes>,
-    handle: SessionHandle,
-}
-
-/// The running speaker: sessions by peer name, the listener, the configuration in force.
+/// The running speaker: the peer manager and the configuration in force.
 pub struct Speaker {
     metrics: SpeakerMetrics,
     restarting: bool,
     config: Option<Config>,
-    peers: BTreeMap<String, PeerRuntime>,
-    listener: Option<(crate::config::Listen, Arc<Listener>, JoinHandle<()>)>,
-    incoming: IncomingRoutes,
+    manager: PeerManager,
 }
 
 impl std::fmt::Debug for Speaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Speaker")
-            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .field("manager", &self.manager)
             .finish()
     }
-}
-
-/// One peer's settings, worked out (and its key file read) before anything changes.
-struct PreparedPeer {
-    session_cfg: SessionConfig,
-    md5: Option<Md5Key>,
-    desired: DesiredRoutes,
 }
 
 impl Speaker {
     pub fn new(metrics: SpeakerMetrics, restarting: bool) -> Self {
         Self {
+            manager: PeerManager::new(metrics.clone(), restarting),
             metrics,
             restarting,
             config: None,
-            peers: BTreeMap::new(),
-            listener: None,
-            incoming: Arc::default(),
         }
     }
 
@@ -214,105 +192,20 @@ impl Speaker {
     /// Make the running sessions match `config`.
     pub async fn apply(&mut self, mut config: Config) -> anyhow::Result<()> {
         config.validate()?;
-        let mut prepared = BTreeMap::new();
+        let mut prepared = Vec::new();
         for p in &config.peers {
-            prepared.insert(p.name(), prepare_peer(&config, p, self.restarting)?);
+            prepared.push(prepare_peer(&config, p, self.restarting)?);
         }
         // The routes now live in the per-peer desired sets; keeping the parsed list as well
         // would double the memory of a large configuration.
         config.prefixes = Vec::new();
-        // The listener first, so that a bind failure changes nothing.
-        let listener_changed = self.listener.as_ref().map(|(l, _, _)| l) != config.listen.as_ref();
-        if listener_changed {
-            if let Some((_, _, task)) = self.listener.take() {
-                task.abort();
-            }
-            if let Some(listen) = &config.listen {
-                let addr = SocketAddr::new(listen.address, listen.port);
-                let l =
-                    Arc::new(Listener::bind(addr).with_context(|| format!("listening on {addr}"))?);
-                info!(addr = %l.local_addr()?, "listening for BGP connections");
-                let task = tokio::spawn(accept_loop(l.clone(), self.incoming.clone()));
-                self.listener = Some((listen.clone(), l, task));
-            }
-        }
-
-        // Peers that went away or changed: stop them (only them).
-        let names: Vec<String> = self.peers.keys().cloned().collect();
-        for name in names {
-            let keep = prepared.get(&name).is_some_and(|p| {
-                let cur = &self.peers[&name];
-                same_session(&cur.session_cfg, &p.session_cfg) && cur.md5 == p.md5
-            });
-            if !keep {
-                let rt = self.peers.remove(&name).expect("listed above");
-                info!(peer = %name, "peer removed or changed: stopping its session");
-                self.remove_peer(rt, "peer removed from configuration")
-                    .await;
-            }
-        }
-        // New and changed peers start; kept ones get the new desired routes.
-        for (name, p) in prepared {
-            if let Some(rt) = self.peers.get(&name) {
-                rt.desired.send_if_modified(|cur| {
-                    if **cur == *p.desired {
-                        false
-                    } else {
-                        *cur = p.desired.clone();
-                        true
-                    }
-                });
-                continue;
-            }
-            info!(peer = %name, "starting session");
-            let peer_ip = p.session_cfg.transport.peer.ip();
-            if let Some((_, l, _)) = &self.listener
-                && let Some(key) = &p.md5
-                && let Err(e) = l.set_peer_key(peer_ip, Some(key))
-            {
-                warn!(peer = %name, error = %e, "cannot set the TCP MD5 key on the listener");
-            }
-            let (desired_tx, desired_rx) = watch::channel(p.desired);
-            let handle = session::spawn(p.session_cfg.clone(), desired_rx, self.metrics.clone());
-            self.incoming
-                .lock()
-                .expect("not poisoned")
-                .insert(peer_ip, handle.incoming_sender());
-            self.peers.insert(
-                name,
-                PeerRuntime {
-                    session_cfg: p.session_cfg,
-                    md5: p.md5,
-                    desired: desired_tx,
-                    handle,
-                },
-            );
-        }
-        if listener_changed && let Some((_, l, _)) = &self.listener {
-            for rt in self.peers.values() {
-                if let Some(k) = &rt.md5 {
-                    let _ = l.set_peer_key(rt.session_cfg.transport.peer.ip(), Some(k));
-                }
-            }
-        }
+        let listen = config
+            .listen
+            .as_ref()
+            .map(|l| SocketAddr::new(l.address, l.port));
+        self.manager.apply(listen, prepared).await?;
         self.config = Some(config);
         Ok(())
-    }
-
-    async fn remove_peer(&mut self, rt: PeerRuntime, why: &str) {
-        let ip = rt.session_cfg.transport.peer.ip();
-        self.incoming.lock().expect("not poisoned").remove(&ip);
-        if rt.md5.is_some()
-            && let Some((_, l, _)) = &self.listener
-        {
-            let _ = l.set_peer_key(ip, None);
-        }
-        rt.handle
-            .stop(StopMode::Withdraw {
-                message: Some(why.to_owned()),
-            })
-            .await;
-        self.metrics.forget(&rt.session_cfg.name);
     }
 
     /// Stop every session as the configuration's `shutdown` mode says, all at once.
@@ -327,50 +220,7 @@ impl Speaker {
             ShutdownMode::Withdraw => StopMode::Withdraw { message },
             ShutdownMode::Graceful => StopMode::Graceful { message },
         };
-        if let Some((_, _, task)) = self.listener.take() {
-            task.abort();
-        }
-        let peers = std::mem::take(&mut self.peers);
-        futures::future::join_all(peers.into_values().map(|rt| rt.handle.stop(stop.clone()))).await;
-    }
-}
-
-/// Equal apart from the Restart State bit, which only the first session after a start sets.
-fn same_session(a: &SessionConfig, b: &SessionConfig) -> bool {
-    let strip = |c: &SessionConfig| {
-        let mut c = c.clone();
-        if let Some(gr) = &mut c.fsm.graceful_restart {
-            gr.restarting = false;
-        }
-        c
-    };
-    strip(a) == strip(b)
-}
-
-async fn accept_loop(listener: Arc<Listener>, incoming: IncomingRoutes) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, addr)) => {
-                let to = incoming
-                    .lock()
-                    .expect("not poisoned")
-                    .get(&addr.ip())
-                    .cloned();
-                match to {
-                    Some(tx) => {
-                        if tx.try_send(stream).is_err() {
-                            warn!(%addr, "session busy; dropping inbound connection");
-                        }
-                    }
-                    // RFC 4271 §8.2.1.1 leaves unconfigured peers to policy: ours is to refuse.
-                    None => warn!(%addr, "connection from an unconfigured address; closing it"),
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        self.manager.shutdown(stop).await;
     }
 }
 
@@ -378,7 +228,7 @@ fn prepare_peer(
     config: &Config,
     p: &PeerConfig,
     restarting: bool,
-) -> Result<PreparedPeer, anyhow::Error> {
+) -> Result<ResolvedPeer, anyhow::Error> {
     let name = p.name();
     let mut fsm_cfg = fsm::PeerConfig::new(config.local_as, p.remote_as, config.router_id);
     fsm_cfg.hold_time = p.hold_time;
@@ -407,8 +257,7 @@ fn prepare_peer(
     let mut transport = TransportConfig::new(SocketAddr::new(p.address, p.port));
     transport.source = p.source_address;
     transport.ttl = ttl;
-    transport.md5 = md5.clone();
-    let session_cfg = SessionConfig {
+    let session = SessionConfig {
         name: name.clone(),
         fsm: fsm_cfg,
         transport,
@@ -416,10 +265,17 @@ fn prepare_peer(
         ipv6_next_hop: p.ipv6_next_hop,
         ipv4_next_hop: p.ipv4_next_hop,
     };
-    Ok(PreparedPeer {
-        session_cfg,
+    Ok(ResolvedPeer {
+        spec: PeerSpec {
+            session,
+            password: p
+                .password_file
+                .clone()
+                .map_or(PasswordRef::None, PasswordRef::File),
+            bfd_profile: None,
+        },
         md5,
-        desired: Arc::new(desired_for(config, &name)),
+        routes: Arc::new(desired_for(config, &name)),
     })
 }
 
@@ -510,7 +366,8 @@ peers:
         let ttl = |i: usize| {
             prepare_peer(&c, &c.peers[i], false)
                 .unwrap()
-                .session_cfg
+                .spec
+                .session
                 .transport
                 .ttl
         };

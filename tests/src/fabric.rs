@@ -12,9 +12,13 @@
 //!
 //! Nodes and office route everything else via the leaf, so once the leaf has learnt a route
 //! to an announced address (e.g. BIRD with `kernel = true`), the office reaches it.
+//! [`Fabric::bird_leaf`] and [`Fabric::frr_leaf`] give the leaf's router config for that: one
+//! passive session per node, best routes (ECMP across nodes) installed in the leaf's kernel.
 
 use std::net::IpAddr;
 
+use crate::bird::{BirdConfig, BirdPeer};
+use crate::frr::{FrrConfig, FrrNeighbor};
 use crate::netns::{Netns, Topology};
 
 /// The network above, built and ready (links up, addresses without DAD, routes set).
@@ -44,6 +48,10 @@ impl Fabric {
         let topo = Topology::new(tag);
         let leaf = topo.namespace("leaf");
         leaf.enable_forwarding();
+        // ECMP by 5-tuple, not by address pair: one office client's connections then spread
+        // over every node that announces a prefix, as they would behind a real leaf.
+        leaf.sysctl("net.ipv4.fib_multipath_hash_policy", "1");
+        leaf.sysctl("net.ipv6.fib_multipath_hash_policy", "1");
         leaf.add_bridge(Self::BRIDGE);
         leaf.add_addr(Self::BRIDGE, &format!("{}/24", Self::LEAF_V4));
         leaf.add_addr(Self::BRIDGE, &format!("{}/64", Self::LEAF_V6));
@@ -108,5 +116,63 @@ impl Fabric {
 
     pub fn office_v4() -> IpAddr {
         Self::OFFICE_V4.parse().unwrap()
+    }
+
+    /// The BIRD protocol name of node `i`'s session at the leaf.
+    pub fn bird_peer_name(i: usize) -> String {
+        format!("node{i}")
+    }
+
+    /// A BIRD config for the leaf in `leaf_as`: a passive IPv4 + IPv6 session with each node
+    /// (all in `nodes_as`), routes installed in the kernel, equal paths merged (ECMP).
+    pub fn bird_leaf(&self, leaf_as: u32, nodes_as: u32) -> BirdConfig {
+        let mut c = BirdConfig::new(Self::LEAF_V4.parse().unwrap(), leaf_as);
+        c.kernel = true;
+        c.ecmp = true;
+        for i in 0..self.nodes.len() {
+            c.peers.push(BirdPeer {
+                passive: true,
+                ..BirdPeer::new(Self::bird_peer_name(i), Self::node_v4(i), nodes_as)
+            });
+        }
+        c
+    }
+
+    /// The same leaf with FRR: bgpd with zebra (routes into the kernel), a passive IPv4
+    /// session per node, `maximum-paths` for ECMP.
+    pub fn frr_leaf(&self, leaf_as: u32, nodes_as: u32) -> FrrConfig {
+        let mut c = FrrConfig::new(Self::LEAF_V4.parse().unwrap(), leaf_as);
+        c.zebra = true;
+        c.maximum_paths = Some(16);
+        for i in 0..self.nodes.len() {
+            c.neighbors.push(FrrNeighbor {
+                passive: true,
+                ipv6: false,
+                ..FrrNeighbor::new(Self::node_v4(i), nodes_as)
+            });
+        }
+        c
+    }
+
+    /// The leaf's kernel route for `prefix` (`ip route show PREFIX`; empty when there is none).
+    pub fn leaf_route(&self, prefix: &str) -> String {
+        let fam = if prefix.contains(':') { "-6" } else { "-4" };
+        self.leaf.run("ip", &[fam, "route", "show", prefix])
+    }
+
+    /// The next hops of the leaf's kernel route for `prefix`, sorted (one for a plain route,
+    /// several for an ECMP one).
+    pub fn leaf_next_hops(&self, prefix: &str) -> Vec<IpAddr> {
+        let mut hops: Vec<IpAddr> = self
+            .leaf_route(prefix)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .filter_map(|w| w[1].parse().ok())
+            .collect();
+        hops.sort();
+        hops.dedup();
+        hops
     }
 }

@@ -1,6 +1,8 @@
-//! FRR's bgpd alone (`bgpd -Z`, no zebra) as a BGP peer in a namespace. It runs as the `frr`
-//! user (docs/testing.md: FRR daemons refuse to keep root) with per-instance config, pid and
-//! vty socket directories owned by it; the RIB is read with `vtysh --vty_socket DIR ... json`.
+//! FRR's bgpd as a BGP peer in a namespace: alone (`bgpd -Z`, no zebra) by default, or with
+//! zebra (`FrrConfig::zebra`) to install the routes it learns in the namespace's kernel table,
+//! ECMP with `maximum_paths` (a forwarding leaf). The daemons run as the `frr`
+//! user (docs/testing.md: FRR daemons refuse to keep root) with per-instance config, pid and vty socket
+//! directories owned by it; the RIB is read with `vtysh --vty_socket DIR ... json`.
 //!
 //! ```no_run
 //! use leafbridge_tests::{Pair, frr::{Frr, FrrConfig, FrrNeighbor}};
@@ -81,6 +83,10 @@ pub struct FrrConfig {
     pub graceful_restart: Option<u32>,
     /// Port bgpd listens on (`-p`), default 179.
     pub listen_port: Option<u16>,
+    /// Run zebra beside bgpd, so the best routes go into the namespace's kernel table.
+    pub zebra: bool,
+    /// `maximum-paths N` (eBGP multipath, ECMP kernel routes with zebra).
+    pub maximum_paths: Option<u16>,
     /// Extra lines inside `router bgp`, verbatim.
     pub extra: String,
 }
@@ -94,6 +100,8 @@ impl FrrConfig {
             networks: Vec::new(),
             graceful_restart: None,
             listen_port: None,
+            zebra: false,
+            maximum_paths: None,
             extra: String::new(),
         }
     }
@@ -156,6 +164,9 @@ impl FrrConfig {
         }
         for (afi, v6) in [("ipv4", false), ("ipv6", true)] {
             let _ = writeln!(c, " address-family {afi} unicast");
+            if let Some(n) = self.maximum_paths {
+                let _ = writeln!(c, "  maximum-paths {n}");
+            }
             for (i, r) in self.networks.iter().enumerate() {
                 if r.prefix.contains(':') != v6 {
                     continue;
@@ -225,13 +236,14 @@ pub struct LastNotification {
     pub shutdown_message: Option<String>,
 }
 
-/// A running bgpd (foreground, `-Z`) in a namespace.
+/// A running bgpd (foreground; `-Z` unless zebra runs beside it) in a namespace.
 #[derive(Debug)]
 pub struct Frr {
     ns: Netns,
     name: String,
     dir: PathBuf,
     listen_port: Option<u16>,
+    zebra: Option<Process>,
     process: Process,
 }
 
@@ -249,23 +261,72 @@ impl Frr {
         if config.networks.len() <= 1000 {
             check_config(&dir.join("bgpd.conf"));
         }
-        let process = Self::spawn(ns, name, &dir, config.listen_port);
+        let zebra = config.zebra.then(|| Self::spawn_zebra(ns, name, &dir));
+        let process = Self::spawn(ns, name, &dir, config.listen_port, zebra.is_some());
         let frr = Frr {
             ns: ns.clone(),
             name: name.to_string(),
             dir,
             listen_port: config.listen_port,
+            zebra,
             process,
         };
         frr.wait_ready();
         frr
     }
 
-    fn spawn(ns: &Netns, name: &str, dir: &Path, port: Option<u16>) -> Process {
+    /// zebra with its own config, pid file, vty socket and zserv socket in `dir`; returns once
+    /// the zserv socket exists (bgpd connects to it at start).
+    #[track_caller]
+    fn spawn_zebra(ns: &Netns, name: &str, dir: &Path) -> Process {
+        let zebra = require("zebra");
+        let conf = dir.join("zebra.conf");
+        std::fs::write(&conf, "hostname lb-zebra\nlog stdout informational\n")
+            .expect("write zebra.conf");
+        chown_frr(&conf);
+        let _ = std::fs::remove_file(dir.join("zserv.api"));
+        let mut cmd = ns.command(zebra);
+        cmd.args(["-u", "frr", "-g", "frr", "--log", "stdout"])
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("zebra.pid"))
+            .arg("--vty_socket")
+            .arg(dir)
+            .arg("-z")
+            .arg(dir.join("zserv.api"));
+        let process = ns.topology().spawn(&format!("zebra-{name}"), cmd);
+        wait_for(
+            Duration::from_secs(10),
+            &format!("zebra {name} to open its zserv socket"),
+            || {
+                if let Some(s) = process.try_exit_status() {
+                    panic!(
+                        "zebra {name} exited ({s}): {}{}",
+                        process.stdout(),
+                        process.stderr()
+                    );
+                }
+                if dir.join("zserv.api").exists() {
+                    Ok(())
+                } else {
+                    Err(process.stdout())
+                }
+            },
+        );
+        process
+    }
+
+    fn spawn(ns: &Netns, name: &str, dir: &Path, port: Option<u16>, zebra: bool) -> Process {
         let bgpd = require("bgpd");
         require("vtysh");
         let mut cmd = ns.command(bgpd);
-        cmd.args(["-Z", "-u", "frr", "-g", "frr", "--log", "stdout"])
+        if zebra {
+            cmd.arg("-z").arg(dir.join("zserv.api"));
+        } else {
+            cmd.arg("-Z");
+        }
+        cmd.args(["-u", "frr", "-g", "frr", "--log", "stdout"])
             .arg("-f")
             .arg(dir.join("bgpd.conf"))
             .arg("-i")
@@ -448,7 +509,13 @@ impl Frr {
     #[track_caller]
     pub fn restart(&mut self) {
         self.process.stop();
-        self.process = Self::spawn(&self.ns, &self.name, &self.dir, self.listen_port);
+        self.process = Self::spawn(
+            &self.ns,
+            &self.name,
+            &self.dir,
+            self.listen_port,
+            self.zebra.is_some(),
+        );
         self.wait_ready();
     }
 }

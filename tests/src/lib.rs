@@ -17,6 +17,16 @@
 //!   runtime announce/withdraw commands).
 //! - [`raw`]: a raw TCP connection or listener inside a namespace for malformed-message tests,
 //!   with BGP framing and OPEN/KEEPALIVE/NOTIFICATION helpers; [`capture`]: tcpdump.
+//! - [`backend`]: a TCP backend standing in for a pod in a node namespace (answers the node's
+//!   name), a [`backend::Prober`] that connects from the office many times a second and
+//!   reports failures and the longest gap, one-shot requests.
+//! - [`manifests`]: builders for Nodes, Services, EndpointSlices, Secrets and our CRDs, and
+//!   [`manifests::StateDir`], which writes them atomically into a state directory.
+//! - [`cluster`]: a whole cluster on a [`fabric`]: leaf router (BIRD or FRR + zebra) with
+//!   kernel routes, state directory with the base objects, controller, one speaker per node,
+//!   a backend per node; waits that fail at once when a program exits.
+//! - [`programs`]: runners for `leafbridge-controller` and the cluster-mode
+//!   `leafbridge-speaker` (binary path as a parameter), their ops endpoints and metrics.
 //! - [`dns`]: unbound and dnsmasq runners, `dig` with parsed answers, `dnsperf` with latency
 //!   percentiles.
 //!
@@ -72,14 +82,18 @@
 //!   message; it answers with NOTIFICATION (1,0) and drops the session.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod bird;
 pub mod capture;
+pub mod cluster;
 pub mod dns;
 pub mod exabgp;
 pub mod fabric;
 pub mod frr;
 pub mod gobgp;
+pub mod manifests;
 pub mod netns;
+pub mod programs;
 pub mod raw;
 pub mod rib;
 pub mod support;

@@ -84,3 +84,79 @@ fn leaf_installs_ecmp_route_for_a_prefix_two_nodes_announce() {
         }
     });
 }
+
+#[test]
+fn frr_leaf_with_zebra_installs_ecmp_route_and_office_reaches_a_backend() {
+    use leafbridge_tests::backend::{Backend, Prober, request_from};
+    use leafbridge_tests::frr::Frr;
+    let f = Fabric::new("frrz", 2);
+    let _leaf = Frr::start(&f.leaf, "leaf", &f.frr_leaf(65000, 65100));
+    // Both nodes hold the address (kube-proxy would make it local) and announce it.
+    let mut backends = Vec::new();
+    let _nodes: Vec<Bird> = (0..2)
+        .map(|i| {
+            f.nodes[i].add_addr("lo", "203.0.113.60/32");
+            backends.push(Backend::start(&f.nodes[i], 8080, &format!("node{i}")));
+            let mut c = BirdConfig::new(format!("192.0.2.{}", 10 + i).parse().unwrap(), 65100);
+            c.routes.push(StaticRoute::new("203.0.113.60/32"));
+            c.peers.push(BirdPeer {
+                export_static: true,
+                ipv6: false,
+                ..BirdPeer::new("toleaf", Fabric::leaf_v4(), 65000)
+            });
+            Bird::start(&f.nodes[i], &format!("node{i}"), &c)
+        })
+        .collect();
+    wait_for(T, "an ECMP kernel route installed by zebra", || {
+        let hops = f.leaf_next_hops("203.0.113.60");
+        if hops == [Fabric::node_v4(0), Fabric::node_v4(1)] {
+            Ok(())
+        } else {
+            Err(f.leaf_route("203.0.113.60"))
+        }
+    });
+    let addr = "203.0.113.60:8080".parse().unwrap();
+    let who = request_from(&f.office, addr, Duration::from_secs(2)).unwrap();
+    assert!(who == "node0" || who == "node1", "{who}");
+    let probe = Prober::start(&f.office, addr, 100);
+    std::thread::sleep(Duration::from_secs(1));
+    let r = probe.stop();
+    assert!(r.attempts >= 50 && r.failures == 0, "{r}");
+}
+
+#[test]
+fn bird_leaf_of_the_fabric_installs_ecmp_and_prober_counts_a_lost_route() {
+    use leafbridge_tests::backend::{Backend, Prober};
+    let f = Fabric::new("probe", 2);
+    let _leaf = Bird::start(&f.leaf, "leaf", &f.bird_leaf(65000, 65100));
+    f.nodes[0].add_addr("lo", "203.0.113.61/32");
+    let _web = Backend::start(&f.nodes[0], 8080, "node0");
+    let mut c = BirdConfig::new("192.0.2.10".parse().unwrap(), 65100);
+    c.routes.push(StaticRoute::new("203.0.113.61/32"));
+    c.peers.push(BirdPeer {
+        export_static: true,
+        ipv6: false,
+        ..BirdPeer::new("toleaf", Fabric::leaf_v4(), 65000)
+    });
+    let node = Bird::start(&f.nodes[0], "node0", &c);
+    wait_until_route(&f, "203.0.113.61", &[Fabric::node_v4(0)]);
+    let probe = Prober::start(&f.office, "203.0.113.61:8080".parse().unwrap(), 100);
+    std::thread::sleep(Duration::from_millis(500));
+    node.stop(); // the route goes: the prober must see it
+    wait_until_route(&f, "203.0.113.61", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = probe.stop();
+    assert!(r.successes > 10 && r.failures > 0, "{r}");
+    assert_eq!(r.served_by.keys().collect::<Vec<_>>(), ["node0"], "{r}");
+}
+
+fn wait_until_route(f: &Fabric, prefix: &str, hops: &[std::net::IpAddr]) {
+    wait_for(T, &format!("leaf route {prefix} via {hops:?}"), || {
+        let got = f.leaf_next_hops(prefix);
+        if got == hops {
+            Ok(())
+        } else {
+            Err(f.leaf_route(prefix))
+        }
+    });
+}

@@ -176,6 +176,93 @@ impl StateSource {
         }
     }
 
+    /// Read one object (None: there is none). On Kubernetes a GET; on the state directory the
+    /// current parse of the directory (a watch's initial list, then dropped).
+    pub async fn get<K: StateObject>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<K>, StateError> {
+        match self {
+            StateSource::Kube(client) => {
+                let req = kube::core::Request::new(K::url_path(&(), namespace))
+                    .get(name, &kube::api::GetParams::default())
+                    .map_err(kube::Error::BuildRequest)?;
+                match client.request::<K>(req).await {
+                    Ok(obj) => Ok(Some(obj)),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            StateSource::Dir(d) => {
+                let mut stream = d.watch::<K>();
+                let wanted_ns = namespace.map(|n| n.to_owned());
+                while let Some(ev) = stream.next().await {
+                    match ev? {
+                        watcher::Event::InitApply(obj) | watcher::Event::Apply(obj)
+                            if obj.meta().name.as_deref() == Some(name)
+                                && (wanted_ns.is_none()
+                                    || obj.meta().namespace.as_deref().or(Some("default"))
+                                        == wanted_ns.as_deref()) =>
+                        {
+                            return Ok(Some(obj));
+                        }
+                        watcher::Event::InitDone => return Ok(None),
+                        _ => {}
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Create `obj` unless an object of its kind and name exists (then nothing changes). On
+    /// Kubernetes a POST (409 AlreadyExists is success); on the state directory a new manifest
+    /// `<plural>/<namespace>-<name>.yaml` (or `<plural>/<name>.yaml`) written atomically.
+    pub async fn create_if_missing<K: StateObject>(&self, obj: &K) -> Result<(), StateError> {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let ns = obj.meta().namespace.clone();
+        match self {
+            StateSource::Kube(client) => {
+                let body = serde_json::to_vec(obj).map_err(|e| StateError::Malformed {
+                    path: PathBuf::from(K::url_path(&(), ns.as_deref())),
+                    reason: e.to_string(),
+                })?;
+                let req = kube::core::Request::new(K::url_path(&(), ns.as_deref()))
+                    .create(&kube::api::PostParams::default(), body)
+                    .map_err(kube::Error::BuildRequest)?;
+                match client.request::<serde_json::Value>(req).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            StateSource::Dir(d) => {
+                if self.get::<K>(ns.as_deref(), &name).await?.is_some() {
+                    return Ok(());
+                }
+                let mut doc = serde_json::to_value(obj).map_err(|e| StateError::Malformed {
+                    path: d.root().to_owned(),
+                    reason: e.to_string(),
+                })?;
+                doc["apiVersion"] = K::api_version(&()).into();
+                doc["kind"] = K::kind(&()).into();
+                let text = serde_yaml::to_string(&doc).map_err(|e| StateError::Malformed {
+                    path: d.root().to_owned(),
+                    reason: e.to_string(),
+                })?;
+                let dir = d.root().join(K::plural(&()).as_ref());
+                let file = match &ns {
+                    Some(ns) => format!("{ns}-{name}.yaml"),
+                    None => format!("{name}.yaml"),
+                };
+                tokio::task::spawn_blocking(move || write_new_file(&dir, &file, text.as_bytes()))
+                    .await
+                    .expect("manifest writer task panicked")
+            }
+        }
+    }
+
     /// An Event publisher for `reporter` (one per program).
     pub fn event_sink(&self, reporter: Reporter) -> EventSink {
         match self {
@@ -218,5 +305,72 @@ impl EventSink {
                     .expect("event writer task panicked")
             }
         }
+    }
+}
+
+/// Write `dir/file` atomically (temp file named with a leading dot, which the state directory
+/// ignores, fsync, rename), never replacing an existing file.
+fn write_new_file(dir: &std::path::Path, file: &str, content: &[u8]) -> Result<(), StateError> {
+    use std::io::Write as _;
+    let io = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| StateError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let target = dir.join(file);
+    if target.exists() {
+        return Ok(());
+    }
+    let tmp = dir.join(format!(".{file}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(content).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    // A hard link fails when the target appeared meanwhile: another writer won, and its file
+    // stays (rename would replace it).
+    let linked = std::fs::hard_link(&tmp, &target);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(&target)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BGPNodeState;
+
+    #[tokio::test]
+    async fn create_if_missing_writes_a_manifest_once_and_get_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = StateSource::dir(dir.path()).unwrap();
+        assert!(src.get::<BGPNodeState>(None, "n1").await.unwrap().is_none());
+        let mut obj = BGPNodeState::new("n1", Default::default());
+        src.create_if_missing(&obj).await.unwrap();
+        let path = dir.path().join("bgpnodestates/n1.yaml");
+        let first = std::fs::read_to_string(&path).unwrap();
+        assert!(first.contains("kind: BGPNodeState"), "{first}");
+        // A second call changes nothing, even with other content.
+        obj.metadata.labels = Some([("x".to_owned(), "y".to_owned())].into());
+        src.create_if_missing(&obj).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
+        let got = src.get::<BGPNodeState>(None, "n1").await.unwrap();
+        assert_eq!(got.unwrap().metadata.name.as_deref(), Some("n1"));
+        // Status can be written to it.
+        src.apply_status::<BGPNodeState>(
+            None,
+            "n1",
+            "test",
+            serde_json::json!({"announcedPrefixes": 3}),
+        )
+        .await
+        .unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("announcedPrefixes: 3")
+        );
     }
 }

@@ -12,7 +12,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_leafbridge-speaker");
 pub struct Speaker {
     pub ns: Netns,
     pub config: PathBuf,
-    pub state_dir: PathBuf,
+    pub restart_marker_dir: PathBuf,
     pub process: Process,
     label: String,
 }
@@ -24,12 +24,12 @@ impl Speaker {
         let dir = ns.topology().subdir(&format!("speaker-{label}"));
         let config = dir.join("speaker.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let state_dir = dir.join("state");
-        let process = spawn(ns, label, &config, &state_dir, &[]);
+        let restart_marker_dir = dir.join("state");
+        let process = spawn(ns, label, &config, &restart_marker_dir, &[]);
         Speaker {
             ns: ns.clone(),
             config,
-            state_dir,
+            restart_marker_dir,
             process,
             label: label.to_owned(),
         }
@@ -60,7 +60,13 @@ impl Speaker {
 
     /// Start the binary again with the same config (after `terminate`).
     pub fn restart(&mut self, extra: &[&str]) {
-        self.process = spawn(&self.ns, &self.label, &self.config, &self.state_dir, extra);
+        self.process = spawn(
+            &self.ns,
+            &self.label,
+            &self.config,
+            &self.restart_marker_dir,
+            extra,
+        );
     }
 
     #[track_caller]
@@ -77,14 +83,14 @@ fn spawn(
     ns: &Netns,
     label: &str,
     config: &PathBuf,
-    state_dir: &PathBuf,
+    restart_marker_dir: &PathBuf,
     extra: &[&str],
 ) -> Process {
     let mut cmd = ns.command(BIN);
     cmd.arg("--config")
         .arg(config)
-        .arg("--state-dir")
-        .arg(state_dir)
+        .arg("--restart-marker-dir")
+        .arg(restart_marker_dir)
         .args(extra);
     cmd.env("RUST_LOG", "info,leafbridge_speaker=debug");
     ns.topology().spawn(&format!("speaker-{label}"), cmd)

@@ -1,0 +1,982 @@
+//! Cluster mode: `leafbridge-speaker --node-name NODE [--state-dir DIR]`.
+//!
+//! Every kind `desired::compute` reads is watched through the `StateSource` into a store of its
+//! own; a change schedules a recompute (at once when none ran within the debounce window, else
+//! at the end of it, so a burst of Service changes costs one recompute per window), and the
+//! result goes to the peer manager: new or changed peers (re)start alone, route changes go to the
+//! sessions as incremental UPDATEs.
+//!
+//! - Nothing is announced before every watch has listed its kind once (`InitDone`): no session
+//!   even starts, so after a restart with graceful restart the routers keep our stale routes
+//!   until the desired state is complete, and the first UPDATEs plus End-of-RIB carry all of it.
+//! - A failing watch keeps its last objects (nothing is withdrawn), reports not ready and
+//!   resumes; a relist that yields the same objects yields the same routes, and the
+//!   Adj-RIB-Out diff sends nothing.
+//! - SIGTERM: sessions with graceful restart close so that the routers keep our routes (and a
+//!   marker tells the next start to set the Restart State bit); the others withdraw, wait
+//!   `--drain-time`, then Cease.
+//! - The node's `BGPNodeState` (sessions, prefix counts, conditions, Services not announced and
+//!   why) is written on change only, at most once a second.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::Event;
+use leafbridge_api::crd::{BGPNodeStateSpec, SecretKeyRef};
+use leafbridge_api::rules::ClassConfig;
+use leafbridge_api::{BGPAdvertisement, BGPNodeState, BGPPeer, IPPool, StateObject, StateSource};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, error, info, info_span, warn};
+
+use crate::bgp::session::DesiredRoutes;
+use crate::bgp::transport::Md5Key;
+use crate::desired::{self, ClusterView, Desired, Problem, ServiceOutcome};
+use crate::metrics::SpeakerMetrics;
+use crate::peers::{PasswordRef, PeerManager, ResolvedPeer};
+use crate::standalone::RESTART_MARKER;
+
+/// Field manager of the speaker's status writes.
+pub const FIELD_MANAGER: &str = "leafbridge-speaker";
+/// At most this many Services are listed in `status.notAnnounced` (the count has them all).
+pub const NOT_ANNOUNCED_LIST_MAX: usize = 50;
+/// Status writes are coalesced to at most one per this interval.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Secrets and node facts (forwarding, rp_filter) are re-read this often.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub node_name: String,
+    /// None: the in-cluster Kubernetes client.
+    pub state_dir: Option<PathBuf>,
+    pub restart_marker_dir: Option<PathBuf>,
+    pub restarting: bool,
+    pub metrics_address: Option<SocketAddr>,
+    pub drain_time: Duration,
+    pub listen: Option<SocketAddr>,
+    pub debounce: Duration,
+    pub router_id: Option<Ipv4Addr>,
+    pub class: ClassConfig,
+    pub shutdown_message: Option<String>,
+}
+
+/// The cluster-mode metrics, beside the per-peer ones of `SpeakerMetrics`.
+#[derive(Debug, Clone)]
+pub struct ClusterMetrics {
+    pub recomputes: Counter,
+    /// From the first change seen to the new routes handed to the sessions.
+    pub update_latency: Histogram,
+    /// Seconds the state source has been failing (0 while every watch is healthy).
+    pub staleness: Gauge<f64, AtomicU64>,
+    pub status_writes: Counter,
+    pub status_write_errors: Counter,
+}
+
+impl Default for ClusterMetrics {
+    fn default() -> Self {
+        Self {
+            recomputes: Counter::default(),
+            update_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            staleness: Gauge::default(),
+            status_writes: Counter::default(),
+            status_write_errors: Counter::default(),
+        }
+    }
+}
+
+impl ClusterMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("leafbridge_speaker");
+        r.register(
+            "desired_recomputes",
+            "Desired-state computations",
+            self.recomputes.clone(),
+        );
+        r.register(
+            "desired_update_latency_seconds",
+            "Time from a cluster change seen to the new routes handed to the sessions",
+            self.update_latency.clone(),
+        );
+        r.register(
+            "state_source_staleness_seconds",
+            "Seconds the state source has been failing (0: every watch healthy)",
+            self.staleness.clone(),
+        );
+        r.register(
+            "status_writes",
+            "BGPNodeState status writes",
+            self.status_writes.clone(),
+        );
+        r.register(
+            "status_write_errors",
+            "BGPNodeState status writes that failed",
+            self.status_write_errors.clone(),
+        );
+    }
+}
+
+/// The kinds watched, in `ClusterView` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Node,
+    Service,
+    EndpointSlice,
+    IPPool,
+    BGPPeer,
+    BGPAdvertisement,
+}
+
+const KINDS: usize = 6;
+
+#[derive(Debug)]
+enum Signal {
+    Changed(Kind),
+    Synced(Kind),
+    Failed(Kind, String),
+}
+
+type Key = (Option<String>, String);
+type Store<K> = Arc<Mutex<HashMap<Key, Arc<K>>>>;
+
+fn key_of<K: StateObject>(o: &K) -> Key {
+    (
+        o.meta().namespace.clone(),
+        o.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+/// Watch kind `K` forever into a store; tell the main loop about every change.
+fn spawn_watch<K: StateObject>(
+    source: &StateSource,
+    kind: Kind,
+    tx: mpsc::UnboundedSender<Signal>,
+) -> Store<K> {
+    let store: Store<K> = Arc::default();
+    let (source, s) = (source.clone(), store.clone());
+    tokio::spawn(async move {
+        loop {
+            let mut stream = source.watch::<K>();
+            let mut buffer: Option<HashMap<Key, Arc<K>>> = None;
+            while let Some(ev) = stream.next().await {
+                let signal = match ev {
+                    Ok(Event::Init) => {
+                        buffer = Some(HashMap::new());
+                        continue;
+                    }
+                    Ok(Event::InitApply(o)) => {
+                        buffer
+                            .get_or_insert_default()
+                            .insert(key_of(&o), Arc::new(o));
+                        continue;
+                    }
+                    Ok(Event::InitDone) => {
+                        // A relist replaces the store only once it is complete: until then the
+                        // last known objects stay (and so do their routes).
+                        *s.lock().expect("not poisoned") = buffer.take().unwrap_or_default();
+                        Signal::Synced(kind)
+                    }
+                    Ok(Event::Apply(o)) => {
+                        s.lock()
+                            .expect("not poisoned")
+                            .insert(key_of(&o), Arc::new(o));
+                        Signal::Changed(kind)
+                    }
+                    Ok(Event::Delete(o)) => {
+                        s.lock().expect("not poisoned").remove(&key_of(&o));
+                        Signal::Changed(kind)
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Signal::Failed(kind, e.to_string()));
+                        // kube's watcher retries on the next poll; do not spin.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if tx.send(signal).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Signal::Failed(kind, "watch stream ended".into()));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    store
+}
+
+fn snapshot<K>(s: &Store<K>) -> Vec<Arc<K>> {
+    let g = s.lock().expect("not poisoned");
+    let mut v: Vec<(&Key, &Arc<K>)> = g.iter().collect();
+    // Sorted, so that the same objects give the same result in the same order.
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    v.into_iter().map(|(_, o)| o.clone()).collect()
+}
+
+struct Stores {
+    nodes: Store<Node>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    pools: Store<IPPool>,
+    peers: Store<BGPPeer>,
+    ads: Store<BGPAdvertisement>,
+}
+
+/// Node facts that decide whether routed office traffic can get through.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeFacts {
+    pub ipv4_forwarding: Option<bool>,
+    pub ipv6_forwarding: Option<bool>,
+    /// Interfaces whose effective rp_filter (max of `all` and the interface) is 1 (strict).
+    pub strict_rp_filter: Vec<String>,
+}
+
+impl NodeFacts {
+    /// Read from /proc/sys (this network namespace).
+    pub fn read() -> Self {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse::<u8>().ok())
+        };
+        let all = read("/proc/sys/net/ipv4/conf/all/rp_filter").unwrap_or(0);
+        let mut strict = Vec::new();
+        if let Ok(dir) = std::fs::read_dir("/proc/sys/net/ipv4/conf") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if matches!(name.as_str(), "all" | "default" | "lo") {
+                    continue;
+                }
+                let own = read(&format!("/proc/sys/net/ipv4/conf/{name}/rp_filter")).unwrap_or(0);
+                if all.max(own) == 1 {
+                    strict.push(name);
+                }
+            }
+        }
+        strict.sort();
+        NodeFacts {
+            ipv4_forwarding: read("/proc/sys/net/ipv4/ip_forward").map(|v| v == 1),
+            ipv6_forwarding: read("/proc/sys/net/ipv6/conf/all/forwarding").map(|v| v == 1),
+            strict_rp_filter: strict,
+        }
+    }
+}
+
+/// One condition as (type, status, reason, message).
+type Cond = (&'static str, bool, String, String);
+
+/// The conditions of a node's BGPNodeState (pure).
+pub fn node_conditions(
+    ready: Result<(), String>,
+    desired: &Desired,
+    facts: &NodeFacts,
+    secret_missing: &[String],
+) -> Vec<Cond> {
+    let mut out: Vec<Cond> = Vec::new();
+    out.push(match ready {
+        Ok(()) => ("Ready", true, "Synced".into(), String::new()),
+        Err(m) => ("Ready", false, "StateSourceUnavailable".into(), m),
+    });
+    let fwd_off: Vec<&str> = [
+        ("IPv4", facts.ipv4_forwarding),
+        ("IPv6", facts.ipv6_forwarding),
+    ]
+    .into_iter()
+    .filter(|(_, v)| *v == Some(false))
+    .map(|(f, _)| f)
+    .collect();
+    out.push(if fwd_off.is_empty() {
+        (
+            "ForwardingDisabled",
+            false,
+            "ForwardingOn".into(),
+            String::new(),
+        )
+    } else {
+        (
+            "ForwardingDisabled",
+            true,
+            "ForwardingOff".into(),
+            format!(
+                "{} forwarding is off: routed traffic to pod and service CIDRs is dropped",
+                fwd_off.join(" and ")
+            ),
+        )
+    });
+    out.push(if facts.strict_rp_filter.is_empty() {
+        (
+            "ReversePathFilter",
+            false,
+            "NotStrict".into(),
+            String::new(),
+        )
+    } else {
+        (
+            "ReversePathFilter",
+            true,
+            "Strict".into(),
+            format!(
+                "strict rp_filter on {}: office traffic arriving asymmetrically is dropped",
+                facts.strict_rp_filter.join(", ")
+            ),
+        )
+    });
+    out.push(if secret_missing.is_empty() {
+        ("SecretMissing", false, "SecretsFound".into(), String::new())
+    } else {
+        (
+            "SecretMissing",
+            true,
+            "SecretMissing".into(),
+            secret_missing.join("; "),
+        )
+    });
+    let problems: Vec<String> = desired
+        .problems
+        .iter()
+        .map(|p| match p {
+            Problem::InvalidPeer { name, error } => format!("BGPPeer {name}: {error}"),
+            Problem::InvalidAdvertisement { name, error } => {
+                format!("BGPAdvertisement {name}: {error}")
+            }
+            Problem::InvalidPool { name, error } => format!("IPPool {name}: {error}"),
+            Problem::NoRouterId => {
+                "no --router-id and the Node has no IPv4 InternalIP: no session starts".into()
+            }
+        })
+        .collect();
+    out.push(if problems.is_empty() {
+        ("InvalidConfiguration", false, "Valid".into(), String::new())
+    } else {
+        (
+            "InvalidConfiguration",
+            true,
+            "Invalid".into(),
+            problems.join("; "),
+        )
+    });
+    out.push(match &desired.node_reason {
+        None => ("NodeNotEligible", false, "Eligible".into(), String::new()),
+        Some(r) => (
+            "NodeNotEligible",
+            true,
+            r.as_str().into(),
+            "Service routes withdrawn; sessions and pod CIDR routes kept".into(),
+        ),
+    });
+    out.push(if desired.unadvertised_pools.is_empty() {
+        (
+            "UnadvertisedPools",
+            false,
+            "AllAdvertised".into(),
+            String::new(),
+        )
+    } else {
+        let pools: Vec<&str> = desired
+            .unadvertised_pools
+            .iter()
+            .take(20)
+            .map(String::as_str)
+            .collect();
+        (
+            "UnadvertisedPools",
+            true,
+            "NoAdvertisementSelectsPool".into(),
+            format!(
+                "no BGPAdvertisement selects IPPool(s) {}: nothing is announced from them",
+                pools.join(", ")
+            ),
+        )
+    });
+    out
+}
+
+/// The status document of the node's BGPNodeState (pure), without condition times.
+pub fn node_status(
+    desired: &Desired,
+    sessions: &[(String, SocketAddr, crate::bgp::fsm::State, usize)],
+) -> Value {
+    let mut not_announced = Vec::new();
+    let mut count = 0usize;
+    let mut announced = 0usize;
+    for ((ns, name), o) in &desired.services {
+        match o {
+            ServiceOutcome::Announced(_) => announced += 1,
+            ServiceOutcome::NotAnnounced(r) => {
+                count += 1;
+                if not_announced.len() < NOT_ANNOUNCED_LIST_MAX {
+                    let mut e = json!({"namespace": ns, "name": name, "reason": r.as_str()});
+                    let m = r.message();
+                    if !m.is_empty() {
+                        e["message"] = m.into();
+                    }
+                    not_announced.push(e);
+                }
+            }
+        }
+    }
+    let sessions: Vec<Value> = sessions
+        .iter()
+        .map(|(peer, addr, state, prefixes)| {
+            json!({"peer": peer, "address": addr.to_string(), "state": state.to_string(),
+                   "prefixesAdvertised": prefixes})
+        })
+        .collect();
+    let established = sessions
+        .iter()
+        .filter(|s| s["state"] == "Established")
+        .count();
+    json!({
+        "routerId": desired.router_id.map(|r| r.to_string()),
+        "sessions": sessions,
+        "sessionsEstablished": established,
+        "announcedPrefixes": desired.announced_prefixes(),
+        "announcedServices": announced,
+        "notAnnounced": not_announced,
+        "notAnnouncedCount": count,
+    })
+}
+
+/// Conditions with lastTransitionTime carried over from the previous write while the status
+/// of a condition stays the same (so an unchanged node writes nothing).
+fn with_times(conds: &[Cond], prev: &mut HashMap<&'static str, (bool, String)>) -> Vec<Value> {
+    conds
+        .iter()
+        .map(|(t, status, reason, message)| {
+            let since = match prev.get(t) {
+                Some((s, since)) if s == status => since.clone(),
+                _ => {
+                    let now = k8s_openapi::jiff::Timestamp::now()
+                        .round(k8s_openapi::jiff::Unit::Second)
+                        .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+                        .to_string();
+                    prev.insert(t, (*status, now.clone()));
+                    now
+                }
+            };
+            json!({"type": t, "status": if *status {"True"} else {"False"}, "reason": reason,
+                   "message": message, "lastTransitionTime": since})
+        })
+        .collect()
+}
+
+/// The secret key of a Secret, from `data` (base64 in the manifest) or `stringData`.
+fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return Some(v.0.clone());
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|s| s.as_bytes().to_vec())
+}
+
+/// Keys read from Secrets (never logged: `Md5Key`'s Debug is redacted).
+#[derive(Default)]
+struct Secrets {
+    cache: HashMap<SecretKeyRef, Result<Md5Key, String>>,
+}
+
+impl Secrets {
+    async fn get(&mut self, source: &StateSource, r: &SecretKeyRef) -> Result<Md5Key, String> {
+        if let Some(v) = self.cache.get(r) {
+            return v.clone();
+        }
+        let res = match source.get::<Secret>(Some(&r.namespace), &r.name).await {
+            Ok(Some(s)) => match secret_value(&s, &r.key) {
+                Some(bytes) => Md5Key::new(bytes)
+                    .map_err(|e| format!("Secret {}/{} key {}: {e}", r.namespace, r.name, r.key)),
+                None => Err(format!(
+                    "Secret {}/{} has no key {}",
+                    r.namespace, r.name, r.key
+                )),
+            },
+            Ok(None) => Err(format!("Secret {}/{} not found", r.namespace, r.name)),
+            Err(e) => Err(format!("Secret {}/{}: {e}", r.namespace, r.name)),
+        };
+        self.cache.insert(r.clone(), res.clone());
+        res
+    }
+}
+
+struct Runtime {
+    opts: Options,
+    source: StateSource,
+    stores: Stores,
+    manager: PeerManager,
+    metrics: ClusterMetrics,
+    secrets: Secrets,
+    /// The key each running peer uses: kept when its Secret goes missing.
+    keys: HashMap<String, Md5Key>,
+    secret_missing: Vec<String>,
+    desired: Desired,
+    facts: NodeFacts,
+    synced: [bool; KINDS],
+    failing: [Option<(Instant, String)>; KINDS],
+    /// Status as last written (without times) and the condition times.
+    written: Option<Value>,
+    cond_times: HashMap<&'static str, (bool, String)>,
+    created: bool,
+}
+
+/// Run until SIGTERM/SIGINT.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let source = match &opts.state_dir {
+        Some(dir) => StateSource::dir(dir)
+            .with_context(|| format!("opening the state directory {}", dir.display()))?,
+        None => StateSource::kube(
+            kube::Client::try_default()
+                .await
+                .context("creating the in-cluster Kubernetes client")?,
+        ),
+    };
+    let restarting = opts.restarting || take_marker(opts.restart_marker_dir.as_deref());
+    if restarting {
+        info!("starting as a restarting speaker (graceful restart R bit set)");
+    }
+    let speaker_metrics = SpeakerMetrics::default();
+    let metrics = ClusterMetrics::default();
+    let mut registry = Registry::default();
+    speaker_metrics.register(&mut registry);
+    metrics.register(&mut registry);
+    source.register_metrics(&mut registry);
+    let ready = leafbridge_api::ops::Readiness::new();
+    if let Some(addr) = opts.metrics_address {
+        leafbridge_api::ops::serve(addr, Arc::new(registry), ready.clone())
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stores = Stores {
+        nodes: spawn_watch(&source, Kind::Node, tx.clone()),
+        services: spawn_watch(&source, Kind::Service, tx.clone()),
+        slices: spawn_watch(&source, Kind::EndpointSlice, tx.clone()),
+        pools: spawn_watch(&source, Kind::IPPool, tx.clone()),
+        peers: spawn_watch(&source, Kind::BGPPeer, tx.clone()),
+        ads: spawn_watch(&source, Kind::BGPAdvertisement, tx.clone()),
+    };
+    drop(tx);
+    let facts = NodeFacts::read();
+    warn_facts(&NodeFacts::default(), &facts);
+    let mut rt = Runtime {
+        manager: PeerManager::new(speaker_metrics, restarting),
+        opts,
+        source,
+        stores,
+        metrics,
+        secrets: Secrets::default(),
+        keys: HashMap::new(),
+        secret_missing: Vec::new(),
+        desired: Desired::default(),
+        facts,
+        synced: [false; KINDS],
+        failing: Default::default(),
+        written: None,
+        cond_times: HashMap::new(),
+        created: false,
+    };
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_refresh = Instant::now();
+    let mut last_recompute: Option<Instant> = None;
+    // (when to recompute, when the first change not yet applied was seen)
+    let mut due: Option<(Instant, Instant)> = None;
+    loop {
+        let at = due.map(|(at, _)| at);
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            sig = rx.recv() => {
+                let Some(sig) = sig else { break };
+                let now = Instant::now();
+                rt.on_signal(sig, now);
+                // Drain what else is queued: one decision for the whole batch.
+                while let Ok(sig) = rx.try_recv() {
+                    rt.on_signal(sig, now);
+                }
+                if rt.synced.iter().all(|s| *s) && due.is_none() {
+                    // At once if the last recompute is older than the window, else at its end.
+                    let at = last_recompute
+                        .map(|l| l + rt.opts.debounce)
+                        .filter(|t| *t > now)
+                        .unwrap_or(now);
+                    due = Some((at, now));
+                }
+                ready.set_ready(rt.ready().is_ok());
+            }
+            () = sleep_until_opt(at) => {
+                let (_, seen) = due.take().expect("set when armed");
+                rt.recompute(seen).await;
+                last_recompute = Some(Instant::now());
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let stale = rt.failing.iter().flatten().map(|(since, _)| now - *since).max();
+                rt.metrics.staleness.set(stale.map_or(0.0, |d| d.as_secs_f64()));
+                if now - last_refresh >= REFRESH_INTERVAL {
+                    last_refresh = now;
+                    let facts = NodeFacts::read();
+                    warn_facts(&rt.facts, &facts);
+                    rt.facts = facts;
+                    // Re-read Secrets: a changed key restarts only that peer's session.
+                    rt.secrets.cache.clear();
+                    if rt.synced.iter().all(|s| *s) && due.is_none() {
+                        due = Some((now, now));
+                    }
+                }
+                if rt.synced.iter().all(|s| *s) {
+                    rt.write_status().await;
+                }
+            }
+        }
+    }
+    ready.set_ready(false);
+    rt.shutdown().await;
+    Ok(())
+}
+
+impl Runtime {
+    fn on_signal(&mut self, sig: Signal, now: Instant) {
+        match sig {
+            Signal::Synced(k) => {
+                if !self.synced[k as usize] {
+                    debug!(kind = ?k, "initial list complete");
+                }
+                self.synced[k as usize] = true;
+                if self.failing[k as usize].take().is_some() {
+                    info!(kind = ?k, "watch recovered");
+                }
+            }
+            Signal::Changed(k) => {
+                if self.failing[k as usize].take().is_some() {
+                    info!(kind = ?k, "watch recovered");
+                }
+            }
+            Signal::Failed(k, e) => {
+                if self.failing[k as usize].is_none() {
+                    warn!(kind = ?k, error = %e, "state source failing; keeping the last known routes");
+                    self.failing[k as usize] = Some((now, e));
+                }
+            }
+        }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if let Some((_, e)) = self.failing.iter().flatten().next() {
+            return Err(e.clone());
+        }
+        if !self.synced.iter().all(|s| *s) {
+            return Err("initial list of the cluster state not complete".into());
+        }
+        Ok(())
+    }
+
+    fn view(&self) -> ClusterView {
+        ClusterView {
+            nodes: snapshot(&self.stores.nodes),
+            services: snapshot(&self.stores.services),
+            endpoint_slices: snapshot(&self.stores.slices),
+            ip_pools: snapshot(&self.stores.pools),
+            peers: snapshot(&self.stores.peers),
+            advertisements: snapshot(&self.stores.ads),
+            class: self.opts.class.clone(),
+            router_id: self.opts.router_id,
+        }
+    }
+
+    async fn recompute(&mut self, seen: Instant) {
+        let view = self.view();
+        let desired = desired::compute(&view, &self.opts.node_name);
+        self.metrics.recomputes.inc();
+        self.log_changes(&desired);
+        let mut resolved = Vec::new();
+        let mut missing = Vec::new();
+        for (name, p) in &desired.peers {
+            let md5 = match &p.spec.password {
+                PasswordRef::None => None,
+                PasswordRef::File(path) => match Md5Key::from_file(path) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        missing.push(format!("BGPPeer {name}: {e}"));
+                        continue;
+                    }
+                },
+                PasswordRef::Secret(r) => match self.secrets.get(&self.source, r).await {
+                    Ok(k) => Some(k),
+                    // Keep a running session on its key; never start one without it.
+                    Err(e) => match self.keys.get(name) {
+                        Some(k) => {
+                            missing
+                                .push(format!("BGPPeer {name}: {e} (running with the last key)"));
+                            Some(k.clone())
+                        }
+                        None => {
+                            missing.push(format!("BGPPeer {name}: {e} (session not started)"));
+                            continue;
+                        }
+                    },
+                },
+            };
+            resolved.push(ResolvedPeer {
+                spec: p.spec.clone(),
+                md5,
+                routes: DesiredRoutes::new(p.routes.clone()),
+            });
+        }
+        if missing != self.secret_missing {
+            for m in &missing {
+                warn!(problem = %m, "peer password unavailable");
+            }
+        }
+        self.secret_missing = missing;
+        self.keys = resolved
+            .iter()
+            .filter_map(|p| Some((p.spec.name().to_owned(), p.md5.clone()?)))
+            .collect();
+        if let Err(e) = self.manager.apply(self.opts.listen, resolved).await {
+            error!(error = %format!("{e:#}"), "cannot apply the desired peers");
+        }
+        self.metrics
+            .update_latency
+            .observe(seen.elapsed().as_secs_f64());
+        self.desired = desired;
+    }
+
+    /// One log line per Service whose outcome changed, in the Service's span.
+    fn log_changes(&self, new: &Desired) {
+        if new.problems != self.desired.problems {
+            for p in &new.problems {
+                warn!(problem = ?p, "configuration object not usable");
+            }
+        }
+        if new.node_reason != self.desired.node_reason {
+            info!(reason = ?new.node_reason, "node eligibility for Service routes changed");
+        }
+        // Thousands of Services: compare without logging unless something changed.
+        for (key, o) in &new.services {
+            if self.desired.services.get(key) == Some(o) {
+                continue;
+            }
+            let _span = info_span!("service", namespace = %key.0, name = %key.1).entered();
+            match o {
+                ServiceOutcome::Announced(p) => debug!(prefixes = ?p, "announced"),
+                ServiceOutcome::NotAnnounced(r) => debug!(reason = r.as_str(), "not announced"),
+            }
+        }
+    }
+
+    async fn write_status(&mut self) {
+        let sessions = self.manager.sessions();
+        let mut status = node_status(&self.desired, &sessions);
+        let conds = node_conditions(
+            self.ready(),
+            &self.desired,
+            &self.facts,
+            &self.secret_missing,
+        );
+        let key = json!([
+            status.clone(),
+            conds
+                .iter()
+                .map(|(t, s, r, m)| json!([t, s, r, m]))
+                .collect::<Vec<_>>()
+        ]);
+        if self.written.as_ref() == Some(&key) {
+            return;
+        }
+        status["conditions"] = with_times(&conds, &mut self.cond_times).into();
+        let name = &self.opts.node_name;
+        if !self.created {
+            let obj = BGPNodeState::new(name, BGPNodeStateSpec {});
+            match self.source.create_if_missing(&obj).await {
+                Ok(()) => self.created = true,
+                Err(e) => {
+                    self.metrics.status_write_errors.inc();
+                    warn!(error = %e, "cannot create this node's BGPNodeState");
+                    return;
+                }
+            }
+        }
+        match self
+            .source
+            .apply_status::<BGPNodeState>(None, name, FIELD_MANAGER, status)
+            .await
+        {
+            Ok(()) => {
+                self.metrics.status_writes.inc();
+                self.written = Some(key);
+            }
+            Err(e) => {
+                self.metrics.status_write_errors.inc();
+                // Recreated on the next try (someone may have deleted it).
+                self.created = false;
+                warn!(error = %e, "cannot write this node's BGPNodeState status");
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let graceful = !self.manager.is_empty()
+            && self
+                .desired
+                .peers
+                .values()
+                .any(|p| p.spec.session.fsm.graceful_restart.is_some());
+        if graceful && let Some(dir) = &self.opts.restart_marker_dir {
+            let restart_time = self
+                .desired
+                .peers
+                .values()
+                .filter_map(|p| p.spec.session.fsm.graceful_restart.as_ref())
+                .map(|g| g.restart_time)
+                .max()
+                .unwrap_or(crate::peers::DEFAULT_RESTART_TIME);
+            if let Err(e) = write_marker(dir, restart_time) {
+                warn!(error = %e, "cannot write the graceful-restart marker");
+            }
+        }
+        info!(drain = ?self.opts.drain_time, "shutting down");
+        self.manager
+            .drain_and_shutdown(self.opts.drain_time, self.opts.shutdown_message.clone())
+            .await;
+    }
+}
+
+fn warn_facts(old: &NodeFacts, new: &NodeFacts) {
+    if new == old {
+        return;
+    }
+    if new.ipv4_forwarding == Some(false) && old.ipv4_forwarding != Some(false) {
+        warn!("IPv4 forwarding is off (net.ipv4.ip_forward=0): routed traffic to pods is dropped");
+    }
+    if new.ipv6_forwarding == Some(false) && old.ipv6_forwarding != Some(false) {
+        warn!("IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0)");
+    }
+    if !new.strict_rp_filter.is_empty() && new.strict_rp_filter != old.strict_rp_filter {
+        warn!(interfaces = ?new.strict_rp_filter, "strict reverse-path filtering (rp_filter=1) drops asymmetric office traffic");
+    }
+}
+
+/// The marker holds the Restart Time it was written with: a start within it is a restart.
+fn write_marker(dir: &Path, restart_time: u16) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(RESTART_MARKER), restart_time.to_string())
+}
+
+fn take_marker(dir: Option<&Path>) -> bool {
+    let Some(dir) = dir else { return false };
+    let restart_time = std::fs::read_to_string(dir.join(RESTART_MARKER))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(crate::peers::DEFAULT_RESTART_TIME);
+    crate::standalone::take_restart_marker(Some(dir), restart_time)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_report_forwarding_rp_filter_and_missing_secrets() {
+        let facts = NodeFacts {
+            ipv4_forwarding: Some(false),
+            ipv6_forwarding: Some(true),
+            strict_rp_filter: vec!["eth0".into()],
+        };
+        let c = node_conditions(
+            Ok(()),
+            &Desired::default(),
+            &facts,
+            &["BGPPeer leaf: Secret ns/bgp not found (session not started)".into()],
+        );
+        let get = |t: &str| c.iter().find(|c| c.0 == t).unwrap();
+        assert!(get("Ready").1);
+        assert!(get("ForwardingDisabled").1);
+        assert!(get("ForwardingDisabled").3.starts_with("IPv4 forwarding"));
+        assert!(get("ReversePathFilter").1 && get("ReversePathFilter").3.contains("eth0"));
+        assert!(get("SecretMissing").1);
+        assert!(!get("InvalidConfiguration").1);
+    }
+
+    #[test]
+    fn the_not_announced_list_is_bounded_and_the_count_is_complete() {
+        let mut d = Desired::default();
+        for i in 0..(NOT_ANNOUNCED_LIST_MAX + 25) {
+            d.services.insert(
+                ("default".into(), format!("s{i:04}")),
+                ServiceOutcome::NotAnnounced(desired::ServiceReason::NoIngress),
+            );
+        }
+        let s = node_status(&d, &[]);
+        assert_eq!(
+            s["notAnnounced"].as_array().unwrap().len(),
+            NOT_ANNOUNCED_LIST_MAX
+        );
+        assert_eq!(s["notAnnouncedCount"], NOT_ANNOUNCED_LIST_MAX + 25);
+        assert_eq!(s["notAnnounced"][0]["reason"], "NoIngress");
+    }
+
+    #[test]
+    fn an_unchanged_condition_keeps_its_transition_time() {
+        let mut times = HashMap::new();
+        let c = vec![("Ready", true, "Synced".to_owned(), String::new())];
+        let a = with_times(&c, &mut times);
+        times.insert("Ready", (true, "2020-01-01T00:00:00Z".into()));
+        let b = with_times(&c, &mut times);
+        assert_eq!(b[0]["lastTransitionTime"], "2020-01-01T00:00:00Z");
+        let flipped = vec![(
+            "Ready",
+            false,
+            "StateSourceUnavailable".to_owned(),
+            "x".into(),
+        )];
+        let f = with_times(&flipped, &mut times);
+        assert_ne!(f[0]["lastTransitionTime"], "2020-01-01T00:00:00Z");
+        assert_eq!(a[0]["status"], "True");
+    }
+
+    #[test]
+    fn a_secret_key_comes_from_data_or_string_data() {
+        let s: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "bgp"},
+            "data": {"a": "c2VjcmV0"},
+            "stringData": {"b": "plain"}
+        }))
+        .unwrap();
+        assert_eq!(secret_value(&s, "a").unwrap(), b"secret");
+        assert_eq!(secret_value(&s, "b").unwrap(), b"plain");
+        assert!(secret_value(&s, "c").is_none());
+    }
+
+    #[test]
+    fn the_marker_remembers_its_restart_time() {
+        let dir = tempfile::tempdir().unwrap();
+        write_marker(dir.path(), 300).unwrap();
+        assert!(take_marker(Some(dir.path())));
+        assert!(!take_marker(Some(dir.path())), "taken once");
+    }
+}
