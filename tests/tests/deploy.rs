@@ -183,28 +183,7 @@ const ACCESS: &[Access] = &[
 /// Flags the manifests pass that the binaries in this tree do not accept yet, with the change
 /// that brings them. Each entry must still be missing from `--help`: once the flag lands the
 /// test fails and asks for the entry to go, so the list never outlives its reason.
-const PENDING_FLAGS: &[(&str, &str, &str)] = &[
-    (
-        "leafbridge-controller",
-        "--metrics-address",
-        "the controller's flags renamed to the shared spellings",
-    ),
-    (
-        "leafbridge-controller",
-        "--log-json",
-        "the controller's flags renamed to the shared spellings",
-    ),
-    (
-        "leafbridge-speaker",
-        "--restart-marker-dir",
-        "the speaker's cluster mode",
-    ),
-    (
-        "leafbridge-speaker",
-        "--metrics-address",
-        "the speaker's cluster mode",
-    ),
-];
+const PENDING_FLAGS: &[(&str, &str, &str)] = &[];
 
 /// Environment variables the manifests set that a program reads directly (not through a clap
 /// `env`, which `--help` shows as `[env: NAME=]`), with the code that reads them. The test
@@ -217,11 +196,7 @@ const ENV_READ_BY_CODE: &[(&str, &str, &str)] = &[(
 
 /// Like [`PENDING_FLAGS`], for environment variables: read by a change in progress, so not yet
 /// in the program's `--help` or sources (checked; the entry must go when it lands).
-const PENDING_ENV: &[(&str, &str, &str)] = &[(
-    "leafbridge-speaker",
-    "NODE_NAME",
-    "the speaker's cluster mode: the node whose routes it announces",
-)];
+const PENDING_ENV: &[(&str, &str, &str)] = &[];
 
 /// The crate directory of each program.
 fn crate_dir(program: &str) -> PathBuf {
@@ -990,6 +965,15 @@ fn check_schema(v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
         "title",
         "x-kubernetes-preserve-unknown-fields",
         "x-kubernetes-int-or-string",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "x-kubernetes-list-type",
+        "x-kubernetes-list-map-keys",
+        // CEL rules need an API server to run; the programs apply the same checks to what they
+        // read from a state directory (tested in their crates).
+        "x-kubernetes-validations",
     ];
     for k in s.as_object().into_iter().flat_map(|m| m.keys()) {
         if !KNOWN.contains(&k.as_str()) {
@@ -1049,6 +1033,21 @@ fn check_schema(v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
         }
         Some("array") => match v.as_array() {
             Some(a) => {
+                if s["minItems"].as_u64().is_some_and(|m| (a.len() as u64) < m)
+                    || s["maxItems"].as_u64().is_some_and(|m| a.len() as u64 > m)
+                {
+                    out.push(format!("{path}: {} items is out of range", a.len()));
+                }
+                if s["x-kubernetes-list-type"] == "map" {
+                    let keys = strs(&s["x-kubernetes-list-map-keys"]);
+                    let mut seen = BTreeSet::new();
+                    for x in a {
+                        let k: Vec<String> = keys.iter().map(|k| x[*k].to_string()).collect();
+                        if !seen.insert(k.clone()) {
+                            out.push(format!("{path}: two items with the key {k:?}"));
+                        }
+                    }
+                }
                 for (i, x) in a.iter().enumerate() {
                     check_schema(x, &s["items"], &format!("{path}[{i}]"), out);
                 }
@@ -1056,12 +1055,20 @@ fn check_schema(v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
             None => out.push(format!("{path}: {v} is not an array")),
         },
         Some("string") if !v.is_string() => out.push(format!("{path}: {v} is not a string")),
+        Some("string") => {
+            let n = v.as_str().unwrap_or_default().chars().count() as u64;
+            if s["minLength"].as_u64().is_some_and(|m| n < m)
+                || s["maxLength"].as_u64().is_some_and(|m| n > m)
+            {
+                out.push(format!("{path}: {v} has a length out of range"));
+            }
+        }
         Some("boolean") if !v.is_boolean() => out.push(format!("{path}: {v} is not a boolean")),
         Some("integer") if v.is_i64() || v.is_u64() => number(out),
         Some("integer") => out.push(format!("{path}: {v} is not an integer")),
         Some("number") if v.is_number() => number(out),
         Some("number") => out.push(format!("{path}: {v} is not a number")),
-        Some("string" | "boolean") => {}
+        Some("boolean") => {}
         t => out.push(format!("{path}: schema type {t:?} is not checked here")),
     }
 }
