@@ -218,6 +218,21 @@ pub fn validate_manifest(api_version: &str, kind: &str, json: &str) -> Result<()
                 .validate()
                 .map_err(|e| format!("IPPool {}: {e}", p.metadata.name.unwrap_or_default()))
         }
+        "BGPPeer" => {
+            let p: BGPPeer = serde_json::from_str(json).map_err(|e| e.to_string())?;
+            p.spec
+                .validate()
+                .map_err(|e| format!("BGPPeer {}: {e}", p.metadata.name.unwrap_or_default()))
+        }
+        "BGPAdvertisement" => {
+            let a: BGPAdvertisement = serde_json::from_str(json).map_err(|e| e.to_string())?;
+            a.spec.validate().map_err(|e| {
+                format!(
+                    "BGPAdvertisement {}: {e}",
+                    a.metadata.name.unwrap_or_default()
+                )
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -681,6 +696,116 @@ impl Default for BFDProfileSpec {
     }
 }
 
+// ---- BGPPeer and BGPAdvertisement: the CEL rules of the schema, in Rust ---------------------
+
+fn ip_of_family(field: &str, v: &str, family: Option<u8>) -> Result<std::net::IpAddr, String> {
+    let ip: std::net::IpAddr = v
+        .parse()
+        .map_err(|_| format!("{field} {v:?} is not an IP address"))?;
+    match family {
+        Some(4) if !ip.is_ipv4() => Err(format!("{field} {v:?} is not an IPv4 address")),
+        Some(6) if !ip.is_ipv6() => Err(format!("{field} {v:?} is not an IPv6 address")),
+        _ => Ok(ip),
+    }
+}
+
+impl BGPPeerSpec {
+    /// The CRD schema's rules (`x-kubernetes-validations`), for sources without an API server.
+    pub fn validate(&self) -> Result<(), String> {
+        ip_of_family("peerAddress", &self.peer_address, None)?;
+        if self.peer_asn == 0 || self.my_asn == 0 {
+            return Err("AS 0 is reserved (RFC 7607)".into());
+        }
+        if self.peer_port == Some(0) {
+            return Err("peerPort must be 1..65535".into());
+        }
+        if let Some(s) = &self.source_address {
+            ip_of_family("sourceAddress", s, None)?;
+        }
+        if let Some(h) = self.hold_time_seconds
+            && h != 0
+            && h < 3
+        {
+            return Err("holdTimeSeconds must be 0 or at least 3 (RFC 4271 §4.2)".into());
+        }
+        if let (Some(k), Some(h)) = (self.keepalive_time_seconds, self.hold_time_seconds)
+            && h != 0
+            && k >= h
+        {
+            return Err("keepaliveTimeSeconds must be below holdTimeSeconds".into());
+        }
+        if let Some(r) = self.connect_retry_seconds
+            && !(1..=3600).contains(&r)
+        {
+            return Err("connectRetrySeconds must be 1..3600".into());
+        }
+        if self.ebgp_multihop == Some(0) {
+            return Err("ebgpMultihop must be 1..255".into());
+        }
+        if self.ebgp_multihop.is_some() && self.gtsm {
+            return Err("ebgpMultihop and gtsm exclude each other (GTSM, RFC 5082, is for directly connected peers)".into());
+        }
+        if self.restart_time_seconds.is_some_and(|t| t > 4095) {
+            return Err("restartTimeSeconds must be 0..4095 (RFC 4724 §3)".into());
+        }
+        if let Some(v) = &self.ipv6_next_hop {
+            ip_of_family("ipv6NextHop", v, Some(6))?;
+        }
+        if let Some(v) = &self.ipv4_next_hop {
+            ip_of_family("ipv4NextHop", v, Some(4))?;
+        }
+        Ok(())
+    }
+}
+
+const WELL_KNOWN_COMMUNITIES: &[&str] = &[
+    "no-export",
+    "no-advertise",
+    "no-export-subconfed",
+    "blackhole",
+    "graceful-shutdown",
+];
+
+/// `n` parts of at most `digits` decimal digits each, separated by `:` (the schema's regex).
+fn colon_numbers(s: &str, n: usize, digits: usize) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == n
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= digits && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl BGPAdvertisementSpec {
+    /// The CRD schema's rules (`x-kubernetes-validations`), for sources without an API server.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.aggregation_length.is_some_and(|l| l > 32) {
+            return Err("aggregationLength must be 0..32".into());
+        }
+        if self.aggregation_length_v6.is_some_and(|l| l > 128) {
+            return Err("aggregationLengthV6 must be 0..128".into());
+        }
+        for c in &self.communities {
+            if !(colon_numbers(c, 2, 5) || WELL_KNOWN_COMMUNITIES.contains(&c.as_str())) {
+                return Err(format!(
+                    "community {c:?}: communities are asn:value (16 bits each) or a well-known name"
+                ));
+            }
+        }
+        for c in &self.large_communities {
+            if !colon_numbers(c, 3, 10) {
+                return Err(format!(
+                    "large community {c:?}: large communities are global:local1:local2 (32 bits each)"
+                ));
+            }
+        }
+        for c in &self.service_cidrs {
+            c.parse::<ipnet::IpNet>()
+                .map_err(|_| format!("serviceCIDRs: {c:?} is not a CIDR"))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,5 +831,56 @@ mod tests {
         // And the default is not written back out.
         let v = serde_json::to_value(&spec).unwrap();
         assert!(v.get("advertiseLoadBalancerIPs").is_none());
+    }
+
+    #[test]
+    fn a_bgppeer_is_checked_as_its_schema_rules_say() {
+        let ok: BGPPeerSpec = serde_json::from_value(serde_json::json!({
+            "peerAddress": "192.0.2.1", "peerASN": 65000, "myASN": 65001, "holdTimeSeconds": 9,
+            "keepaliveTimeSeconds": 3
+        }))
+        .unwrap();
+        assert_eq!(ok.validate(), Ok(()));
+        let bad = |f: fn(&mut BGPPeerSpec)| {
+            let mut p = ok.clone();
+            f(&mut p);
+            p.validate().unwrap_err()
+        };
+        assert!(bad(|p| p.peer_address = "192.0.2.300".into()).contains("peerAddress"));
+        assert!(bad(|p| p.peer_asn = 0).contains("AS 0"));
+        assert!(bad(|p| p.hold_time_seconds = Some(2)).contains("holdTimeSeconds"));
+        assert!(bad(|p| p.keepalive_time_seconds = Some(9)).contains("keepalive"));
+        assert!(bad(|p| p.connect_retry_seconds = Some(0)).contains("connectRetry"));
+        assert!(
+            bad(|p| {
+                p.ebgp_multihop = Some(2);
+                p.gtsm = true
+            })
+            .contains("gtsm")
+        );
+        assert!(bad(|p| p.restart_time_seconds = Some(4096)).contains("restartTime"));
+        assert!(bad(|p| p.ipv6_next_hop = Some("192.0.2.9".into())).contains("IPv6"));
+        assert!(bad(|p| p.ipv4_next_hop = Some("2001:db8::1".into())).contains("IPv4"));
+    }
+
+    #[test]
+    fn a_bgpadvertisement_is_checked_as_its_schema_rules_say() {
+        let ok: BGPAdvertisementSpec = serde_json::from_value(serde_json::json!({
+            "communities": ["65000:100", "no-export"], "largeCommunities": ["65000:1:2"],
+            "aggregationLength": 24, "serviceCIDRs": ["10.96.0.0/12"]
+        }))
+        .unwrap();
+        assert_eq!(ok.validate(), Ok(()));
+        let bad = |f: fn(&mut BGPAdvertisementSpec)| {
+            let mut a = ok.clone();
+            f(&mut a);
+            a.validate().unwrap_err()
+        };
+        assert!(bad(|a| a.communities = vec!["65000-100".into()]).contains("community"));
+        assert!(bad(|a| a.communities = vec!["650000:1".into()]).contains("community"));
+        assert!(bad(|a| a.large_communities = vec!["1:2".into()]).contains("large"));
+        assert!(bad(|a| a.aggregation_length = Some(33)).contains("aggregationLength"));
+        assert!(bad(|a| a.aggregation_length_v6 = Some(129)).contains("aggregationLengthV6"));
+        assert!(bad(|a| a.service_cidrs = vec!["10.96.0.0".into()]).contains("serviceCIDRs"));
     }
 }

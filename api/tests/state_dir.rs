@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
 use kube::runtime::watcher::Event;
 use leafbridge_api::state::dir::{EVENTS_FILE, parse_documents};
-use leafbridge_api::{IPPool, StateSource};
+use leafbridge_api::{BGPPeer, IPPool, StateSource};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -993,4 +993,32 @@ async fn a_json_manifest_stays_json_after_a_status_write() {
         "203.0.113.4"
     );
     assert_eq!(v["spec"]["type"], "LoadBalancer");
+}
+
+#[tokio::test]
+async fn a_bgppeer_that_fails_the_schema_checks_keeps_its_last_good_version() {
+    let d = tempfile::tempdir().unwrap();
+    let peer = |addr: &str, asn: u32| {
+        format!(
+            "apiVersion: leafbridge.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: leaf}}\nspec:\n  peerAddress: \"{addr}\"\n  peerASN: {asn}\n  myASN: 64512\n"
+        )
+    };
+    write(d.path(), "peer.yaml", &peer("192.0.2.1", 65000));
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_millis(100)).unwrap();
+    let mut s = src.watch::<BGPPeer>();
+    init(&mut s).await;
+    // Typos kubectl apply would refuse: reported, and the session keeps running as it was.
+    write(d.path(), "peer.yaml", &peer("192.0.2.300", 65000));
+    assert_eq!(quiet(&mut s, 800).await, Ok(()));
+    write(d.path(), "peer.yaml", &peer("192.0.2.1", 0));
+    assert_eq!(quiet(&mut s, 800).await, Ok(()));
+    let StateSource::Dir(sd) = &src else {
+        unreachable!()
+    };
+    assert_eq!(sd.malformed_count("BGPPeer"), 2);
+    write(d.path(), "peer.yaml", &peer("192.0.2.2", 65000));
+    match next(&mut s).await {
+        Event::Apply(p) => assert_eq!(p.spec.peer_address, "192.0.2.2"),
+        e => panic!("{:?}", names(&[e])),
+    }
 }
