@@ -92,6 +92,11 @@ pub struct Ctx {
     last_failure: Mutex<HashMap<SvcKey, String>>,
     pool_dirty: Notify,
     queue: mpsc::UnboundedSender<ObjectRef<Service>>,
+    /// State directory: no new address before this instant (start-up plus the directory's
+    /// settle time). A Service caught between two files when we started (taken out of one,
+    /// not yet written to the other) shows up with its address by then and is adopted first,
+    /// so no new Service is given that address meanwhile.
+    fresh_hold_until: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -252,6 +257,16 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
             ctx.pool_dirty.notify_one();
         }
         return Ok(Action::await_change());
+    }
+    if let Some(wait) = ctx
+        .fresh_hold_until
+        .get()
+        .and_then(|t| t.checked_duration_since(std::time::Instant::now()))
+        && service::request_from(&svc, &ctx.namespace_labels(&key.0))
+            .is_ok_and(|req| req.status.is_empty() && lock(&ctx.alloc).get(&key).is_none())
+    {
+        tracing::debug!(service = %name, ?wait, "new address held until the state directory settles");
+        return Ok(Action::requeue(wait));
     }
     let result = service::request_from(&svc, &ctx.namespace_labels(&key.0)).and_then(|req| {
         let mut a = lock(&ctx.alloc);
@@ -519,6 +534,7 @@ pub async fn run(
         last_failure: Mutex::default(),
         pool_dirty: Notify::new(),
         queue: tx.clone(),
+        fresh_hold_until: std::sync::OnceLock::new(),
     });
 
     let c = ctx.clone();
@@ -537,6 +553,11 @@ pub async fn run(
     pool_store.wait_until_ready().await?;
     ns_store.wait_until_ready().await?;
     ctx.restore();
+    if matches!(source, StateSource::Dir(_)) {
+        let _ = ctx
+            .fresh_hold_until
+            .set(std::time::Instant::now() + leafbridge_api::state::dir::SETTLE);
+    }
     ready_flag.store(true, std::sync::atomic::Ordering::SeqCst);
     ready.set_ready(true);
     ctx.enqueue_all();

@@ -468,3 +468,45 @@ fn addresses_survive_non_atomic_rewrites_moves_and_changes_made_while_the_contro
         read_log(&dir, "standby.log").contains("holding the state-directory controller lock")
     });
 }
+
+#[test]
+fn a_service_caught_between_two_files_at_start_up_keeps_its_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    // One address only: a new Service can take it only if the moved one loses it.
+    std::fs::write(
+        dir.join("pool.yaml"),
+        "apiVersion: leafbridge.io/v1alpha1\nkind: IPPool\nmetadata: {name: office}\nspec:\n  addresses: [203.0.113.7/32]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("old.yaml"), svc("moved", "", "")).unwrap();
+    let port = free_port();
+    let ctl = start(&dir, port, "c1.log");
+    wait_for("first allocation", Duration::from_secs(30), || {
+        addresses(&dir).get("moved").is_some_and(|v| !v.is_empty())
+    });
+    drop(ctl);
+    let moved = std::fs::read_to_string(dir.join("old.yaml")).unwrap();
+    assert!(moved.contains("203.0.113.7"), "{moved}");
+    // While the controller is down, the Service is cut from its file and a new one is created;
+    // the controller starts before the cut Service is pasted into its new file.
+    std::fs::remove_file(dir.join("old.yaml")).unwrap();
+    std::fs::write(dir.join("fresh.yaml"), svc("fresh", "", "")).unwrap();
+    let _ctl = start(&dir, port, "c2.log");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.join("new.yaml"), &moved).unwrap();
+    // Past the directory's settle time (2 s), and time for the status writes.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        http_get(port, "/healthz").is_some_and(|(c, _)| c == 200),
+        "controller down: {}",
+        read_log(&dir, "c2.log")
+    );
+    let m = addresses(&dir);
+    assert_eq!(m["moved"], ["203.0.113.7"], "{m:?}");
+    assert!(
+        m.get("fresh").is_none_or(|v| v.is_empty()),
+        "the new Service took the moved one's address: {m:?}"
+    );
+}
