@@ -75,8 +75,7 @@ pub struct PeerSpec {
     pub auth: Option<Sha1Key>,
 }
 
-/// A session's state with what explains it, published on every state change and at the end
-/// of every Poll Sequence (when the timers in use change).
+/// A session's state with what explains it, published whenever one of its fields changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BfdStatus {
     pub state: SessionState,
@@ -519,10 +518,13 @@ impl Daemon {
             }
         }
         // Our Poll Sequence or the remote's (a packet with new intervals) may change the timers
-        // in use without a state change; watchers are told only when they do.
+        // in use, and the remote's state may change, without a change of ours; watchers are
+        // told only when something did.
         let n = e.fsm.negotiated();
+        let remote_state = e.fsm.remote_state();
         e.status_tx.send_if_modified(|st| {
             let new = BfdStatus {
+                remote_state,
                 transmit_interval: n.transmit_interval,
                 detection_time: n.detection_time,
                 ..*st
