@@ -1149,8 +1149,10 @@ mod tests {
     fn a_session_entry_carries_its_bfd_state_and_timers() {
         use crate::bfd::BfdState;
         use crate::bfd::codec::Diagnostic;
-        let mut d = Desired::default();
-        d.router_id = Some(Ipv4Addr::new(192, 0, 2, 10));
+        let d = Desired {
+            router_id: Some(Ipv4Addr::new(192, 0, 2, 10)),
+            ..Desired::default()
+        };
         let sessions = vec![
             (
                 "leaf".to_owned(),
