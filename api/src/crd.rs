@@ -570,6 +570,31 @@ pub struct BGPSessionStatus {
     pub state: String,
     /// Prefixes this node wants in the peer's Adj-RIB-Out.
     pub prefixes_advertised: u32,
+    /// The BFD session tied to this BGP session (the BGPPeer's `bfdProfile`); unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BFDSessionStatus>,
+}
+
+/// One BFD session of a node (RFC 5880).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BFDSessionStatus {
+    /// The BFDProfile the session runs with.
+    pub profile: String,
+    /// RFC 5880 §4.1 state: AdminDown, Down, Init, Up. While it is not Up (after having been
+    /// Up once), the BGP session is held closed.
+    pub state: String,
+    /// The state in the neighbour's last packet.
+    pub remote_state: String,
+    /// Why the session last changed state (RFC 5880 §4.1 Diag, CamelCase:
+    /// `ControlDetectionTimeExpired`, `NeighborSignaledSessionDown`...; `None` at first).
+    pub diagnostic: String,
+    /// Negotiated interval between our packets, milliseconds, before jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transmit_interval_ms: Option<u32>,
+    /// Negotiated Detection Time, milliseconds: silence for this long takes the session Down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection_time_ms: Option<u32>,
 }
 
 /// A Service whose address a node does not announce.

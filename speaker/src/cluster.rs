@@ -17,8 +17,12 @@
 //!   `--drain-time`, then Cease.
 //! - The node's `BGPNodeState` (sessions, prefix counts, conditions, Services not announced and
 //!   why) is written on change only, at most once a second.
+//! - A BGPPeer's `bfdProfile` names a `BFDProfile` (watched like the other kinds): its BGP
+//!   session gets a BFD session with those timers, whose state is in the session's entry of
+//!   the status. A missing or invalid profile is a `BFDProfileProblem` condition: the peer runs
+//!   BGP without BFD, or with its last good profile while one is running.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -32,7 +36,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use leafbridge_api::crd::{BGPNodeStateSpec, SecretKeyRef};
 use leafbridge_api::rules::ClassConfig;
-use leafbridge_api::{BGPAdvertisement, BGPNodeState, BGPPeer, IPPool, StateObject, StateSource};
+use leafbridge_api::{
+    BFDProfile, BGPAdvertisement, BGPNodeState, BGPPeer, IPPool, StateObject, StateSource,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -42,11 +48,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn};
 
+use crate::bfd::{self, BfdStatus};
 use crate::bgp::session::DesiredRoutes;
 use crate::bgp::transport::Md5Key;
 use crate::desired::{self, ClusterView, Desired, Problem, ServiceOutcome};
 use crate::metrics::SpeakerMetrics;
-use crate::peers::{PasswordRef, PeerManager, ResolvedPeer};
+use crate::peers::{BfdPeer, PasswordRef, PeerManager, PeerSpec, ResolvedPeer};
 use crate::standalone::RESTART_MARKER;
 
 /// Field manager of the speaker's status writes.
@@ -129,7 +136,7 @@ impl ClusterMetrics {
     }
 }
 
-/// The kinds watched, in `ClusterView` order.
+/// The kinds watched, in `ClusterView` order, then the BFD profiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Node,
@@ -138,9 +145,10 @@ enum Kind {
     IPPool,
     BGPPeer,
     BGPAdvertisement,
+    BFDProfile,
 }
 
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 #[derive(Debug)]
 enum Signal {
@@ -232,6 +240,7 @@ struct Stores {
     pools: Store<IPPool>,
     peers: Store<BGPPeer>,
     ads: Store<BGPAdvertisement>,
+    bfd_profiles: Store<BFDProfile>,
 }
 
 /// Node facts that decide whether routed office traffic can get through.
@@ -283,6 +292,7 @@ pub fn node_conditions(
     desired: &Desired,
     facts: &NodeFacts,
     secret_missing: &[String],
+    bfd_problems: &[String],
 ) -> Vec<Cond> {
     let mut out: Vec<Cond> = Vec::new();
     out.push(match ready {
@@ -341,6 +351,21 @@ pub fn node_conditions(
             true,
             "SecretMissing".into(),
             secret_missing.join("; "),
+        )
+    });
+    out.push(if bfd_problems.is_empty() {
+        (
+            "BFDProfileProblem",
+            false,
+            "ProfilesFound".into(),
+            String::new(),
+        )
+    } else {
+        (
+            "BFDProfileProblem",
+            true,
+            "ProfileMissingOrInvalid".into(),
+            bfd_problems.join("; "),
         )
     });
     let problems: Vec<String> = desired
@@ -407,6 +432,7 @@ pub fn node_conditions(
 pub fn node_status(
     desired: &Desired,
     sessions: &[(String, SocketAddr, crate::bgp::fsm::State, usize)],
+    bfd: &BTreeMap<String, (String, BfdStatus)>,
 ) -> Value {
     let mut not_announced = Vec::new();
     let mut count = 0usize;
@@ -430,8 +456,12 @@ pub fn node_status(
     let sessions: Vec<Value> = sessions
         .iter()
         .map(|(peer, addr, state, prefixes)| {
-            json!({"peer": peer, "address": addr.to_string(), "state": state.to_string(),
-                   "prefixesAdvertised": prefixes})
+            let mut s = json!({"peer": peer, "address": addr.to_string(),
+                               "state": state.to_string(), "prefixesAdvertised": prefixes});
+            if let Some((profile, b)) = bfd.get(peer) {
+                s["bfd"] = bfd_status(profile, b);
+            }
+            s
         })
         .collect();
     let established = sessions
@@ -447,6 +477,43 @@ pub fn node_status(
         "notAnnounced": not_announced,
         "notAnnouncedCount": count,
     })
+}
+
+/// A BFD session's entry in the status (`BFDSessionStatus`).
+fn bfd_status(profile: &str, b: &BfdStatus) -> Value {
+    let ms = |d: Option<Duration>| d.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
+    let mut v = json!({"profile": profile, "state": b.state.to_string(),
+                       "remoteState": b.remote_state.to_string(),
+                       "diagnostic": format!("{:?}", b.diagnostic)});
+    if let Some(t) = ms(b.transmit_interval) {
+        v["transmitIntervalMs"] = t.into();
+    }
+    if let Some(t) = ms(b.detection_time) {
+        v["detectionTimeMs"] = t.into();
+    }
+    v
+}
+
+/// The BFD session a BGPPeer asks for (pure): `None` when it names no `bfdProfile`, else the
+/// named BFDProfile's timers, or why it cannot be used (not found, out of bounds).
+pub fn resolve_bfd_profile(
+    spec: &PeerSpec,
+    profiles: &[Arc<BFDProfile>],
+) -> Option<Result<bfd::Profile, String>> {
+    let name = spec.bfd_profile.as_deref()?;
+    let Some(p) = profiles
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+    else {
+        return Some(Err(format!("BFDProfile {name} not found")));
+    };
+    let profile = crate::config::BfdProfile::from(&p.spec);
+    Some(
+        profile
+            .validate(name)
+            .map(|()| profile.profile())
+            .map_err(|e| e.to_string()),
+    )
 }
 
 /// Conditions with lastTransitionTime carried over from the previous write while the status
@@ -522,6 +589,9 @@ struct Runtime {
     /// The key each running peer uses: kept when its Secret goes missing.
     keys: HashMap<String, Md5Key>,
     secret_missing: Vec<String>,
+    /// The profile each running peer's BFD session uses: kept when its BFDProfile goes.
+    bfd_profiles: HashMap<String, bfd::Profile>,
+    bfd_problems: Vec<String>,
     desired: Desired,
     facts: NodeFacts,
     synced: [bool; KINDS],
@@ -568,6 +638,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         pools: spawn_watch(&source, Kind::IPPool, tx.clone()),
         peers: spawn_watch(&source, Kind::BGPPeer, tx.clone()),
         ads: spawn_watch(&source, Kind::BGPAdvertisement, tx.clone()),
+        bfd_profiles: spawn_watch(&source, Kind::BFDProfile, tx.clone()),
     };
     drop(tx);
     let facts = NodeFacts::read();
@@ -581,6 +652,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         secrets: Secrets::default(),
         keys: HashMap::new(),
         secret_missing: Vec::new(),
+        bfd_profiles: HashMap::new(),
+        bfd_problems: Vec::new(),
         desired: Desired::default(),
         facts,
         synced: [false; KINDS],
@@ -708,6 +781,8 @@ impl Runtime {
         self.log_changes(&desired);
         let mut resolved = Vec::new();
         let mut missing = Vec::new();
+        let profiles = snapshot(&self.stores.bfd_profiles);
+        let mut bfd_problems = Vec::new();
         for (name, p) in &desired.peers {
             let md5 = match &p.spec.password {
                 PasswordRef::None => None,
@@ -734,13 +809,40 @@ impl Runtime {
                     },
                 },
             };
+            let bfd = match resolve_bfd_profile(&p.spec, &profiles) {
+                None => None,
+                Some(Ok(profile)) => Some(profile),
+                // Keep a running BFD session on its profile; else BGP runs without BFD.
+                Some(Err(e)) => match self.bfd_profiles.get(name) {
+                    Some(profile) => {
+                        bfd_problems.push(format!(
+                            "BGPPeer {name}: {e} (BFD running with the last profile)"
+                        ));
+                        Some(*profile)
+                    }
+                    None => {
+                        bfd_problems.push(format!("BGPPeer {name}: {e} (BGP runs without BFD)"));
+                        None
+                    }
+                },
+            };
             resolved.push(ResolvedPeer {
                 spec: p.spec.clone(),
                 md5,
                 routes: DesiredRoutes::new(p.routes.clone()),
-                bfd: None,
+                bfd: bfd.map(|profile| BfdPeer::for_bgp_peer(&p.spec, profile)),
             });
         }
+        if bfd_problems != self.bfd_problems {
+            for m in &bfd_problems {
+                warn!(problem = %m, "BFD profile unusable");
+            }
+        }
+        self.bfd_problems = bfd_problems;
+        self.bfd_profiles = resolved
+            .iter()
+            .filter_map(|p| Some((p.spec.name().to_owned(), p.bfd.as_ref()?.profile)))
+            .collect();
         if missing != self.secret_missing {
             for m in &missing {
                 warn!(problem = %m, "peer password unavailable");
@@ -785,12 +887,27 @@ impl Runtime {
 
     async fn write_status(&mut self) {
         let sessions = self.manager.sessions();
-        let mut status = node_status(&self.desired, &sessions);
+        let bfd = self
+            .manager
+            .bfd_sessions()
+            .into_iter()
+            .map(|(peer, st)| {
+                let profile = self
+                    .desired
+                    .peers
+                    .get(&peer)
+                    .and_then(|p| p.spec.bfd_profile.clone())
+                    .unwrap_or_default();
+                (peer, (profile, st))
+            })
+            .collect();
+        let mut status = node_status(&self.desired, &sessions, &bfd);
         let conds = node_conditions(
             self.ready(),
             &self.desired,
             &self.facts,
             &self.secret_missing,
+            &self.bfd_problems,
         );
         let key = json!([
             status.clone(),
@@ -913,6 +1030,7 @@ mod tests {
             &Desired::default(),
             &facts,
             &["BGPPeer leaf: Secret ns/bgp not found (session not started)".into()],
+            &[],
         );
         let get = |t: &str| c.iter().find(|c| c.0 == t).unwrap();
         assert!(get("Ready").1);
@@ -932,7 +1050,7 @@ mod tests {
                 ServiceOutcome::NotAnnounced(desired::ServiceReason::NoIngress),
             );
         }
-        let s = node_status(&d, &[]);
+        let s = node_status(&d, &[], &BTreeMap::new());
         assert_eq!(
             s["notAnnounced"].as_array().unwrap().len(),
             NOT_ANNOUNCED_LIST_MAX
@@ -979,5 +1097,110 @@ mod tests {
         write_marker(dir.path(), 300).unwrap();
         assert!(take_marker(Some(dir.path())));
         assert!(!take_marker(Some(dir.path())), "taken once");
+    }
+
+    #[test]
+    fn a_bgppeer_bfd_profile_is_found_validated_or_reported() {
+        let rid = Ipv4Addr::new(192, 0, 2, 10);
+        let peer = |profile: Option<&str>| {
+            let mut v = json!({"peerAddress": "192.0.2.1", "peerASN": 65000, "myASN": 65001});
+            if let Some(p) = profile {
+                v["bfdProfile"] = p.into();
+            }
+            crate::peers::from_bgppeer("leaf", &serde_json::from_value(v).unwrap(), rid).unwrap()
+        };
+        let profile = |name: &str, spec: Value| {
+            let mut p = BFDProfile::new(name, serde_json::from_value(spec).unwrap());
+            p.metadata.name = Some(name.into());
+            Arc::new(p)
+        };
+        let profiles = vec![
+            profile(
+                "fast",
+                json!({"receiveInterval": 100, "transmitInterval": 200}),
+            ),
+            profile("echo", json!({"echoMode": true})),
+        ];
+        assert_eq!(resolve_bfd_profile(&peer(None), &profiles), None);
+        let fast = resolve_bfd_profile(&peer(Some("fast")), &profiles)
+            .unwrap()
+            .unwrap();
+        assert_eq!(fast.parameters.required_min_rx, Duration::from_millis(100));
+        assert_eq!(fast.parameters.desired_min_tx, Duration::from_millis(200));
+        assert_eq!(fast.parameters.detect_mult, 3);
+        assert_eq!(
+            resolve_bfd_profile(&peer(Some("nope")), &profiles),
+            Some(Err("BFDProfile nope not found".into()))
+        );
+        let echo = resolve_bfd_profile(&peer(Some("echo")), &profiles)
+            .unwrap()
+            .unwrap_err();
+        assert!(echo.contains("echo_mode"), "{echo}");
+        // Directly connected eBGP: a single-hop BFD session from the BGP source address.
+        let b = BfdPeer::for_bgp_peer(&peer(Some("fast")), fast);
+        assert_eq!(b.spec.hops, bfd::Hops::Single);
+        assert_eq!(
+            b.spec.peer,
+            "192.0.2.1".parse::<std::net::IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_session_entry_carries_its_bfd_state_and_timers() {
+        use crate::bfd::BfdState;
+        use crate::bfd::codec::Diagnostic;
+        let d = Desired {
+            router_id: Some(Ipv4Addr::new(192, 0, 2, 10)),
+            ..Desired::default()
+        };
+        let sessions = vec![
+            (
+                "leaf".to_owned(),
+                "192.0.2.1:179".parse().unwrap(),
+                crate::bgp::fsm::State::Idle,
+                3,
+            ),
+            (
+                "other".to_owned(),
+                "192.0.2.3:179".parse().unwrap(),
+                crate::bgp::fsm::State::Established,
+                3,
+            ),
+        ];
+        let bfd = BTreeMap::from([(
+            "leaf".to_owned(),
+            (
+                "fast".to_owned(),
+                BfdStatus {
+                    state: BfdState::Down,
+                    remote_state: BfdState::Down,
+                    diagnostic: Diagnostic::ControlDetectionTimeExpired,
+                    transmit_interval: Some(Duration::from_millis(1000)),
+                    detection_time: Some(Duration::from_millis(900)),
+                },
+            ),
+        )]);
+        let s = node_status(&d, &sessions, &bfd);
+        let b = &s["sessions"][0]["bfd"];
+        assert_eq!(b["profile"], "fast");
+        assert_eq!(b["state"], "Down");
+        assert_eq!(b["diagnostic"], "ControlDetectionTimeExpired");
+        assert_eq!(b["detectionTimeMs"], 900);
+        assert!(s["sessions"][1].get("bfd").is_none());
+        // It is what the CRD's status type describes.
+        let typed: leafbridge_api::BGPNodeStateStatus = serde_json::from_value(s).unwrap();
+        assert_eq!(
+            typed.sessions[0].bfd.as_ref().unwrap().transmit_interval_ms,
+            Some(1000)
+        );
+        let c = node_conditions(
+            Ok(()),
+            &d,
+            &NodeFacts::default(),
+            &[],
+            &["BGPPeer leaf: BFDProfile fast not found (BGP runs without BFD)".into()],
+        );
+        let p = c.iter().find(|c| c.0 == "BFDProfileProblem").unwrap();
+        assert!(p.1 && p.3.contains("fast not found"), "{p:?}");
     }
 }

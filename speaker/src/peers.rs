@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::bfd::{self, Bfd, BfdSession, BfdState};
+use crate::bfd::{self, Bfd, BfdSession, BfdState, BfdStatus};
 use crate::bgp::fsm::{self, GracefulRestartConfig, State};
 use crate::bgp::message::AddressFamily;
 use crate::bgp::session::{self, DesiredRoutes, SessionConfig, SessionHandle, StopMode};
@@ -195,6 +195,26 @@ pub struct BfdPeer {
 }
 
 impl BfdPeer {
+    /// The BFD session of a BGP peer (no authentication): multihop (RFC 5883) when the BGP
+    /// session is sent with a TTL above 1 (`ebgpMultihop`), else single hop (RFC 5881).
+    pub fn for_bgp_peer(spec: &PeerSpec, profile: bfd::Profile) -> BfdPeer {
+        let t = &spec.session.transport;
+        BfdPeer {
+            spec: bfd::PeerSpec {
+                name: spec.name().to_owned(),
+                peer: t.peer.ip(),
+                local: t.source,
+                hops: if matches!(t.ttl, TtlPolicy::Ttl(ttl) if ttl > 1) {
+                    bfd::Hops::Multi
+                } else {
+                    bfd::Hops::Single
+                },
+                auth: None,
+            },
+            profile,
+        }
+    }
+
     /// Same session apart from the timers, which change through a Poll Sequence.
     fn same_session(&self, other: &BfdPeer) -> bool {
         self.spec == other.spec && self.profile.passive == other.profile.passive
@@ -332,7 +352,7 @@ impl PeerManager {
             let (bfd, gate) = match p.bfd {
                 Some(b) => match self.start_bfd(&b).await {
                     Ok(session) => {
-                        let gate = bfd_gate(session.state());
+                        let gate = bfd_gate(session.status());
                         (Some((b, session)), gate)
                     }
                     Err(e) => {
@@ -436,14 +456,14 @@ impl PeerManager {
         daemon.start(b.spec.clone(), b.profile).await
     }
 
-    /// The state of every peer's BFD session: (peer name, state, local discriminator).
-    pub fn bfd_sessions(&self) -> Vec<(String, BfdState, u32)> {
+    /// The status of every peer's BFD session, by peer name.
+    pub fn bfd_sessions(&self) -> BTreeMap<String, BfdStatus> {
         self.peers
             .iter()
             .filter_map(|(n, rt)| {
                 rt.bfd
                     .as_ref()
-                    .map(|(_, s)| (n.clone(), *s.state().borrow(), s.discriminator()))
+                    .map(|(_, s)| (n.clone(), *s.status().borrow()))
             })
             .collect()
     }
@@ -507,28 +527,55 @@ impl PeerManager {
     }
 }
 
-/// The BGP session's gate from its BFD session: open until BFD has been Up once (BGP does not
-/// wait for a peer that may not run BFD), then closed whenever BFD leaves Up and open again
-/// when it is back Up.
-fn bfd_gate(mut state: watch::Receiver<BfdState>) -> watch::Receiver<bool> {
+/// What the gate task remembers of its BFD session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GateMemory {
+    /// BFD has been Up at least once.
+    pub ever_up: bool,
+    /// BFD last left Up because the remote turned it off (AdminDown).
+    pub excused: bool,
+}
+
+/// Whether BFD lets the BGP session run (`None`: leave it as it is), and the new memory:
+/// - Up: yes;
+/// - never Up yet: unchanged (open), since BGP does not wait for a peer that may not run BFD;
+/// - since the remote turned BFD off (it sent AdminDown), until Up again: unchanged, as
+///   RFC 5882 §3.2 says AdminDown must not be taken for a path failure;
+/// - otherwise (Detection Time expired, the remote saw us fail): no.
+pub fn bgp_allowed(mem: GateMemory, status: &BfdStatus) -> (GateMemory, Option<bool>) {
+    if status.state == BfdState::Up {
+        return (
+            GateMemory {
+                ever_up: true,
+                excused: false,
+            },
+            Some(true),
+        );
+    }
+    let excused = mem.excused || status.remote_state == BfdState::AdminDown;
+    let mem = GateMemory { excused, ..mem };
+    if !mem.ever_up || mem.excused {
+        (mem, None)
+    } else {
+        (mem, Some(false))
+    }
+}
+
+/// The BGP session's gate from its BFD session (see `bgp_allowed`).
+fn bfd_gate(mut status: watch::Receiver<BfdStatus>) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(true);
     tokio::spawn(async move {
-        let mut was_up = false;
+        let mut mem = GateMemory::default();
         loop {
-            let s = *state.borrow_and_update();
-            if s == BfdState::Up {
-                was_up = true;
-            }
-            if was_up {
-                tx.send_if_modified(|open| {
-                    let changed = *open != (s == BfdState::Up);
-                    *open = s == BfdState::Up;
-                    changed
-                });
+            let s = *status.borrow_and_update();
+            let (m, open) = bgp_allowed(mem, &s);
+            mem = m;
+            if let Some(open) = open {
+                tx.send_if_modified(|cur| std::mem::replace(cur, open) != open);
             }
             // Ends when the BFD session stops or the BGP session is gone.
             tokio::select! {
-                r = state.changed() => if r.is_err() { return },
+                r = status.changed() => if r.is_err() { return },
                 () = tx.closed() => return,
             }
         }
@@ -650,5 +697,45 @@ mod tests {
         assert!(same_session(&a, &b));
         b.fsm.hold_time = 30;
         assert!(!same_session(&a, &b));
+    }
+
+    #[test]
+    fn bgp_follows_bfd_but_not_before_its_first_up_nor_after_a_remote_admin_down() {
+        use crate::bfd::codec::Diagnostic;
+        let st = |state, remote_state, diagnostic| BfdStatus {
+            state,
+            remote_state,
+            diagnostic,
+            transmit_interval: None,
+            detection_time: None,
+        };
+        let down = st(
+            BfdState::Down,
+            BfdState::Down,
+            Diagnostic::ControlDetectionTimeExpired,
+        );
+        let up = st(BfdState::Up, BfdState::Up, Diagnostic::None);
+        let init = st(BfdState::Init, BfdState::Down, Diagnostic::None);
+        let remote_off = st(
+            BfdState::Down,
+            BfdState::AdminDown,
+            Diagnostic::NeighborSignaledSessionDown,
+        );
+        // Before the first Up nothing closes BGP.
+        let fresh = GateMemory::default();
+        assert_eq!(bgp_allowed(fresh, &down).1, None);
+        let (after_up, open) = bgp_allowed(fresh, &up);
+        assert_eq!(open, Some(true));
+        assert_eq!(bgp_allowed(after_up, &down).1, Some(false));
+        assert_eq!(bgp_allowed(after_up, &init).1, Some(false));
+        // The remote turning BFD off, and back on through Down and Init, leaves BGP alone.
+        let (off, open) = bgp_allowed(after_up, &remote_off);
+        assert_eq!(open, None);
+        let (again, open) = bgp_allowed(off, &init);
+        assert_eq!(open, None);
+        let (back, open) = bgp_allowed(again, &up);
+        assert_eq!(open, Some(true));
+        // Once Up again, a real failure closes it.
+        assert_eq!(bgp_allowed(back, &down).1, Some(false));
     }
 }

@@ -113,3 +113,50 @@ fn bgp_with_frr_is_closed_while_bfdd_is_frozen_and_reopened_after() {
     speaker.wait_log("gate (BFD) open", T);
     frr.wait_established(Pair::a_v4(), T);
 }
+
+#[test]
+fn bfdd_turning_the_session_off_sends_admin_down_and_leaves_bgp_alone() {
+    let pair = Pair::new("bfdfrradm");
+    let b = bfdd(&pair);
+    let mut cfg = FrrConfig::new("192.0.2.2".parse().unwrap(), 65000);
+    cfg.neighbors.push(FrrNeighbor::new(Pair::a_v4(), 65001));
+    let frr = Frr::start(&pair.b, "leaf", &cfg);
+    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(300, 300));
+    frr.wait_established(Pair::a_v4(), T);
+    wait_peer(&b, "bfdd up", up);
+    speaker.wait_log("BFD poll sequence completed", T);
+
+    // An operator shuts the BFD peer down on the leaf: bfdd sends AdminDown (RFC 5880
+    // §6.8.16), which RFC 5882 §3.2 says is not a path failure.
+    let peer = format!("peer {} local-address {}", Pair::a_v4(), Pair::b_v4());
+    b.vtysh(&["configure terminal", "bfd", &peer, "shutdown"]);
+    speaker.wait_log("BFD state changed: Up -> Down", T);
+    assert!(
+        speaker.log().contains("neighbor signaled session down"),
+        "{}",
+        speaker.log()
+    );
+    // Longer than our 900 ms detection time: BGP stays up.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(frr.bgp_state(Pair::a_v4()), "Established");
+    assert!(
+        !speaker.log().contains("gate (BFD) closed"),
+        "{}",
+        speaker.log()
+    );
+
+    // Back on: BFD comes Up again, BGP was never touched.
+    b.vtysh(&["configure terminal", "bfd", &peer, "no shutdown"]);
+    wait_peer(&b, "bfdd up again", up);
+    wait_until(T, "our session Up again", || {
+        speaker.log().matches("-> Up").count() >= 2
+    });
+    assert_eq!(frr.bgp_state(Pair::a_v4()), "Established");
+    assert!(frr.last_notification(Pair::a_v4()).is_none());
+    assert!(!speaker.log().contains("gate (BFD) closed"));
+
+    // And a real failure after that still closes BGP.
+    b.process().signal("STOP");
+    speaker.wait_log("gate (BFD) closed", Duration::from_secs(5));
+    b.process().signal("CONT");
+}

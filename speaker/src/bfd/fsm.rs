@@ -245,6 +245,11 @@ impl Session {
         self.local_discr
     }
 
+    /// bfd.RemoteSessionState: the state in the remote's last packet.
+    pub fn remote_state(&self) -> SessionState {
+        self.remote_state
+    }
+
     pub fn remote_discriminator(&self) -> u32 {
         self.remote_discr
     }

@@ -11,4 +11,4 @@ pub mod fsm;
 pub mod session;
 
 pub use codec::SessionState as BfdState;
-pub use session::{Bfd, BfdSession, Hops, PeerSpec, Profile};
+pub use session::{Bfd, BfdSession, BfdStatus, Hops, PeerSpec, Profile};

@@ -75,11 +75,41 @@ pub struct PeerSpec {
     pub auth: Option<Sha1Key>,
 }
 
+/// A session's state with what explains it, published whenever one of its fields changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BfdStatus {
+    pub state: SessionState,
+    /// The state in the remote's last packet: AdminDown means it turned BFD off, which RFC
+    /// 5882 §3.2 says is not a path failure.
+    pub remote_state: SessionState,
+    /// The diagnostic of the last state change (bfd.LocalDiag).
+    pub diagnostic: Diagnostic,
+    /// The negotiated timers (`fsm::Negotiated`).
+    pub transmit_interval: Option<Duration>,
+    pub detection_time: Option<Duration>,
+}
+
+impl BfdStatus {
+    const START: BfdStatus = BfdStatus {
+        state: SessionState::Down,
+        remote_state: SessionState::Down,
+        diagnostic: Diagnostic::None,
+        transmit_interval: None,
+        detection_time: None,
+    };
+}
+
+type Started = (
+    u32,
+    watch::Receiver<SessionState>,
+    watch::Receiver<BfdStatus>,
+);
+
 enum Command {
     Start {
         spec: PeerSpec,
         profile: Profile,
-        reply: oneshot::Sender<io::Result<(u32, watch::Receiver<SessionState>)>>,
+        reply: oneshot::Sender<io::Result<Started>>,
     },
     SetParameters(u32, Parameters),
     Stop(u32, oneshot::Sender<()>),
@@ -106,6 +136,7 @@ impl std::fmt::Debug for Command {
 pub struct BfdSession {
     discriminator: u32,
     state: watch::Receiver<SessionState>,
+    status: watch::Receiver<BfdStatus>,
     cmd: mpsc::UnboundedSender<Command>,
     stopped: bool,
 }
@@ -113,6 +144,11 @@ pub struct BfdSession {
 impl BfdSession {
     pub fn state(&self) -> watch::Receiver<SessionState> {
         self.state.clone()
+    }
+
+    /// The state with the remote's state and our diagnostic.
+    pub fn status(&self) -> watch::Receiver<BfdStatus> {
+        self.status.clone()
     }
 
     /// Our discriminator (bfd.LocalDiscr).
@@ -173,12 +209,13 @@ impl Bfd {
                 reply,
             })
             .map_err(|_| io::Error::other("BFD task is gone"))?;
-        let (discriminator, state) = rx
+        let (discriminator, state, status) = rx
             .await
             .map_err(|_| io::Error::other("BFD task is gone"))??;
         Ok(BfdSession {
             discriminator,
             state,
+            status,
             cmd: self.cmd.clone(),
             stopped: false,
         })
@@ -203,6 +240,7 @@ struct Entry {
     dest: SocketAddr,
     timers: [Option<Instant>; 2],
     state_tx: watch::Sender<SessionState>,
+    status_tx: watch::Sender<BfdStatus>,
     labels: crate::metrics::PeerLabels,
     span: tracing::Span,
 }
@@ -285,11 +323,7 @@ impl Daemon {
         }
     }
 
-    fn start(
-        &mut self,
-        spec: PeerSpec,
-        profile: Profile,
-    ) -> io::Result<(u32, watch::Receiver<SessionState>)> {
+    fn start(&mut self, spec: PeerSpec, profile: Profile) -> io::Result<Started> {
         if self.by_peer.contains_key(&(spec.peer, spec.hops)) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -305,6 +339,7 @@ impl Daemon {
             }
         };
         let (state_tx, state_rx) = watch::channel(SessionState::Down);
+        let (status_tx, status_rx) = watch::channel(BfdStatus::START);
         let labels = SpeakerMetrics::labels(&spec.name);
         self.metrics
             .bfd_session_state
@@ -329,12 +364,13 @@ impl Daemon {
                 tx,
                 timers: [None, None],
                 state_tx,
+                status_tx,
                 labels,
                 span,
             },
         );
         self.execute(discr, outputs);
-        Ok((discr, state_rx))
+        Ok((discr, state_rx, status_rx))
     }
 
     fn ensure_receiver(&mut self, v6: bool, hops: Hops) -> io::Result<()> {
@@ -462,6 +498,13 @@ impl Daemon {
                         .bfd_session_state
                         .get_or_create(&e.labels)
                         .set(to as i64);
+                    e.status_tx.send_replace(BfdStatus {
+                        state: to,
+                        remote_state: e.fsm.remote_state(),
+                        diagnostic,
+                        transmit_interval: n.transmit_interval,
+                        detection_time: n.detection_time,
+                    });
                     let _ = e.state_tx.send(to);
                 }
                 Output::Discarded(why) => {
@@ -474,6 +517,20 @@ impl Daemon {
                 }
             }
         }
+        // Our Poll Sequence or the remote's (a packet with new intervals) may change the timers
+        // in use, and the remote's state may change, without a change of ours; watchers are
+        // told only when something did.
+        let n = e.fsm.negotiated();
+        let remote_state = e.fsm.remote_state();
+        e.status_tx.send_if_modified(|st| {
+            let new = BfdStatus {
+                remote_state,
+                transmit_interval: n.transmit_interval,
+                detection_time: n.detection_time,
+                ..*st
+            };
+            std::mem::replace(st, new) != new
+        });
     }
 }
 
