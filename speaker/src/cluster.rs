@@ -234,45 +234,7 @@ struct Stores {
     ads: Store<BGPAdvertisement>,
 }
 
-/// Node facts that decide whether routed office traffic can get through.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NodeFacts {
-    pub ipv4_forwarding: Option<bool>,
-    pub ipv6_forwarding: Option<bool>,
-    /// Interfaces whose effective rp_filter (max of `all` and the interface) is 1 (strict).
-    pub strict_rp_filter: Vec<String>,
-}
-
-impl NodeFacts {
-    /// Read from /proc/sys (this network namespace).
-    pub fn read() -> Self {
-        let read = |p: &str| {
-            std::fs::read_to_string(p)
-                .ok()
-                .and_then(|s| s.trim().parse::<u8>().ok())
-        };
-        let all = read("/proc/sys/net/ipv4/conf/all/rp_filter").unwrap_or(0);
-        let mut strict = Vec::new();
-        if let Ok(dir) = std::fs::read_dir("/proc/sys/net/ipv4/conf") {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if matches!(name.as_str(), "all" | "default" | "lo") {
-                    continue;
-                }
-                let own = read(&format!("/proc/sys/net/ipv4/conf/{name}/rp_filter")).unwrap_or(0);
-                if all.max(own) == 1 {
-                    strict.push(name);
-                }
-            }
-        }
-        strict.sort();
-        NodeFacts {
-            ipv4_forwarding: read("/proc/sys/net/ipv4/ip_forward").map(|v| v == 1),
-            ipv6_forwarding: read("/proc/sys/net/ipv6/conf/all/forwarding").map(|v| v == 1),
-            strict_rp_filter: strict,
-        }
-    }
-}
+pub use crate::netcheck::NodeFacts;
 
 /// One condition as (type, status, reason, message).
 type Cond = (&'static str, bool, String, String);
@@ -297,7 +259,14 @@ pub fn node_conditions(
     .filter(|(_, v)| *v == Some(false))
     .map(|(f, _)| f)
     .collect();
-    out.push(if fwd_off.is_empty() {
+    out.push(if let Some(e) = &facts.error {
+        (
+            "ForwardingDisabled",
+            false,
+            "CheckFailed".into(),
+            format!("cannot read forwarding and rp_filter over rtnetlink: {e}"),
+        )
+    } else if fwd_off.is_empty() {
         (
             "ForwardingDisabled",
             false,
@@ -873,6 +842,11 @@ fn warn_facts(old: &NodeFacts, new: &NodeFacts) {
     if !new.strict_rp_filter.is_empty() && new.strict_rp_filter != old.strict_rp_filter {
         warn!(interfaces = ?new.strict_rp_filter, "strict reverse-path filtering (rp_filter=1) drops asymmetric office traffic");
     }
+    if let Some(e) = &new.error
+        && old.error.as_ref() != Some(e)
+    {
+        warn!(error = %e, "cannot check forwarding and rp_filter over rtnetlink");
+    }
 }
 
 /// The marker holds the Restart Time it was written with: a start within it is a restart.
@@ -907,6 +881,7 @@ mod tests {
             ipv4_forwarding: Some(false),
             ipv6_forwarding: Some(true),
             strict_rp_filter: vec!["eth0".into()],
+            error: None,
         };
         let c = node_conditions(
             Ok(()),
