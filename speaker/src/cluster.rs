@@ -27,12 +27,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Resource as _;
+use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
 use kube::runtime::watcher::Event;
 use leafbridge_api::crd::{BGPNodeStateSpec, SecretKeyRef};
 use leafbridge_api::rules::ClassConfig;
-use leafbridge_api::{BGPAdvertisement, BGPNodeState, BGPPeer, IPPool, StateObject, StateSource};
+use leafbridge_api::{
+    BGPAdvertisement, BGPNodeState, BGPPeer, EventSink, IPPool, StateObject, StateSource,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -44,7 +50,7 @@ use tracing::{debug, error, info, info_span, warn};
 
 use crate::bgp::session::DesiredRoutes;
 use crate::bgp::transport::Md5Key;
-use crate::desired::{self, ClusterView, Desired, Problem, ServiceOutcome};
+use crate::desired::{self, ClusterView, Desired, Problem, ServiceOutcome, ServiceReason};
 use crate::metrics::SpeakerMetrics;
 use crate::peers::{PasswordRef, PeerManager, ResolvedPeer};
 use crate::standalone::RESTART_MARKER;
@@ -84,6 +90,9 @@ pub struct ClusterMetrics {
     pub staleness: Gauge<f64, AtomicU64>,
     pub status_writes: Counter,
     pub status_write_errors: Counter,
+    /// Events published on Services whose outcome on this node changed.
+    pub service_events: Counter,
+    pub service_event_errors: Counter,
 }
 
 impl Default for ClusterMetrics {
@@ -94,6 +103,8 @@ impl Default for ClusterMetrics {
             staleness: Gauge::default(),
             status_writes: Counter::default(),
             status_write_errors: Counter::default(),
+            service_events: Counter::default(),
+            service_event_errors: Counter::default(),
         }
     }
 }
@@ -125,6 +136,16 @@ impl ClusterMetrics {
             "status_write_errors",
             "BGPNodeState status writes that failed",
             self.status_write_errors.clone(),
+        );
+        r.register(
+            "service_events",
+            "Events published on Services whose outcome on this node changed",
+            self.service_events.clone(),
+        );
+        r.register(
+            "service_event_errors",
+            "Service Events that could not be published",
+            self.service_event_errors.clone(),
         );
     }
 }
@@ -418,6 +439,116 @@ pub fn node_status(
     })
 }
 
+/// The BGPPeers each prefix goes to.
+pub fn prefix_peers(desired: &Desired) -> HashMap<IpNet, Vec<&str>> {
+    let mut m: HashMap<IpNet, Vec<&str>> = HashMap::new();
+    for (name, p) in &desired.peers {
+        for r in &p.routes {
+            m.entry(r.route.prefix).or_default().push(name);
+        }
+    }
+    m
+}
+
+/// A Service whose outcome on this node changed, as an Event on the Service (pure): reason
+/// `Announced` with the prefixes and the BGPPeers they go to, or the `ServiceReason` this node
+/// does not announce it for. Warning for reasons an operator has to fix in the configuration;
+/// Normal for those that follow the cluster (endpoints, node state, no address yet).
+pub fn service_event(
+    node: &str,
+    peers_of: &HashMap<IpNet, Vec<&str>>,
+    outcome: &ServiceOutcome,
+) -> KubeEvent {
+    let (type_, reason, note) = match outcome {
+        ServiceOutcome::Announced(prefixes) => {
+            let mut peers: Vec<&str> = prefixes
+                .iter()
+                .flat_map(|p| peers_of.get(p).into_iter().flatten().copied())
+                .collect();
+            peers.sort_unstable();
+            peers.dedup();
+            let list: Vec<String> = prefixes.iter().map(ToString::to_string).collect();
+            let to = if peers.is_empty() {
+                "to no BGPPeer (no session negotiates its family)".to_owned()
+            } else {
+                format!("to BGPPeer {}", peers.join(", "))
+            };
+            (
+                EventType::Normal,
+                "Announced".to_owned(),
+                format!("node {node} announces {} {to}", list.join(", ")),
+            )
+        }
+        ServiceOutcome::NotAnnounced(r) => {
+            let warn = matches!(
+                r,
+                ServiceReason::AddressInNoPool(_)
+                    | ServiceReason::NoAdvertisementSelectsPool(_)
+                    | ServiceReason::NoPeerForAdvertisement
+            );
+            let m = r.message();
+            let note = if m.is_empty() {
+                format!("node {node} does not announce it: {}", r.as_str())
+            } else {
+                format!("node {node} does not announce it: {} ({m})", r.as_str())
+            };
+            (
+                if warn {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                r.as_str().to_owned(),
+                note,
+            )
+        }
+    };
+    KubeEvent {
+        type_,
+        reason,
+        note: Some(note),
+        action: "Announce".into(),
+        secondary: None,
+    }
+}
+
+/// Service Events waiting to be published, by Service: a newer outcome replaces an older one
+/// not yet sent, so a burst costs at most one Event per Service and node.
+#[derive(Default)]
+struct EventQueue {
+    pending: Mutex<HashMap<(String, String), (KubeEvent, ObjectReference)>>,
+    wake: tokio::sync::Notify,
+}
+
+/// Publish queued Service Events one at a time, for as long as the speaker runs.
+fn spawn_event_publisher(sink: EventSink, metrics: ClusterMetrics) -> Arc<EventQueue> {
+    let q = Arc::new(EventQueue::default());
+    let queue = q.clone();
+    tokio::spawn(async move {
+        loop {
+            queue.wake.notified().await;
+            loop {
+                let batch = std::mem::take(&mut *queue.pending.lock().expect("not poisoned"));
+                if batch.is_empty() {
+                    break;
+                }
+                for (_, (ev, regarding)) in batch {
+                    match sink.publish(&ev, &regarding).await {
+                        Ok(()) => {
+                            metrics.service_events.inc();
+                        }
+                        Err(e) => {
+                            metrics.service_event_errors.inc();
+                            debug!(error = %e, "cannot publish a Service Event");
+                        }
+                    }
+                }
+            }
+        }
+    });
+    q
+}
+
 /// Conditions with lastTransitionTime carried over from the previous write while the status
 /// of a condition stays the same (so an unchanged node writes nothing).
 fn with_times(conds: &[Cond], prev: &mut HashMap<&'static str, (bool, String)>) -> Vec<Value> {
@@ -499,6 +630,10 @@ struct Runtime {
     written: Option<Value>,
     cond_times: HashMap<&'static str, (bool, String)>,
     created: bool,
+    events: Arc<EventQueue>,
+    /// Set after the first recompute: the outcomes it finds are (after a restart) the ones
+    /// the Services already had, so they are not repeated as Events.
+    computed_once: bool,
 }
 
 /// Run until SIGTERM/SIGINT.
@@ -541,6 +676,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     drop(tx);
     let facts = NodeFacts::read();
     warn_facts(&NodeFacts::default(), &facts);
+    let events = spawn_event_publisher(
+        source.event_sink(Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(opts.node_name.clone()),
+        }),
+        metrics.clone(),
+    );
     let mut rt = Runtime {
         manager: PeerManager::new(speaker_metrics, restarting),
         opts,
@@ -557,6 +699,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         written: None,
         cond_times: HashMap::new(),
         created: false,
+        events,
+        computed_once: false,
     };
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -726,6 +870,10 @@ impl Runtime {
         self.metrics
             .update_latency
             .observe(seen.elapsed().as_secs_f64());
+        if self.computed_once {
+            self.queue_events(&view, &desired);
+        }
+        self.computed_once = true;
         self.desired = desired;
     }
 
@@ -750,6 +898,42 @@ impl Runtime {
                 ServiceOutcome::NotAnnounced(r) => debug!(reason = r.as_str(), "not announced"),
             }
         }
+    }
+
+    /// An Event for each Service whose outcome on this node changed since the last recompute.
+    fn queue_events(&self, view: &ClusterView, new: &Desired) {
+        let changed: Vec<(&(String, String), &ServiceOutcome)> = new
+            .services
+            .iter()
+            .filter(|(k, o)| self.desired.services.get(*k) != Some(*o))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let by_key: HashMap<(&str, &str), &Arc<Service>> = view
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    (
+                        s.metadata.namespace.as_deref().unwrap_or("default"),
+                        s.metadata.name.as_deref().unwrap_or_default(),
+                    ),
+                    s,
+                )
+            })
+            .collect();
+        let peers_of = prefix_peers(new);
+        let mut pending = self.events.pending.lock().expect("not poisoned");
+        for (key, outcome) in changed {
+            let Some(svc) = by_key.get(&(key.0.as_str(), key.1.as_str())) else {
+                continue;
+            };
+            let ev = service_event(&self.opts.node_name, &peers_of, outcome);
+            pending.insert(key.clone(), (ev, svc.object_ref(&())));
+        }
+        drop(pending);
+        self.events.wake.notify_one();
     }
 
     async fn write_status(&mut self) {
@@ -946,6 +1130,54 @@ mod tests {
         assert_eq!(secret_value(&s, "a").unwrap(), b"secret");
         assert_eq!(secret_value(&s, "b").unwrap(), b"plain");
         assert!(secret_value(&s, "c").is_none());
+    }
+
+    #[test]
+    fn a_service_event_names_the_node_the_prefixes_and_the_peers_or_the_reason() {
+        let p: IpNet = "203.0.113.5/32".parse().unwrap();
+        let peers_of = HashMap::from([(p, vec!["leaf2", "leaf1"])]);
+        let ev = service_event(
+            "node1",
+            &peers_of,
+            &ServiceOutcome::Announced([p].into_iter().collect()),
+        );
+        assert_eq!(ev.reason, "Announced");
+        assert_eq!(ev.type_, EventType::Normal);
+        assert_eq!(
+            ev.note.as_deref(),
+            Some("node node1 announces 203.0.113.5/32 to BGPPeer leaf1, leaf2")
+        );
+
+        let ev = service_event(
+            "node1",
+            &peers_of,
+            &ServiceOutcome::NotAnnounced(ServiceReason::NoReadyLocalEndpoint),
+        );
+        assert_eq!(
+            (ev.type_, ev.reason.as_str()),
+            (EventType::Normal, "NoReadyLocalEndpoint")
+        );
+        assert_eq!(
+            ev.note.as_deref(),
+            Some("node node1 does not announce it: NoReadyLocalEndpoint")
+        );
+
+        // A configuration mistake is a Warning and says which pool.
+        let ev = service_event(
+            "node1",
+            &peers_of,
+            &ServiceOutcome::NotAnnounced(ServiceReason::NoAdvertisementSelectsPool(
+                "office".into(),
+            )),
+        );
+        assert_eq!(ev.type_, EventType::Warning);
+        assert_eq!(
+            ev.note.as_deref(),
+            Some(
+                "node node1 does not announce it: NoAdvertisementSelectsPool \
+                 (no BGPAdvertisement selects IPPool office)"
+            )
+        );
     }
 
     #[test]
