@@ -31,6 +31,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource as _;
 use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
 use kube::runtime::watcher::Event;
@@ -549,6 +550,125 @@ fn spawn_event_publisher(sink: EventSink, metrics: ClusterMetrics) -> Arc<EventQ
     q
 }
 
+/// A status write to a shared configuration object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObjectStatus {
+    /// `status.advertisement` of an IPPool.
+    Pool(String, Value),
+    /// `status.conditions` (`Valid`) of a BGPPeer.
+    Peer(String, Value),
+    /// `status.conditions` (`Valid`) of a BGPAdvertisement.
+    Advertisement(String, Value),
+}
+
+fn valid_condition(
+    current: &[Condition],
+    generation: Option<i64>,
+    error: Option<&str>,
+    now: &str,
+) -> Option<Value> {
+    let (status, reason, message) = match error {
+        None => ("True", "Valid", ""),
+        Some(e) => ("False", "Invalid", e),
+    };
+    let same = current.iter().any(|c| {
+        c.type_ == "Valid"
+            && c.status == status
+            && c.reason == reason
+            && c.message == message
+            && c.observed_generation == generation
+    });
+    (!same).then(|| {
+        json!([{"type": "Valid", "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": now, "observedGeneration": generation}])
+    })
+}
+
+/// The status writes the IPPools, BGPPeers and BGPAdvertisements need (pure): only where what
+/// this node computed differs from what the object already shows, so the speakers of a
+/// cluster, which all compute the same, write an object once per change, not once per node
+/// and recompute. Peers are judged only by the nodes they select.
+pub fn object_statuses(desired: &Desired, view: &ClusterView, now: &str) -> Vec<ObjectStatus> {
+    let mut out = Vec::new();
+    for p in &view.ip_pools {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let Some(by) = desired.pool_advertisements.get(&name) else {
+            continue;
+        };
+        let want = leafbridge_api::crd::IPPoolAdvertisementStatus {
+            advertised: !by.is_empty(),
+            reason: if by.is_empty() {
+                "NoAdvertisementSelectsPool"
+            } else {
+                "Advertised"
+            }
+            .into(),
+            advertisements: by.iter().take(20).cloned().collect(),
+        };
+        if p.status.as_ref().and_then(|s| s.advertisement.as_ref()) != Some(&want) {
+            out.push(ObjectStatus::Pool(
+                name,
+                json!({"advertisement": serde_json::to_value(&want).unwrap_or_default()}),
+            ));
+        }
+    }
+    let peer_errors: HashMap<&str, &str> = desired
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::InvalidPeer { name, error } => Some((name.as_str(), error.as_str())),
+            _ => None,
+        })
+        .collect();
+    for p in &view.peers {
+        let name = p.metadata.name.as_deref().unwrap_or_default();
+        let error = peer_errors.get(name).copied();
+        if error.is_none() && !desired.peers.contains_key(name) {
+            continue;
+        }
+        let current = p.status.as_ref().map(|s| s.conditions.as_slice());
+        if let Some(c) = valid_condition(
+            current.unwrap_or_default(),
+            p.metadata.generation,
+            error,
+            now,
+        ) {
+            out.push(ObjectStatus::Peer(
+                name.to_owned(),
+                json!({"conditions": c}),
+            ));
+        }
+    }
+    let ad_errors: HashMap<&str, &str> = desired
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::InvalidAdvertisement { name, error } => Some((name.as_str(), error.as_str())),
+            _ => None,
+        })
+        .collect();
+    for a in &view.advertisements {
+        let name = a.metadata.name.as_deref().unwrap_or_default();
+        let error = ad_errors.get(name).copied();
+        if error.is_none() && !desired.valid_advertisements.contains(name) {
+            continue;
+        }
+        let current = a.status.as_ref().map(|s| s.conditions.as_slice());
+        if let Some(c) = valid_condition(
+            current.unwrap_or_default(),
+            a.metadata.generation,
+            error,
+            now,
+        ) {
+            out.push(ObjectStatus::Advertisement(
+                name.to_owned(),
+                json!({"conditions": c}),
+            ));
+        }
+    }
+    out
+}
+
 /// Conditions with lastTransitionTime carried over from the previous write while the status
 /// of a condition stays the same (so an unchanged node writes nothing).
 fn with_times(conds: &[Cond], prev: &mut HashMap<&'static str, (bool, String)>) -> Vec<Value> {
@@ -631,6 +751,9 @@ struct Runtime {
     cond_times: HashMap<&'static str, (bool, String)>,
     created: bool,
     events: Arc<EventQueue>,
+    /// Object status writes done, so that one not yet seen back through the watch is not
+    /// repeated.
+    objects_written: HashMap<(u8, String), Value>,
     /// Set after the first recompute: the outcomes it finds are (after a restart) the ones
     /// the Services already had, so they are not repeated as Events.
     computed_once: bool,
@@ -700,6 +823,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         cond_times: HashMap::new(),
         created: false,
         events,
+        objects_written: HashMap::new(),
         computed_once: false,
     };
 
@@ -756,6 +880,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
                 if rt.synced.iter().all(|s| *s) {
                     rt.write_status().await;
+                    rt.write_object_statuses().await;
                 }
             }
         }
@@ -934,6 +1059,76 @@ impl Runtime {
         }
         drop(pending);
         self.events.wake.notify_one();
+    }
+
+    /// IPPool `status.advertisement` and the `Valid` conditions of BGPPeers and
+    /// BGPAdvertisements, where they changed.
+    async fn write_object_statuses(&mut self) {
+        if !self.computed_once {
+            return;
+        }
+        let now = k8s_openapi::jiff::Timestamp::now()
+            .round(k8s_openapi::jiff::Unit::Second)
+            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+            .to_string();
+        let writes = object_statuses(&self.desired, &self.view(), &now);
+        // What the watch already shows written needs no memory any more.
+        self.objects_written.retain(|(kind, name), _| {
+            writes.iter().any(|w| match w {
+                ObjectStatus::Pool(n, _) => *kind == 0 && n == name,
+                ObjectStatus::Peer(n, _) => *kind == 1 && n == name,
+                ObjectStatus::Advertisement(n, _) => *kind == 2 && n == name,
+            })
+        });
+        for w in writes {
+            let (kind, name, status) = match &w {
+                ObjectStatus::Pool(n, v) => (0u8, n, v),
+                ObjectStatus::Peer(n, v) => (1, n, v),
+                ObjectStatus::Advertisement(n, v) => (2, n, v),
+            };
+            let key = (kind, name.clone());
+            let unchanged = |old: &Value| {
+                // The same content, whatever the time it was written at.
+                let strip = |v: &Value| {
+                    let mut v = v.clone();
+                    if let Some(c) = v.get_mut("conditions").and_then(|c| c.get_mut(0)) {
+                        c["lastTransitionTime"] = Value::Null;
+                    }
+                    v
+                };
+                strip(old) == strip(status)
+            };
+            if self.objects_written.get(&key).is_some_and(unchanged) {
+                continue;
+            }
+            let res = match kind {
+                0 => {
+                    self.source
+                        .apply_status::<IPPool>(None, name, FIELD_MANAGER, status.clone())
+                        .await
+                }
+                1 => {
+                    self.source
+                        .apply_status::<BGPPeer>(None, name, FIELD_MANAGER, status.clone())
+                        .await
+                }
+                _ => {
+                    self.source
+                        .apply_status::<BGPAdvertisement>(None, name, FIELD_MANAGER, status.clone())
+                        .await
+                }
+            };
+            match res {
+                Ok(()) => {
+                    self.metrics.status_writes.inc();
+                    self.objects_written.insert(key, status.clone());
+                }
+                Err(e) => {
+                    self.metrics.status_write_errors.inc();
+                    debug!(error = %e, object = %name, "cannot write a configuration object's status");
+                }
+            }
+        }
     }
 
     async fn write_status(&mut self) {
@@ -1178,6 +1373,75 @@ mod tests {
                  (no BGPAdvertisement selects IPPool office)"
             )
         );
+    }
+
+    #[test]
+    fn pool_and_validity_status_is_written_only_where_it_differs_from_the_object() {
+        fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
+            serde_json::from_value(v).unwrap()
+        }
+        let mut view = ClusterView {
+            ip_pools: vec![
+                Arc::new(obj(json!({"metadata": {"name": "public"},
+                    "spec": {"addresses": ["203.0.113.0/24"]}}))),
+                Arc::new(obj(json!({"metadata": {"name": "private"},
+                    "spec": {"addresses": ["100.64.0.0/24"]},
+                    "status": {"advertisement": {"advertised": false,
+                        "reason": "NoAdvertisementSelectsPool"}}}))),
+            ],
+            peers: vec![Arc::new(obj(json!({"metadata": {"name": "leaf"},
+                "spec": {"peerAddress": "192.0.2.2", "peerASN": 65000, "myASN": 65001}})))],
+            advertisements: vec![Arc::new(obj(json!({"metadata": {"name": "pub"},
+                "spec": {"ipPools": ["public"], "communities": ["nonsense"]}})))],
+            ..ClusterView::default()
+        };
+        let mut d = Desired::default();
+        d.pool_advertisements
+            .insert("public".into(), vec!["pub".into()]);
+        d.pool_advertisements.insert("private".into(), vec![]);
+        d.problems.push(Problem::InvalidAdvertisement {
+            name: "pub".into(),
+            error: "bad community".into(),
+        });
+        let w = object_statuses(&d, &view, "2026-01-01T00:00:00Z");
+        assert_eq!(
+            w.len(),
+            2,
+            "private already says so, leaf is not run here: {w:?}"
+        );
+        assert_eq!(
+            w[0],
+            ObjectStatus::Pool(
+                "public".into(),
+                json!({"advertisement": {"advertised": true, "reason": "Advertised",
+                    "advertisements": ["pub"]}})
+            )
+        );
+        let ObjectStatus::Advertisement(name, v) = &w[1] else {
+            panic!("{w:?}")
+        };
+        assert_eq!(name, "pub");
+        assert_eq!(v["conditions"][0]["status"], "False");
+        assert_eq!(v["conditions"][0]["message"], "bad community");
+
+        // Once the objects show it, nothing more is written.
+        let mut pool = (*view.ip_pools[0]).clone();
+        pool.status = Some(obj(
+            json!({"advertisement": w_value(&w[0])["advertisement"]}),
+        ));
+        view.ip_pools[0] = Arc::new(pool);
+        let mut ad = (*view.advertisements[0]).clone();
+        ad.status = Some(obj(json!({"conditions": v["conditions"]})));
+        view.advertisements[0] = Arc::new(ad);
+        assert!(object_statuses(&d, &view, "2026-01-01T00:00:09Z").is_empty());
+    }
+
+    fn w_value(w: &ObjectStatus) -> &Value {
+        match w {
+            ObjectStatus::Pool(_, v)
+            | ObjectStatus::Peer(_, v)
+            | ObjectStatus::Advertisement(_, v) => v,
+        }
     }
 
     #[test]
