@@ -101,6 +101,16 @@ fn announces_a_service_address_from_the_state_directory_and_withdraws_it_on_cord
         })
     });
 
+    // The shared objects say how they are used: the pool is advertised (by "all"), the peer
+    // and the advertisement are valid.
+    wait_until(T, "IPPool, BGPPeer and BGPAdvertisement status", || {
+        std::fs::read_to_string(state.join("config.yaml")).is_ok_and(|s| {
+            s.contains("advertised: true")
+                && s.contains("reason: Advertised")
+                && s.matches("reason: Valid").count() == 2
+        })
+    });
+
     // Cordon: the Service route goes, the pod CIDR and the session stay.
     write(&state, "node.yaml", &node(true));
     wait_until_prefixes(&bird, &["10.244.1.0/24"], &speaker);
