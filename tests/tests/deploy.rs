@@ -983,6 +983,10 @@ fn check_schema(v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
         "format",
         "minimum",
         "maximum",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
         "title",
         "x-kubernetes-preserve-unknown-fields",
         "x-kubernetes-int-or-string",
@@ -1052,6 +1056,12 @@ fn check_schema(v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
         }
         Some("array") => match v.as_array() {
             Some(a) => {
+                if s["minItems"].as_u64().is_some_and(|m| (a.len() as u64) < m) {
+                    out.push(format!("{path}: fewer than {} items", s["minItems"]));
+                }
+                if s["maxItems"].as_u64().is_some_and(|m| (a.len() as u64) > m) {
+                    out.push(format!("{path}: more than {} items", s["maxItems"]));
+                }
                 for (i, x) in a.iter().enumerate() {
                     check_schema(x, &s["items"], &format!("{path}[{i}]"), out);
                 }
@@ -1059,6 +1069,20 @@ fn check_schema(v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
             None => out.push(format!("{path}: {v} is not an array")),
         },
         Some("string") if !v.is_string() => out.push(format!("{path}: {v} is not a string")),
+        Some("string")
+            if s["minLength"]
+                .as_u64()
+                .is_some_and(|m| (v.as_str().unwrap_or_default().chars().count() as u64) < m) =>
+        {
+            out.push(format!("{path}: shorter than {}", s["minLength"]))
+        }
+        Some("string")
+            if s["maxLength"]
+                .as_u64()
+                .is_some_and(|m| (v.as_str().unwrap_or_default().chars().count() as u64) > m) =>
+        {
+            out.push(format!("{path}: longer than {}", s["maxLength"]))
+        }
         Some("boolean") if !v.is_boolean() => out.push(format!("{path}: {v} is not a boolean")),
         Some("integer") if v.is_i64() || v.is_u64() => number(out),
         Some("integer") => out.push(format!("{path}: {v} is not an integer")),
