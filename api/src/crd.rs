@@ -122,6 +122,23 @@ pub struct IPPoolStatus {
     pub available_ipv6: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Written by the speakers (field manager `leafbridge-speaker`): whether a BGPAdvertisement
+    /// announces this pool's addresses. Nothing is announced from a pool none selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertisement: Option<IPPoolAdvertisementStatus>,
+}
+
+/// Whether the speakers announce an IPPool's addresses.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IPPoolAdvertisementStatus {
+    /// True when at least one BGPAdvertisement announces LoadBalancer addresses from the pool.
+    pub advertised: bool,
+    /// `Advertised`, or `NoAdvertisementSelectsPool` (nothing is announced from it).
+    pub reason: String,
+    /// The BGPAdvertisements that select the pool (by name, the first 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advertisements: Vec<String>,
 }
 
 // ---- IPPool validation: the CRD schema's rules and the same checks in Rust ----------------

@@ -31,13 +31,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Resource as _;
+use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
 use kube::runtime::watcher::Event;
 use leafbridge_api::crd::{BGPNodeStateSpec, SecretKeyRef};
 use leafbridge_api::rules::ClassConfig;
 use leafbridge_api::{
-    BFDProfile, BGPAdvertisement, BGPNodeState, BGPPeer, IPPool, StateObject, StateSource,
+    BFDProfile, BGPAdvertisement, BGPNodeState, BGPPeer, EventSink, IPPool, StateObject,
+    StateSource,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -51,7 +57,7 @@ use tracing::{debug, error, info, info_span, warn};
 use crate::bfd::{self, BfdStatus};
 use crate::bgp::session::DesiredRoutes;
 use crate::bgp::transport::Md5Key;
-use crate::desired::{self, ClusterView, Desired, Problem, ServiceOutcome};
+use crate::desired::{self, ClusterView, Desired, Problem, ServiceOutcome, ServiceReason};
 use crate::metrics::SpeakerMetrics;
 use crate::peers::{BfdPeer, PasswordRef, PeerManager, PeerSpec, ResolvedPeer};
 use crate::standalone::RESTART_MARKER;
@@ -91,6 +97,9 @@ pub struct ClusterMetrics {
     pub staleness: Gauge<f64, AtomicU64>,
     pub status_writes: Counter,
     pub status_write_errors: Counter,
+    /// Events published on Services whose outcome on this node changed.
+    pub service_events: Counter,
+    pub service_event_errors: Counter,
 }
 
 impl Default for ClusterMetrics {
@@ -101,6 +110,8 @@ impl Default for ClusterMetrics {
             staleness: Gauge::default(),
             status_writes: Counter::default(),
             status_write_errors: Counter::default(),
+            service_events: Counter::default(),
+            service_event_errors: Counter::default(),
         }
     }
 }
@@ -132,6 +143,16 @@ impl ClusterMetrics {
             "status_write_errors",
             "BGPNodeState status writes that failed",
             self.status_write_errors.clone(),
+        );
+        r.register(
+            "service_events",
+            "Events published on Services whose outcome on this node changed",
+            self.service_events.clone(),
+        );
+        r.register(
+            "service_event_errors",
+            "Service Events that could not be published",
+            self.service_event_errors.clone(),
         );
     }
 }
@@ -243,45 +264,7 @@ struct Stores {
     bfd_profiles: Store<BFDProfile>,
 }
 
-/// Node facts that decide whether routed office traffic can get through.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NodeFacts {
-    pub ipv4_forwarding: Option<bool>,
-    pub ipv6_forwarding: Option<bool>,
-    /// Interfaces whose effective rp_filter (max of `all` and the interface) is 1 (strict).
-    pub strict_rp_filter: Vec<String>,
-}
-
-impl NodeFacts {
-    /// Read from /proc/sys (this network namespace).
-    pub fn read() -> Self {
-        let read = |p: &str| {
-            std::fs::read_to_string(p)
-                .ok()
-                .and_then(|s| s.trim().parse::<u8>().ok())
-        };
-        let all = read("/proc/sys/net/ipv4/conf/all/rp_filter").unwrap_or(0);
-        let mut strict = Vec::new();
-        if let Ok(dir) = std::fs::read_dir("/proc/sys/net/ipv4/conf") {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if matches!(name.as_str(), "all" | "default" | "lo") {
-                    continue;
-                }
-                let own = read(&format!("/proc/sys/net/ipv4/conf/{name}/rp_filter")).unwrap_or(0);
-                if all.max(own) == 1 {
-                    strict.push(name);
-                }
-            }
-        }
-        strict.sort();
-        NodeFacts {
-            ipv4_forwarding: read("/proc/sys/net/ipv4/ip_forward").map(|v| v == 1),
-            ipv6_forwarding: read("/proc/sys/net/ipv6/conf/all/forwarding").map(|v| v == 1),
-            strict_rp_filter: strict,
-        }
-    }
-}
+pub use crate::netcheck::NodeFacts;
 
 /// One condition as (type, status, reason, message).
 type Cond = (&'static str, bool, String, String);
@@ -307,7 +290,14 @@ pub fn node_conditions(
     .filter(|(_, v)| *v == Some(false))
     .map(|(f, _)| f)
     .collect();
-    out.push(if fwd_off.is_empty() {
+    out.push(if let Some(e) = &facts.error {
+        (
+            "ForwardingDisabled",
+            false,
+            "CheckFailed".into(),
+            format!("cannot read forwarding and rp_filter over rtnetlink: {e}"),
+        )
+    } else if fwd_off.is_empty() {
         (
             "ForwardingDisabled",
             false,
@@ -516,6 +506,235 @@ pub fn resolve_bfd_profile(
     )
 }
 
+/// The BGPPeers each prefix goes to.
+pub fn prefix_peers(desired: &Desired) -> HashMap<IpNet, Vec<&str>> {
+    let mut m: HashMap<IpNet, Vec<&str>> = HashMap::new();
+    for (name, p) in &desired.peers {
+        for r in &p.routes {
+            m.entry(r.route.prefix).or_default().push(name);
+        }
+    }
+    m
+}
+
+/// A Service whose outcome on this node changed, as an Event on the Service (pure): reason
+/// `Announced` with the prefixes and the BGPPeers they go to, or the `ServiceReason` this node
+/// does not announce it for. Warning for reasons an operator has to fix in the configuration;
+/// Normal for those that follow the cluster (endpoints, node state, no address yet).
+pub fn service_event(
+    node: &str,
+    peers_of: &HashMap<IpNet, Vec<&str>>,
+    outcome: &ServiceOutcome,
+) -> KubeEvent {
+    let (type_, reason, note) = match outcome {
+        ServiceOutcome::Announced(prefixes) => {
+            let mut peers: Vec<&str> = prefixes
+                .iter()
+                .flat_map(|p| peers_of.get(p).into_iter().flatten().copied())
+                .collect();
+            peers.sort_unstable();
+            peers.dedup();
+            let list: Vec<String> = prefixes.iter().map(ToString::to_string).collect();
+            let to = if peers.is_empty() {
+                "to no BGPPeer (no session negotiates its family)".to_owned()
+            } else {
+                format!("to BGPPeer {}", peers.join(", "))
+            };
+            (
+                EventType::Normal,
+                "Announced".to_owned(),
+                format!("node {node} announces {} {to}", list.join(", ")),
+            )
+        }
+        ServiceOutcome::NotAnnounced(r) => {
+            let warn = matches!(
+                r,
+                ServiceReason::AddressInNoPool(_)
+                    | ServiceReason::NoAdvertisementSelectsPool(_)
+                    | ServiceReason::NoPeerForAdvertisement
+            );
+            let m = r.message();
+            let note = if m.is_empty() {
+                format!("node {node} does not announce it: {}", r.as_str())
+            } else {
+                format!("node {node} does not announce it: {} ({m})", r.as_str())
+            };
+            (
+                if warn {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                r.as_str().to_owned(),
+                note,
+            )
+        }
+    };
+    KubeEvent {
+        type_,
+        reason,
+        note: Some(note),
+        action: "Announce".into(),
+        secondary: None,
+    }
+}
+
+/// Service Events waiting to be published, by Service: a newer outcome replaces an older one
+/// not yet sent, so a burst costs at most one Event per Service and node.
+#[derive(Default)]
+struct EventQueue {
+    pending: Mutex<HashMap<(String, String), (KubeEvent, ObjectReference)>>,
+    wake: tokio::sync::Notify,
+}
+
+/// Publish queued Service Events one at a time, for as long as the speaker runs.
+fn spawn_event_publisher(sink: EventSink, metrics: ClusterMetrics) -> Arc<EventQueue> {
+    let q = Arc::new(EventQueue::default());
+    let queue = q.clone();
+    tokio::spawn(async move {
+        loop {
+            queue.wake.notified().await;
+            loop {
+                let batch = std::mem::take(&mut *queue.pending.lock().expect("not poisoned"));
+                if batch.is_empty() {
+                    break;
+                }
+                for (_, (ev, regarding)) in batch {
+                    match sink.publish(&ev, &regarding).await {
+                        Ok(()) => {
+                            metrics.service_events.inc();
+                        }
+                        Err(e) => {
+                            metrics.service_event_errors.inc();
+                            debug!(error = %e, "cannot publish a Service Event");
+                        }
+                    }
+                }
+            }
+        }
+    });
+    q
+}
+
+/// A status write to a shared configuration object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObjectStatus {
+    /// `status.advertisement` of an IPPool.
+    Pool(String, Value),
+    /// `status.conditions` (`Valid`) of a BGPPeer.
+    Peer(String, Value),
+    /// `status.conditions` (`Valid`) of a BGPAdvertisement.
+    Advertisement(String, Value),
+}
+
+fn valid_condition(
+    current: &[Condition],
+    generation: Option<i64>,
+    error: Option<&str>,
+    now: &str,
+) -> Option<Value> {
+    let (status, reason, message) = match error {
+        None => ("True", "Valid", ""),
+        Some(e) => ("False", "Invalid", e),
+    };
+    let same = current.iter().any(|c| {
+        c.type_ == "Valid"
+            && c.status == status
+            && c.reason == reason
+            && c.message == message
+            && c.observed_generation == generation
+    });
+    (!same).then(|| {
+        json!([{"type": "Valid", "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": now, "observedGeneration": generation}])
+    })
+}
+
+/// The status writes the IPPools, BGPPeers and BGPAdvertisements need (pure): only where what
+/// this node computed differs from what the object already shows, so the speakers of a
+/// cluster, which all compute the same, write an object once per change, not once per node
+/// and recompute. Peers are judged only by the nodes they select.
+pub fn object_statuses(desired: &Desired, view: &ClusterView, now: &str) -> Vec<ObjectStatus> {
+    let mut out = Vec::new();
+    for p in &view.ip_pools {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let Some(by) = desired.pool_advertisements.get(&name) else {
+            continue;
+        };
+        let want = leafbridge_api::crd::IPPoolAdvertisementStatus {
+            advertised: !by.is_empty(),
+            reason: if by.is_empty() {
+                "NoAdvertisementSelectsPool"
+            } else {
+                "Advertised"
+            }
+            .into(),
+            advertisements: by.iter().take(20).cloned().collect(),
+        };
+        if p.status.as_ref().and_then(|s| s.advertisement.as_ref()) != Some(&want) {
+            out.push(ObjectStatus::Pool(
+                name,
+                json!({"advertisement": serde_json::to_value(&want).unwrap_or_default()}),
+            ));
+        }
+    }
+    let peer_errors: HashMap<&str, &str> = desired
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::InvalidPeer { name, error } => Some((name.as_str(), error.as_str())),
+            _ => None,
+        })
+        .collect();
+    for p in &view.peers {
+        let name = p.metadata.name.as_deref().unwrap_or_default();
+        let error = peer_errors.get(name).copied();
+        if error.is_none() && !desired.peers.contains_key(name) {
+            continue;
+        }
+        let current = p.status.as_ref().map(|s| s.conditions.as_slice());
+        if let Some(c) = valid_condition(
+            current.unwrap_or_default(),
+            p.metadata.generation,
+            error,
+            now,
+        ) {
+            out.push(ObjectStatus::Peer(
+                name.to_owned(),
+                json!({"conditions": c}),
+            ));
+        }
+    }
+    let ad_errors: HashMap<&str, &str> = desired
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::InvalidAdvertisement { name, error } => Some((name.as_str(), error.as_str())),
+            _ => None,
+        })
+        .collect();
+    for a in &view.advertisements {
+        let name = a.metadata.name.as_deref().unwrap_or_default();
+        let error = ad_errors.get(name).copied();
+        if error.is_none() && !desired.valid_advertisements.contains(name) {
+            continue;
+        }
+        let current = a.status.as_ref().map(|s| s.conditions.as_slice());
+        if let Some(c) = valid_condition(
+            current.unwrap_or_default(),
+            a.metadata.generation,
+            error,
+            now,
+        ) {
+            out.push(ObjectStatus::Advertisement(
+                name.to_owned(),
+                json!({"conditions": c}),
+            ));
+        }
+    }
+    out
+}
+
 /// Conditions with lastTransitionTime carried over from the previous write while the status
 /// of a condition stays the same (so an unchanged node writes nothing).
 fn with_times(conds: &[Cond], prev: &mut HashMap<&'static str, (bool, String)>) -> Vec<Value> {
@@ -600,6 +819,13 @@ struct Runtime {
     written: Option<Value>,
     cond_times: HashMap<&'static str, (bool, String)>,
     created: bool,
+    events: Arc<EventQueue>,
+    /// Object status writes done, so that one not yet seen back through the watch is not
+    /// repeated.
+    objects_written: HashMap<(u8, String), Value>,
+    /// Set after the first recompute: the outcomes it finds are (after a restart) the ones
+    /// the Services already had, so they are not repeated as Events.
+    computed_once: bool,
 }
 
 /// Run until SIGTERM/SIGINT.
@@ -643,6 +869,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     drop(tx);
     let facts = NodeFacts::read();
     warn_facts(&NodeFacts::default(), &facts);
+    let events = spawn_event_publisher(
+        source.event_sink(Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(opts.node_name.clone()),
+        }),
+        metrics.clone(),
+    );
     let mut rt = Runtime {
         manager: PeerManager::new(speaker_metrics, restarting),
         opts,
@@ -661,6 +894,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         written: None,
         cond_times: HashMap::new(),
         created: false,
+        events,
+        objects_written: HashMap::new(),
+        computed_once: false,
     };
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -716,6 +952,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
                 if rt.synced.iter().all(|s| *s) {
                     rt.write_status().await;
+                    rt.write_object_statuses().await;
                 }
             }
         }
@@ -859,6 +1096,10 @@ impl Runtime {
         self.metrics
             .update_latency
             .observe(seen.elapsed().as_secs_f64());
+        if self.computed_once {
+            self.queue_events(&view, &desired);
+        }
+        self.computed_once = true;
         self.desired = desired;
     }
 
@@ -881,6 +1122,112 @@ impl Runtime {
             match o {
                 ServiceOutcome::Announced(p) => debug!(prefixes = ?p, "announced"),
                 ServiceOutcome::NotAnnounced(r) => debug!(reason = r.as_str(), "not announced"),
+            }
+        }
+    }
+
+    /// An Event for each Service whose outcome on this node changed since the last recompute.
+    fn queue_events(&self, view: &ClusterView, new: &Desired) {
+        let changed: Vec<(&(String, String), &ServiceOutcome)> = new
+            .services
+            .iter()
+            .filter(|(k, o)| self.desired.services.get(*k) != Some(*o))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let by_key: HashMap<(&str, &str), &Arc<Service>> = view
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    (
+                        s.metadata.namespace.as_deref().unwrap_or("default"),
+                        s.metadata.name.as_deref().unwrap_or_default(),
+                    ),
+                    s,
+                )
+            })
+            .collect();
+        let peers_of = prefix_peers(new);
+        let mut pending = self.events.pending.lock().expect("not poisoned");
+        for (key, outcome) in changed {
+            let Some(svc) = by_key.get(&(key.0.as_str(), key.1.as_str())) else {
+                continue;
+            };
+            let ev = service_event(&self.opts.node_name, &peers_of, outcome);
+            pending.insert(key.clone(), (ev, svc.object_ref(&())));
+        }
+        drop(pending);
+        self.events.wake.notify_one();
+    }
+
+    /// IPPool `status.advertisement` and the `Valid` conditions of BGPPeers and
+    /// BGPAdvertisements, where they changed.
+    async fn write_object_statuses(&mut self) {
+        if !self.computed_once {
+            return;
+        }
+        let now = k8s_openapi::jiff::Timestamp::now()
+            .round(k8s_openapi::jiff::Unit::Second)
+            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+            .to_string();
+        let writes = object_statuses(&self.desired, &self.view(), &now);
+        // What the watch already shows written needs no memory any more.
+        self.objects_written.retain(|(kind, name), _| {
+            writes.iter().any(|w| match w {
+                ObjectStatus::Pool(n, _) => *kind == 0 && n == name,
+                ObjectStatus::Peer(n, _) => *kind == 1 && n == name,
+                ObjectStatus::Advertisement(n, _) => *kind == 2 && n == name,
+            })
+        });
+        for w in writes {
+            let (kind, name, status) = match &w {
+                ObjectStatus::Pool(n, v) => (0u8, n, v),
+                ObjectStatus::Peer(n, v) => (1, n, v),
+                ObjectStatus::Advertisement(n, v) => (2, n, v),
+            };
+            let key = (kind, name.clone());
+            let unchanged = |old: &Value| {
+                // The same content, whatever the time it was written at.
+                let strip = |v: &Value| {
+                    let mut v = v.clone();
+                    if let Some(c) = v.get_mut("conditions").and_then(|c| c.get_mut(0)) {
+                        c["lastTransitionTime"] = Value::Null;
+                    }
+                    v
+                };
+                strip(old) == strip(status)
+            };
+            if self.objects_written.get(&key).is_some_and(unchanged) {
+                continue;
+            }
+            let res = match kind {
+                0 => {
+                    self.source
+                        .apply_status::<IPPool>(None, name, FIELD_MANAGER, status.clone())
+                        .await
+                }
+                1 => {
+                    self.source
+                        .apply_status::<BGPPeer>(None, name, FIELD_MANAGER, status.clone())
+                        .await
+                }
+                _ => {
+                    self.source
+                        .apply_status::<BGPAdvertisement>(None, name, FIELD_MANAGER, status.clone())
+                        .await
+                }
+            };
+            match res {
+                Ok(()) => {
+                    self.metrics.status_writes.inc();
+                    self.objects_written.insert(key, status.clone());
+                }
+                Err(e) => {
+                    self.metrics.status_write_errors.inc();
+                    debug!(error = %e, object = %name, "cannot write a configuration object's status");
+                }
             }
         }
     }
@@ -990,6 +1337,11 @@ fn warn_facts(old: &NodeFacts, new: &NodeFacts) {
     if !new.strict_rp_filter.is_empty() && new.strict_rp_filter != old.strict_rp_filter {
         warn!(interfaces = ?new.strict_rp_filter, "strict reverse-path filtering (rp_filter=1) drops asymmetric office traffic");
     }
+    if let Some(e) = &new.error
+        && old.error.as_ref() != Some(e)
+    {
+        warn!(error = %e, "cannot check forwarding and rp_filter over rtnetlink");
+    }
 }
 
 /// The marker holds the Restart Time it was written with: a start within it is a restart.
@@ -1024,6 +1376,7 @@ mod tests {
             ipv4_forwarding: Some(false),
             ipv6_forwarding: Some(true),
             strict_rp_filter: vec!["eth0".into()],
+            error: None,
         };
         let c = node_conditions(
             Ok(()),
@@ -1089,6 +1442,123 @@ mod tests {
         assert_eq!(secret_value(&s, "a").unwrap(), b"secret");
         assert_eq!(secret_value(&s, "b").unwrap(), b"plain");
         assert!(secret_value(&s, "c").is_none());
+    }
+
+    #[test]
+    fn a_service_event_names_the_node_the_prefixes_and_the_peers_or_the_reason() {
+        let p: IpNet = "203.0.113.5/32".parse().unwrap();
+        let peers_of = HashMap::from([(p, vec!["leaf2", "leaf1"])]);
+        let ev = service_event(
+            "node1",
+            &peers_of,
+            &ServiceOutcome::Announced([p].into_iter().collect()),
+        );
+        assert_eq!(ev.reason, "Announced");
+        assert_eq!(ev.type_, EventType::Normal);
+        assert_eq!(
+            ev.note.as_deref(),
+            Some("node node1 announces 203.0.113.5/32 to BGPPeer leaf1, leaf2")
+        );
+
+        let ev = service_event(
+            "node1",
+            &peers_of,
+            &ServiceOutcome::NotAnnounced(ServiceReason::NoReadyLocalEndpoint),
+        );
+        assert_eq!(
+            (ev.type_, ev.reason.as_str()),
+            (EventType::Normal, "NoReadyLocalEndpoint")
+        );
+        assert_eq!(
+            ev.note.as_deref(),
+            Some("node node1 does not announce it: NoReadyLocalEndpoint")
+        );
+
+        // A configuration mistake is a Warning and says which pool.
+        let ev = service_event(
+            "node1",
+            &peers_of,
+            &ServiceOutcome::NotAnnounced(ServiceReason::NoAdvertisementSelectsPool(
+                "office".into(),
+            )),
+        );
+        assert_eq!(ev.type_, EventType::Warning);
+        assert_eq!(
+            ev.note.as_deref(),
+            Some(
+                "node node1 does not announce it: NoAdvertisementSelectsPool \
+                 (no BGPAdvertisement selects IPPool office)"
+            )
+        );
+    }
+
+    #[test]
+    fn pool_and_validity_status_is_written_only_where_it_differs_from_the_object() {
+        fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
+            serde_json::from_value(v).unwrap()
+        }
+        let mut view = ClusterView {
+            ip_pools: vec![
+                Arc::new(obj(json!({"metadata": {"name": "public"},
+                    "spec": {"addresses": ["203.0.113.0/24"]}}))),
+                Arc::new(obj(json!({"metadata": {"name": "private"},
+                    "spec": {"addresses": ["100.64.0.0/24"]},
+                    "status": {"advertisement": {"advertised": false,
+                        "reason": "NoAdvertisementSelectsPool"}}}))),
+            ],
+            peers: vec![Arc::new(obj(json!({"metadata": {"name": "leaf"},
+                "spec": {"peerAddress": "192.0.2.2", "peerASN": 65000, "myASN": 65001}})))],
+            advertisements: vec![Arc::new(obj(json!({"metadata": {"name": "pub"},
+                "spec": {"ipPools": ["public"], "communities": ["nonsense"]}})))],
+            ..ClusterView::default()
+        };
+        let mut d = Desired::default();
+        d.pool_advertisements
+            .insert("public".into(), vec!["pub".into()]);
+        d.pool_advertisements.insert("private".into(), vec![]);
+        d.problems.push(Problem::InvalidAdvertisement {
+            name: "pub".into(),
+            error: "bad community".into(),
+        });
+        let w = object_statuses(&d, &view, "2026-01-01T00:00:00Z");
+        assert_eq!(
+            w.len(),
+            2,
+            "private already says so, leaf is not run here: {w:?}"
+        );
+        assert_eq!(
+            w[0],
+            ObjectStatus::Pool(
+                "public".into(),
+                json!({"advertisement": {"advertised": true, "reason": "Advertised",
+                    "advertisements": ["pub"]}})
+            )
+        );
+        let ObjectStatus::Advertisement(name, v) = &w[1] else {
+            panic!("{w:?}")
+        };
+        assert_eq!(name, "pub");
+        assert_eq!(v["conditions"][0]["status"], "False");
+        assert_eq!(v["conditions"][0]["message"], "bad community");
+
+        // Once the objects show it, nothing more is written.
+        let mut pool = (*view.ip_pools[0]).clone();
+        pool.status = Some(obj(
+            json!({"advertisement": w_value(&w[0])["advertisement"]}),
+        ));
+        view.ip_pools[0] = Arc::new(pool);
+        let mut ad = (*view.advertisements[0]).clone();
+        ad.status = Some(obj(json!({"conditions": v["conditions"]})));
+        view.advertisements[0] = Arc::new(ad);
+        assert!(object_statuses(&d, &view, "2026-01-01T00:00:09Z").is_empty());
+    }
+
+    fn w_value(w: &ObjectStatus) -> &Value {
+        match w {
+            ObjectStatus::Pool(_, v)
+            | ObjectStatus::Peer(_, v)
+            | ObjectStatus::Advertisement(_, v) => v,
+        }
     }
 
     #[test]

@@ -184,6 +184,11 @@ pub struct Desired {
     pub services: BTreeMap<(String, String), ServiceOutcome>,
     /// IPPools that no BGPAdvertisement selects: nothing is announced from them.
     pub unadvertised_pools: BTreeSet<String>,
+    /// Every usable IPPool and the BGPAdvertisements (names, sorted) that announce
+    /// LoadBalancer addresses from it; empty: none does.
+    pub pool_advertisements: BTreeMap<String, Vec<String>>,
+    /// BGPAdvertisements that passed validation (the others are in `problems`).
+    pub valid_advertisements: BTreeSet<String>,
     pub problems: Vec<Problem>,
 }
 
@@ -517,7 +522,10 @@ pub fn compute(view: &ClusterView, node_name: &str) -> Desired {
     for a in &view.advertisements {
         let name = a.metadata.name.as_deref().unwrap_or_default();
         match parse_ad(a, node_labels, &out.peers) {
-            Ok(ad) => ads.push(ad),
+            Ok(ad) => {
+                out.valid_advertisements.insert(name.to_owned());
+                ads.push(ad)
+            }
             Err(error) => out.problems.push(Problem::InvalidAdvertisement {
                 name: name.to_owned(),
                 error,
@@ -529,12 +537,16 @@ pub fn compute(view: &ClusterView, node_name: &str) -> Desired {
         let name = p.metadata.name.clone().unwrap_or_default();
         match pool_ranges(p) {
             Ok(r) => {
-                if !ads
+                let mut by: Vec<String> = ads
                     .iter()
-                    .any(|a| a.ad.spec.advertise_load_balancer_ips && a.selects_pool(p))
-                {
+                    .filter(|a| a.ad.spec.advertise_load_balancer_ips && a.selects_pool(p))
+                    .map(|a| a.ad.metadata.name.clone().unwrap_or_default())
+                    .collect();
+                by.sort();
+                if by.is_empty() {
                     out.unadvertised_pools.insert(name.clone());
                 }
+                out.pool_advertisements.insert(name.clone(), by);
                 pools.push((p.as_ref(), name, r));
             }
             Err(error) => out.problems.push(Problem::InvalidPool { name, error }),

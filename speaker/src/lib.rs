@@ -7,5 +7,6 @@ pub mod cluster;
 pub mod config;
 pub mod desired;
 pub mod metrics;
+pub mod netcheck;
 pub mod peers;
 pub mod standalone;

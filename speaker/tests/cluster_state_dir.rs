@@ -86,14 +86,29 @@ fn announces_a_service_address_from_the_state_directory_and_withdraws_it_on_cord
     write(&state, "node.yaml", &node(false));
     write(&state, "config.yaml", CONFIG);
     write(&state, "service.yaml", SERVICE);
+    // Read over rtnetlink and reported: this node's namespace does not forward.
+    pair.a.sysctl("net.ipv4.ip_forward", "0");
     let speaker = start_speaker(&pair, "speaker", &state, &["--drain-time", "0"]);
 
     bird.wait_established("node1", T);
     wait_until_prefixes(&bird, &["10.244.1.0/24", "203.0.113.10/32"], &speaker);
     let status = state.join("bgpnodestates/node1.yaml");
     wait_until(T, "BGPNodeState with the announced prefixes", || {
-        std::fs::read_to_string(&status)
-            .is_ok_and(|s| s.contains("announcedPrefixes: 2") && s.contains("Established"))
+        std::fs::read_to_string(&status).is_ok_and(|s| {
+            s.contains("announcedPrefixes: 2")
+                && s.contains("Established")
+                && s.contains("reason: ForwardingOff")
+        })
+    });
+
+    // The shared objects say how they are used: the pool is advertised (by "all"), the peer
+    // and the advertisement are valid.
+    wait_until(T, "IPPool, BGPPeer and BGPAdvertisement status", || {
+        std::fs::read_to_string(state.join("config.yaml")).is_ok_and(|s| {
+            s.contains("advertised: true")
+                && s.contains("reason: Advertised")
+                && s.matches("reason: Valid").count() == 2
+        })
     });
 
     // Cordon: the Service route goes, the pod CIDR and the session stay.
@@ -103,10 +118,24 @@ fn announces_a_service_address_from_the_state_directory_and_withdraws_it_on_cord
     wait_until(T, "BGPNodeState says why", || {
         std::fs::read_to_string(&status).is_ok_and(|s| s.contains("reason: NodeCordoned"))
     });
+    // And so does an Event on the Service (kubectl describe service web).
+    let events = state.join(".leafbridge/events.yaml");
+    wait_until(T, "an Event on the Service says why", || {
+        std::fs::read_to_string(&events).is_ok_and(|s| {
+            s.contains("message: 'node node1 does not announce it: NodeCordoned'")
+                || s.contains("message: node node1 does not announce it: NodeCordoned")
+        })
+    });
 
     // Uncordon, then delete the Service: announced again, then withdrawn.
     write(&state, "node.yaml", &node(false));
     wait_until_prefixes(&bird, &["10.244.1.0/24", "203.0.113.10/32"], &speaker);
+    wait_until(T, "an Event says where the address goes", || {
+        std::fs::read_to_string(&events).is_ok_and(|s| {
+            s.contains("node node1 announces 203.0.113.10/32 to BGPPeer leaf")
+                && s.contains("reportingInstance: node1")
+        })
+    });
     std::fs::remove_file(state.join("service.yaml")).unwrap();
     wait_until_prefixes(&bird, &["10.244.1.0/24"], &speaker);
     assert!(bird.is_established("node1"));

@@ -162,6 +162,27 @@ const ACCESS: &[Access] = &[
         "bgpnodestates/status",
         &["create", "patch"],
     ),
+    // speaker/src/cluster.rs `write_object_statuses`: IPPool `status.advertisement` and the
+    // `Valid` condition of BGPPeers and BGPAdvertisements.
+    cluster(
+        "leafbridge-speaker",
+        "leafbridge.io",
+        "ippools/status",
+        &["patch"],
+    ),
+    cluster(
+        "leafbridge-speaker",
+        "leafbridge.io",
+        "bgppeers/status",
+        &["patch"],
+    ),
+    cluster(
+        "leafbridge-speaker",
+        "leafbridge.io",
+        "bgpadvertisements/status",
+        &["patch"],
+    ),
+    // Service Events (speaker/src/cluster.rs `spawn_event_publisher`).
     cluster(
         "leafbridge-speaker",
         "events.k8s.io",
@@ -962,18 +983,20 @@ fn check_schema(v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
         "format",
         "minimum",
         "maximum",
-        "title",
-        "x-kubernetes-preserve-unknown-fields",
-        "x-kubernetes-int-or-string",
         "minItems",
         "maxItems",
         "minLength",
         "maxLength",
+        "title",
+        "x-kubernetes-preserve-unknown-fields",
+        "x-kubernetes-int-or-string",
+        // CEL rules: evaluated by the API server, and again by the programs that read the
+        // kind (the speaker's desired-state validation, `IPPoolSpec::validate`), which have
+        // unit tests of their own; this structural check does not evaluate CEL.
+        "x-kubernetes-validations",
+        // A list map (conditions keyed by type): a merge strategy, nothing to validate.
         "x-kubernetes-list-type",
         "x-kubernetes-list-map-keys",
-        // CEL rules need an API server to run; the programs apply the same checks to what they
-        // read from a state directory (tested in their crates).
-        "x-kubernetes-validations",
     ];
     for k in s.as_object().into_iter().flat_map(|m| m.keys()) {
         if !KNOWN.contains(&k.as_str()) {
@@ -1033,20 +1056,11 @@ fn check_schema(v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
         }
         Some("array") => match v.as_array() {
             Some(a) => {
-                if s["minItems"].as_u64().is_some_and(|m| (a.len() as u64) < m)
-                    || s["maxItems"].as_u64().is_some_and(|m| a.len() as u64 > m)
-                {
-                    out.push(format!("{path}: {} items is out of range", a.len()));
+                if s["minItems"].as_u64().is_some_and(|m| (a.len() as u64) < m) {
+                    out.push(format!("{path}: fewer than {} items", s["minItems"]));
                 }
-                if s["x-kubernetes-list-type"] == "map" {
-                    let keys = strs(&s["x-kubernetes-list-map-keys"]);
-                    let mut seen = BTreeSet::new();
-                    for x in a {
-                        let k: Vec<String> = keys.iter().map(|k| x[*k].to_string()).collect();
-                        if !seen.insert(k.clone()) {
-                            out.push(format!("{path}: two items with the key {k:?}"));
-                        }
-                    }
+                if s["maxItems"].as_u64().is_some_and(|m| (a.len() as u64) > m) {
+                    out.push(format!("{path}: more than {} items", s["maxItems"]));
                 }
                 for (i, x) in a.iter().enumerate() {
                     check_schema(x, &s["items"], &format!("{path}[{i}]"), out);
@@ -1055,20 +1069,26 @@ fn check_schema(v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
             None => out.push(format!("{path}: {v} is not an array")),
         },
         Some("string") if !v.is_string() => out.push(format!("{path}: {v} is not a string")),
-        Some("string") => {
-            let n = v.as_str().unwrap_or_default().chars().count() as u64;
-            if s["minLength"].as_u64().is_some_and(|m| n < m)
-                || s["maxLength"].as_u64().is_some_and(|m| n > m)
-            {
-                out.push(format!("{path}: {v} has a length out of range"));
-            }
+        Some("string")
+            if s["minLength"]
+                .as_u64()
+                .is_some_and(|m| (v.as_str().unwrap_or_default().chars().count() as u64) < m) =>
+        {
+            out.push(format!("{path}: shorter than {}", s["minLength"]))
+        }
+        Some("string")
+            if s["maxLength"]
+                .as_u64()
+                .is_some_and(|m| (v.as_str().unwrap_or_default().chars().count() as u64) > m) =>
+        {
+            out.push(format!("{path}: longer than {}", s["maxLength"]))
         }
         Some("boolean") if !v.is_boolean() => out.push(format!("{path}: {v} is not a boolean")),
         Some("integer") if v.is_i64() || v.is_u64() => number(out),
         Some("integer") => out.push(format!("{path}: {v} is not an integer")),
         Some("number") if v.is_number() => number(out),
         Some("number") => out.push(format!("{path}: {v} is not a number")),
-        Some("boolean") => {}
+        Some("string" | "boolean") => {}
         t => out.push(format!("{path}: schema type {t:?} is not checked here")),
     }
 }

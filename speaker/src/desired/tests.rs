@@ -460,6 +460,8 @@ fn no_advertisement_selecting_a_pool_announces_nothing_from_it_and_says_so() {
         Some(ServiceReason::NoAdvertisementSelectsPool("private".into()))
     );
     assert_eq!(d.unadvertised_pools, BTreeSet::from(["private".to_owned()]));
+    assert_eq!(d.pool_advertisements["private"], Vec::<String>::new());
+    assert_eq!(d.pool_advertisements["public"], ["public-only"]);
     // Selecting it by label works too.
     v.advertisements.push(ad(
         "by-label",
@@ -468,6 +470,7 @@ fn no_advertisement_selecting_a_pool_announces_nothing_from_it_and_says_so() {
     let d = compute(&v, "n1");
     assert_eq!(prefixes(&d, "leaf").len(), 2);
     assert!(d.unadvertised_pools.is_empty());
+    assert_eq!(d.pool_advertisements["private"], ["by-label"]);
 }
 
 #[test]
@@ -557,6 +560,8 @@ fn a_bad_advertisement_or_peer_is_reported_and_the_rest_goes_on() {
             .iter()
             .any(|p| matches!(p, Problem::InvalidPeer { name, .. } if name == "bad-peer"))
     );
+    assert!(!d.valid_advertisements.contains("bad"));
+    assert!(d.peers.contains_key("leaf") && !d.peers.contains_key("bad-peer"));
 }
 
 #[test]
