@@ -27,6 +27,8 @@
 //!   a backend per node; waits that fail at once when a program exits.
 //! - [`programs`]: runners for `leafbridge-controller` and the cluster-mode
 //!   `leafbridge-speaker` (binary path as a parameter), their ops endpoints and metrics.
+//! - [`lab`]: the lab (`tests/lab up | status | down`): a persistent cluster with
+//!   leafbridge-dns, an office resolver and backend processes, and what to try on it.
 //! - [`dns`]: unbound and dnsmasq runners, `dig` with parsed answers, `dnsperf` with latency
 //!   percentiles.
 //!
@@ -91,6 +93,7 @@ pub mod exabgp;
 pub mod fabric;
 pub mod frr;
 pub mod gobgp;
+pub mod lab;
 pub mod manifests;
 pub mod netns;
 pub mod programs;
