@@ -37,12 +37,15 @@ use crate::cluster::{self, Cluster, ClusterOptions, LeafKind};
 use crate::dns::{Unbound, UnboundConfig};
 use crate::fabric::Fabric;
 use crate::manifests::{StateDir, ingress_of, parse_yaml_documents};
-use crate::netns::{Teardown, Topology, teardown_persistent};
-use crate::programs::http_get;
+use crate::netns::{Teardown, Topology, read_persistent_state, teardown_persistent};
+use crate::programs::DnsProxy;
 use crate::support::{find_tool, wait_for};
 
 /// The lab's facts file, in the lab directory (written once `up` has finished).
 pub const LAB_FILE: &str = "lab.json";
+/// Written into the lab directory when `up` creates it: only a directory holding it is ever
+/// emptied (by the next `up`) or removed (by `down`).
+pub const MARKER_FILE: &str = ".leafbridge-lab";
 /// Nodes in the lab.
 pub const NODES: usize = 3;
 /// Gateway nodes for the service CIDR.
@@ -376,6 +379,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo, String> {
         bin("leafbridge-dns")?,
     );
     let lab_exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    prepare_dir(&opts.dir)?;
     let topo = Topology::persistent(&opts.name, &opts.dir)?;
     let dir = topo.dir().to_path_buf();
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -404,6 +408,58 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo, String> {
             Err(format!("lab up failed: {msg}"))
         }
     }
+}
+
+/// What `up` may do with the lab directory it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirUse {
+    /// Absent or empty: make it.
+    Create,
+    /// A lab directory whose lab is down (files of the last run): empty it, then use it.
+    Reuse,
+}
+
+/// Decides whether `up` may use a directory, from what is in it: the names of its entries
+/// (`None`: it does not exist). A lab that is up, or a directory that is not the lab's, is a
+/// "no" with the reason.
+pub fn dir_use(entries: Option<&[String]>) -> Result<DirUse, String> {
+    let Some(entries) = entries else {
+        return Ok(DirUse::Create);
+    };
+    if entries.is_empty() {
+        return Ok(DirUse::Create);
+    }
+    if entries
+        .iter()
+        .any(|e| e == crate::netns::PERSISTENT_STATE_FILE)
+    {
+        return Err("a lab is up in it (take it down first, or choose another --dir)".into());
+    }
+    if !entries.iter().any(|e| e == MARKER_FILE) {
+        return Err(format!(
+            "it holds files and no {MARKER_FILE}: not a lab directory, so it is left alone \
+             (choose another --dir)"
+        ));
+    }
+    Ok(DirUse::Reuse)
+}
+
+/// Makes the lab directory ready for `up` (see [`dir_use`]) and marks it as the lab's.
+fn prepare_dir(dir: &Path) -> Result<(), String> {
+    let entries: Option<Vec<String>> = std::fs::read_dir(dir).ok().map(|rd| {
+        rd.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .collect()
+    });
+    let why = |e: String| format!("lab directory {}: {e}", dir.display());
+    if dir_use(entries.as_deref()).map_err(why)? == DirUse::Reuse {
+        std::fs::remove_dir_all(dir).map_err(|e| why(format!("emptying it: {e}")))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| why(format!("create: {e}")))?;
+    std::fs::write(
+        dir.join(MARKER_FILE),
+        "made by leafbridge-lab up; `down` removes this directory\n",
+    )
+    .map_err(|e| why(format!("write {MARKER_FILE}: {e}")))
 }
 
 #[track_caller]
@@ -449,27 +505,15 @@ fn build(
     let dns_conf = topo.dir().join("dns.yaml");
     write_file(&dns_conf, &dns_config());
     let node0 = &c.fabric.nodes[0];
-    let mut cmd = node0.command(dns);
-    cmd.arg("--config")
-        .arg(&dns_conf)
-        .arg("--state-dir")
-        .arg(c.state.root())
-        .env("RUST_LOG", "info");
-    let dns_proc = topo.spawn("leafbridge-dns", cmd);
-    let ops: SocketAddr = DNS_OPS.parse().unwrap();
-    wait_for(
-        Duration::from_secs(60),
-        "leafbridge-dns /readyz 200",
-        || {
-            if let Some(s) = dns_proc.try_exit_status() {
-                panic!("leafbridge-dns exited ({s}):\n{}", dns_proc.stderr());
-            }
-            match http_get(node0, ops, "/readyz") {
-                Some((200, _)) => Ok(()),
-                other => Err(other),
-            }
-        },
+    let proxy = DnsProxy::start(
+        node0,
+        dns,
+        &dns_conf,
+        c.state.root(),
+        DNS_OPS.parse().unwrap(),
+        &[],
     );
+    proxy.wait_ready(Duration::from_secs(60));
 
     // The office: its resolver is leafbridge-dns (ip netns exec bind-mounts this file over
     // /etc/resolv.conf), and unbound stands in for the office's own resolver.
@@ -642,6 +686,12 @@ pub fn status(dir: &Path) -> Result<String, String> {
         .collect();
     s.push_str(&format!("\n== Leaf kernel routes ({})\n", routes.join(" ")));
     s.push_str(&run(&routes));
+    s.push_str("\n== Processes (started by up; ended by down)\n");
+    let recorded = read_persistent_state(&dir.join(crate::netns::PERSISTENT_STATE_FILE))?;
+    for p in &recorded.processes {
+        let state = if p.is_running() { "running" } else { "EXITED" };
+        s.push_str(&format!("  {:<18} pid {:<8} {state}\n", p.label, p.pid));
+    }
     s.push_str("\n== Services (status.loadBalancer.ingress, written by leafbridge-controller)\n");
     for svc in services(&info.state_dir()) {
         let ns = svc["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -705,10 +755,15 @@ pub fn services(root: &Path) -> Vec<Value> {
     out
 }
 
-/// `down`: removes exactly what `up` made (see [`teardown_persistent`]) and the lab file.
-pub fn down(dir: &Path) -> Result<Teardown, String> {
+/// `down`: removes exactly what `up` made (see [`teardown_persistent`]): processes by PID,
+/// namespaces, files outside the directory, and then the lab directory itself (only when it
+/// holds [`MARKER_FILE`]) unless `keep_files` (to read the logs afterwards).
+pub fn down(dir: &Path, keep_files: bool) -> Result<Teardown, String> {
     let t = teardown_persistent(dir)?;
     let _ = std::fs::remove_file(dir.join(LAB_FILE));
+    if !keep_files && dir.join(MARKER_FILE).is_file() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("remove {}: {e}", dir.display()))?;
+    }
     Ok(t)
 }
 
@@ -784,6 +839,21 @@ mod tests {
         let missing = missing_packages(PACKAGES, |t| have.contains(&t));
         assert_eq!(missing, vec!["bird2", "curl", "unbound"]);
         assert!(missing_packages(PACKAGES, |_| true).is_empty());
+    }
+
+    #[test]
+    fn uses_only_an_empty_or_its_own_directory() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(dir_use(None), Ok(DirUse::Create));
+        assert_eq!(dir_use(Some(&[])), Ok(DirUse::Create));
+        assert_eq!(
+            dir_use(Some(&names(&[MARKER_FILE, "logs", "state"]))),
+            Ok(DirUse::Reuse)
+        );
+        let up = dir_use(Some(&names(&[MARKER_FILE, "topology-state.json"]))).unwrap_err();
+        assert!(up.contains("is up"), "{up}");
+        let foreign = dir_use(Some(&names(&["notes.txt"]))).unwrap_err();
+        assert!(foreign.contains("not a lab directory"), "{foreign}");
     }
 
     #[test]

@@ -231,6 +231,21 @@ impl Topology {
         ns
     }
 
+    /// A handle on an existing namespace this topology did not make (e.g. one of the lab's,
+    /// from a test that checks it). The guard never deletes it; processes spawned in it
+    /// through the handle are this topology's and end with it.
+    #[track_caller]
+    pub fn attach(&self, name: &str) -> Netns {
+        assert!(
+            Path::new("/run/netns").join(name).exists(),
+            "no network namespace {name:?} (ip netns list)"
+        );
+        Netns {
+            name: Some(name.to_string()),
+            topo: self.clone(),
+        }
+    }
+
     /// A handle on the namespace this test process runs in (for daemons on loopback ports).
     /// Never use it to add links or addresses.
     pub fn host(&self) -> Netns {
@@ -739,6 +754,11 @@ fn test_namespace_owner(name: &str) -> Option<u32> {
     parts[2].parse().ok()
 }
 
+/// How long a persistent topology's processes get between SIGTERM and SIGKILL: longer than
+/// a test's, so a speaker's draining shutdown (withdraw, wait, Cease; 5 s by default) ends
+/// by itself.
+const PERSISTENT_TERM_GRACE: Duration = Duration::from_secs(8);
+
 /// The prefix of every persistent topology's namespaces.
 pub const PERSISTENT_PREFIX: &str = "lbl-";
 /// The state file of a persistent topology, in its directory.
@@ -761,6 +781,14 @@ pub struct PersistentProcess {
     pub label: String,
     pub pid: u32,
     pub start_time: Option<u64>,
+}
+
+impl PersistentProcess {
+    /// Whether the recorded process still runs (same PID and start time: never another
+    /// program that got the PID later).
+    pub fn is_running(&self) -> bool {
+        is_recorded_process(self)
+    }
 }
 
 impl PersistentState {
@@ -814,9 +842,9 @@ pub fn read_persistent_state(file: &Path) -> Result<PersistentState, String> {
         .ok_or_else(|| format!("{}: not a topology state", file.display()))
 }
 
-/// Persistent names: 1..=8 lower-case letters/digits (namespace names stay short).
+/// Persistent names: 1..=12 lower-case letters/digits (namespace names stay short).
 fn check_persistent_name(name: &str) -> Result<(), String> {
-    if (1..=8).contains(&name.len())
+    if (1..=12).contains(&name.len())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -824,7 +852,7 @@ fn check_persistent_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "topology name must be 1..=8 lower-case letters or digits, got {name:?}"
+            "topology name must be 1..=12 lower-case letters or digits, got {name:?}"
         ))
     }
 }
@@ -836,8 +864,15 @@ fn process_start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether `p` is still the very process that was recorded (same PID, same start time).
+/// Whether `p` is still the very process that was recorded (same PID, same start time) and
+/// has not exited (a zombie nobody reaped yet is not running).
 fn is_recorded_process(p: &PersistentProcess) -> bool {
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", p.pid))
+        .ok()
+        .and_then(|s| Some(s[s.rfind(')')? + 2..].chars().next()?));
+    if matches!(state, None | Some('Z' | 'X')) {
+        return false;
+    }
     match (p.start_time, process_start_time(p.pid)) {
         (Some(want), Some(now)) => want == now,
         // Not recorded (it exited at once) or gone now: nothing of ours to end.
@@ -858,7 +893,7 @@ pub struct Teardown {
 
 /// Removes exactly what the persistent topology in `dir` made, as its state file records:
 /// its processes (by PID, only while PID and start time still match; SIGTERM, then SIGKILL
-/// after 3 s), any other process still inside its namespaces, its namespaces (by name), the
+/// after 8 s), any other process still inside its namespaces, its namespaces (by name), the
 /// outside files, and finally the state file. Safe after a partial start and when run twice
 /// (the second time there is no state file: an error saying so).
 pub fn teardown_persistent(dir: &Path) -> Result<Teardown, String> {
@@ -881,13 +916,17 @@ pub fn teardown_persistent(dir: &Path) -> Result<Teardown, String> {
         signal_pid(p.pid, "TERM");
         report.ended.push((p.label.clone(), p.pid));
     }
-    let deadline = Instant::now() + TERM_GRACE;
-    while Instant::now() < deadline && alive.iter().any(|p| is_recorded_process(p)) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let wait_gone = |grace: Duration| {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && alive.iter().any(|p| is_recorded_process(p)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_gone(PERSISTENT_TERM_GRACE);
     for p in alive.iter().filter(|p| is_recorded_process(p)) {
         signal_pid(p.pid, "KILL");
     }
+    wait_gone(Duration::from_secs(2));
     let existing = host_exec("ip", &["netns", "list"]).stdout;
     let existing: Vec<&str> = existing
         .lines()
@@ -1202,7 +1241,8 @@ mod tests {
         assert!(check_persistent_name("").is_err());
         assert!(check_persistent_name("Lab").is_err());
         assert!(check_persistent_name("a-b").is_err());
-        assert!(check_persistent_name("muchtoolong").is_err());
+        assert!(check_persistent_name("t4194304abcd").is_ok());
+        assert!(check_persistent_name("muchtoolongname").is_err());
     }
 
     #[test]

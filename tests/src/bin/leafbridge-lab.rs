@@ -11,7 +11,7 @@ use leafbridge_tests::lab;
 const USAGE: &str = "\
 usage: leafbridge-lab up     [--name NAME] [--dir DIR] [--bin-dir DIR] [--frr] [--no-install]
        leafbridge-lab status [--dir DIR]
-       leafbridge-lab down   [--dir DIR]
+       leafbridge-lab down   [--dir DIR] [--keep-files]
 
   --name NAME     namespaces are lbl-NAME-office, lbl-NAME-leaf, lbl-NAME-node0.. (default lab)
   --dir DIR       the lab's files: state directory, configs, logs, the record of what runs
@@ -19,7 +19,8 @@ usage: leafbridge-lab up     [--name NAME] [--dir DIR] [--bin-dir DIR] [--frr] [
   --bin-dir DIR   take the three programs from DIR (e.g. target/debug) instead of building
                   them with `cargo build --release`
   --frr           FRR (bgpd + zebra) as the leaf router instead of BIRD 2
-  --no-install    fail naming missing Debian packages instead of installing them";
+  --no-install    fail naming missing Debian packages instead of installing them
+  --keep-files    down: keep the lab directory (logs, state) instead of removing it";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +42,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut bin_dir = None;
     let mut leaf = LeafKind::Bird;
     let mut install = true;
+    let mut keep_files = false;
     let mut port = None;
     let mut reply = None;
     let mut it = rest.iter();
@@ -56,6 +58,7 @@ fn run(args: &[String]) -> Result<(), String> {
             "--bin-dir" => bin_dir = Some(PathBuf::from(value()?)),
             "--frr" => leaf = LeafKind::Frr,
             "--no-install" => install = false,
+            "--keep-files" => keep_files = true,
             "--port" => port = Some(value()?),
             "--reply" => reply = Some(value()?),
             "-h" | "--help" => {
@@ -82,14 +85,20 @@ fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         "down" => {
-            let t = lab::down(&dir)?;
+            let t = lab::down(&dir, keep_files)?;
             println!(
-                "ended {} processes ({} more found in the namespaces), deleted {} namespaces, removed {} files",
+                "ended {} processes ({} more found in the namespaces), deleted {} namespaces, removed {} files outside {}",
                 t.ended.len(),
                 t.ended_in_namespaces.len(),
                 t.namespaces.len(),
-                t.files.len()
+                t.files.len(),
+                dir.display()
             );
+            if keep_files {
+                println!("kept {} (logs, state)", dir.display());
+            } else if !dir.exists() {
+                println!("removed {}", dir.display());
+            }
             Ok(())
         }
         // Started by `up` in each node namespace: the HTTP backend standing in for a pod.
