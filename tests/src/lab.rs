@@ -573,7 +573,7 @@ fn build(
             if a.rdata("A").contains(&web_v4.to_string()) {
                 Ok(())
             } else {
-                Err(a)
+                Err(a.raw)
             }
         },
     );

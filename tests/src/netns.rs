@@ -869,7 +869,7 @@ fn process_start_time(pid: u32) -> Option<u64> {
 fn is_recorded_process(p: &PersistentProcess) -> bool {
     let state = std::fs::read_to_string(format!("/proc/{}/stat", p.pid))
         .ok()
-        .and_then(|s| Some(s[s.rfind(')')? + 2..].chars().next()?));
+        .and_then(|s| s[s.rfind(')')? + 2..].chars().next());
     if matches!(state, None | Some('Z' | 'X')) {
         return false;
     }
