@@ -296,6 +296,16 @@ pub fn ensure_packages(leaf: LeafKind, install: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether this process runs as root (effective UID 0, from /proc/self/status).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        == Some("0")
+}
+
 /// The workspace this lab binary was built from.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -356,7 +366,9 @@ views:
 /// Brings the lab up and prints what runs and what to try. On any failure, everything made
 /// so far is taken down again and the error returned.
 pub fn up(opts: &UpOptions) -> Result<LabInfo, String> {
-    crate::support::require_root();
+    if !is_root() {
+        return Err("up needs root (network namespaces, package installs)".into());
+    }
     ensure_packages(opts.leaf, opts.install_packages)?;
     let bin_dir = match &opts.bin_dir {
         Some(d) => d.clone(),
@@ -658,6 +670,9 @@ pub fn summary(info: &LabInfo, lab_cmd: &str) -> String {
 
 /// `status`: the leaf's sessions, its kernel routes, every Service's address.
 pub fn status(dir: &Path) -> Result<String, String> {
+    if !is_root() {
+        return Err("status needs root (it reads the lab's namespaces)".into());
+    }
     let info = LabInfo::read(dir)?;
     let mut s = String::new();
     let run = |argv: &[String]| -> String {
@@ -759,6 +774,9 @@ pub fn services(root: &Path) -> Vec<Value> {
 /// namespaces, files outside the directory, and then the lab directory itself (only when it
 /// holds [`MARKER_FILE`]) unless `keep_files` (to read the logs afterwards).
 pub fn down(dir: &Path, keep_files: bool) -> Result<Teardown, String> {
+    if !is_root() {
+        return Err("down needs root (it ends root's processes and deletes namespaces)".into());
+    }
     let t = teardown_persistent(dir)?;
     let _ = std::fs::remove_file(dir.join(LAB_FILE));
     if !keep_files && dir.join(MARKER_FILE).is_file() {
