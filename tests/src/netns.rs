@@ -133,6 +133,20 @@ impl Topology {
                 state_file.display()
             ));
         }
+        let prefix = format!("{PERSISTENT_PREFIX}{name}-");
+        let taken: Vec<String> = host_exec("ip", &["netns", "list"])
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+            .map(str::to_string)
+            .collect();
+        if !taken.is_empty() {
+            return Err(format!(
+                "namespaces {taken:?} exist: a topology named {name:?} is up (in another \
+                 directory?); take it down or choose another name"
+            ));
+        }
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         set_mode(dir, 0o755);
         let dir_path =
@@ -216,10 +230,15 @@ impl Topology {
     #[track_caller]
     pub fn namespace(&self, name: &str) -> Netns {
         let full = format!("{}-{name}", self.inner.id);
-        // Recorded before it exists: a teardown after a failure here finds nothing to delete,
-        // never a namespace it does not know.
+        // Recorded before it exists, so a teardown after we die here still finds it; when
+        // `ip netns add` fails (the name is taken), the record is taken back first, so a
+        // teardown never deletes a namespace it did not make.
         self.update_persistent_state(|s| s.namespaces.push(full.clone()));
-        run_checked(Command::new("ip").args(["netns", "add", &full]));
+        let added = Command::new("ip").args(["netns", "add", &full]).output();
+        if !matches!(&added, Ok(o) if o.status.success()) {
+            self.update_persistent_state(|s| s.namespaces.retain(|n| n != &full));
+            panic!("ip netns add {full} failed: {added:?}");
+        }
         self.inner.namespaces.lock().unwrap().push(full.clone());
         let ns = Netns {
             name: Some(full),

@@ -41,7 +41,7 @@ struct Lab {
     up_output: String,
     handles: Topology,
     down: bool,
-    _bins: tempfile::TempDir,
+    bins: tempfile::TempDir,
 }
 
 fn lab_command() -> Command {
@@ -90,7 +90,7 @@ impl Lab {
             up_output,
             handles: Topology::loopback("labtest"),
             down: false,
-            _bins: bins,
+            bins,
         }
     }
 
@@ -366,6 +366,25 @@ fn lab_up_what_to_try_status_down() {
     // A test run's cleanup of stale test namespaces leaves the lab alone.
     remove_stale_namespaces();
     assert_eq!(lab::existing_namespaces(&lab.info.name).len(), 5);
+
+    // A second `up` in the same directory, or under the same name elsewhere, is refused and
+    // leaves the running lab as it is.
+    let other_dir = std::env::temp_dir().join(format!("leafbridge-lab-{}-2", lab.info.name));
+    for (dir, why) in [(&lab.dir, "a lab is up in it"), (&other_dir, "is up")] {
+        let (ok, out) = run(lab_command()
+            .args(["up", "--no-install", "--name", &lab.info.name, "--dir"])
+            .arg(dir)
+            .arg("--bin-dir")
+            .arg(lab.bins.path()));
+        assert!(
+            !ok && out.contains(why),
+            "second up in {}: {out}",
+            dir.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&other_dir);
+    assert_eq!(lab::existing_namespaces(&lab.info.name).len(), 5);
+    assert!(!lab.status().contains("EXITED"));
     lab.down();
 }
 
