@@ -134,6 +134,9 @@ pub struct ClusterOptions {
     pub speaker_args: Vec<String>,
     /// Start the controller and the speakers (false: the test starts them).
     pub start_programs: bool,
+    /// Start a [`Backend`] thread per node (false: the caller starts its own, e.g. the lab's
+    /// backend processes, which outlive the process that built the cluster).
+    pub thread_backends: bool,
 }
 
 impl ClusterOptions {
@@ -145,6 +148,7 @@ impl ClusterOptions {
             graceful_restart: false,
             speaker_args: Vec::new(),
             start_programs: true,
+            thread_backends: true,
         }
     }
 }
@@ -173,7 +177,22 @@ impl Cluster {
         controller_bin: &Path,
         options: ClusterOptions,
     ) -> Cluster {
-        let fabric = Fabric::new(tag, options.nodes);
+        Cluster::start_on(
+            Fabric::new(tag, options.nodes),
+            speaker_bin,
+            controller_bin,
+            options,
+        )
+    }
+
+    /// [`Cluster::start`] on a fabric built by the caller (the lab's persistent one).
+    #[track_caller]
+    pub fn start_on(
+        fabric: Fabric,
+        speaker_bin: &Path,
+        controller_bin: &Path,
+        options: ClusterOptions,
+    ) -> Cluster {
         let state = StateDir::new(fabric.topo.subdir("state"));
         let leaf = match options.leaf {
             LeafKind::Bird => {
@@ -215,7 +234,9 @@ impl Cluster {
             if options.gateways.contains(&i) {
                 ns.add_addr("lo", &format!("{CLUSTER_IP}/32"));
             }
-            backends.push(Backend::start(ns, BACKEND_PORT, &Self::node_name(i)));
+            if options.thread_backends {
+                backends.push(Backend::start(ns, BACKEND_PORT, &Self::node_name(i)));
+            }
         }
         let mut c = Cluster {
             fabric,

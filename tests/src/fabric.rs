@@ -44,8 +44,13 @@ impl Fabric {
     /// Builds a fabric with `nodes` nodes (at most 200).
     #[track_caller]
     pub fn new(tag: &str, nodes: usize) -> Fabric {
+        Fabric::on(Topology::new(tag), nodes)
+    }
+
+    /// Builds the fabric in `topo` (e.g. a [`Topology::persistent`] one, for the lab).
+    #[track_caller]
+    pub fn on(topo: Topology, nodes: usize) -> Fabric {
         assert!(nodes <= 200, "at most 200 nodes");
-        let topo = Topology::new(tag);
         let leaf = topo.namespace("leaf");
         leaf.enable_forwarding();
         // ECMP by 5-tuple, not by address pair: one office client's connections then spread

@@ -25,8 +25,11 @@
 //! - [`cluster`]: a whole cluster on a [`fabric`]: leaf router (BIRD or FRR + zebra) with
 //!   kernel routes, state directory with the base objects, controller, one speaker per node,
 //!   a backend per node; waits that fail at once when a program exits.
-//! - [`programs`]: runners for `leafbridge-controller` and the cluster-mode
-//!   `leafbridge-speaker` (binary path as a parameter), their ops endpoints and metrics.
+//! - [`programs`]: runners for `leafbridge-controller`, the cluster-mode
+//!   `leafbridge-speaker` and `leafbridge-dns` (binary path as a parameter), their ops
+//!   endpoints and metrics.
+//! - [`lab`]: the lab (`tests/lab up | status | down`): a persistent cluster with
+//!   leafbridge-dns, an office resolver and backend processes, and what to try on it.
 //! - [`dns`]: unbound and dnsmasq runners, `dig` with parsed answers, `dnsperf` with latency
 //!   percentiles.
 //!
@@ -61,6 +64,8 @@
 //! - Harness operations panic with a message saying what failed: in a test, a broken harness
 //!   is a failure. Nothing is ever skipped.
 //! - Names are unique per test (`lb-TAG-PID-N-...`); interface names are 4..=15 characters.
+//!   [`Topology::persistent`] (the lab) names its namespaces `lbl-NAME-...`, which no test
+//!   run's stale-namespace cleanup touches.
 //! - Addresses: documentation ranges and 100.64.0.0/10 only, checked by [`Netns::add_addr`].
 //! - Every daemon's stdout/stderr go to `<topology dir>/logs/`; the directory is kept and the
 //!   last lines of each log are printed when the test panics (or always with
@@ -91,6 +96,7 @@ pub mod exabgp;
 pub mod fabric;
 pub mod frr;
 pub mod gobgp;
+pub mod lab;
 pub mod manifests;
 pub mod netns;
 pub mod programs;

@@ -50,6 +50,9 @@ struct Inner {
     namespaces: Mutex<Vec<String>>,
     processes: Mutex<Vec<Tracked>>,
     keep_dir: std::sync::atomic::AtomicBool,
+    /// Persistent mode (the lab): the state file recording what was made. The guard then
+    /// leaves everything running; [`teardown_persistent`] removes it.
+    persistent: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -105,8 +108,96 @@ impl Topology {
                 keep_dir: std::env::var_os("LEAFBRIDGE_KEEP_TEST_DIRS")
                     .is_some()
                     .into(),
+                persistent: None,
             }),
         }
+    }
+
+    /// A persistent, named topology (the lab): namespaces are `lbl-NAME-...` (which
+    /// [`remove_stale_namespaces`] never touches), processes are started in their own session
+    /// (`setsid`) so they outlive this process, files live in `dir`, and
+    /// `dir/`[`PERSISTENT_STATE_FILE`] records every namespace, process (PID and start time)
+    /// and outside file as it is made, so [`teardown_persistent`] removes exactly that, even
+    /// after a partial start. Dropping the handle leaves everything running.
+    ///
+    /// Fails when `dir` already holds a state file (that topology is still up).
+    pub fn persistent(name: &str, dir: &Path) -> Result<Topology, String> {
+        require_root();
+        require("ip");
+        require("setsid");
+        check_persistent_name(name)?;
+        let state_file = dir.join(PERSISTENT_STATE_FILE);
+        if state_file.exists() {
+            return Err(format!(
+                "{} exists: this topology is up already (take it down first)",
+                state_file.display()
+            ));
+        }
+        let prefix = format!("{PERSISTENT_PREFIX}{name}-");
+        let taken: Vec<String> = host_exec("ip", &["netns", "list"])
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+            .map(str::to_string)
+            .collect();
+        if !taken.is_empty() {
+            return Err(format!(
+                "namespaces {taken:?} exist: a topology named {name:?} is up (in another \
+                 directory?); take it down or choose another name"
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        set_mode(dir, 0o755);
+        let dir_path =
+            std::fs::canonicalize(dir).map_err(|e| format!("resolve {}: {e}", dir.display()))?;
+        let topo = Topology {
+            inner: Arc::new(Inner {
+                id: format!("{PERSISTENT_PREFIX}{name}"),
+                dir: Mutex::new(None),
+                dir_path,
+                namespaces: Mutex::new(Vec::new()),
+                processes: Mutex::new(Vec::new()),
+                keep_dir: true.into(),
+                persistent: Some(state_file),
+            }),
+        };
+        topo.save_persistent_state(&PersistentState {
+            id: topo.id().to_string(),
+            ..PersistentState::default()
+        });
+        Ok(topo)
+    }
+
+    /// Whether this is a [`Topology::persistent`] one.
+    pub fn is_persistent(&self) -> bool {
+        self.inner.persistent.is_some()
+    }
+
+    /// Records a file outside the topology's directory (e.g. `/etc/netns/NS/resolv.conf`) for
+    /// [`teardown_persistent`] to remove. A no-op for test topologies.
+    pub fn record_outside_file(&self, path: &Path) {
+        self.update_persistent_state(|s| s.files.push(path.to_path_buf()));
+    }
+
+    fn update_persistent_state(&self, f: impl FnOnce(&mut PersistentState)) {
+        let Some(file) = &self.inner.persistent else {
+            return;
+        };
+        let mut state = read_persistent_state(file).unwrap_or_else(|e| panic!("{e}"));
+        f(&mut state);
+        self.save_persistent_state(&state);
+    }
+
+    fn save_persistent_state(&self, state: &PersistentState) {
+        let Some(file) = &self.inner.persistent else {
+            return;
+        };
+        let tmp = file.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(&state.to_json()).expect("state JSON");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
     }
 
     /// The unique id (`lb-TAG-PID-N`) that prefixes this topology's namespace names.
@@ -139,7 +230,15 @@ impl Topology {
     #[track_caller]
     pub fn namespace(&self, name: &str) -> Netns {
         let full = format!("{}-{name}", self.inner.id);
-        run_checked(Command::new("ip").args(["netns", "add", &full]));
+        // Recorded before it exists, so a teardown after we die here still finds it; when
+        // `ip netns add` fails (the name is taken), the record is taken back first, so a
+        // teardown never deletes a namespace it did not make.
+        self.update_persistent_state(|s| s.namespaces.push(full.clone()));
+        let added = Command::new("ip").args(["netns", "add", &full]).output();
+        if !matches!(&added, Ok(o) if o.status.success()) {
+            self.update_persistent_state(|s| s.namespaces.retain(|n| n != &full));
+            panic!("ip netns add {full} failed: {added:?}");
+        }
         self.inner.namespaces.lock().unwrap().push(full.clone());
         let ns = Netns {
             name: Some(full),
@@ -149,6 +248,21 @@ impl Topology {
         ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
         ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
         ns
+    }
+
+    /// A handle on an existing namespace this topology did not make (e.g. one of the lab's,
+    /// from a test that checks it). The guard never deletes it; processes spawned in it
+    /// through the handle are this topology's and end with it.
+    #[track_caller]
+    pub fn attach(&self, name: &str) -> Netns {
+        assert!(
+            Path::new("/run/netns").join(name).exists(),
+            "no network namespace {name:?} (ip netns list)"
+        );
+        Netns {
+            name: Some(name.to_string()),
+            topo: self.clone(),
+        }
     }
 
     /// A handle on the namespace this test process runs in (for daemons on loopback ports).
@@ -215,9 +329,50 @@ impl Topology {
                 .stdout(File::create(&stdout).expect("create stdout log"));
         }
         cmd.stderr(File::create(&stderr).expect("create stderr log"));
+        if self.is_persistent() {
+            // Its own session: no signal for this process's terminal or process group
+            // reaches it, and it lives on after we exit. `setsid` execs in place (a spawned
+            // child is not a group leader), so the PID is the program's.
+            let mut wrapped = Command::new("setsid");
+            wrapped.arg(cmd.get_program()).args(cmd.get_args());
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => wrapped.env(k, v),
+                    None => wrapped.env_remove(k),
+                };
+            }
+            if let Some(d) = cmd.get_current_dir() {
+                wrapped.current_dir(d);
+            }
+            wrapped.stdin(Stdio::null());
+            if pipe_stdio {
+                wrapped.stdin(Stdio::piped()).stdout(Stdio::piped());
+            } else {
+                wrapped.stdout(
+                    File::options()
+                        .append(true)
+                        .open(&stdout)
+                        .expect("stdout log"),
+                );
+            }
+            wrapped.stderr(
+                File::options()
+                    .append(true)
+                    .open(&stderr)
+                    .expect("stderr log"),
+            );
+            cmd = wrapped;
+        }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {label} ({cmd:?}): {e}"));
+        self.update_persistent_state(|s| {
+            s.processes.push(PersistentProcess {
+                label: label.to_string(),
+                pid: child.id(),
+                start_time: process_start_time(child.id()),
+            })
+        });
         let pipes = pipe_stdio.then(|| (child.stdin.take().unwrap(), child.stdout.take().unwrap()));
         let pid = child.id();
         self.inner.processes.lock().unwrap().push(Tracked {
@@ -586,14 +741,10 @@ pub fn remove_stale_namespaces() {
         let Some(name) = line.split_whitespace().next() else {
             continue;
         };
-        let parts: Vec<&str> = name.split('-').collect();
-        let Some(pid) = (parts.len() >= 5 && parts[0] == "lb")
-            .then(|| parts[2].parse::<u32>().ok())
-            .flatten()
-        else {
+        let Some(pid) = test_namespace_owner(name) else {
             continue;
         };
-        if parts[3].parse::<u32>().is_err() || Path::new(&format!("/proc/{pid}")).exists() {
+        if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
         if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
@@ -610,6 +761,237 @@ pub fn remove_stale_namespaces() {
             .status();
         eprintln!("leafbridge-tests: removed stale namespace {name} of dead process {pid}");
     }
+}
+
+/// The PID of the test process that created namespace `name` (`lb-TAG-PID-N-...`); `None`
+/// for any other name, including persistent (`lbl-...`) ones.
+fn test_namespace_owner(name: &str) -> Option<u32> {
+    let parts: Vec<&str> = name.split('-').collect();
+    if parts.len() < 5 || parts[0] != "lb" || parts[3].parse::<u32>().is_err() {
+        return None;
+    }
+    parts[2].parse().ok()
+}
+
+/// How long a persistent topology's processes get between SIGTERM and SIGKILL: longer than
+/// a test's, so a speaker's draining shutdown (withdraw, wait, Cease; 5 s by default) ends
+/// by itself.
+const PERSISTENT_TERM_GRACE: Duration = Duration::from_secs(8);
+
+/// The prefix of every persistent topology's namespaces.
+pub const PERSISTENT_PREFIX: &str = "lbl-";
+/// The state file of a persistent topology, in its directory.
+pub const PERSISTENT_STATE_FILE: &str = "topology-state.json";
+
+/// What a persistent topology made, as recorded in its state file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PersistentState {
+    pub id: String,
+    pub namespaces: Vec<String>,
+    pub processes: Vec<PersistentProcess>,
+    /// Files outside the directory (e.g. per-namespace resolv.conf).
+    pub files: Vec<PathBuf>,
+}
+
+/// A process of a persistent topology: its PID and its start time (field 22 of
+/// /proc/PID/stat), so a PID reused by another program is never signalled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistentProcess {
+    pub label: String,
+    pub pid: u32,
+    pub start_time: Option<u64>,
+}
+
+impl PersistentProcess {
+    /// Whether the recorded process still runs (same PID and start time: never another
+    /// program that got the PID later).
+    pub fn is_running(&self) -> bool {
+        is_recorded_process(self)
+    }
+}
+
+impl PersistentState {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "namespaces": self.namespaces,
+            "processes": self.processes.iter().map(|p| serde_json::json!({
+                "label": p.label, "pid": p.pid, "startTime": p.start_time,
+            })).collect::<Vec<_>>(),
+            "files": self.files,
+        })
+    }
+
+    fn from_json(v: &serde_json::Value) -> Option<PersistentState> {
+        let strings = |k: &str| -> Option<Vec<String>> {
+            v.get(k)?
+                .as_array()?
+                .iter()
+                .map(|s| s.as_str().map(str::to_string))
+                .collect()
+        };
+        let processes = v
+            .get("processes")?
+            .as_array()?
+            .iter()
+            .map(|p| {
+                Some(PersistentProcess {
+                    label: p.get("label")?.as_str()?.to_string(),
+                    pid: u32::try_from(p.get("pid")?.as_u64()?).ok()?,
+                    start_time: p.get("startTime").and_then(serde_json::Value::as_u64),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(PersistentState {
+            id: v.get("id")?.as_str()?.to_string(),
+            namespaces: strings("namespaces")?,
+            processes,
+            files: strings("files")?.into_iter().map(PathBuf::from).collect(),
+        })
+    }
+}
+
+/// Reads a persistent topology's state file.
+pub fn read_persistent_state(file: &Path) -> Result<PersistentState, String> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("read {}: {e}", file.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", file.display()))?;
+    PersistentState::from_json(&v)
+        .ok_or_else(|| format!("{}: not a topology state", file.display()))
+}
+
+/// Persistent names: 1..=12 lower-case letters/digits (namespace names stay short).
+fn check_persistent_name(name: &str) -> Result<(), String> {
+    if (1..=12).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "topology name must be 1..=12 lower-case letters or digits, got {name:?}"
+        ))
+    }
+}
+
+/// The start time of process `pid` (clock ticks since boot, /proc/PID/stat field 22).
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `p` is still the very process that was recorded (same PID, same start time) and
+/// has not exited (a zombie nobody reaped yet is not running).
+fn is_recorded_process(p: &PersistentProcess) -> bool {
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", p.pid))
+        .ok()
+        .and_then(|s| s[s.rfind(')')? + 2..].chars().next());
+    if matches!(state, None | Some('Z' | 'X')) {
+        return false;
+    }
+    match (p.start_time, process_start_time(p.pid)) {
+        (Some(want), Some(now)) => want == now,
+        // Not recorded (it exited at once) or gone now: nothing of ours to end.
+        _ => false,
+    }
+}
+
+/// What [`teardown_persistent`] removed.
+#[derive(Debug, Clone, Default)]
+pub struct Teardown {
+    /// Labels and PIDs of the processes that were still running and were ended.
+    pub ended: Vec<(String, u32)>,
+    /// PIDs found running inside the namespaces (children of recorded processes) and ended.
+    pub ended_in_namespaces: Vec<u32>,
+    pub namespaces: Vec<String>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Removes exactly what the persistent topology in `dir` made, as its state file records:
+/// its processes (by PID, only while PID and start time still match; SIGTERM, then SIGKILL
+/// after 8 s), any other process still inside its namespaces, its namespaces (by name), the
+/// outside files, and finally the state file. Safe after a partial start and when run twice
+/// (the second time there is no state file: an error saying so).
+pub fn teardown_persistent(dir: &Path) -> Result<Teardown, String> {
+    let file = dir.join(PERSISTENT_STATE_FILE);
+    if !file.exists() {
+        return Err(format!(
+            "{} does not exist: nothing recorded to take down",
+            file.display()
+        ));
+    }
+    let state = read_persistent_state(&file)?;
+    let mut report = Teardown::default();
+    let alive: Vec<&PersistentProcess> = state
+        .processes
+        .iter()
+        .filter(|p| is_recorded_process(p))
+        .collect();
+    for p in &alive {
+        signal_pid(p.pid, "CONT");
+        signal_pid(p.pid, "TERM");
+        report.ended.push((p.label.clone(), p.pid));
+    }
+    let wait_gone = |grace: Duration| {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && alive.iter().any(|p| is_recorded_process(p)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_gone(PERSISTENT_TERM_GRACE);
+    for p in alive.iter().filter(|p| is_recorded_process(p)) {
+        signal_pid(p.pid, "KILL");
+    }
+    wait_gone(Duration::from_secs(2));
+    let existing = host_exec("ip", &["netns", "list"]).stdout;
+    let existing: Vec<&str> = existing
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for ns in &state.namespaces {
+        // Only names of this topology, whatever the file says.
+        if !ns.starts_with(&format!("{}-", state.id)) || !ns.starts_with(PERSISTENT_PREFIX) {
+            continue;
+        }
+        if !existing.contains(&ns.as_str()) {
+            continue;
+        }
+        // Anything still running in our namespace was started there by us.
+        for pid in host_exec("ip", &["netns", "pids", ns])
+            .stdout
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            signal_pid(pid, "KILL");
+            report.ended_in_namespaces.push(pid);
+        }
+        let out = host_exec("ip", &["netns", "del", ns]);
+        if !out.success {
+            return Err(format!("ip netns del {ns}: {}", out.stderr));
+        }
+        report.namespaces.push(ns.clone());
+    }
+    for f in &state.files {
+        if std::fs::remove_file(f).is_ok() {
+            report.files.push(f.clone());
+        }
+        if let Some(parent) = f.parent() {
+            // `/etc/netns/NS/` made for the file; only removed when empty.
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+    std::fs::remove_file(&file).map_err(|e| format!("remove {}: {e}", file.display()))?;
+    Ok(report)
+}
+
+fn signal_pid(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn clock_ticks_per_second() -> u64 {
@@ -659,6 +1041,11 @@ fn terminate(procs: &mut [Tracked]) {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if self.persistent.is_some() {
+            // Everything stays up until `teardown_persistent`; the `Child` handles are
+            // dropped unwaited, so the processes are adopted by init when we exit.
+            return;
+        }
         let panicking = std::thread::panicking();
         let mut procs =
             std::mem::take(&mut *self.processes.lock().unwrap_or_else(|e| e.into_inner()));
@@ -840,6 +1227,54 @@ mod tests {
         ] {
             assert!(!is_test_address(bad.parse().unwrap()), "{bad}");
         }
+    }
+
+    #[test]
+    fn stale_namespace_cleanup_leaves_persistent_names_alone() {
+        assert_eq!(test_namespace_owner("lb-md5-4242-0-leaf"), Some(4242));
+        assert_eq!(test_namespace_owner("lb-md5-4242-0-node-1"), Some(4242));
+        assert_eq!(test_namespace_owner("lbl-lab-leaf"), None);
+        assert_eq!(test_namespace_owner("lbl-ci1234-node0"), None);
+        assert_eq!(test_namespace_owner("lb-lab-leaf"), None);
+    }
+
+    #[test]
+    fn persistent_state_round_trips() {
+        let s = PersistentState {
+            id: "lbl-lab".into(),
+            namespaces: vec!["lbl-lab-leaf".into()],
+            processes: vec![PersistentProcess {
+                label: "bird-leaf".into(),
+                pid: 7,
+                start_time: Some(99),
+            }],
+            files: vec![PathBuf::from("/etc/netns/lbl-lab-office/resolv.conf")],
+        };
+        assert_eq!(PersistentState::from_json(&s.to_json()), Some(s));
+    }
+
+    #[test]
+    fn persistent_names_are_short_and_lower_case() {
+        assert!(check_persistent_name("lab").is_ok());
+        assert!(check_persistent_name("ci12345").is_ok());
+        assert!(check_persistent_name("").is_err());
+        assert!(check_persistent_name("Lab").is_err());
+        assert!(check_persistent_name("a-b").is_err());
+        assert!(check_persistent_name("t4194304abcd").is_ok());
+        assert!(check_persistent_name("muchtoolongname").is_err());
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_ours() {
+        let me = std::process::id();
+        let mut p = PersistentProcess {
+            label: "me".into(),
+            pid: me,
+            start_time: process_start_time(me),
+        };
+        assert!(is_recorded_process(&p));
+        p.start_time = p.start_time.map(|t| t + 1);
+        assert!(!is_recorded_process(&p));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Runners for leafbridge's own programs in a namespace, parameterised by the binary's path so
 //! that any crate's tests (and the lab) start them the same way: `leafbridge-controller` and
-//! `leafbridge-speaker` in cluster mode on a state directory, plus their `/metrics`,
-//! `/healthz`, `/readyz`.
+//! `leafbridge-speaker` in cluster mode on a state directory, `leafbridge-dns` with a config
+//! file on a state directory, plus their `/metrics`, `/healthz`, `/readyz`.
 //!
 //! A test in the crate that owns a binary passes `env!("CARGO_BIN_EXE_<name>")`; another
 //! crate's binary comes from [`workspace_binary`], which builds it with the same profile into
@@ -143,6 +143,65 @@ impl Controller {
         if let Some(s) = self.process.try_exit_status() {
             panic!("leafbridge-controller exited ({s}):\n{}", tail(&self.log()));
         }
+    }
+}
+
+/// `leafbridge-dns --config FILE --state-dir DIR` in a namespace; `ops` is the `ops_listen`
+/// address of its config (inside the namespace), where `/readyz` says it has loaded the state.
+#[derive(Debug)]
+pub struct DnsProxy {
+    pub ns: Netns,
+    pub ops: SocketAddr,
+    pub process: Process,
+}
+
+impl DnsProxy {
+    #[track_caller]
+    pub fn start(
+        ns: &Netns,
+        bin: &Path,
+        config: &Path,
+        state_dir: &Path,
+        ops: SocketAddr,
+        extra: &[&str],
+    ) -> DnsProxy {
+        let mut cmd = ns.command(bin);
+        cmd.arg("--config")
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(extra)
+            .env("RUST_LOG", "info");
+        let process = ns.topology().spawn("leafbridge-dns", cmd);
+        DnsProxy {
+            ns: ns.clone(),
+            ops,
+            process,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.process.stderr() + &self.process.stdout()
+    }
+
+    /// Panics with the log when it has exited (a config it refused, a port in use).
+    #[track_caller]
+    pub fn assert_running(&self) {
+        if let Some(s) = self.process.try_exit_status() {
+            panic!("leafbridge-dns exited ({s}):\n{}", tail(&self.log()));
+        }
+    }
+
+    /// Waits until `/readyz` answers 200, failing early if it exits.
+    #[track_caller]
+    pub fn wait_ready(&self, timeout: Duration) {
+        wait_for(timeout, "leafbridge-dns /readyz 200", || {
+            self.assert_running();
+            match http_get(&self.ns, self.ops, "/readyz") {
+                Some((200, _)) => Ok(()),
+                other => Err(other),
+            }
+        });
     }
 }
 
