@@ -42,8 +42,10 @@ pub struct Options {
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let config =
         Config::load(&opts.config).with_context(|| format!("loading {}", opts.config.display()))?;
+    // The marker is removed only once start-up has succeeded: a start that fails (and the
+    // next one, in a crash loop) still restarts within the peers' Restart Time.
     let restarting = opts.restarting
-        || take_restart_marker(opts.restart_marker_dir.as_deref(), config.restart_time);
+        || restart_marker_fresh(opts.restart_marker_dir.as_deref(), config.restart_time);
     if restarting {
         info!("starting as a restarting speaker (graceful restart R bit set)");
     }
@@ -63,6 +65,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .apply(config)
         .await
         .context("applying configuration")?;
+    remove_restart_marker(opts.restart_marker_dir.as_deref());
     ready.set_ready(true);
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
@@ -100,19 +103,35 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `restart_marker_fresh`, then the marker is removed.
 pub(crate) fn take_restart_marker(dir: Option<&Path>, restart_time: u16) -> bool {
+    let fresh = restart_marker_fresh(dir, restart_time);
+    remove_restart_marker(dir);
+    fresh
+}
+
+/// Whether a graceful shutdown left its marker less than `restart_time` seconds ago.
+pub(crate) fn restart_marker_fresh(dir: Option<&Path>, restart_time: u16) -> bool {
     let Some(dir) = dir else { return false };
-    let path = dir.join(RESTART_MARKER);
-    let Ok(meta) = std::fs::metadata(&path) else {
+    let Ok(meta) = std::fs::metadata(dir.join(RESTART_MARKER)) else {
         return false;
     };
-    let _ = std::fs::remove_file(&path);
     let age = meta
         .modified()
         .ok()
         .and_then(|m| SystemTime::now().duration_since(m).ok());
     // After the Restart Time the peers have dropped our routes: a plain start.
     age.is_some_and(|a| a <= Duration::from_secs(restart_time.into()))
+}
+
+/// The marker has done its work (start-up succeeded): a later start is a plain one.
+pub(crate) fn remove_restart_marker(dir: Option<&Path>) {
+    if let Some(dir) = dir
+        && let Err(e) = std::fs::remove_file(dir.join(RESTART_MARKER))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(error = %e, "cannot remove the graceful-restart marker");
+    }
 }
 
 fn write_restart_marker(dir: &Path) -> std::io::Result<()> {
@@ -205,6 +224,8 @@ impl Speaker {
             .as_ref()
             .map(|l| SocketAddr::new(l.address, l.port));
         self.manager.apply(listen, prepared).await?;
+        // Only the first configuration's peers saw us restart (the manager does the same).
+        self.restarting = false;
         self.config = Some(config);
         Ok(())
     }
@@ -420,6 +441,8 @@ peers:
         let dir = tempfile::tempdir().unwrap();
         assert!(!take_restart_marker(Some(dir.path()), 120));
         write_restart_marker(dir.path()).unwrap();
+        // Looking does not take it: a start-up that fails leaves it for the next one.
+        assert!(restart_marker_fresh(Some(dir.path()), 120));
         assert!(take_restart_marker(Some(dir.path()), 120));
         // Taken: a second start is a plain start.
         assert!(!take_restart_marker(Some(dir.path()), 120));

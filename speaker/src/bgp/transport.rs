@@ -214,6 +214,11 @@ impl Listener {
             Socket::new(domain_of(addr.ip()), Type::STREAM, None).map_err(io_err("socket"))?;
         sock.set_reuse_address(true)
             .map_err(io_err("set SO_REUSEADDR"))?;
+        // A reload binds the new listener before it closes the old one, which may hold the
+        // same port (`0.0.0.0:179` → `192.0.2.1:179`): only sockets that all set SO_REUSEPORT
+        // (and belong to the same user) can overlap.
+        sock.set_reuse_port(true)
+            .map_err(io_err("set SO_REUSEPORT"))?;
         if is_v6 {
             sock.set_only_v6(false)
                 .map_err(io_err("clear IPV6_V6ONLY"))?;
@@ -268,6 +273,19 @@ impl Listener {
         let (stream, mut addr) = self.inner.accept().await.map_err(io_err("accept"))?;
         addr.set_ip(unmap(addr.ip()));
         Ok((stream, addr))
+    }
+
+    /// The connections already waiting in the backlog, without waiting for more: a listener
+    /// being replaced hands them over instead of resetting them when it closes.
+    pub fn accept_pending(&self) -> Vec<(TcpStream, SocketAddr)> {
+        let mut out = Vec::new();
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        while let std::task::Poll::Ready(Ok((stream, mut addr))) = self.inner.poll_accept(&mut cx) {
+            addr.set_ip(unmap(addr.ip()));
+            out.push((stream, addr));
+        }
+        out
     }
 }
 
