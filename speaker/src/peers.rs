@@ -70,6 +70,14 @@ pub enum PeerError {
         value: String,
         family: &'static str,
     },
+    #[error("{field} {value} cannot be a next hop: {why}")]
+    BadNextHop {
+        field: &'static str,
+        value: IpAddr,
+        why: crate::config::NextHopProblem,
+    },
+    #[error("peerAddress {0} is link-local and needs an interface, which a BGPPeer cannot name")]
+    LinkLocalPeer(IpAddr),
     #[error("ebgpMultihop and gtsm cannot both be set (RFC 5082 §3 sends TTL 255)")]
     GtsmWithMultihop,
     #[error("ebgpMultihop applies to eBGP only")]
@@ -88,6 +96,12 @@ pub fn from_bgppeer(
         .peer_address
         .parse()
         .map_err(|_| PeerError::PeerAddress(spec.peer_address.clone()))?;
+    // The same rules as the standalone configuration (`Config::validate`).
+    if let IpAddr::V6(v6) = peer_ip
+        && v6.is_unicast_link_local()
+    {
+        return Err(PeerError::LinkLocalPeer(peer_ip));
+    }
     let mut fsm_cfg = fsm::PeerConfig::new(spec.my_asn, spec.peer_asn, router_id);
     if let Some(h) = spec.hold_time_seconds {
         fsm_cfg.hold_time = h;
@@ -137,6 +151,18 @@ pub fn from_bgppeer(
     };
     let ipv6_next_hop = parse_next_hop::<Ipv6Addr>("ipv6NextHop", &spec.ipv6_next_hop, "IPv6")?;
     let ipv4_next_hop = parse_next_hop::<Ipv4Addr>("ipv4NextHop", &spec.ipv4_next_hop, "IPv4")?;
+    for (field, nh) in [
+        ("ipv6NextHop", ipv6_next_hop.map(IpAddr::V6)),
+        ("ipv4NextHop", ipv4_next_hop.map(IpAddr::V4)),
+    ] {
+        if let Some(value) = nh {
+            crate::config::check_next_hop(value).map_err(|why| PeerError::BadNextHop {
+                field,
+                value,
+                why,
+            })?;
+        }
+    }
     let mut transport = TransportConfig::new(SocketAddr::new(
         peer_ip,
         spec.peer_port.unwrap_or(crate::bgp::transport::BGP_PORT),
@@ -959,6 +985,50 @@ mod tests {
         assert_eq!(
             inbound_peer(&same_as, Some(65000)).unwrap_err(),
             InboundRefusal::Ambiguous(65000)
+        );
+    }
+
+    #[test]
+    fn next_hops_and_peer_addresses_a_router_cannot_use_are_refused() {
+        for (field, value, why) in [
+            (
+                "ipv6NextHop",
+                "fe80::1",
+                crate::config::NextHopProblem::LinkLocal,
+            ),
+            (
+                "ipv6NextHop",
+                "::",
+                crate::config::NextHopProblem::Unspecified,
+            ),
+            (
+                "ipv4NextHop",
+                "127.0.0.1",
+                crate::config::NextHopProblem::Loopback,
+            ),
+            (
+                "ipv4NextHop",
+                "224.0.0.5",
+                crate::config::NextHopProblem::Multicast,
+            ),
+        ] {
+            let s = spec(serde_json::json!({
+                "peerAddress": "2001:db8::2", "peerASN": 65000, "myASN": 65001, field: value
+            }));
+            assert_eq!(
+                from_bgppeer("x", &s, RID).unwrap_err(),
+                PeerError::BadNextHop {
+                    field,
+                    value: value.parse().unwrap(),
+                    why
+                },
+                "{field} {value}"
+            );
+        }
+        let ll = spec(serde_json::json!({"peerAddress": "fe80::2", "peerASN": 1, "myASN": 2}));
+        assert_eq!(
+            from_bgppeer("x", &ll, RID).unwrap_err(),
+            PeerError::LinkLocalPeer("fe80::2".parse().unwrap())
         );
     }
 

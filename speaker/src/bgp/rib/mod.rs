@@ -108,7 +108,7 @@ pub struct ExportPolicy {
     /// Families negotiated on the session; routes of other families are not sent.
     pub families: Vec<AddressFamily>,
     /// Next hop for IPv6 prefixes whose route names an IPv4 next hop (an IPv6 prefix over an
-    /// IPv4-only node). Without one, the IPv4-mapped IPv6 address is used.
+    /// IPv4-only node). Without one such routes are not sent (`Unexportable::NoIpv6NextHop`).
     pub ipv6_next_hop: Option<Ipv6Addr>,
 }
 
@@ -132,6 +132,13 @@ impl ExportPolicy {
         if matches!(route.prefix, IpNet::V4(_)) && route.next_hop.is_ipv6() {
             // RFC 8950 (IPv4 NLRI with IPv6 next hop) is not implemented.
             return Err(Unexportable::Ipv6NextHopForIpv4Prefix);
+        }
+        if matches!(route.prefix, IpNet::V6(_))
+            && route.next_hop.is_ipv4()
+            && self.ipv6_next_hop.is_none()
+        {
+            // `::ffff:a.b.c.d` is no address a switch can resolve.
+            return Err(Unexportable::NoIpv6NextHop);
         }
         // Thousands of communities would not fit one UPDATE with a single prefix.
         let attribute_bytes = 4 * route.communities.len() + 12 * route.large_communities.len();
@@ -196,6 +203,8 @@ pub enum Unexportable {
     FamilyNotNegotiated(AddressFamily),
     #[error("IPv4 prefix with an IPv6 next hop (RFC 8950) is not supported")]
     Ipv6NextHopForIpv4Prefix,
+    #[error("IPv6 prefix with an IPv4 next hop and no IPv6 next hop configured for the session")]
+    NoIpv6NextHop,
     #[error("path attributes make an UPDATE of {0} octets, above the maximum message length")]
     AttributesTooLong(usize),
 }

@@ -332,14 +332,14 @@ fn ipv6_prefix_with_ipv4_next_hop_uses_the_session_ipv6_next_hop() {
     assert_eq!(reach.next_hop, "2001:db8::1".parse::<IpAddr>().unwrap());
     assert_eq!(reach.nlri, vec![net("2001:db8:5::/48")]);
 
+    // Without one, never the IPv4-mapped address (switches cannot resolve it): not sent.
     p.ipv6_next_hop = None;
     let mut rib = AdjRibOut::new(p);
     let changes = rib.set_desired(set([route("2001:db8:5::/48")]));
-    let updates = rib.updates(&changes);
-    let reach = updates[0].attributes.mp_reach.as_ref().unwrap();
+    assert!(changes.announce.is_empty());
     assert_eq!(
-        reach.next_hop,
-        "::ffff:192.0.2.1".parse::<IpAddr>().unwrap()
+        changes.unexportable,
+        vec![(net("2001:db8:5::/48"), Unexportable::NoIpv6NextHop)]
     );
 }
 
