@@ -231,3 +231,71 @@ fn the_restart_state_bit_is_only_for_the_peers_of_the_first_start() {
         "a peer added by a reload gets no R bit"
     );
 }
+
+/// A directory laid out as the kubelet lays out a ConfigMap or Secret volume: each version in
+/// its own directory, `..data` a symlink to the current one, and every file a symlink through
+/// `..data`. An update swaps `..data` (a rename), never naming the files.
+struct ProjectedVolume {
+    dir: std::path::PathBuf,
+    version: u32,
+}
+
+impl ProjectedVolume {
+    fn new(dir: std::path::PathBuf, file: &str, content: &str) -> ProjectedVolume {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut v = ProjectedVolume { dir, version: 0 };
+        v.update(file, content);
+        std::os::unix::fs::symlink(format!("..data/{file}"), v.dir.join(file)).unwrap();
+        v
+    }
+
+    fn path(&self, file: &str) -> std::path::PathBuf {
+        self.dir.join(file)
+    }
+
+    fn update(&mut self, file: &str, content: &str) {
+        self.version += 1;
+        let version = format!("..v{}", self.version);
+        std::fs::create_dir_all(self.dir.join(&version)).unwrap();
+        std::fs::write(self.dir.join(&version).join(file), content).unwrap();
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+    }
+}
+
+#[test]
+fn configmap_and_secret_volume_updates_are_reloaded() {
+    let pair = Pair::new("sprlcm");
+    let mut secret = ProjectedVolume::new(pair.topo.dir().join("secret"), "bgp.key", "key-one\n");
+    let peers = format!(
+        "  - {{ name: leaf, address: 192.0.2.2, remote_as: 65000, passive: true, password_file: {} }}\n",
+        secret.path("bgp.key").display()
+    );
+    let mut cm = ProjectedVolume::new(
+        pair.topo.dir().join("configmap"),
+        "speaker.yaml",
+        &config("192.0.2.1", &peers),
+    );
+    let speaker = Speaker::start_at(&pair.a, "a", cm.path("speaker.yaml"));
+    speaker.wait_log("listening for BGP connections", T);
+
+    let two_prefixes = format!(
+        "{}  - prefix: 203.0.113.2/32\n",
+        config("192.0.2.1", &peers)
+    );
+    cm.update("speaker.yaml", &two_prefixes);
+    speaker.wait_log("configuration reloaded", T);
+    // The key file changes, the configuration does not: the peer restarts with the new key.
+    secret.update("bgp.key", "key-two\n");
+    wait_until(T, "the key change applied", || {
+        plain_log(&speaker).contains("peer configuration changed")
+    });
+    assert_eq!(
+        plain_log(&speaker)
+            .matches("configuration reloaded")
+            .count(),
+        2
+    );
+    assert!(!speaker.log().contains("key-"), "never log a key");
+}
