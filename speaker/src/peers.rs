@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::bfd::{self, Bfd, BfdSession, BfdState};
 use crate::bgp::fsm::{self, GracefulRestartConfig, State};
+use crate::bgp::log_limit::{LogLimit, Verdict};
 use crate::bgp::message::AddressFamily;
 use crate::bgp::session::{self, DesiredRoutes, SessionConfig, SessionHandle, StopMode};
 use crate::bgp::transport::{Listener, Md5Key, TransportConfig, TtlPolicy};
@@ -773,7 +774,11 @@ async fn accept_loop(listener: Arc<Listener>, incoming: IncomingRoutes) {
         match listener.accept().await {
             Ok((stream, addr)) => route_inbound(&incoming, stream, addr),
             Err(e) => {
-                warn!(error = %e, "accept failed");
+                if let Verdict::Log { suppressed } =
+                    INBOUND_WARNINGS.check(std::time::Instant::now())
+                {
+                    warn!(error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -806,14 +811,23 @@ fn route_inbound(incoming: &IncomingRoutes, stream: TcpStream, addr: SocketAddr)
     });
 }
 
+/// Anyone who reaches the listener can make these lines: a few per minute, then a count.
+static INBOUND_WARNINGS: LogLimit =
+    LogLimit::new(INBOUND_WARNINGS_PER_MINUTE, Duration::from_secs(60));
+
+/// Lines per minute about refused or dropped inbound connections.
+pub const INBOUND_WARNINGS_PER_MINUTE: u32 = 10;
+
 fn deliver(to: Result<&InboundPeer, InboundRefusal>, stream: TcpStream, addr: SocketAddr) {
-    match to {
-        Ok(p) => {
-            if p.tx.try_send(stream).is_err() {
-                warn!(%addr, peer = %p.name, configured = %p.peer, "session busy; dropping inbound connection");
-            }
-        }
-        Err(why) => warn!(%addr, %why, "inbound connection refused; closing it"),
+    let why = match to {
+        Ok(p) => match p.tx.try_send(stream) {
+            Ok(()) => return,
+            Err(_) => format!("the session of peer {} ({}) is busy", p.name, p.peer),
+        },
+        Err(why) => why.to_string(),
+    };
+    if let Verdict::Log { suppressed } = INBOUND_WARNINGS.check(std::time::Instant::now()) {
+        warn!(%addr, %why, suppressed, "inbound connection refused; closing it");
     }
 }
 
