@@ -110,6 +110,9 @@ pub struct ExportPolicy {
     /// Next hop for IPv6 prefixes whose route names an IPv4 next hop (an IPv6 prefix over an
     /// IPv4-only node). Without one such routes are not sent (`Unexportable::NoIpv6NextHop`).
     pub ipv6_next_hop: Option<Ipv6Addr>,
+    /// (global, link-local): IPv6 routes whose next hop is this global address of ours also
+    /// carry this link-local one (RFC 2545 §3: the peer shares our subnet).
+    pub link_local_next_hop: Option<(Ipv6Addr, Ipv6Addr)>,
 }
 
 impl ExportPolicy {
@@ -120,6 +123,7 @@ impl ExportPolicy {
             codec: n.codec_context(),
             families: n.families.clone(),
             ipv6_next_hop,
+            link_local_next_hop: None,
         }
     }
 
@@ -180,10 +184,14 @@ impl ExportPolicy {
         match key.next_hop {
             IpAddr::V4(nh) if !key.ipv6 => attributes.next_hop = Some(nh),
             next_hop => {
+                let link_local_next_hop = self
+                    .link_local_next_hop
+                    .filter(|(global, _)| next_hop == IpAddr::V6(*global))
+                    .map(|(_, ll)| IpAddr::V6(ll));
                 attributes.mp_reach = Some(MpReach {
                     family: AddressFamily::IPV6_UNICAST,
                     next_hop,
-                    link_local_next_hop: None,
+                    link_local_next_hop,
                     nlri: Vec::new(),
                 });
             }
