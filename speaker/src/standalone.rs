@@ -60,6 +60,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .with_context(|| format!("serving metrics on {addr}"))?;
     }
 
+    // Before any session starts: a SIGTERM once routes are out must withdraw them, not kill
+    // the process with the default action.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut speaker = Speaker::new(metrics.clone(), restarting);
     speaker
         .apply(config)
@@ -71,9 +76,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
     let mut watched = speaker.watched_files(&opts.config);
     let mut _watcher = watch_dirs(&watched, reload_tx.clone());
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
