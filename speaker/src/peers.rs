@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::bfd::{self, Bfd, BfdSession, BfdState, BfdStatus};
 use crate::bgp::fsm::{self, GracefulRestartConfig, State};
+use crate::bgp::log_limit::{LogLimit, Verdict};
 use crate::bgp::message::AddressFamily;
 use crate::bgp::session::{self, DesiredRoutes, SessionConfig, SessionHandle, StopMode};
 use crate::bgp::transport::{Listener, Md5Key, TransportConfig, TtlPolicy};
@@ -70,6 +71,14 @@ pub enum PeerError {
         value: String,
         family: &'static str,
     },
+    #[error("{field} {value} cannot be a next hop: {why}")]
+    BadNextHop {
+        field: &'static str,
+        value: IpAddr,
+        why: crate::config::NextHopProblem,
+    },
+    #[error("peerAddress {0} is link-local and needs an interface, which a BGPPeer cannot name")]
+    LinkLocalPeer(IpAddr),
     #[error("ebgpMultihop and gtsm cannot both be set (RFC 5082 §3 sends TTL 255)")]
     GtsmWithMultihop,
     #[error("ebgpMultihop applies to eBGP only")]
@@ -88,6 +97,12 @@ pub fn from_bgppeer(
         .peer_address
         .parse()
         .map_err(|_| PeerError::PeerAddress(spec.peer_address.clone()))?;
+    // The same rules as the standalone configuration (`Config::validate`).
+    if let IpAddr::V6(v6) = peer_ip
+        && v6.is_unicast_link_local()
+    {
+        return Err(PeerError::LinkLocalPeer(peer_ip));
+    }
     let mut fsm_cfg = fsm::PeerConfig::new(spec.my_asn, spec.peer_asn, router_id);
     if let Some(h) = spec.hold_time_seconds {
         fsm_cfg.hold_time = h;
@@ -137,6 +152,18 @@ pub fn from_bgppeer(
     };
     let ipv6_next_hop = parse_next_hop::<Ipv6Addr>("ipv6NextHop", &spec.ipv6_next_hop, "IPv6")?;
     let ipv4_next_hop = parse_next_hop::<Ipv4Addr>("ipv4NextHop", &spec.ipv4_next_hop, "IPv4")?;
+    for (field, nh) in [
+        ("ipv6NextHop", ipv6_next_hop.map(IpAddr::V6)),
+        ("ipv4NextHop", ipv4_next_hop.map(IpAddr::V4)),
+    ] {
+        if let Some(value) = nh {
+            crate::config::check_next_hop(value).map_err(|why| PeerError::BadNextHop {
+                field,
+                value,
+                why,
+            })?;
+        }
+    }
     let mut transport = TransportConfig::new(SocketAddr::new(
         peer_ip,
         spec.peer_port.unwrap_or(crate::bgp::transport::BGP_PORT),
@@ -221,7 +248,155 @@ impl BfdPeer {
     }
 }
 
-type IncomingRoutes = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
+/// A peer as the listener sees it: inbound connections come from its address.
+#[derive(Debug, Clone)]
+struct InboundPeer {
+    name: String,
+    /// Address and port: the identity of a peer everywhere (two BGP instances of one router
+    /// are one address and two ports).
+    peer: SocketAddr,
+    remote_as: u32,
+    tx: mpsc::Sender<TcpStream>,
+}
+
+/// The peers of every address, in name order.
+type IncomingRoutes = Arc<Mutex<HashMap<IpAddr, Vec<InboundPeer>>>>;
+
+/// The shared listener, with the MD5 key it holds for each peer address.
+struct ListenerRuntime {
+    addr: SocketAddr,
+    listener: Arc<Listener>,
+    /// Started once the sessions are in place; until then connections wait in the backlog.
+    task: Option<JoinHandle<()>>,
+    keys: HashMap<IpAddr, Md5Key>,
+}
+
+impl ListenerRuntime {
+    fn stop(self) {
+        if let Some(t) = self.task {
+            t.abort();
+        }
+    }
+}
+
+/// Why a peer cannot run beside the others.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerConflict {
+    #[error("peer {other} has the same address and port {peer}")]
+    SameAddress { other: String, peer: SocketAddr },
+    #[error(
+        "peer {other} on the same address {addr} has another TCP MD5 key (the kernel keys inbound connections by address alone)"
+    )]
+    OtherKey { other: String, addr: IpAddr },
+}
+
+/// The peers (in name order) that cannot run because an earlier one has the same address and
+/// port, or the same address with another MD5 key: the one pure check behind both modes.
+pub fn conflicts<'a>(
+    peers: impl IntoIterator<Item = (&'a str, SocketAddr, Option<&'a Md5Key>)>,
+) -> Vec<(String, PeerConflict)> {
+    let mut kept: Vec<(&str, SocketAddr, Option<&Md5Key>)> = Vec::new();
+    let mut out = Vec::new();
+    for (name, addr, key) in peers {
+        let clash = kept.iter().find_map(|(other, a, k)| {
+            if *a == addr {
+                Some(PeerConflict::SameAddress {
+                    other: (*other).to_owned(),
+                    peer: addr,
+                })
+            } else if a.ip() == addr.ip() && *k != key {
+                Some(PeerConflict::OtherKey {
+                    other: (*other).to_owned(),
+                    addr: addr.ip(),
+                })
+            } else {
+                None
+            }
+        });
+        match clash {
+            Some(c) => out.push((name.to_owned(), c)),
+            None => kept.push((name, addr, key)),
+        }
+    }
+    out
+}
+
+/// Why an inbound connection is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundRefusal {
+    /// RFC 4271 §8.2.1.1 leaves unconfigured peers to policy: ours is to refuse.
+    #[error("no peer is configured on this address")]
+    Unconfigured,
+    #[error("several peers share this address and no OPEN came to tell them apart")]
+    NoOpen,
+    #[error("several peers share this address and none has AS {0}")]
+    NoPeerWithAs(u32),
+    #[error("several peers share this address with AS {0}")]
+    Ambiguous(u32),
+}
+
+/// Which of the peers on the connecting address takes an inbound connection: the only one,
+/// or, when several share the address, the one whose AS is the OPEN's (`open_as`, RFC 6793:
+/// the 4-octet AS capability, else My Autonomous System).
+fn inbound_peer(
+    candidates: &[InboundPeer],
+    open_as: Option<u32>,
+) -> Result<&InboundPeer, InboundRefusal> {
+    match candidates {
+        [] => Err(InboundRefusal::Unconfigured),
+        [only] => Ok(only),
+        several => {
+            let asn = open_as.ok_or(InboundRefusal::NoOpen)?;
+            let mut with_as = several.iter().filter(|p| p.remote_as == asn);
+            match (with_as.next(), with_as.next()) {
+                (Some(p), None) => Ok(p),
+                (None, _) => Err(InboundRefusal::NoPeerWithAs(asn)),
+                (Some(_), Some(_)) => Err(InboundRefusal::Ambiguous(asn)),
+            }
+        }
+    }
+}
+
+/// The MD5 key the listener needs per peer address.
+fn listener_keys<'a>(
+    peers: impl IntoIterator<Item = (IpAddr, Option<&'a Md5Key>)>,
+) -> HashMap<IpAddr, Md5Key> {
+    peers
+        .into_iter()
+        .filter_map(|(ip, k)| Some((ip, k?.clone())))
+        .collect()
+}
+
+/// Make the listener hold `want`: every new or changed key is installed (a failure puts back
+/// what was there and is an error), then keys no longer wanted are removed.
+fn update_keys(
+    listener: &Listener,
+    have: &mut HashMap<IpAddr, Md5Key>,
+    want: &HashMap<IpAddr, Md5Key>,
+) -> anyhow::Result<()> {
+    let mut installed: Vec<IpAddr> = Vec::new();
+    for (ip, key) in want {
+        if have.get(ip) == Some(key) {
+            continue;
+        }
+        if let Err(e) = listener.set_peer_key(*ip, Some(key)) {
+            for done in installed {
+                let _ = listener.set_peer_key(done, have.get(&done));
+            }
+            return Err(e).with_context(|| format!("installing the TCP MD5 key of {ip}"));
+        }
+        installed.push(*ip);
+    }
+    for ip in have.keys() {
+        if !want.contains_key(ip)
+            && let Err(e) = listener.set_peer_key(*ip, None)
+        {
+            warn!(addr = %ip, error = %e, "cannot remove a TCP MD5 key from the listener");
+        }
+    }
+    *have = want.clone();
+    Ok(())
+}
 
 struct PeerRuntime {
     session_cfg: SessionConfig,
@@ -236,7 +411,7 @@ pub struct PeerManager {
     metrics: SpeakerMetrics,
     restarting: bool,
     peers: BTreeMap<String, PeerRuntime>,
-    listener: Option<(SocketAddr, Arc<Listener>, JoinHandle<()>)>,
+    listener: Option<ListenerRuntime>,
     incoming: IncomingRoutes,
     /// Started with the first peer that asks for BFD.
     bfd: Option<Bfd>,
@@ -251,8 +426,9 @@ impl std::fmt::Debug for PeerManager {
 }
 
 impl PeerManager {
-    /// `restarting`: we have just restarted, so graceful-restart peers get the Restart State
-    /// bit (RFC 4724 §3).
+    /// `restarting`: we have just restarted, so the graceful-restart peers of the first
+    /// [`PeerManager::apply`] get the Restart State bit (RFC 4724 §3); peers added later did
+    /// not see us restart.
     pub fn new(metrics: SpeakerMetrics, restarting: bool) -> Self {
         Self {
             metrics,
@@ -264,36 +440,62 @@ impl PeerManager {
         }
     }
 
-    /// Make the listener and the sessions match `peers`. A listener that cannot bind is an
-    /// error and changes nothing.
+    /// Make the listener and the sessions match `peers`. Atomic where it can fail: a listener
+    /// that cannot bind, or a TCP MD5 key the listener refuses, is an error and changes
+    /// nothing (the old listener keeps accepting). A changed listener is bound and given its
+    /// keys before the old one closes. Peers that conflict with an earlier one (see
+    /// [`conflicts`]) are refused with an error line; the others run.
     pub async fn apply(
         &mut self,
         listen: Option<SocketAddr>,
         peers: Vec<ResolvedPeer>,
     ) -> anyhow::Result<()> {
-        let listener_changed = self.listener.as_ref().map(|(a, _, _)| *a) != listen;
-        if listener_changed {
-            if let Some(addr) = listen {
-                let l =
-                    Arc::new(Listener::bind(addr).with_context(|| format!("listening on {addr}"))?);
-                info!(addr = %l.local_addr()?, "listening for BGP connections");
-                let task = tokio::spawn(accept_loop(l.clone(), self.incoming.clone()));
-                if let Some((_, _, old)) = self.listener.replace((addr, l, task)) {
-                    old.abort();
-                }
-            } else if let Some((_, _, old)) = self.listener.take() {
-                old.abort();
-            }
-        }
         let mut wanted: BTreeMap<String, ResolvedPeer> = peers
             .into_iter()
             .map(|p| (p.spec.name().to_owned(), p))
             .collect();
+        let refused = conflicts(
+            wanted
+                .values()
+                .map(|p| (p.spec.name(), p.spec.session.transport.peer, p.md5.as_ref())),
+        );
+        for (name, why) in refused {
+            error!(peer = %name, error = %why, "peer not started");
+            wanted.remove(&name);
+        }
         for p in wanted.values_mut() {
             p.spec.session.transport.md5 = p.md5.clone();
             if let Some(gr) = &mut p.spec.session.fsm.graceful_restart {
                 gr.restarting = self.restarting;
             }
+        }
+        let keys = listener_keys(
+            wanted
+                .values()
+                .map(|p| (p.spec.session.transport.peer.ip(), p.md5.as_ref())),
+        );
+
+        // The listener first, complete with its keys: nothing else has changed if it fails.
+        let listener_changed = self.listener.as_ref().map(|l| l.addr) != listen;
+        let mut replaced = None;
+        if listener_changed {
+            if let Some(addr) = listen {
+                let l = Listener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+                let mut have = HashMap::new();
+                update_keys(&l, &mut have, &keys)
+                    .with_context(|| format!("listening on {addr}"))?;
+                info!(addr = %l.local_addr()?, "listening for BGP connections");
+                replaced = self.listener.replace(ListenerRuntime {
+                    addr,
+                    listener: Arc::new(l),
+                    task: None,
+                    keys: have,
+                });
+            } else {
+                replaced = self.listener.take();
+            }
+        } else if let Some(l) = &mut self.listener {
+            update_keys(&l.listener, &mut l.keys, &keys)?;
         }
 
         // Peers that went away or changed: stop them (only them).
@@ -341,13 +543,7 @@ impl PeerManager {
                 continue;
             }
             info!(peer = %name, addr = %p.spec.session.transport.peer, "starting session");
-            let peer_ip = p.spec.session.transport.peer.ip();
-            if let Some((_, l, _)) = &self.listener
-                && let Some(key) = &p.md5
-                && let Err(e) = l.set_peer_key(peer_ip, Some(key))
-            {
-                warn!(peer = %name, error = %e, "cannot set the TCP MD5 key on the listener");
-            }
+            let peer_addr = p.spec.session.transport.peer;
             let (desired_tx, desired_rx) = watch::channel(p.routes);
             let (bfd, gate) = match p.bfd {
                 Some(b) => match self.start_bfd(&b).await {
@@ -369,10 +565,17 @@ impl PeerManager {
                 self.metrics.clone(),
                 gate,
             );
-            self.incoming
-                .lock()
-                .expect("not poisoned")
-                .insert(peer_ip, handle.incoming_sender());
+            {
+                let mut incoming = self.incoming.lock().expect("not poisoned");
+                let on_addr = incoming.entry(peer_addr.ip()).or_default();
+                on_addr.push(InboundPeer {
+                    name: name.clone(),
+                    peer: peer_addr,
+                    remote_as: p.spec.session.fsm.peer_as,
+                    tx: handle.incoming_sender(),
+                });
+                on_addr.sort_by(|a, b| a.name.cmp(&b.name));
+            }
             self.peers.insert(
                 name,
                 PeerRuntime {
@@ -384,13 +587,27 @@ impl PeerManager {
                 },
             );
         }
-        if listener_changed && let Some((_, l, _)) = &self.listener {
-            for rt in self.peers.values() {
-                if let Some(k) = &rt.md5 {
-                    let _ = l.set_peer_key(rt.session_cfg.transport.peer.ip(), Some(k));
-                }
-            }
+        // Accept on the new listener only now that every session is there to take its
+        // connections; the old one hands over what is waiting in its backlog.
+        if let Some(l) = &mut self.listener
+            && l.task.is_none()
+        {
+            l.task = Some(tokio::spawn(accept_loop(
+                l.listener.clone(),
+                self.incoming.clone(),
+            )));
         }
+        if let Some(old) = replaced {
+            let pending = old.listener.accept_pending();
+            let listener = old.listener.clone();
+            old.stop();
+            for (stream, addr) in pending {
+                route_inbound(&self.incoming, stream, addr);
+            }
+            drop(listener);
+        }
+        // RFC 4724 §3: the Restart State bit is for the sessions we had before the restart.
+        self.restarting = false;
         Ok(())
     }
 
@@ -433,13 +650,17 @@ impl PeerManager {
         self.peers.is_empty()
     }
 
+    /// Stop a peer. Its MD5 key on the listener follows the peers of its address (`apply`).
     async fn remove_peer(&mut self, rt: PeerRuntime, why: &str) {
         let ip = rt.session_cfg.transport.peer.ip();
-        self.incoming.lock().expect("not poisoned").remove(&ip);
-        if rt.md5.is_some()
-            && let Some((_, l, _)) = &self.listener
         {
-            let _ = l.set_peer_key(ip, None);
+            let mut incoming = self.incoming.lock().expect("not poisoned");
+            if let Some(on_addr) = incoming.get_mut(&ip) {
+                on_addr.retain(|p| p.name != rt.session_cfg.name);
+                if on_addr.is_empty() {
+                    incoming.remove(&ip);
+                }
+            }
         }
         rt.handle
             .stop(StopMode::withdraw(Some(why.to_owned())))
@@ -470,8 +691,8 @@ impl PeerManager {
 
     /// Stop every session with `stop`, all at once.
     pub async fn shutdown(&mut self, stop: StopMode) {
-        if let Some((_, _, task)) = self.listener.take() {
-            task.abort();
+        if let Some(l) = self.listener.take() {
+            l.stop();
         }
         let peers = std::mem::take(&mut self.peers);
         futures::future::join_all(peers.into_values().map(|rt| async {
@@ -504,8 +725,8 @@ impl PeerManager {
             info!(drain = ?drain, "routes withdrawn; waiting for the routers to move traffic");
             tokio::time::sleep(drain).await;
         }
-        if let Some((_, _, task)) = self.listener.take() {
-            task.abort();
+        if let Some(l) = self.listener.take() {
+            l.stop();
         }
         let peers = std::mem::take(&mut self.peers);
         futures::future::join_all(peers.into_values().zip(graceful).map(|(rt, gr)| {
@@ -598,27 +819,86 @@ fn same_session(a: &SessionConfig, b: &SessionConfig) -> bool {
 async fn accept_loop(listener: Arc<Listener>, incoming: IncomingRoutes) {
     loop {
         match listener.accept().await {
-            Ok((stream, addr)) => {
-                let to = incoming
-                    .lock()
-                    .expect("not poisoned")
-                    .get(&addr.ip())
-                    .cloned();
-                match to {
-                    Some(tx) => {
-                        if tx.try_send(stream).is_err() {
-                            warn!(%addr, "session busy; dropping inbound connection");
-                        }
-                    }
-                    // RFC 4271 §8.2.1.1 leaves unconfigured peers to policy: ours is to refuse.
-                    None => warn!(%addr, "connection from an unconfigured address; closing it"),
-                }
-            }
+            Ok((stream, addr)) => route_inbound(&incoming, stream, addr),
             Err(e) => {
-                warn!(error = %e, "accept failed");
+                if let Verdict::Log { suppressed } =
+                    INBOUND_WARNINGS.check(std::time::Instant::now())
+                {
+                    warn!(error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// How long a connection from an address shared by several peers may take to send its OPEN.
+const INBOUND_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hand an accepted connection to its peer's session, or close it with the reason.
+fn route_inbound(incoming: &IncomingRoutes, stream: TcpStream, addr: SocketAddr) {
+    let candidates = incoming
+        .lock()
+        .expect("not poisoned")
+        .get(&addr.ip())
+        .cloned()
+        .unwrap_or_default();
+    if candidates.len() <= 1 {
+        deliver(inbound_peer(&candidates, None), stream, addr);
+        return;
+    }
+    // Several peers on this address: the OPEN says which one is calling (peeked, so the
+    // session still reads it).
+    tokio::spawn(async move {
+        let open_as = tokio::time::timeout(INBOUND_OPEN_TIMEOUT, peek_open_as(&stream))
+            .await
+            .ok()
+            .flatten();
+        deliver(inbound_peer(&candidates, open_as), stream, addr);
+    });
+}
+
+/// Anyone who reaches the listener can make these lines: a few per minute, then a count.
+static INBOUND_WARNINGS: LogLimit =
+    LogLimit::new(INBOUND_WARNINGS_PER_MINUTE, Duration::from_secs(60));
+
+/// Lines per minute about refused or dropped inbound connections.
+pub const INBOUND_WARNINGS_PER_MINUTE: u32 = 10;
+
+fn deliver(to: Result<&InboundPeer, InboundRefusal>, stream: TcpStream, addr: SocketAddr) {
+    let why = match to {
+        Ok(p) => match p.tx.try_send(stream) {
+            Ok(()) => return,
+            Err(_) => format!("the session of peer {} ({}) is busy", p.name, p.peer),
+        },
+        Err(why) => why.to_string(),
+    };
+    if let Verdict::Log { suppressed } = INBOUND_WARNINGS.check(std::time::Instant::now()) {
+        warn!(%addr, %why, suppressed, "inbound connection refused; closing it");
+    }
+}
+
+/// The AS in the first message of `stream` if it is an OPEN, without consuming it.
+async fn peek_open_as(stream: &TcpStream) -> Option<u32> {
+    use crate::bgp::codec::{self, CodecContext};
+    use crate::bgp::message::Message;
+    let ctx = CodecContext::default();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = stream.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if let Some(len) = codec::frame_len(&buf[..n], &ctx).ok()?
+            && len <= n
+        {
+            return match codec::decode(&buf[..len], &ctx).ok()?.message {
+                Message::Open(open) => Some(open.asn()),
+                _ => None,
+            };
+        }
+        // Peeking again at once would return the same bytes: wait for more to arrive.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -684,6 +964,133 @@ mod tests {
             from_bgppeer("x", &v6_source, RID),
             Err(PeerError::SourceAddress(_))
         ));
+    }
+
+    #[test]
+    fn peers_are_one_per_address_and_port_and_an_address_has_one_key() {
+        let a: SocketAddr = "192.0.2.1:179".parse().unwrap();
+        let a2: SocketAddr = "192.0.2.1:1179".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:179".parse().unwrap();
+        let k1 = Md5Key::new(b"one".to_vec()).unwrap();
+        let k2 = Md5Key::new(b"two".to_vec()).unwrap();
+        // Two ports of one address with one key, another address with another key: fine.
+        assert!(
+            conflicts([
+                ("x", a, Some(&k1)),
+                ("y", a2, Some(&k1)),
+                ("z", b, Some(&k2))
+            ])
+            .is_empty()
+        );
+        assert_eq!(
+            conflicts([("x", a, None), ("y", a, None)]),
+            vec![(
+                "y".to_owned(),
+                PeerConflict::SameAddress {
+                    other: "x".into(),
+                    peer: a
+                }
+            )]
+        );
+        assert_eq!(
+            conflicts([("x", a, Some(&k1)), ("y", a2, Some(&k2)), ("z", a2, None)]),
+            vec![
+                (
+                    "y".to_owned(),
+                    PeerConflict::OtherKey {
+                        other: "x".into(),
+                        addr: a.ip()
+                    }
+                ),
+                (
+                    "z".to_owned(),
+                    PeerConflict::OtherKey {
+                        other: "x".into(),
+                        addr: a.ip()
+                    }
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn an_inbound_connection_goes_to_the_peer_of_its_address_and_as() {
+        let (tx, _rx) = mpsc::channel(1);
+        let p = |name: &str, port: u16, remote_as: u32| InboundPeer {
+            name: name.into(),
+            peer: SocketAddr::new("192.0.2.1".parse().unwrap(), port),
+            remote_as,
+            tx: tx.clone(),
+        };
+        assert_eq!(
+            inbound_peer(&[], Some(1)).unwrap_err(),
+            InboundRefusal::Unconfigured
+        );
+        // One peer on the address: its session decides about the OPEN.
+        assert_eq!(
+            inbound_peer(&[p("one", 179, 65000)], None).unwrap().name,
+            "one"
+        );
+        let two = [p("one", 179, 65000), p("two", 1179, 65002)];
+        assert_eq!(inbound_peer(&two, Some(65002)).unwrap().name, "two");
+        assert_eq!(inbound_peer(&two, Some(65000)).unwrap().name, "one");
+        assert_eq!(
+            inbound_peer(&two, Some(65003)).unwrap_err(),
+            InboundRefusal::NoPeerWithAs(65003)
+        );
+        assert_eq!(
+            inbound_peer(&two, None).unwrap_err(),
+            InboundRefusal::NoOpen
+        );
+        let same_as = [p("one", 179, 65000), p("two", 1179, 65000)];
+        assert_eq!(
+            inbound_peer(&same_as, Some(65000)).unwrap_err(),
+            InboundRefusal::Ambiguous(65000)
+        );
+    }
+
+    #[test]
+    fn next_hops_and_peer_addresses_a_router_cannot_use_are_refused() {
+        for (field, value, why) in [
+            (
+                "ipv6NextHop",
+                "fe80::1",
+                crate::config::NextHopProblem::LinkLocal,
+            ),
+            (
+                "ipv6NextHop",
+                "::",
+                crate::config::NextHopProblem::Unspecified,
+            ),
+            (
+                "ipv4NextHop",
+                "127.0.0.1",
+                crate::config::NextHopProblem::Loopback,
+            ),
+            (
+                "ipv4NextHop",
+                "224.0.0.5",
+                crate::config::NextHopProblem::Multicast,
+            ),
+        ] {
+            let s = spec(serde_json::json!({
+                "peerAddress": "2001:db8::2", "peerASN": 65000, "myASN": 65001, field: value
+            }));
+            assert_eq!(
+                from_bgppeer("x", &s, RID).unwrap_err(),
+                PeerError::BadNextHop {
+                    field,
+                    value: value.parse().unwrap(),
+                    why
+                },
+                "{field} {value}"
+            );
+        }
+        let ll = spec(serde_json::json!({"peerAddress": "fe80::2", "peerASN": 1, "myASN": 2}));
+        assert_eq!(
+            from_bgppeer("x", &ll, RID).unwrap_err(),
+            PeerError::LinkLocalPeer("fe80::2".parse().unwrap())
+        );
     }
 
     #[test]

@@ -42,8 +42,10 @@ pub struct Options {
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let config =
         Config::load(&opts.config).with_context(|| format!("loading {}", opts.config.display()))?;
+    // The marker is removed only once start-up has succeeded: a start that fails (and the
+    // next one, in a crash loop) still restarts within the peers' Restart Time.
     let restarting = opts.restarting
-        || take_restart_marker(opts.restart_marker_dir.as_deref(), config.restart_time);
+        || restart_marker_fresh(opts.restart_marker_dir.as_deref(), config.restart_time);
     if restarting {
         info!("starting as a restarting speaker (graceful restart R bit set)");
     }
@@ -58,28 +60,47 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .with_context(|| format!("serving metrics on {addr}"))?;
     }
 
+    // Before any session starts: a SIGTERM once routes are out must withdraw them, not kill
+    // the process with the default action.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut speaker = Speaker::new(metrics.clone(), restarting);
     speaker
         .apply(config)
         .await
         .context("applying configuration")?;
+    remove_restart_marker(opts.restart_marker_dir.as_deref());
     ready.set_ready(true);
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
-    let _watcher = watch_file(&opts.config, reload_tx.clone());
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut watched = speaker.watched_files(&opts.config);
+    let mut _watcher = watch_dirs(&watched, reload_tx.clone());
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
-            _ = sighup.recv() => speaker.reload(&opts.config).await,
+            _ = sighup.recv() => {
+                speaker.reload(&opts.config).await;
+                watched.contents = FileContents::read(&watched.paths);
+            }
             Some(()) = reload_rx.recv() => {
                 // Editors write in several steps: let the file settle, then read it once.
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 while reload_rx.try_recv().is_ok() {}
+                // Events name directories, symlinks and temporary files (a ConfigMap volume
+                // swaps a `..data` symlink and never names the file): what counts is whether
+                // a file we read now has other content.
+                let now = FileContents::read(&watched.paths);
+                if now == watched.contents {
+                    continue;
+                }
                 speaker.reload(&opts.config).await;
+                let next = speaker.watched_files(&opts.config);
+                if next.paths != watched.paths {
+                    _watcher = watch_dirs(&next, reload_tx.clone());
+                }
+                watched = next;
             }
         }
     }
@@ -100,13 +121,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `restart_marker_fresh`, then the marker is removed.
 pub(crate) fn take_restart_marker(dir: Option<&Path>, restart_time: u16) -> bool {
+    let fresh = restart_marker_fresh(dir, restart_time);
+    remove_restart_marker(dir);
+    fresh
+}
+
+/// Whether a graceful shutdown left its marker less than `restart_time` seconds ago.
+pub(crate) fn restart_marker_fresh(dir: Option<&Path>, restart_time: u16) -> bool {
     let Some(dir) = dir else { return false };
-    let path = dir.join(RESTART_MARKER);
-    let Ok(meta) = std::fs::metadata(&path) else {
+    let Ok(meta) = std::fs::metadata(dir.join(RESTART_MARKER)) else {
         return false;
     };
-    let _ = std::fs::remove_file(&path);
     let age = meta
         .modified()
         .ok()
@@ -115,33 +142,67 @@ pub(crate) fn take_restart_marker(dir: Option<&Path>, restart_time: u16) -> bool
     age.is_some_and(|a| a <= Duration::from_secs(restart_time.into()))
 }
 
+/// The marker has done its work (start-up succeeded): a later start is a plain one.
+pub(crate) fn remove_restart_marker(dir: Option<&Path>) {
+    if let Some(dir) = dir
+        && let Err(e) = std::fs::remove_file(dir.join(RESTART_MARKER))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(error = %e, "cannot remove the graceful-restart marker");
+    }
+}
+
 fn write_restart_marker(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(RESTART_MARKER), b"")
 }
 
-/// Watch the directory of the file (editors replace files by renaming) and signal any event
-/// that names the file.
-fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+/// The files a configuration is read from (the file itself, the password and BFD key files
+/// it names) and what they held when it was last applied.
+#[derive(Debug)]
+struct WatchedFiles {
+    paths: Vec<PathBuf>,
+    contents: FileContents,
+}
+
+/// The content of each file, `None` for one that cannot be read.
+#[derive(Debug, PartialEq, Eq)]
+struct FileContents(Vec<Option<Vec<u8>>>);
+
+impl FileContents {
+    fn read(paths: &[PathBuf]) -> Self {
+        Self(paths.iter().map(|p| std::fs::read(p).ok()).collect())
+    }
+}
+
+/// Watch the directories of `files` (editors replace files by renaming; a Kubernetes
+/// ConfigMap or Secret volume swaps the `..data` symlink of its directory) and signal any
+/// change there; the caller compares contents.
+fn watch_dirs(files: &WatchedFiles, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher as _;
-    let file = path.file_name()?.to_owned();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
             && !ev.kind.is_access()
-            && ev.paths.iter().any(|p| p.file_name() == Some(&file))
         {
             let _ = tx.try_send(());
         }
     })
     .map_err(|e| warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP"))
     .ok()?;
-    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        warn!(error = %e, "cannot watch the configuration directory; reload with SIGHUP");
-        return None;
+    let mut dirs: Vec<PathBuf> = files
+        .paths
+        .iter()
+        .map(|path| match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            warn!(dir = %dir.display(), error = %e, "cannot watch a configuration directory; reload with SIGHUP");
+        }
     }
     Some(watcher)
 }
@@ -170,6 +231,21 @@ impl Speaker {
             restarting,
             config: None,
         }
+    }
+
+    /// The configuration file and the key files of the configuration in force.
+    fn watched_files(&self, config: &Path) -> WatchedFiles {
+        let mut paths = vec![config.to_owned()];
+        if let Some(c) = &self.config {
+            for p in &c.peers {
+                paths.extend(p.password_file.clone());
+                paths.extend(p.bfd_auth.as_ref().map(|a| a.key_file.clone()));
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        let contents = FileContents::read(&paths);
+        WatchedFiles { paths, contents }
     }
 
     /// Re-read the file; a bad edit is logged and the running configuration stays.
@@ -205,6 +281,8 @@ impl Speaker {
             .as_ref()
             .map(|l| SocketAddr::new(l.address, l.port));
         self.manager.apply(listen, prepared).await?;
+        // Only the first configuration's peers saw us restart (the manager does the same).
+        self.restarting = false;
         self.config = Some(config);
         Ok(())
     }
@@ -420,6 +498,8 @@ peers:
         let dir = tempfile::tempdir().unwrap();
         assert!(!take_restart_marker(Some(dir.path()), 120));
         write_restart_marker(dir.path()).unwrap();
+        // Looking does not take it: a start-up that fails leaves it for the next one.
+        assert!(restart_marker_fresh(Some(dir.path()), 120));
         assert!(take_restart_marker(Some(dir.path()), 120));
         // Taken: a second start is a plain start.
         assert!(!take_restart_marker(Some(dir.path()), 120));

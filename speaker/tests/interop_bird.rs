@@ -294,6 +294,13 @@ prefixes:
     let routes = wait_prefixes(&bird, &["203.0.113.1/32", "2001:db8:100::/48"]);
     assert_eq!(routes["203.0.113.1/32"].next_hop, Some(Pair::a_v4()));
     assert_eq!(routes["2001:db8:100::/48"].next_hop, Some(Pair::a_v6()));
+    // RFC 2545 §3: BIRD shares our subnet, so the link-local next hop comes too.
+    let all = bird.birdc("show route all 2001:db8:100::/48");
+    let nh = all
+        .lines()
+        .find(|l| l.contains("BGP.next_hop"))
+        .unwrap_or_else(|| panic!("no BGP.next_hop in {all}"));
+    assert!(nh.contains("2001:db8::1 fe80::"), "{nh}");
 }
 
 #[test]

@@ -109,3 +109,22 @@ fn malformed_messages_get_the_right_notification_and_no_crash() {
     assert!(speaker.process.is_running(), "{}", speaker.log());
     assert!(!speaker.log().contains("panicked"), "{}", speaker.log());
 }
+
+#[test]
+fn connections_from_unconfigured_addresses_cannot_flood_the_log() {
+    let pair = Pair::new("spflood");
+    let speaker = setup(&pair, 1);
+    // 192.0.2.2 is namespace b's own address, and no peer of the speaker.
+    let attempts = 30;
+    for _ in 0..attempts {
+        let c = RawBgp::connect(&pair.b, "192.0.2.1:179".parse().unwrap(), T);
+        assert!(c.wait_closed(T), "an unconfigured address is closed");
+    }
+    let refused = speaker.log().matches("inbound connection refused").count();
+    assert!(
+        (1..=10).contains(&refused),
+        "{refused} warnings for {attempts} connections:\n{}",
+        speaker.log()
+    );
+    assert!(speaker.process.is_running());
+}

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod fsm;
+pub mod log_limit;
 pub mod message;
 pub mod rib;
 pub mod session;

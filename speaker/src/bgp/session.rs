@@ -589,10 +589,11 @@ impl Session {
             extended_message = negotiated.extended_message,
             "session established"
         );
-        let mut rib = AdjRibOut::new(ExportPolicy::from_negotiated(
-            &negotiated,
-            self.cfg.ipv6_next_hop,
-        ));
+        let mut policy = ExportPolicy::from_negotiated(&negotiated, self.cfg.ipv6_next_hop);
+        if let (IpAddr::V6(l), IpAddr::V6(p)) = (local, self.cfg.transport.peer.ip()) {
+            policy.link_local_next_hop = transport::link_local_next_hop(l, p).map(|ll| (l, ll));
+        }
+        let mut rib = AdjRibOut::new(policy);
         let queued = if self.stopping.is_some() {
             rib.queue_desired(std::iter::empty())
         } else {

@@ -214,6 +214,11 @@ impl Listener {
             Socket::new(domain_of(addr.ip()), Type::STREAM, None).map_err(io_err("socket"))?;
         sock.set_reuse_address(true)
             .map_err(io_err("set SO_REUSEADDR"))?;
+        // A reload binds the new listener before it closes the old one, which may hold the
+        // same port (`0.0.0.0:179` → `192.0.2.1:179`): only sockets that all set SO_REUSEPORT
+        // (and belong to the same user) can overlap.
+        sock.set_reuse_port(true)
+            .map_err(io_err("set SO_REUSEPORT"))?;
         if is_v6 {
             sock.set_only_v6(false)
                 .map_err(io_err("clear IPV6_V6ONLY"))?;
@@ -269,6 +274,19 @@ impl Listener {
         addr.set_ip(unmap(addr.ip()));
         Ok((stream, addr))
     }
+
+    /// The connections already waiting in the backlog, without waiting for more: a listener
+    /// being replaced hands them over instead of resetting them when it closes.
+    pub fn accept_pending(&self) -> Vec<(TcpStream, SocketAddr)> {
+        let mut out = Vec::new();
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        while let std::task::Poll::Ready(Ok((stream, mut addr))) = self.inner.poll_accept(&mut cx) {
+            addr.set_ip(unmap(addr.ip()));
+            out.push((stream, addr));
+        }
+        out
+    }
 }
 
 /// Configure an accepted connection for its peer's TTL policy. With GTSM, the minimum TTL is
@@ -282,6 +300,39 @@ pub fn configure_accepted(stream: &TcpStream, ttl: TtlPolicy) -> Result<(), Tran
     let is_v6 = unmap(stream.peer_addr().map_err(io_err("getpeername"))?.ip()).is_ipv6();
     let sock = socket2::SockRef::from(stream);
     apply_ttl(&sock, is_v6, ttl)
+}
+
+/// RFC 2545 §3: the link-local address to send beside our global IPv6 next hop `local` when
+/// `peer` shares our subnet, from the addresses of our interfaces.
+pub fn link_local_next_hop(local: Ipv6Addr, peer: Ipv6Addr) -> Option<Ipv6Addr> {
+    let addrs: Vec<(String, Ipv6Addr, u8)> = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|ia| {
+            let a = ia.address?.as_sockaddr_in6()?.ip();
+            let m = ia.netmask?.as_sockaddr_in6()?.ip();
+            Some((ia.interface_name, a, u128::from(m).leading_ones() as u8))
+        })
+        .collect();
+    link_local_beside(&addrs, local, peer)
+}
+
+/// The pure part of `link_local_next_hop`: `addrs` are (interface, address, prefix length).
+/// None when `local` is on no interface, `peer` is outside its subnet (the peer cannot reach
+/// a link-local address of ours), or the interface has no link-local address.
+pub fn link_local_beside(
+    addrs: &[(String, Ipv6Addr, u8)],
+    local: Ipv6Addr,
+    peer: Ipv6Addr,
+) -> Option<Ipv6Addr> {
+    let (iface, _, len) = addrs.iter().find(|(_, a, _)| *a == local)?;
+    let net = ipnet::Ipv6Net::new(local, *len).ok()?.trunc();
+    if !net.contains(&peer) {
+        return None;
+    }
+    addrs
+        .iter()
+        .find(|(i, a, _)| i == iface && a.is_unicast_link_local())
+        .map(|(_, a, _)| *a)
 }
 
 /// IPv4-mapped IPv6 address (::ffff:a.b.c.d) → IPv4.
@@ -339,6 +390,26 @@ mod tests {
             Md5Key::from_file(&dir.path().join("missing")),
             Err(TransportError::KeyFile { .. })
         ));
+    }
+
+    #[test]
+    fn the_link_local_next_hop_is_the_one_of_the_interface_shared_with_the_peer() {
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let addrs = vec![
+            ("eth0".to_owned(), a("2001:db8::1"), 64),
+            ("eth0".to_owned(), a("fe80::1"), 64),
+            ("eth1".to_owned(), a("2001:db8:1::1"), 64),
+            ("eth1".to_owned(), a("fe80::2"), 64),
+            ("eth2".to_owned(), a("2001:db8:2::1"), 64),
+        ];
+        let beside = |l, p| link_local_beside(&addrs, a(l), a(p));
+        assert_eq!(beside("2001:db8::1", "2001:db8::2"), Some(a("fe80::1")));
+        assert_eq!(beside("2001:db8:1::1", "2001:db8:1::9"), Some(a("fe80::2")));
+        // A peer beyond our subnet (multihop) cannot reach a link-local address.
+        assert_eq!(beside("2001:db8::1", "2001:db8:5::2"), None);
+        // No link-local address on that interface, or no such local address.
+        assert_eq!(beside("2001:db8:2::1", "2001:db8:2::2"), None);
+        assert_eq!(beside("2001:db8:9::1", "2001:db8:9::2"), None);
     }
 
     #[test]

@@ -35,6 +35,21 @@ impl Speaker {
         }
     }
 
+    /// Starts the speaker in `ns` on a config file that already exists (a ConfigMap volume).
+    #[track_caller]
+    pub fn start_at(ns: &Netns, label: &str, config: PathBuf) -> Speaker {
+        let dir = ns.topology().subdir(&format!("speaker-{label}"));
+        let restart_marker_dir = dir.join("state");
+        let process = spawn(ns, label, &config, &restart_marker_dir, &[]);
+        Speaker {
+            ns: ns.clone(),
+            config,
+            restart_marker_dir,
+            process,
+            label: label.to_owned(),
+        }
+    }
+
     /// Replaces the config file the way an editor does (write a temp file, rename).
     pub fn edit(&self, yaml: &str) {
         let tmp = self.config.with_extension("yaml.tmp");

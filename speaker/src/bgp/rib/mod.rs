@@ -108,8 +108,11 @@ pub struct ExportPolicy {
     /// Families negotiated on the session; routes of other families are not sent.
     pub families: Vec<AddressFamily>,
     /// Next hop for IPv6 prefixes whose route names an IPv4 next hop (an IPv6 prefix over an
-    /// IPv4-only node). Without one, the IPv4-mapped IPv6 address is used.
+    /// IPv4-only node). Without one such routes are not sent (`Unexportable::NoIpv6NextHop`).
     pub ipv6_next_hop: Option<Ipv6Addr>,
+    /// (global, link-local): IPv6 routes whose next hop is this global address of ours also
+    /// carry this link-local one (RFC 2545 §3: the peer shares our subnet).
+    pub link_local_next_hop: Option<(Ipv6Addr, Ipv6Addr)>,
 }
 
 impl ExportPolicy {
@@ -120,6 +123,7 @@ impl ExportPolicy {
             codec: n.codec_context(),
             families: n.families.clone(),
             ipv6_next_hop,
+            link_local_next_hop: None,
         }
     }
 
@@ -132,6 +136,13 @@ impl ExportPolicy {
         if matches!(route.prefix, IpNet::V4(_)) && route.next_hop.is_ipv6() {
             // RFC 8950 (IPv4 NLRI with IPv6 next hop) is not implemented.
             return Err(Unexportable::Ipv6NextHopForIpv4Prefix);
+        }
+        if matches!(route.prefix, IpNet::V6(_))
+            && route.next_hop.is_ipv4()
+            && self.ipv6_next_hop.is_none()
+        {
+            // `::ffff:a.b.c.d` is no address a switch can resolve.
+            return Err(Unexportable::NoIpv6NextHop);
         }
         // Thousands of communities would not fit one UPDATE with a single prefix.
         let attribute_bytes = 4 * route.communities.len() + 12 * route.large_communities.len();
@@ -173,10 +184,14 @@ impl ExportPolicy {
         match key.next_hop {
             IpAddr::V4(nh) if !key.ipv6 => attributes.next_hop = Some(nh),
             next_hop => {
+                let link_local_next_hop = self
+                    .link_local_next_hop
+                    .filter(|(global, _)| next_hop == IpAddr::V6(*global))
+                    .map(|(_, ll)| IpAddr::V6(ll));
                 attributes.mp_reach = Some(MpReach {
                     family: AddressFamily::IPV6_UNICAST,
                     next_hop,
-                    link_local_next_hop: None,
+                    link_local_next_hop,
                     nlri: Vec::new(),
                 });
             }
@@ -196,6 +211,8 @@ pub enum Unexportable {
     FamilyNotNegotiated(AddressFamily),
     #[error("IPv4 prefix with an IPv6 next hop (RFC 8950) is not supported")]
     Ipv6NextHopForIpv4Prefix,
+    #[error("IPv6 prefix with an IPv4 next hop and no IPv6 next hop configured for the session")]
+    NoIpv6NextHop,
     #[error("path attributes make an UPDATE of {0} octets, above the maximum message length")]
     AttributesTooLong(usize),
 }

@@ -24,6 +24,7 @@ fn policy(ibgp: bool, extended_message: bool) -> ExportPolicy {
         },
         families: vec![AddressFamily::IPV4_UNICAST, AddressFamily::IPV6_UNICAST],
         ipv6_next_hop: Some("2001:db8::1".parse().unwrap()),
+        link_local_next_hop: None,
     }
 }
 
@@ -332,14 +333,14 @@ fn ipv6_prefix_with_ipv4_next_hop_uses_the_session_ipv6_next_hop() {
     assert_eq!(reach.next_hop, "2001:db8::1".parse::<IpAddr>().unwrap());
     assert_eq!(reach.nlri, vec![net("2001:db8:5::/48")]);
 
+    // Without one, never the IPv4-mapped address (switches cannot resolve it): not sent.
     p.ipv6_next_hop = None;
     let mut rib = AdjRibOut::new(p);
     let changes = rib.set_desired(set([route("2001:db8:5::/48")]));
-    let updates = rib.updates(&changes);
-    let reach = updates[0].attributes.mp_reach.as_ref().unwrap();
+    assert!(changes.announce.is_empty());
     assert_eq!(
-        reach.next_hop,
-        "::ffff:192.0.2.1".parse::<IpAddr>().unwrap()
+        changes.unexportable,
+        vec![(net("2001:db8:5::/48"), Unexportable::NoIpv6NextHop)]
     );
 }
 
@@ -788,4 +789,31 @@ fn route_refresh_answers_walk_the_table_and_repeated_requests_merge_into_one_mor
     assert_eq!(seen, 8000);
     assert!(rest.iter().all(|u| u.attributes.mp_reach.is_none()));
     assert!(!rib.has_outstanding());
+}
+
+#[test]
+fn our_global_ipv6_next_hop_goes_with_the_link_local_one_beside_it() {
+    // RFC 2545 §3: global then link-local when the peer shares our subnet; a next hop that is
+    // not our address (a third party's) has no link-local address we know.
+    let mut p = policy(false, false);
+    p.link_local_next_hop = Some(("2001:db8::1".parse().unwrap(), "fe80::1".parse().unwrap()));
+    let mut rib = AdjRibOut::new(p.clone());
+    let ours = Route::new(net("2001:db8:5::/48"), "2001:db8::1".parse().unwrap());
+    let other = Route::new(net("2001:db8:6::/48"), "2001:db8::9".parse().unwrap());
+    let changes = rib.set_desired(set([ours, other]));
+    let updates = rib.updates(&changes);
+    let mut seen = BTreeMap::new();
+    for u in &updates {
+        if let Some(r) = &u.attributes.mp_reach {
+            for n in &r.nlri {
+                seen.insert(*n, r.link_local_next_hop);
+            }
+        }
+    }
+    assert_eq!(
+        seen[&net("2001:db8:5::/48")],
+        Some("fe80::1".parse::<IpAddr>().unwrap())
+    );
+    assert_eq!(seen[&net("2001:db8:6::/48")], None);
+    encode_all(&updates, &p.codec);
 }
