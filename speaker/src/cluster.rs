@@ -839,7 +839,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .context("creating the in-cluster Kubernetes client")?,
         ),
     };
-    let restarting = opts.restarting || take_marker(opts.restart_marker_dir.as_deref());
+    let restarting = opts.restarting || marker_fresh(opts.restart_marker_dir.as_deref());
     if restarting {
         info!("starting as a restarting speaker (graceful restart R bit set)");
     }
@@ -1090,8 +1090,14 @@ impl Runtime {
             .iter()
             .filter_map(|p| Some((p.spec.name().to_owned(), p.md5.clone()?)))
             .collect();
-        if let Err(e) = self.manager.apply(self.opts.listen, resolved).await {
-            error!(error = %format!("{e:#}"), "cannot apply the desired peers");
+        match self.manager.apply(self.opts.listen, resolved).await {
+            Err(e) => error!(error = %format!("{e:#}"), "cannot apply the desired peers"),
+            // The marker goes only once the sessions run from the complete state: a crash
+            // before that restarts with the Restart State bit still set.
+            Ok(()) if !self.computed_once => {
+                crate::standalone::remove_restart_marker(self.opts.restart_marker_dir.as_deref())
+            }
+            Ok(()) => {}
         }
         self.metrics
             .update_latency
@@ -1350,13 +1356,15 @@ fn write_marker(dir: &Path, restart_time: u16) -> std::io::Result<()> {
     std::fs::write(dir.join(RESTART_MARKER), restart_time.to_string())
 }
 
-fn take_marker(dir: Option<&Path>) -> bool {
+/// A graceful shutdown's marker, fresh within its Restart Time; removed after the first
+/// successful apply.
+fn marker_fresh(dir: Option<&Path>) -> bool {
     let Some(dir) = dir else { return false };
     let restart_time = std::fs::read_to_string(dir.join(RESTART_MARKER))
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(crate::peers::DEFAULT_RESTART_TIME);
-    crate::standalone::take_restart_marker(Some(dir), restart_time)
+    crate::standalone::restart_marker_fresh(Some(dir), restart_time)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -1565,8 +1573,11 @@ mod tests {
     fn the_marker_remembers_its_restart_time() {
         let dir = tempfile::tempdir().unwrap();
         write_marker(dir.path(), 300).unwrap();
-        assert!(take_marker(Some(dir.path())));
-        assert!(!take_marker(Some(dir.path())), "taken once");
+        // Still there until the first successful apply removes it (a crash before keeps it).
+        assert!(marker_fresh(Some(dir.path())));
+        assert!(marker_fresh(Some(dir.path())), "kept until start-up succeeded");
+        crate::standalone::remove_restart_marker(Some(dir.path()));
+        assert!(!marker_fresh(Some(dir.path())));
     }
 
     #[test]

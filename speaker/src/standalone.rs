@@ -121,8 +121,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `restart_marker_fresh`, then the marker is removed.
-pub(crate) fn take_restart_marker(dir: Option<&Path>, restart_time: u16) -> bool {
+/// `restart_marker_fresh`, then the marker is removed (what a start does once it succeeded).
+#[cfg(test)]
+fn take_restart_marker(dir: Option<&Path>, restart_time: u16) -> bool {
     let fresh = restart_marker_fresh(dir, restart_time);
     remove_restart_marker(dir);
     fresh
