@@ -1575,7 +1575,10 @@ mod tests {
         write_marker(dir.path(), 300).unwrap();
         // Still there until the first successful apply removes it (a crash before keeps it).
         assert!(marker_fresh(Some(dir.path())));
-        assert!(marker_fresh(Some(dir.path())), "kept until start-up succeeded");
+        assert!(
+            marker_fresh(Some(dir.path())),
+            "kept until start-up succeeded"
+        );
         crate::standalone::remove_restart_marker(Some(dir.path()));
         assert!(!marker_fresh(Some(dir.path())));
     }
