@@ -270,7 +270,16 @@ fn run(ops: &[Op]) -> Result<BTreeMap<SvcKey, Vec<IpAddr>>, TestCaseError> {
                 prop_assert_eq!(&table(&a), &before, "a pool edit moved a Service");
                 // Re-reconcile everyone, as the controller does after a pool edit.
                 for r in reqs.values().filter(|r| !absent.contains(&r.key)) {
-                    let keep = settled.contains(&r.key) && before.contains_key(&r.key);
+                    // A Service that asks for a pool its address is not in (the pool did not
+                    // exist when it asked, or its address's pool went away) moves once that
+                    // pool can serve it: what it asked for is acted on.
+                    let in_asked_pool = |ips: &Vec<IpAddr>| {
+                        r.pool
+                            .as_deref()
+                            .is_none_or(|p| ips.iter().all(|ip| a.pool_of(ip) == Some(p)))
+                    };
+                    let keep =
+                        settled.contains(&r.key) && before.get(&r.key).is_some_and(in_asked_pool);
                     reconcile(&mut a, r, &mut status, &mut settled, keep, "a pool edit")?;
                 }
             }
@@ -353,10 +362,13 @@ fn run(ops: &[Op]) -> Result<BTreeMap<SvcKey, Vec<IpAddr>>, TestCaseError> {
                         *claims.entry(*ip).or_default() += 1;
                     }
                 }
+                // A Service whose last reconcile failed or kept an address against its request
+                // (not settled) is settled by the first reconcile after the restart instead.
                 let contested = |k: &SvcKey| {
-                    status
-                        .get(k)
-                        .is_some_and(|ips| ips.iter().any(|ip| claims[ip] > 1))
+                    !settled.contains(k)
+                        || status
+                            .get(k)
+                            .is_some_and(|ips| ips.iter().any(|ip| claims[ip] > 1))
                 };
                 let after = table(&b);
                 for (k, ips) in &before {
