@@ -1,13 +1,15 @@
 //! The leafbridge-dns binary under test, on the host's loopback, built on the shared
 //! `leafbridge-tests` runners: its process lives in a [`Topology::loopback`], whose guard ends
-//! it by PID (even on panic); `dig` and the unbound upstream are the shared ones.
+//! it by PID (even on panic); the process is started by the shared `programs::DnsProxy`
+//! runner, and `dig` and the unbound upstream are the shared ones.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use leafbridge_tests::dns::{DigAnswer, Unbound, UnboundConfig, dig_args, free_port, free_port_on};
+use leafbridge_tests::programs::DnsProxy;
 use leafbridge_tests::{Netns, Process, Topology, require, wait_until};
 
 /// `dig` as these tests run it: one try, 3 s timeout, the rest of the arguments free-form.
@@ -48,15 +50,15 @@ impl Dns {
             .replace("{ops}", &ops_port.to_string());
         let cfg = dir.join("config.yaml");
         std::fs::write(&cfg, config).unwrap();
-        let mut cmd = host.command(env!("CARGO_BIN_EXE_leafbridge-dns"));
-        cmd.arg("--config")
-            .arg(&cfg)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--poll-ms")
-            .arg("100")
-            .env("RUST_LOG", "info");
-        let process = host.topology().spawn("leafbridge-dns", cmd);
+        // Started as the lab and every other test start it.
+        let DnsProxy { process, .. } = DnsProxy::start(
+            &host,
+            Path::new(env!("CARGO_BIN_EXE_leafbridge-dns")),
+            &cfg,
+            &state,
+            SocketAddr::from(([127, 0, 0, 1], ops_port)),
+            &["--poll-ms", "100"],
+        );
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_until(
             Duration::from_secs(20),
