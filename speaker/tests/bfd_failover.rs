@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::BIN;
 use common::Speaker;
 use leafbridge_tests::bird::{Bird, BirdBfd, BirdConfig, BirdPeer};
 use leafbridge_tests::fabric::Fabric;
@@ -97,7 +98,7 @@ fn an_office_probe_loses_under_a_second_when_one_of_two_ecmp_nodes_fails() {
     let _speakers: Vec<Speaker> = (0..2)
         .map(|i| {
             f.nodes[i].add_addr("lo", &format!("{ECMP}/32"));
-            Speaker::start(&f.nodes[i], &format!("node{i}"), &node_yaml(i))
+            Speaker::start(BIN, &f.nodes[i], &format!("node{i}"), &node_yaml(i))
         })
         .collect();
     for i in 0..2 {

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::BIN;
 use common::{Speaker, yaml};
 use leafbridge_tests::bird::{Bird, BirdBfd, BirdBfdSession, BirdConfig, BirdPeer};
 use leafbridge_tests::{Pair, wait_for, wait_until};
@@ -63,7 +64,7 @@ fn routes_to(pair: &Pair, prefix: &str) -> bool {
 fn bfd_comes_up_with_bird_on_the_negotiated_timers_and_a_new_interval_needs_no_flap() {
     let pair = Pair::new("bfdbird");
     let bird = leaf(&pair, true, false);
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(Some((300, 300)), 9));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &speaker_yaml(Some((300, 300)), 9));
     bird.wait_established("node1", T);
     // BIRD sends every max(its 300 ms TX, our 300 ms RX) and declares us down after our
     // multiplier 3 × max(its 300 ms RX, our 300 ms TX).
@@ -96,7 +97,7 @@ fn bfd_comes_up_with_bird_on_the_negotiated_timers_and_a_new_interval_needs_no_f
 fn bgp_is_closed_while_bfd_is_down_and_reopened_when_bfd_is_back() {
     let pair = Pair::new("bfdgate");
     let bird = leaf(&pair, true, false);
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(Some((300, 300)), 9));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &speaker_yaml(Some((300, 300)), 9));
     bird.wait_established("node1", T);
     wait_bfd(&bird, "BFD Up", |s| s.state == "Up");
     speaker.wait_log("BFD poll sequence completed", T);
@@ -159,7 +160,7 @@ fn a_frozen_nodes_routes_leave_the_leafs_kernel_table_within_a_second_with_bfd()
     let with = std::thread::spawn(|| {
         let pair = Pair::new("bfdfrz");
         let bird = leaf(&pair, true, true);
-        let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(Some((300, 300)), 9));
+        let speaker = Speaker::start(BIN, &pair.a, "a", &speaker_yaml(Some((300, 300)), 9));
         wait_bfd(&bird, "BFD Up at 300 ms", |s| {
             s.state == "Up" && s.timeout == 0.9
         });
@@ -168,7 +169,7 @@ fn a_frozen_nodes_routes_leave_the_leafs_kernel_table_within_a_second_with_bfd()
     let without = std::thread::spawn(|| {
         let pair = Pair::new("nobfdfrz");
         let bird = leaf(&pair, false, true);
-        let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(None, 9));
+        let speaker = Speaker::start(BIN, &pair.a, "a", &speaker_yaml(None, 9));
         time_to_withdraw(&pair, &bird, &speaker)
     });
     let with = with.join().unwrap();
@@ -197,7 +198,7 @@ fn a_multihop_bgp_peer_gets_a_multihop_bfd_session_on_port_4784() {
         "    bfd_profile: fast\n",
         "    bfd_profile: fast\n    multihop_ttl: 2\n    source_address: 192.0.2.1\n",
     );
-    let _speaker = Speaker::start(&pair.a, "a", &y);
+    let _speaker = Speaker::start(BIN, &pair.a, "a", &y);
     bird.wait_established("node1", T);
     let s = wait_bfd(&bird, "BIRD's multihop BFD session Up", |s| {
         s.state == "Up" && s.timeout == 0.9
@@ -232,7 +233,7 @@ fn sha1_pair(tag: &str, our_key: &str) -> (Pair, Bird, Speaker) {
             key.display()
         ),
     );
-    let speaker = Speaker::start(&pair.a, "a", &y);
+    let speaker = Speaker::start(BIN, &pair.a, "a", &y);
     (pair, bird, speaker)
 }
 

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::BIN;
 use common::{Speaker, yaml};
 use leafbridge_tests::frr::{Bfdd, BfddConfig, BfddPeer, Frr, FrrConfig, FrrNeighbor};
 use leafbridge_tests::{Pair, wait_for, wait_until};
@@ -52,7 +53,7 @@ fn up(p: &Value) -> bool {
 fn bfd_comes_up_with_frr_bfdd_and_interval_changes_on_both_sides_need_no_flap() {
     let pair = Pair::new("bfdfrr");
     let b = bfdd(&pair);
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(300, 300));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &speaker_yaml(300, 300));
     let p = wait_peer(&b, "bfdd session up with our 300 ms timers", |p| {
         up(p) && p["remote-receive-interval"] == 300 && p["remote-transmit-interval"] == 300
     });
@@ -88,7 +89,7 @@ fn bgp_with_frr_is_closed_while_bfdd_is_frozen_and_reopened_after() {
     let mut cfg = FrrConfig::new("192.0.2.2".parse().unwrap(), 65000);
     cfg.neighbors.push(FrrNeighbor::new(Pair::a_v4(), 65001));
     let frr = Frr::start(&pair.b, "leaf", &cfg);
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(300, 300));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &speaker_yaml(300, 300));
     frr.wait_established(Pair::a_v4(), T);
     wait_peer(&b, "bfdd up", up);
     speaker.wait_log("BFD poll sequence completed", T);
@@ -121,7 +122,7 @@ fn bfdd_turning_the_session_off_sends_admin_down_and_leaves_bgp_alone() {
     let mut cfg = FrrConfig::new("192.0.2.2".parse().unwrap(), 65000);
     cfg.neighbors.push(FrrNeighbor::new(Pair::a_v4(), 65001));
     let frr = Frr::start(&pair.b, "leaf", &cfg);
-    let speaker = Speaker::start(&pair.a, "a", &speaker_yaml(300, 300));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &speaker_yaml(300, 300));
     frr.wait_established(Pair::a_v4(), T);
     wait_peer(&b, "bfdd up", up);
     speaker.wait_log("BFD poll sequence completed", T);

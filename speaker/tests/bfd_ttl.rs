@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::BIN;
 use common::{Speaker, yaml};
 use leafbridge_tests::{Pair, require, wait_until};
 
@@ -39,7 +40,7 @@ fn single_hop_packets_with_a_ttl_below_255_are_dropped() {
             "  - prefix: 203.0.113.10/32\n"
         )
     );
-    let speaker = Speaker::start(&pair.a, "a", &y);
+    let speaker = Speaker::start(BIN, &pair.a, "a", &y);
     speaker.wait_log("BFD session starting", Duration::from_secs(20));
 
     send_down_packets(&pair, 254, 10);

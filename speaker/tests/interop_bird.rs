@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::BIN;
 use common::{ALL, PREFIXES, Speaker, assert_prefix_attributes, wait_routes_within, yaml};
 use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
 use leafbridge_tests::rib::by_prefix;
@@ -36,7 +37,7 @@ fn leaf_and_speaker(
     yaml: &str,
 ) -> (Bird, Speaker, BTreeMap<String, RibRoute>) {
     let bird = bird_leaf(pair, 65001, edit);
-    let speaker = Speaker::start(&pair.a, "a", yaml);
+    let speaker = Speaker::start(BIN, &pair.a, "a", yaml);
     bird.wait_established("node1", T);
     let routes = wait_prefixes(&bird, &ALL);
     (bird, speaker, routes)
@@ -98,7 +99,7 @@ fn ibgp_routes_carry_local_pref() {
   - prefix: 203.0.113.2/32
 "#;
     let config = yaml(65000, "", prefixes);
-    let _speaker = Speaker::start(&pair.a, "a", &config);
+    let _speaker = Speaker::start(BIN, &pair.a, "a", &config);
     bird.wait_established("node1", T);
     let routes = wait_prefixes(&bird, &["203.0.113.1/32", "203.0.113.2/32"]);
     assert_eq!(routes["203.0.113.1/32"].local_pref, Some(250));
@@ -114,7 +115,7 @@ fn md5_with_the_right_key_establishes_and_a_wrong_key_does_not() {
     let keyfile = pair.topo.dir().join("bgp.key");
     std::fs::write(&keyfile, "wrong-key\n").unwrap();
     let extra = format!("    password_file: {}", keyfile.display());
-    let speaker = Speaker::start(&pair.a, "a", &yaml(65001, &extra, PREFIXES));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &yaml(65001, &extra, PREFIXES));
     std::thread::sleep(Duration::from_secs(4));
     assert_ne!(bird.bgp_state("node1"), "Established");
     wait_until(T, "MD5 failures counted", || {
@@ -152,7 +153,7 @@ fn bird_restarting_gets_the_routes_again() {
 fn a_frozen_peer_is_detected_by_the_hold_timer() {
     let pair = Pair::new("spfrozen");
     let bird = bird_leaf(&pair, 65001, |p| p.hold_time = Some(3));
-    let speaker = Speaker::start(&pair.a, "a", &yaml(65001, "", PREFIXES));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &yaml(65001, "", PREFIXES));
     bird.wait_established("node1", T);
     bird.process().signal("STOP");
     speaker.wait_log("hold timer expired", Duration::from_secs(10));
@@ -289,7 +290,7 @@ prefixes:
   - prefix: 203.0.113.1/32
   - prefix: "2001:db8:100::/48"
 "#;
-    let _speaker = Speaker::start(&pair.a, "a", config);
+    let _speaker = Speaker::start(BIN, &pair.a, "a", config);
     bird.wait_established("node1", T);
     let routes = wait_prefixes(&bird, &["203.0.113.1/32", "2001:db8:100::/48"]);
     assert_eq!(routes["203.0.113.1/32"].next_hop, Some(Pair::a_v4()));

@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::BIN;
 use common::{ALL, PREFIXES, Speaker, assert_prefix_attributes, wait_routes, yaml};
 use leafbridge_tests::exabgp::{Exabgp, ExabgpConfig, ExabgpNeighbor};
 use leafbridge_tests::frr::{Frr, FrrConfig, FrrNeighbor};
@@ -24,7 +25,7 @@ fn frr_leaf(pair: &Pair, edit: impl FnOnce(&mut FrrConfig, &mut FrrNeighbor)) ->
 fn frr_receives_routes_with_attributes_and_edits() {
     let pair = Pair::new("spfrr");
     let frr = frr_leaf(&pair, |_, _| {});
-    let speaker = Speaker::start(&pair.a, "a", &yaml(65001, "", PREFIXES));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &yaml(65001, "", PREFIXES));
     frr.wait_established(Pair::a_v4(), T);
     let routes = wait_routes("FRR", &ALL, || frr.routes());
     assert_prefix_attributes(&routes);
@@ -46,6 +47,7 @@ fn md5_with_frr_right_key_establishes_wrong_key_does_not() {
     let bad = pair.topo.dir().join("bad.key");
     std::fs::write(&bad, "not-it").unwrap();
     let speaker = Speaker::start(
+        BIN,
         &pair.a,
         "a",
         &yaml(
@@ -76,7 +78,7 @@ fn with_graceful_restart_frr_keeps_our_routes_across_a_speaker_restart() {
         "shutdown: graceful\n{}",
         yaml(65001, "    graceful_restart: true", PREFIXES)
     );
-    let mut speaker = Speaker::start(&pair.a, "a", &cfg);
+    let mut speaker = Speaker::start(BIN, &pair.a, "a", &cfg);
     frr.wait_established(Pair::a_v4(), T);
     wait_routes("FRR", &ALL, || frr.routes());
     speaker.terminate();
@@ -94,7 +96,7 @@ fn gobgp_receives_routes_with_attributes() {
     let mut cfg = GobgpConfig::new("192.0.2.2".parse().unwrap(), 65000);
     cfg.neighbors.push(GobgpNeighbor::new(Pair::a_v4(), 65001));
     let gobgp = Gobgp::start(&pair.b, "leaf", &cfg);
-    let speaker = Speaker::start(&pair.a, "a", &yaml(65001, "", PREFIXES));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &yaml(65001, "", PREFIXES));
     gobgp.wait_established(Pair::a_v4(), T);
     let routes = wait_routes("GoBGP", &ALL, || gobgp.routes());
     assert_prefix_attributes(&routes);
@@ -114,6 +116,7 @@ fn exabgp_receives_routes_with_attributes() {
     // ExaBGP connects to us: the speaker listens (and connects out too, RFC 4271 §6.8).
     let listen = "listen: { address: \"::\", port: 179 }\n";
     let speaker = Speaker::start(
+        BIN,
         &pair.a,
         "a",
         &format!("{listen}{}", yaml(65001, "", PREFIXES)),

@@ -6,6 +6,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use common::BIN;
 use common::Speaker;
 use leafbridge_tests::Pair;
 use leafbridge_tests::raw::{
@@ -28,7 +29,7 @@ fn setup(pair: &Pair, cases: usize) -> Speaker {
     let yaml = format!(
         "local_as: 65001\nrouter_id: 192.0.2.1\nlisten: {{ address: 192.0.2.1, port: 179 }}\npeers:\n{peers}prefixes:\n  - prefix: 203.0.113.1/32\n"
     );
-    let speaker = Speaker::start(&pair.a, "a", &yaml);
+    let speaker = Speaker::start(BIN, &pair.a, "a", &yaml);
     speaker.wait_log("listening for BGP connections", T);
     speaker
 }

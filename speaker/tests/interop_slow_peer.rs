@@ -6,6 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::BIN;
 use common::Speaker;
 use leafbridge_tests::Pair;
 use leafbridge_tests::raw::{
@@ -46,6 +47,7 @@ fn speaker_addr() -> SocketAddr {
 fn a_peer_that_stops_reading_is_cut_off_by_the_send_hold_timer_and_memory_stays_flat() {
     let pair = Pair::new("spslow");
     let speaker = Speaker::start(
+        BIN,
         &pair.a,
         "a",
         &config(&format!(", send_hold_time: {SEND_HOLD_SECS}")),
@@ -115,7 +117,7 @@ fn a_peer_that_stops_reading_is_cut_off_by_the_send_hold_timer_and_memory_stays_
 #[test]
 fn withdraw_shutdown_delivers_the_cease_to_a_slow_peer_and_closes_with_a_fin() {
     let pair = Pair::new("spcease");
-    let speaker = Speaker::start(&pair.a, "a", &config(""));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &config(""));
     speaker.wait_log("listening for BGP connections", T);
     let peer = RawBgp::connect_with(
         &pair.b,

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::BIN;
 use common::Speaker;
 use leafbridge_speaker::bgp::codec::{self, CodecContext};
 use leafbridge_speaker::bgp::message::{Capability, Message};
@@ -89,7 +90,7 @@ fn a_listener_moved_onto_the_same_port_binds_first_and_carries_the_md5_keys() {
         "  - {{ name: leaf, address: 192.0.2.2, remote_as: 65000, passive: true, password_file: {} }}\n",
         key.display()
     );
-    let speaker = Speaker::start(&pair.a, "a", &config("0.0.0.0", &peers));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &config("0.0.0.0", &peers));
     bird.wait_established("node1", T);
 
     // 0.0.0.0:179 → 192.0.2.1:179: the new socket overlaps the old one, which is still open.
@@ -116,7 +117,7 @@ fn a_listener_moved_onto_the_same_port_binds_first_and_carries_the_md5_keys() {
 fn a_reload_whose_listener_or_key_fails_keeps_the_old_listener_and_configuration() {
     let pair = Pair::new("sprlfail");
     let one = "  - { name: raw, address: 192.0.2.2, remote_as: 65000, passive: true }\n";
-    let speaker = Speaker::start(&pair.a, "a", &config("192.0.2.1", one));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &config("192.0.2.1", one));
     speaker.wait_log("listening for BGP connections", T);
 
     // An address this host does not have: the bind fails.
@@ -151,7 +152,7 @@ fn a_reload_whose_listener_or_key_fails_keeps_the_old_listener_and_configuration
 fn two_peers_on_one_address_keep_their_own_inbound_connections() {
     let pair = Pair::new("sprltwo");
     let both = "  - { name: one, address: 192.0.2.2, remote_as: 65000, passive: true }\n  - { name: two, address: 192.0.2.2, port: 1179, remote_as: 65002, passive: true }\n";
-    let speaker = Speaker::start(&pair.a, "a", &config("192.0.2.1", both));
+    let speaker = Speaker::start(BIN, &pair.a, "a", &config("192.0.2.1", both));
     speaker.wait_log("listening for BGP connections", T);
 
     // The OPEN's AS says which of the two is calling.
@@ -191,7 +192,7 @@ fn the_restart_state_bit_is_only_for_the_peers_of_the_first_start() {
     let listener = RawBgp::listen(&pair.b, "192.0.2.2:179".parse().unwrap());
     // The marker a graceful shutdown leaves behind, and a start-up that fails: the marker
     // stays for the next start.
-    let mut speaker = Speaker::start(&pair.a, "a", &config("198.51.100.1", first));
+    let mut speaker = Speaker::start(BIN, &pair.a, "a", &config("198.51.100.1", first));
     assert!(
         speaker.process.wait_exit(T).is_some(),
         "a listener that cannot bind fails the start:\n{}",
@@ -277,7 +278,7 @@ fn configmap_and_secret_volume_updates_are_reloaded() {
         "speaker.yaml",
         &config("192.0.2.1", &peers),
     );
-    let speaker = Speaker::start_at(&pair.a, "a", cm.path("speaker.yaml"));
+    let speaker = Speaker::start_at(BIN, &pair.a, "a", cm.path("speaker.yaml"));
     speaker.wait_log("listening for BGP connections", T);
 
     let two_prefixes = format!(

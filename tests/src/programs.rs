@@ -355,3 +355,120 @@ mod tests {
         assert_eq!(metric(t, "nope"), None);
     }
 }
+
+/// `leafbridge-speaker` in standalone mode (`--config FILE`) in a test namespace: the process
+/// and its config file.
+#[derive(Debug)]
+pub struct StandaloneSpeaker {
+    pub ns: Netns,
+    pub bin: PathBuf,
+    pub config: PathBuf,
+    pub restart_marker_dir: PathBuf,
+    pub process: Process,
+    label: String,
+}
+
+impl StandaloneSpeaker {
+    /// Writes `yaml` and starts the speaker in `ns`.
+    #[track_caller]
+    pub fn start(bin: impl AsRef<Path>, ns: &Netns, label: &str, yaml: &str) -> StandaloneSpeaker {
+        let dir = ns.topology().subdir(&format!("speaker-{label}"));
+        let config = dir.join("speaker.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let restart_marker_dir = dir.join("state");
+        let bin = bin.as_ref().to_path_buf();
+        let process = spawn(&bin, ns, label, &config, &restart_marker_dir, &[]);
+        StandaloneSpeaker {
+            ns: ns.clone(),
+            bin,
+            config,
+            restart_marker_dir,
+            process,
+            label: label.to_owned(),
+        }
+    }
+
+    /// Starts the speaker in `ns` on a config file that already exists (a ConfigMap volume).
+    #[track_caller]
+    pub fn start_at(
+        bin: impl AsRef<Path>,
+        ns: &Netns,
+        label: &str,
+        config: PathBuf,
+    ) -> StandaloneSpeaker {
+        let dir = ns.topology().subdir(&format!("speaker-{label}"));
+        let restart_marker_dir = dir.join("state");
+        let bin = bin.as_ref().to_path_buf();
+        let process = spawn(&bin, ns, label, &config, &restart_marker_dir, &[]);
+        StandaloneSpeaker {
+            ns: ns.clone(),
+            bin,
+            config,
+            restart_marker_dir,
+            process,
+            label: label.to_owned(),
+        }
+    }
+
+    /// Replaces the config file the way an editor does (write a temp file, rename).
+    pub fn edit(&self, yaml: &str) {
+        let tmp = self.config.with_extension("yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        self.process.stderr()
+    }
+
+    /// SIGTERM and wait for the exit.
+    #[track_caller]
+    pub fn terminate(&self) {
+        self.process.signal("TERM");
+        let status = self.process.wait_exit(Duration::from_secs(15));
+        assert!(
+            status.is_some(),
+            "speaker did not exit on SIGTERM:\n{}",
+            self.log()
+        );
+    }
+
+    /// Start the binary again with the same config (after `terminate`).
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.process = spawn(
+            &self.bin,
+            &self.ns,
+            &self.label,
+            &self.config,
+            &self.restart_marker_dir,
+            extra,
+        );
+    }
+
+    #[track_caller]
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        crate::support::wait_until(
+            timeout,
+            &format!("speaker log line containing {needle:?}"),
+            || self.log().contains(needle),
+        );
+    }
+}
+
+fn spawn(
+    bin: &Path,
+    ns: &Netns,
+    label: &str,
+    config: &Path,
+    restart_marker_dir: &Path,
+    extra: &[&str],
+) -> Process {
+    let mut cmd = ns.command(bin);
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--restart-marker-dir")
+        .arg(restart_marker_dir)
+        .args(extra);
+    cmd.env("RUST_LOG", "info,leafbridge_speaker=debug");
+    ns.topology().spawn(&format!("speaker-{label}"), cmd)
+}
