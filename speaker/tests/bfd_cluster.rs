@@ -141,11 +141,8 @@ fn bfd_state_is_in_the_node_status_and_bgp_closes_when_bfd_fails() {
         s["sessions"][0]["bfd"]["state"] == "Up" && s["sessions"][0]["state"] == "Established"
     });
     bird.wait_established(&leaf_peer, T);
-    assert_eq!(
-        bird.shutdown_message(&leaf_peer).as_deref(),
-        Some("BFD session down"),
-        "{:?}",
-        bird.last_error(&leaf_peer)
-    );
+    // The Cease went out while the leaf was frozen; whether BIRD reads it from the dead
+    // connection after SIGCONT is up to BIRD, so only our side ("gate (BFD) closed", above)
+    // is checked here. BIRD reading our Cease is checked in bfd_interop_bird.
     speaker.assert_running();
 }
