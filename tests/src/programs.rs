@@ -134,15 +134,26 @@ impl Controller {
     }
 
     pub fn log(&self) -> String {
-        self.process.stderr() + &self.process.stdout()
+        output(&self.process)
     }
 
     /// Panics with the log when the controller has exited.
     #[track_caller]
     pub fn assert_running(&self) {
-        if let Some(s) = self.process.try_exit_status() {
-            panic!("leafbridge-controller exited ({s}):\n{}", tail(&self.log()));
-        }
+        assert_alive(&self.process, "leafbridge-controller");
+    }
+}
+
+/// What one of our programs wrote (stderr, then stdout).
+fn output(p: &Process) -> String {
+    p.stderr() + &p.stdout()
+}
+
+/// Panics with the end of its output when `p` (`what`) has exited.
+#[track_caller]
+fn assert_alive(p: &Process, what: &str) {
+    if let Some(s) = p.try_exit_status() {
+        panic!("{what} exited ({s}):\n{}", tail(&output(p)));
     }
 }
 
@@ -181,15 +192,13 @@ impl DnsProxy {
     }
 
     pub fn log(&self) -> String {
-        self.process.stderr() + &self.process.stdout()
+        output(&self.process)
     }
 
     /// Panics with the log when it has exited (a config it refused, a port in use).
     #[track_caller]
     pub fn assert_running(&self) {
-        if let Some(s) = self.process.try_exit_status() {
-            panic!("leafbridge-dns exited ({s}):\n{}", tail(&self.log()));
-        }
+        assert_alive(&self.process, "leafbridge-dns");
     }
 
     /// Waits until `/readyz` answers 200, failing early if it exits.
@@ -279,20 +288,17 @@ impl ClusterSpeaker {
     }
 
     pub fn log(&self) -> String {
-        self.process.stderr() + &self.process.stdout()
+        output(&self.process)
     }
 
     /// Panics with the end of the log when the speaker has exited: a speaker that does not
     /// know a flag or a mode says so here instead of a test timing out later.
     #[track_caller]
     pub fn assert_running(&self) {
-        if let Some(s) = self.process.try_exit_status() {
-            panic!(
-                "leafbridge-speaker for {} exited ({s}):\n{}",
-                self.options.node_name,
-                tail(&self.log())
-            );
-        }
+        assert_alive(
+            &self.process,
+            &format!("leafbridge-speaker for {}", self.options.node_name),
+        );
     }
 
     /// Waits until `/readyz` answers 200 (desired state loaded), failing early if it exits.
