@@ -1022,3 +1022,162 @@ async fn a_bgppeer_that_fails_the_schema_checks_keeps_its_last_good_version() {
         e => panic!("{:?}", names(&[e])),
     }
 }
+
+/// The next item, which must be an error.
+async fn next_error<K, S>(s: &mut S) -> leafbridge_api::StateError
+where
+    K: ResourceExt,
+    S: Stream<Item = Result<Event<K>, leafbridge_api::StateError>> + Unpin,
+{
+    match tokio::time::timeout(WAIT, s.next()).await {
+        Ok(Some(Err(e))) => e,
+        Ok(Some(Ok(ev))) => panic!("expected an error, got {:?}", names(&[ev])),
+        other => panic!("expected an error, got {:?}", other.map(|o| o.is_some())),
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_directory_keeps_its_objects_reports_an_error_and_then_relists_them() {
+    let top = tempfile::tempdir().unwrap();
+    let root = top.path().join("state");
+    let away = top.path().join("state.away");
+    write(&root, "a.yaml", &svc_yaml("a", "shop", 80));
+    write(&root, "b.yaml", &svc_yaml("b", "shop", 80));
+    let src = StateSource::dir_with_rescan(&root, Duration::from_millis(200)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+
+    // Gone from under us (an unmounted volume, a replaced directory): an error, no Delete.
+    std::fs::rename(&root, &away).unwrap();
+    let e = next_error(&mut s).await;
+    assert!(e.to_string().contains("cannot list"), "{e}");
+    assert_eq!(quiet(&mut s, 2500).await, Ok(()), "nothing is deleted");
+
+    // A watch that starts now gets the error too, not an empty list.
+    let mut late = src.watch::<Service>();
+    next_error(&mut late).await;
+
+    // Back, with one object more: it arrives, then the watch relists the same objects.
+    write(&away, "c.yaml", &svc_yaml("c", "shop", 80));
+    std::fs::rename(&away, &root).unwrap();
+    let mut evs = vec![];
+    loop {
+        let e = next(&mut s).await;
+        let done = matches!(e, Event::InitDone);
+        evs.push(e);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        names(&evs),
+        [
+            "Apply c",
+            "Init",
+            "InitApply a",
+            "InitApply b",
+            "InitApply c",
+            "InitDone"
+        ]
+    );
+    assert_eq!(
+        names(&init(&mut late).await),
+        [
+            "Init",
+            "InitApply a",
+            "InitApply b",
+            "InitApply c",
+            "InitDone"
+        ]
+    );
+    assert_eq!(quiet(&mut s, 500).await, Ok(()));
+}
+
+#[tokio::test]
+async fn a_burst_of_file_writes_is_read_file_by_file_without_listing_the_tree_each_time() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        write(
+            d.path(),
+            &format!("s{i}.yaml"),
+            &svc_yaml(&format!("s{i}"), "shop", 80),
+        );
+    }
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    let StateSource::Dir(sd) = &src else {
+        unreachable!()
+    };
+    let (listings, reads) = (sd.listing_count(), sd.file_reads());
+    for i in 0..300 {
+        write(
+            d.path(),
+            &format!("n{i}.yaml"),
+            &svc_yaml(&format!("n{i}"), "shop", 80),
+        );
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 300 {
+        match next(&mut s).await {
+            Event::Apply(o) => seen.insert(o.name_any()),
+            e => panic!("{:?}", names(&[e])),
+        };
+    }
+    assert_eq!(sd.listing_count(), listings, "a file write listed the tree");
+    let read = sd.file_reads() - reads;
+    assert!(
+        (300..=900).contains(&read),
+        "{read} reads for 300 new files"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_status_writes_to_many_files_all_land_durably_renamed() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..64 {
+        write(
+            d.path(),
+            &format!("s{i}.yaml"),
+            &svc_yaml(&format!("s{i}"), "shop", 80),
+        );
+    }
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    let writes = (0..64).map(|i| {
+        let src = src.clone();
+        async move {
+            let status = serde_json::json!({"loadBalancer": {"ingress": [{"ip": format!("203.0.113.{i}")}]}});
+            src.apply_status::<Service>(Some("shop"), &format!("s{i}"), "m", status)
+                .await
+        }
+    });
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    for i in 0..64 {
+        let text = std::fs::read_to_string(d.path().join(format!("s{i}.yaml"))).unwrap();
+        assert!(text.contains(&format!("ip: 203.0.113.{i}\n")), "{text}");
+        assert!(
+            text.starts_with("apiVersion: v1\nkind: Service\n"),
+            "{text}"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("leafbridge-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 64 {
+        match next(&mut s).await {
+            Event::Apply(o) => seen.insert(o.name_any()),
+            e => panic!("{:?}", names(&[e])),
+        };
+    }
+}

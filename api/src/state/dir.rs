@@ -32,7 +32,7 @@
 //!   deserializes a document when it hands out the event carrying it. 10,000 small Services
 //!   cost ~7 MiB (`examples/state_dir_rss.rs`).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -89,6 +89,8 @@ pub struct StateDir {
     shared: Mutex<Shared>,
     tmp_seq: AtomicU64,
     rescans: AtomicU64,
+    /// Scans that listed the whole tree (tests: a burst of writes lists it once, not per write).
+    listings: AtomicU64,
     /// Manifest files read by scans (tests: a status write that misses reads none).
     reads: AtomicU64,
     /// Recent Events by what they say, for aggregation (see [`StateDir::append_event`]).
@@ -120,6 +122,7 @@ impl StateDir {
             shared: Mutex::default(),
             tmp_seq: AtomicU64::new(0),
             rescans: AtomicU64::new(0),
+            listings: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             recent_events: Mutex::default(),
             #[cfg(test)]
@@ -159,6 +162,11 @@ impl StateDir {
         self.rescans.load(Ordering::Relaxed)
     }
 
+    /// Scans that listed the whole tree.
+    pub fn listing_count(&self) -> u64 {
+        self.listings.load(Ordering::Relaxed)
+    }
+
     /// How many manifest files scans have read (tests, diagnostics).
     pub fn file_reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
@@ -177,16 +185,22 @@ impl StateDir {
     pub(super) fn watch<K: StateObject>(
         self: &Arc<Self>,
     ) -> BoxStream<'static, Result<Event<K>, StateError>> {
-        let (rx, snapshot) = self.subscribe();
+        let (rx, snapshot, failing) = self.subscribe();
         let mut w = KindWatch::<K> {
             dir: self.clone(),
             files: BTreeMap::new(),
             current: BTreeMap::new(),
             queue: VecDeque::new(),
+            listed: false,
+            failed: false,
             kind: std::marker::PhantomData,
         };
         w.apply(&snapshot);
-        w.list();
+        match failing {
+            // As a watch of an unreachable API server: an error, and no (empty) list.
+            Some(reason) => w.fail(reason),
+            None => w.list(),
+        }
         Box::pin(futures::stream::unfold(
             (w, rx),
             |(mut w, mut rx)| async move {
@@ -194,16 +208,25 @@ impl StateDir {
                     if let Some(p) = w.queue.pop_front() {
                         return Some((p.into_event(), (w, rx)));
                     }
-                    let batch = rx.recv().await?;
-                    let mut paths: std::collections::BTreeSet<PathBuf> =
-                        batch.iter().cloned().collect();
+                    let mut notes = vec![rx.recv().await?];
                     while let Ok(more) = rx.try_recv() {
-                        paths.extend(more.iter().cloned());
+                        notes.push(more);
                     }
-                    let changes = lock(&w.dir.shared).changes(paths);
-                    let changed = w.apply(&changes);
-                    let evs = diff(&mut w.current, &w.files, changed, is_namespaced::<K>());
-                    w.queue.extend(evs);
+                    let mut paths = BTreeSet::new();
+                    for note in notes {
+                        match note {
+                            Note::Changed(batch) => paths.extend(batch.iter().cloned()),
+                            Note::Failed(reason) => {
+                                w.take(std::mem::take(&mut paths));
+                                w.fail(reason);
+                            }
+                            Note::Recovered => {
+                                w.take(std::mem::take(&mut paths));
+                                w.recover();
+                            }
+                        }
+                    }
+                    w.take(paths);
                 }
             },
         ))
@@ -212,25 +235,35 @@ impl StateDir {
     /// Join the shared scan: bring it up to date (a file written just before the watch started
     /// is seen), register for its change batches and return the current parsed files. Starts
     /// the scanner task (notify + periodic rescan) if none runs.
-    fn subscribe(self: &Arc<Self>) -> (mpsc::UnboundedReceiver<Batch>, Vec<(PathBuf, FileChange)>) {
+    ///
+    /// Also returns why the directory cannot be read, if it cannot right now.
+    #[allow(clippy::type_complexity)]
+    fn subscribe(
+        self: &Arc<Self>,
+    ) -> (
+        mpsc::UnboundedReceiver<Note>,
+        Vec<(PathBuf, FileChange)>,
+        Option<Arc<str>>,
+    ) {
         // The notify watch is registered before the scan: a change right after it is not missed.
         let scanner = {
             let mut guard = lock(&self.shared);
             let sh = &mut *guard;
             sh.poke.is_none().then(|| self.start_notify(sh))
         };
-        self.scan(false);
+        self.scan(Scope::Quick);
         // What the scan published before we registered is in the snapshot.
         let mut guard = lock(&self.shared);
         let sh = &mut *guard;
         let snapshot = sh.changes(sh.files.keys().cloned().collect::<Vec<_>>());
         let (tx, rx) = mpsc::unbounded_channel();
         sh.subscribers.push(tx);
+        let failing = sh.failing.clone();
         drop(guard);
         if let Some((watcher, prx)) = scanner {
             self.start_scanner(watcher, prx);
         }
-        (rx, snapshot)
+        (rx, snapshot, failing)
     }
 
     /// The scanner's wake-up channel, fed by a notify watch of the directory (None: notify is
@@ -240,16 +273,18 @@ impl StateDir {
         sh: &mut Shared,
     ) -> (
         Option<notify::RecommendedWatcher>,
-        mpsc::UnboundedReceiver<()>,
+        mpsc::UnboundedReceiver<Poke>,
     ) {
-        let (ptx, prx) = mpsc::unbounded_channel::<()>();
+        let (ptx, prx) = mpsc::unbounded_channel::<Poke>();
         sh.poke = Some(ptx.clone());
         let root = self.root.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.as_ref().is_ok_and(|ev| !is_relevant(&root, ev)) {
-                return;
-            }
-            let _ = ptx.send(());
+            let poke = match &res {
+                Ok(ev) if !is_relevant(&root, ev) => return,
+                Ok(ev) => poke_for(&root, ev),
+                Err(_) => Poke::All,
+            };
+            let _ = ptx.send(poke);
         })
         .and_then(|mut w| {
             notify::Watcher::watch(&mut w, &self.root, notify::RecursiveMode::Recursive).map(|()| w)
@@ -268,14 +303,18 @@ impl StateDir {
     /// The one scanner task of this directory: wakes on notify events (debounced), on a poke
     /// (our own write was overtaken) or on the periodic safety-net tick, rescans, and fans the
     /// changed files out to every watch. Ends when no watch is left.
+    ///
+    /// Notify events that name manifest files look at those files only: a burst of N writes
+    /// (the controller's statuses) costs N stats and reads, not N listings of the whole tree.
+    /// Anything else (a directory, an overflowed event queue) lists the tree.
     fn start_scanner(
         self: &Arc<Self>,
         watcher: Option<notify::RecommendedWatcher>,
-        mut prx: mpsc::UnboundedReceiver<()>,
+        mut prx: mpsc::UnboundedReceiver<Poke>,
     ) {
         let me = self.clone();
         tokio::spawn(async move {
-            let _watcher = watcher;
+            let mut watcher = watcher;
             let mut ticker = tokio::time::interval(me.rescan);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
@@ -288,19 +327,22 @@ impl StateDir {
                         None => std::future::pending().await,
                     }
                 };
-                let full = tokio::select! {
-                    () = settle => false,
+                let scope = tokio::select! {
+                    () = settle => Scope::Quick,
                     n = prx.recv() => {
-                        if n.is_none() { return; }
+                        let Some(first) = n else { return; };
                         tokio::time::sleep(DEBOUNCE).await;
-                        while prx.try_recv().is_ok() {}
-                        false
+                        let mut scope = Scope::from(first);
+                        while let Ok(more) = prx.try_recv() {
+                            scope.add(more);
+                        }
+                        scope
                     }
                     // The periodic safety net checks stamps too; every 15th tick it compares
                     // contents (an edit that kept size and mtime, on a coarse-mtime filesystem).
                     _ = ticker.tick() => {
                         ticks += 1;
-                        ticks.is_multiple_of(15)
+                        if ticks.is_multiple_of(15) { Scope::Full } else { Scope::Quick }
                     }
                 };
                 {
@@ -311,14 +353,30 @@ impl StateDir {
                         return;
                     }
                 }
-                me.scan(full);
+                let was_failing = lock(&me.shared).failing.is_some();
+                me.scan(scope);
+                // A directory that came back may be another inode (deleted and made anew):
+                // watch it again, or only the periodic rescans would see its changes.
+                if was_failing
+                    && lock(&me.shared).failing.is_none()
+                    && let Some(w) = watcher.as_mut()
+                {
+                    let _ = notify::Watcher::unwatch(w, &me.root);
+                    if let Err(e) =
+                        notify::Watcher::watch(w, &me.root, notify::RecursiveMode::Recursive)
+                    {
+                        tracing::warn!(dir = %me.root.display(), error = %e,
+                            "cannot watch state directory for changes; relying on periodic rescans");
+                    }
+                }
             }
         });
     }
 
     /// Re-read changed files into the shared cache and tell the watches what changed. A quick
-    /// scan skips files whose size, mtime and inode are unchanged; a full one compares every
-    /// file's content. Unchanged content is not parsed again.
+    /// scan lists the tree and skips files whose size, mtime and inode are unchanged; a full
+    /// one compares every file's content; a scan of named paths (from notify events) looks at
+    /// those files only. Unchanged content is not parsed again.
     ///
     /// The shared lock is held only to compare and to take results, never while listing,
     /// reading or parsing files: watches and status writers are not held up by a big tree. A
@@ -327,38 +385,55 @@ impl StateDir {
     /// A version that drops objects the file's last good version held is taken only once it
     /// has stayed the same for [`SETTLE`] (see there); until then the watches keep the old
     /// objects and `settle_due` tells the scanner when to look again.
-    fn scan(&self, full: bool) {
+    ///
+    /// A directory that cannot be listed, or a manifest that cannot be read, is not "objects
+    /// deleted": everything stays, and the watches get an error until a listing scan reads the
+    /// whole tree again (then they relist, as a Kubernetes watch does after an error).
+    fn scan(&self, scope: Scope) {
         self.rescans.fetch_add(1, Ordering::Relaxed);
-        let list = match list_manifest_files(&self.root) {
-            Ok(l) => l,
-            Err(e) => {
-                // Keep everything we have: an unreadable directory is not "everything deleted".
-                tracing::warn!(dir = %self.root.display(), error = %e, "cannot list state directory");
-                return;
+        let full = matches!(scope, Scope::Full);
+        let targeted = match &scope {
+            Scope::Paths(paths) => self.stamps_of(paths),
+            _ => None,
+        };
+        let listing = targeted.is_none();
+        let stamps: Vec<(PathBuf, Option<Stamp>)> = match targeted {
+            Some(stamps) => stamps,
+            None => {
+                self.listings.fetch_add(1, Ordering::Relaxed);
+                match list_manifest_files(&self.root) {
+                    Ok(l) => l
+                        .into_iter()
+                        .map(|p| (stamp_of(&p), p))
+                        .map(|(s, p)| (p, s))
+                        .collect(),
+                    Err(e) => {
+                        let reason = format!("cannot list {}: {e}", self.root.display());
+                        lock(&self.shared).set_health(&self.root, Some(reason), false);
+                        return;
+                    }
+                }
             }
         };
-        let stamps: Vec<(PathBuf, Option<Stamp>)> = list
-            .into_iter()
-            .map(|p| (stamp_of(&p), p))
-            .map(|(s, p)| (p, s))
-            .collect();
         // Which files to read, with their cache generation and digest as of now.
         let mut changed = vec![];
         let to_read: Vec<(PathBuf, Option<Stamp>, u64, Option<Digest>)> = {
             let mut guard = lock(&self.shared);
             let sh = &mut *guard;
             let now = std::time::Instant::now();
-            sh.settle_due = None;
-            let gone: Vec<PathBuf> = sh
-                .files
-                .keys()
-                .filter(|p| stamps.binary_search_by(|(q, _)| q.cmp(p)).is_err())
-                .cloned()
-                .collect();
-            for p in gone {
-                if sh.settled(&p, None, None, now) {
-                    sh.files.remove(&p);
-                    changed.push((p, FileChange::Gone));
+            if listing {
+                sh.settle_due = None;
+                let gone: Vec<PathBuf> = sh
+                    .files
+                    .keys()
+                    .filter(|p| stamps.binary_search_by(|(q, _)| q.cmp(p)).is_err())
+                    .cloned()
+                    .collect();
+                for p in gone {
+                    if sh.settled(&p, None, None, now) {
+                        sh.files.remove(&p);
+                        changed.push((p, FileChange::Gone));
+                    }
                 }
             }
             stamps
@@ -376,6 +451,7 @@ impl StateDir {
                 .collect()
         };
         // Read and parse, unlocked.
+        let mut problem = None;
         let read: Vec<_> = to_read
             .into_iter()
             .filter_map(|(path, stamp, gen_, seen)| {
@@ -388,7 +464,8 @@ impl StateDir {
                     Ok(c) => Some(c),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                     Err(e) => {
-                        tracing::warn!(file = %path.display(), error = %e, "cannot read manifest; keeping what it held");
+                        problem
+                            .get_or_insert_with(|| format!("cannot read {}: {e}", path.display()));
                         return None;
                     }
                 };
@@ -430,6 +507,29 @@ impl StateDir {
             changed.push((path, entry.set(&content, raw, None)));
         }
         sh.publish(changed);
+        // Only a scan that saw the whole tree can tell it is readable again.
+        if listing || problem.is_some() {
+            sh.set_health(&self.root, problem, listing);
+        }
+    }
+
+    /// The stamps of `paths` (None: the file is gone), or None when they cannot stand for a
+    /// look at the tree: the root is unreadable, or one of them is a directory.
+    #[allow(clippy::type_complexity)]
+    fn stamps_of(&self, paths: &BTreeSet<PathBuf>) -> Option<Vec<(PathBuf, Option<Stamp>)>> {
+        fs::read_dir(&self.root).ok()?;
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            match fs::metadata(p) {
+                Ok(m) if m.is_dir() => return None,
+                Ok(m) if m.is_file() => out.push((p.clone(), stamp_from(&m))),
+                // A fifo or a socket with a manifest's name is not one (as in a listing).
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push((p.clone(), None)),
+                Err(_) => return None,
+            }
+        }
+        Some(out)
     }
 
     /// Every document of `path` if `content` is what the shared cache last saw there.
@@ -472,7 +572,7 @@ impl StateDir {
         if stamp.is_none() || stamp_of(path) != stamp {
             entry.stamp = None;
             if let Some(p) = &sh.poke {
-                let _ = p.send(());
+                let _ = p.send(Poke::Paths(vec![path.to_path_buf()]));
             }
             return;
         }
@@ -546,7 +646,7 @@ impl StateDir {
             path: meta.clone(),
             source,
         };
-        fs::create_dir_all(&meta).map_err(io)?;
+        create_inside(&self.root, &meta).map_err(io)?;
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -585,9 +685,15 @@ impl StateDir {
             }
             misses.into_iter().for_each(not_found);
             let mut stale = vec![];
+            let mut staged = vec![];
+            let several = by_file.len() > 1;
             for (path, reqs) in by_file {
-                stale.extend(self.write_file(&path, reqs));
+                match self.write_file(&path, reqs, several) {
+                    FileWrite::Done(missing) => stale.extend(missing),
+                    FileWrite::Staged(s) => staged.push(*s),
+                }
             }
+            stale.extend(self.commit_staged(staged));
             // Objects not where the hints said (moved between files): look once more.
             if stale.is_empty() || reindexed {
                 stale.into_iter().for_each(not_found);
@@ -602,7 +708,7 @@ impl StateDir {
     /// date first, which reads only files that changed (usually none), not the whole tree.
     fn reindex(&self) {
         let files: Vec<(PathBuf, Vec<Docs>)> = {
-            self.scan(false);
+            self.scan(Scope::Quick);
             lock(&self.shared)
                 .files
                 .iter()
@@ -639,8 +745,10 @@ impl StateDir {
         *lock(&self.hints) = h;
     }
 
-    /// Apply `reqs` to one file atomically. Returns the requests whose object is not in it.
-    fn write_file(&self, path: &Path, reqs: Vec<StatusRequest>) -> Vec<StatusRequest> {
+    /// Apply `reqs` to one file atomically. Done: the requests whose object is not in it.
+    /// With `stage`, a file that changes is left written to its temp file, not yet durable
+    /// nor renamed ([`Self::commit_staged`] finishes a batch of them with one sync).
+    fn write_file(&self, path: &Path, mut reqs: Vec<StatusRequest>, stage: bool) -> FileWrite {
         // Someone is (probably) still writing it (`cmd > file`): renaming our version over it
         // now would lose the rest of their write. The caller retries.
         if lock(&self.shared)
@@ -653,13 +761,13 @@ impl StateDir {
                     path: path.to_path_buf(),
                 }));
             }
-            return vec![];
+            return FileWrite::Done(vec![]);
         }
         for _ in 0..WRITE_ATTEMPTS {
             // Re-read right before writing (a spec edit since is never lost); parse only if it
             // is not what the shared cache already holds (usually: our own last write).
             let Ok(content) = fs::read(path) else {
-                return reqs;
+                return FileWrite::Done(reqs);
             };
             let (cached, docs) = match self.cached_documents(path, &content) {
                 Some((cached, values)) => (Some(cached), Some(values)),
@@ -672,7 +780,7 @@ impl StateDir {
                         reason: "the manifest does not parse; status not written".into(),
                     }));
                 }
-                return vec![];
+                return FileWrite::Done(vec![]);
             };
             let mut outcome = Vec::with_capacity(reqs.len());
             let mut changed = false;
@@ -711,53 +819,137 @@ impl StateDir {
                 outcome.push(Some(true));
             }
             if changed {
-                match self.replace_file(path, &content, &docs, &touched) {
-                    Ok(Some(written)) => {
-                        let kept = cached.map(|c| (c, touched));
-                        self.record_own_write(path, written, docs, kept);
+                let tmp = match self.stage_file(path, &content, &docs, &touched) {
+                    Ok(tmp) => tmp,
+                    Err(e) => {
+                        fail_all(reqs, path, &e);
+                        return FileWrite::Done(vec![]);
+                    }
+                };
+                let staged = Staged {
+                    path: path.to_path_buf(),
+                    tmp,
+                    expected: content,
+                    docs,
+                    kept: cached.map(|c| (c, touched)),
+                    reqs,
+                    outcome,
+                };
+                if stage {
+                    return FileWrite::Staged(Box::new(staged));
+                }
+                match staged.tmp.sync() {
+                    Ok(()) => {}
+                    Err(e) => {
+                        let _ = fs::remove_file(&staged.tmp.path);
+                        fail_all(staged.reqs, path, &e);
+                        return FileWrite::Done(vec![]);
+                    }
+                }
+                match self.commit(staged) {
+                    Commit::Done(missing, dir) => {
+                        sync_dir(&dir);
+                        return FileWrite::Done(missing);
                     }
                     // Changed under us: start over from the new version.
-                    Ok(None) => continue,
-                    Err(e) => {
-                        for (_, _, tx) in reqs {
-                            let _ = tx.send(Err(StateError::Io {
-                                path: path.to_path_buf(),
-                                source: std::io::Error::other(e.to_string()),
-                            }));
-                        }
-                        return vec![];
+                    Commit::Retry(r) => {
+                        reqs = r;
+                        continue;
                     }
                 }
             }
-            let mut missing = vec![];
-            for (r, o) in reqs.into_iter().zip(outcome) {
-                match o {
-                    Some(written) => {
-                        let _ = r.2.send(Ok(written));
-                    }
-                    None => missing.push(r),
-                }
-            }
-            return missing;
+            return FileWrite::Done(answer(reqs, outcome));
         }
         for (_, _, tx) in reqs {
             let _ = tx.send(Err(StateError::Contended {
                 path: path.to_path_buf(),
             }));
         }
-        vec![]
+        FileWrite::Done(vec![])
     }
 
-    /// Write `docs` to a temp file, fsync, and rename it over `path` unless `path` no longer
-    /// holds `expected` (someone edited it: their edit must not be lost). Ok(None): retry.
-    /// Ok(Some): the bytes written and the file's stamp (the rename keeps the temp file's).
-    fn replace_file(
+    /// Finish a batch of staged file writes: one sync of the filesystem makes every temp
+    /// file durable (instead of one fsync each), then each is renamed over its file unless
+    /// that changed meanwhile (then it is written again on its own), then each directory
+    /// is synced once. Returns the requests whose object was not found.
+    fn commit_staged(&self, staged: Vec<Staged>) -> Vec<StatusRequest> {
+        if staged.is_empty() {
+            return vec![];
+        }
+        let synced = match staged.as_slice() {
+            [one] => one.tmp.sync(),
+            _ => File::open(&self.root)
+                .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from)),
+        };
+        let mut missing = vec![];
+        let mut dirs = BTreeSet::new();
+        for s in staged {
+            if let Err(e) = &synced {
+                let _ = fs::remove_file(&s.tmp.path);
+                fail_all(
+                    s.reqs,
+                    &s.path,
+                    &StateError::Io {
+                        path: s.tmp.path.clone(),
+                        source: std::io::Error::new(e.kind(), e.to_string()),
+                    },
+                );
+                continue;
+            }
+            let path = s.path.clone();
+            match self.commit(s) {
+                Commit::Done(m, dir) => {
+                    missing.extend(m);
+                    dirs.insert(dir);
+                }
+                Commit::Retry(reqs) => match self.write_file(&path, reqs, false) {
+                    FileWrite::Done(m) => missing.extend(m),
+                    FileWrite::Staged(_) => unreachable!("not staged"),
+                },
+            }
+        }
+        dirs.iter().for_each(|d| sync_dir(d));
+        missing
+    }
+
+    /// Rename a durable temp file over its file unless the file no longer holds what the
+    /// new version was made from (someone edited it: their edit must not be lost).
+    fn commit(&self, s: Staged) -> Commit {
+        let Staged {
+            path,
+            tmp,
+            expected,
+            docs,
+            kept,
+            reqs,
+            outcome,
+        } = s;
+        if fs::read(&tmp.target).ok().as_deref() != Some(expected.as_slice()) {
+            let _ = fs::remove_file(&tmp.path);
+            return Commit::Retry(reqs);
+        }
+        if let Err(source) = fs::rename(&tmp.path, &tmp.target) {
+            let _ = fs::remove_file(&tmp.path);
+            let e = StateError::Io {
+                path: tmp.target.clone(),
+                source,
+            };
+            fail_all(reqs, &path, &e);
+            return Commit::Done(vec![], tmp.dir);
+        }
+        self.record_own_write(&path, (tmp.text, tmp.stamp), docs, kept);
+        Commit::Done(answer(reqs, outcome), tmp.dir)
+    }
+
+    /// Write the new version of `path` (`docs`, made from `expected`) to a temp file next to
+    /// it (next to a symlink's target: the link stays). Neither synced nor renamed yet.
+    fn stage_file(
         &self,
         path: &Path,
         expected: &[u8],
         docs: &[Value],
         touched: &[bool],
-    ) -> Result<Option<Written>, StateError> {
+    ) -> Result<TempFile, StateError> {
         let malformed = |reason: String| StateError::Malformed {
             path: path.to_path_buf(),
             reason,
@@ -809,25 +1001,15 @@ impl StateDir {
         let stamp = {
             let mut f = File::create(&tmp).map_err(io)?;
             f.write_all(text.as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
             f.metadata().ok().and_then(|m| stamp_from(&m))
         };
-        if fs::read(path).ok().as_deref() != Some(expected) {
-            let _ = fs::remove_file(&tmp);
-            return Ok(None);
-        }
-        fs::rename(&tmp, path).map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            StateError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
-        // Make the rename itself durable.
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(Some((text.into_bytes(), stamp)))
+        Ok(TempFile {
+            target: path.to_path_buf(),
+            dir,
+            path: tmp,
+            text: text.into_bytes(),
+            stamp,
+        })
     }
 
     /// Append one Event document to the events file.
@@ -891,7 +1073,7 @@ impl StateDir {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(&meta).map_err(io)?;
+        create_inside(&self.root, &meta).map_err(io)?;
         if fs::metadata(&path).is_ok_and(|m| m.len() > EVENTS_ROTATE_BYTES) {
             let _ = fs::rename(&path, meta.join("events.yaml.1"));
         }
@@ -940,6 +1122,80 @@ fn digest(content: &[u8]) -> Digest {
 type Stamp = (u64, std::time::SystemTime, u64);
 /// What a status write put in a file: its bytes and the file's stamp after the rename.
 type Written = (Vec<u8>, Option<Stamp>);
+
+/// The new version of a manifest, written to a temp file beside it.
+#[derive(Debug)]
+struct TempFile {
+    /// The file it replaces (a symlink's target).
+    target: PathBuf,
+    dir: PathBuf,
+    path: PathBuf,
+    text: Vec<u8>,
+    stamp: Option<Stamp>,
+}
+
+impl TempFile {
+    fn sync(&self) -> std::io::Result<()> {
+        File::open(&self.path)?.sync_all()
+    }
+}
+
+/// A status write whose temp file is written: what it replaces and whom to answer.
+#[derive(Debug)]
+struct Staged {
+    path: PathBuf,
+    tmp: TempFile,
+    expected: Vec<u8>,
+    docs: Vec<Value>,
+    kept: Option<(Docs, Vec<bool>)>,
+    reqs: Vec<StatusRequest>,
+    /// Per request: Some(changed) if its object is in the file, None if not.
+    outcome: Vec<Option<bool>>,
+}
+
+#[derive(Debug)]
+enum FileWrite {
+    /// Answered; these requests' objects are not in the file.
+    Done(Vec<StatusRequest>),
+    Staged(Box<Staged>),
+}
+
+enum Commit {
+    /// Renamed (or failed and answered), in this directory; requests not found.
+    Done(Vec<StatusRequest>, PathBuf),
+    /// The file changed meanwhile: write it again.
+    Retry(Vec<StatusRequest>),
+}
+
+/// Answer the requests whose object was found; return the others.
+fn answer(reqs: Vec<StatusRequest>, outcome: Vec<Option<bool>>) -> Vec<StatusRequest> {
+    let mut missing = vec![];
+    for (r, o) in reqs.into_iter().zip(outcome) {
+        match o {
+            Some(written) => {
+                let _ = r.2.send(Ok(written));
+            }
+            None => missing.push(r),
+        }
+    }
+    missing
+}
+
+fn fail_all(reqs: Vec<StatusRequest>, path: &Path, e: &dyn std::fmt::Display) {
+    for (_, _, tx) in reqs {
+        let _ = tx.send(Err(StateError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        }));
+    }
+}
+
+/// Make renames in `dir` durable.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
 
 /// One manifest file as the shared scan last saw it.
 #[derive(Debug, Default)]
@@ -1090,13 +1346,92 @@ enum FileChange {
 /// at once and holds no stale copies of big files.
 type Batch = Arc<Vec<PathBuf>>;
 
+/// What the scanner tells every watch.
+#[derive(Debug, Clone)]
+enum Note {
+    Changed(Batch),
+    /// The directory (or a manifest in it) cannot be read; nothing it held is dropped.
+    Failed(Arc<str>),
+    /// A listing scan read the whole tree again.
+    Recovered,
+}
+
+/// Why the scanner should look: a notify event naming manifest files (or our own write
+/// that was overtaken), or anything else (look at the whole tree).
+#[derive(Debug)]
+enum Poke {
+    All,
+    Paths(Vec<PathBuf>),
+}
+
+/// What one scan looks at.
+#[derive(Debug)]
+enum Scope {
+    /// List the tree, read files whose stamp changed.
+    Quick,
+    /// List the tree, read every file.
+    Full,
+    /// These files only.
+    Paths(BTreeSet<PathBuf>),
+}
+
+impl From<Poke> for Scope {
+    fn from(p: Poke) -> Scope {
+        match p {
+            Poke::All => Scope::Quick,
+            Poke::Paths(p) => Scope::Paths(p.into_iter().collect()),
+        }
+    }
+}
+
+impl Scope {
+    fn add(&mut self, p: Poke) {
+        match (&mut *self, p) {
+            (Scope::Paths(set), Poke::Paths(more)) => set.extend(more),
+            (Scope::Paths(_), Poke::All) => *self = Scope::Quick,
+            _ => {}
+        }
+    }
+}
+
+/// The scope of a relevant notify event: the manifest files it names, or the whole tree if
+/// it names anything else (a directory made, moved or removed, the root itself) or says
+/// events were lost.
+fn poke_for(root: &Path, ev: &notify::Event) -> Poke {
+    if ev.need_rescan() || ev.paths.is_empty() {
+        return Poke::All;
+    }
+    let mut files = Vec::with_capacity(ev.paths.len());
+    for p in &ev.paths {
+        let Ok(rel) = p.strip_prefix(root) else {
+            return Poke::All;
+        };
+        if rel
+            .components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        if rel.as_os_str().is_empty() || !is_manifest_name(p) {
+            return Poke::All;
+        }
+        files.push(p.clone());
+    }
+    if files.is_empty() {
+        return Poke::All;
+    }
+    Poke::Paths(files)
+}
+
 /// The parsed view of the directory shared by every watch and writer of one `StateDir`.
 #[derive(Debug, Default)]
 struct Shared {
     files: BTreeMap<PathBuf, CachedFile>,
-    subscribers: Vec<mpsc::UnboundedSender<Batch>>,
+    subscribers: Vec<mpsc::UnboundedSender<Note>>,
     /// Wakes the scanner task; Some while it runs.
-    poke: Option<mpsc::UnboundedSender<()>>,
+    poke: Option<mpsc::UnboundedSender<Poke>>,
+    /// Why the directory cannot be read right now (None: it can).
+    failing: Option<Arc<str>>,
     /// When the earliest version waiting to settle may be taken.
     settle_due: Option<std::time::Instant>,
 }
@@ -1184,7 +1519,30 @@ impl Shared {
             return;
         }
         let batch: Batch = Arc::new(changes.into_iter().map(|(p, _)| p).collect());
-        self.subscribers.retain(|s| s.send(batch.clone()).is_ok());
+        self.subscribers
+            .retain(|s| s.send(Note::Changed(batch.clone())).is_ok());
+    }
+
+    /// Record what a scan found about the directory's readability (`may_clear`: the scan
+    /// listed the whole tree, so no problem means none is left) and tell the watches when
+    /// that changes. Logged once per outage, not once per scan.
+    fn set_health(&mut self, root: &Path, problem: Option<String>, may_clear: bool) {
+        match (problem, &self.failing) {
+            (Some(reason), None) => {
+                tracing::warn!(dir = %root.display(), error = %reason,
+                    "state directory unreadable; keeping every object it held");
+                let reason: Arc<str> = reason.into();
+                self.failing = Some(reason.clone());
+                self.subscribers
+                    .retain(|s| s.send(Note::Failed(reason.clone())).is_ok());
+            }
+            (None, Some(_)) if may_clear => {
+                tracing::info!(dir = %root.display(), "state directory readable again");
+                self.failing = None;
+                self.subscribers.retain(|s| s.send(Note::Recovered).is_ok());
+            }
+            _ => {}
+        }
     }
 }
 
@@ -1196,6 +1554,11 @@ struct KindWatch<K> {
     files: BTreeMap<PathBuf, FileEntry>,
     current: BTreeMap<ObjKey, (Arc<Path>, Arc<Doc>)>,
     queue: VecDeque<Pending>,
+    /// The initial list was handed out (not yet if the watch began while the directory was
+    /// unreadable).
+    listed: bool,
+    /// An error was handed out since the last list.
+    failed: bool,
     kind: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -1254,7 +1617,50 @@ impl<K: StateObject> KindWatch<K> {
 
     /// The initial listing: every object, the last file (by path) winning when several files
     /// define one.
+    /// Take what changed in `paths`: events for them, or (before the first list) only the
+    /// files, which that list will read.
+    fn take(&mut self, paths: BTreeSet<PathBuf>) {
+        if paths.is_empty() {
+            return;
+        }
+        let changes = lock(&self.dir.shared).changes(paths);
+        let changed = self.apply(&changes);
+        if self.listed {
+            let evs = diff(
+                &mut self.current,
+                &self.files,
+                changed,
+                is_namespaced::<K>(),
+            );
+            self.queue.extend(evs);
+        }
+    }
+
+    fn fail(&mut self, reason: Arc<str>) {
+        self.failed = true;
+        self.queue
+            .push_back(Pending::Failed(self.dir.root.as_path().into(), reason));
+    }
+
+    /// The directory reads again: the first list if there was none yet, else a relist of the
+    /// same objects (what changed meanwhile came as events), as a Kubernetes watch relists
+    /// after an error. Consumers that keep their store through errors see nothing change.
+    fn recover(&mut self) {
+        if !self.listed {
+            self.list();
+        } else if std::mem::take(&mut self.failed) {
+            self.queue.push_back(Pending::Init);
+            for (path, d) in self.current.values() {
+                self.queue
+                    .push_back(Pending::InitApply(path.clone(), d.clone()));
+            }
+            self.queue.push_back(Pending::InitDone);
+        }
+    }
+
     fn list(&mut self) {
+        self.listed = true;
+        self.failed = false;
         let namespaced = is_namespaced::<K>();
         self.queue.push_back(Pending::Init);
         for entry in self.files.values() {
@@ -1306,6 +1712,8 @@ enum Pending {
     InitDone,
     Apply(Arc<Path>, Arc<Doc>),
     Delete(Arc<Path>, Arc<Doc>),
+    /// The state directory cannot be read (its root, and why).
+    Failed(Arc<Path>, Arc<str>),
 }
 
 impl Pending {
@@ -1323,6 +1731,12 @@ impl Pending {
             Pending::InitApply(p, d) => Event::InitApply(object(p, d)?),
             Pending::Apply(p, d) => Event::Apply(object(p, d)?),
             Pending::Delete(p, d) => Event::Delete(object(p, d)?),
+            Pending::Failed(root, reason) => {
+                return Err(StateError::Io {
+                    path: root.to_path_buf(),
+                    source: std::io::Error::other(reason.to_string()),
+                });
+            }
         })
     }
 }
@@ -1381,6 +1795,19 @@ fn diff(
     }
     deletes.extend(applies);
     deletes
+}
+
+/// Create `dir` (and its parents) inside the state directory `root`, but never `root`
+/// itself: a state directory that went away (an unmounted volume, a directory renamed) is an
+/// outage to report, not an empty directory to start anew where it was.
+pub fn create_inside(root: &Path, dir: &Path) -> std::io::Result<()> {
+    if !fs::metadata(root).is_ok_and(|m| m.is_dir()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("the state directory {} is missing", root.display()),
+        ));
+    }
+    fs::create_dir_all(dir)
 }
 
 fn stamp_of(p: &Path) -> Option<Stamp> {
@@ -1782,7 +2209,7 @@ mod tests {
             .unwrap();
         }
         let sd = StateDir::open(d.path().to_path_buf()).unwrap();
-        sd.scan(false);
+        sd.scan(Scope::Quick);
         assert_eq!(sd.file_reads(), 5);
         assert!(!sd.read_under_lock.load(Ordering::Relaxed));
         assert_eq!(lock(&sd.shared).files.len(), 5);

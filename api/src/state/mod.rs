@@ -256,9 +256,12 @@ impl StateSource {
                     Some(ns) => format!("{ns}-{name}.yaml"),
                     None => format!("{name}.yaml"),
                 };
-                tokio::task::spawn_blocking(move || write_new_file(&dir, &file, text.as_bytes()))
-                    .await
-                    .expect("manifest writer task panicked")
+                let root = d.root().to_owned();
+                tokio::task::spawn_blocking(move || {
+                    write_new_file(&root, &dir, &file, text.as_bytes())
+                })
+                .await
+                .expect("manifest writer task panicked")
             }
         }
     }
@@ -310,13 +313,18 @@ impl EventSink {
 
 /// Write `dir/file` atomically (temp file named with a leading dot, which the state directory
 /// ignores, fsync, rename), never replacing an existing file.
-fn write_new_file(dir: &std::path::Path, file: &str, content: &[u8]) -> Result<(), StateError> {
+fn write_new_file(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    file: &str,
+    content: &[u8],
+) -> Result<(), StateError> {
     use std::io::Write as _;
     let io = |path: &std::path::Path| {
         let path = path.to_owned();
         move |source| StateError::Io { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    dir::create_inside(root, dir).map_err(io(dir))?;
     let target = dir.join(file);
     if target.exists() {
         return Ok(());
