@@ -290,3 +290,63 @@ fn without_graceful_restart_sigterm_withdraws_then_waits_the_drain_time_before_c
     );
     wait_until(T, "BIRD sees the Cease", || !bird.is_established("node1"));
 }
+
+#[test]
+fn an_unreadable_state_directory_keeps_the_routes_reports_not_ready_and_resumes_without_resending()
+{
+    use leafbridge_tests::programs::metric_sum;
+    let (pair, bird, state) = leaf_and_state("spclgone", |_| {}, CONFIG);
+    let speaker = start_speaker(
+        &pair,
+        "speaker",
+        &state,
+        &["--metrics-address", "127.0.0.1:9179"],
+    );
+    bird.wait_established("node1", T);
+    let all = ["10.244.1.0/24", "203.0.113.10/32", "203.0.113.11/32"];
+    wait_until_prefixes(&bird, &all, &speaker);
+    let metrics = || http_get(&pair.a, "http://127.0.0.1:9179/metrics");
+    let ready = || http_get(&pair.a, "http://127.0.0.1:9179/readyz").starts_with("ready");
+    wait_until(T, "ready", ready);
+    // Let the node status write settle, then count what is sent from here on.
+    std::thread::sleep(Duration::from_secs(2));
+    let updates = metric_sum(&metrics(), "leafbridge_speaker_bgp_updates_sent_total");
+
+    // The volume goes away (here: the directory is moved aside).
+    let away = state.with_extension("away");
+    std::fs::rename(&state, &away).unwrap();
+    wait_until(T, "not ready", || !ready());
+    wait_until(T, "staleness reported", || {
+        metric_sum(
+            &metrics(),
+            "leafbridge_speaker_state_source_staleness_seconds",
+        ) >= 2.0
+    });
+    assert_eq!(bird_prefixes(&bird), all, "the routes stay announced");
+    assert!(bird.is_established("node1"));
+    assert!(
+        !state.exists(),
+        "nothing made a new, empty state directory in its place"
+    );
+
+    std::fs::rename(&away, &state).unwrap();
+    wait_until(T, "ready again", ready);
+    std::thread::sleep(Duration::from_secs(1));
+    let m = metrics();
+    assert_eq!(
+        metric_sum(&m, "leafbridge_speaker_bgp_updates_sent_total"),
+        updates,
+        "the relist re-announced routes:\n{}",
+        speaker.stderr()
+    );
+    assert_eq!(
+        metric_sum(&m, "leafbridge_speaker_state_source_staleness_seconds"),
+        0.0
+    );
+    assert_eq!(bird_prefixes(&bird), all);
+    let log = speaker.stderr();
+    assert!(
+        log.contains("keeping the last known routes") && log.contains("watch recovered"),
+        "{log}"
+    );
+}
