@@ -617,6 +617,20 @@ impl Netns {
     }
 }
 
+/// CPU time used so far by process `pid`, user + system (from /proc/PID/stat, in clock ticks
+/// of `getconf CLK_TCK`, normally 10 ms); `None` if it is gone.
+pub fn cpu_time_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name (which may contain spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_micros(
+        ticks * 1_000_000 / clock_ticks_per_second(),
+    ))
+}
+
 /// A process started by a [`Topology`]. Dropping the handle does not stop it (the topology's
 /// guard does); call [`Process::stop`] or [`Process::kill`] to end it earlier.
 #[derive(Debug, Clone)]
@@ -695,19 +709,10 @@ impl Process {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
-    /// CPU time used so far, user + system (from /proc/PID/stat, in clock ticks of
-    /// `getconf CLK_TCK`, normally 10 ms); `None` once it has exited. Read it before stopping
+    /// CPU time used so far, user + system; `None` once it has exited. Read it before stopping
     /// the process.
     pub fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // Fields after the parenthesised command name (which may contain spaces).
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
-        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        Some(Duration::from_micros(
-            ticks * 1_000_000 / clock_ticks_per_second(),
-        ))
+        cpu_time_of(self.pid)
     }
 
     /// Waits up to `timeout` for the process to exit by itself.
