@@ -4,7 +4,10 @@
 //!     cargo bench -p leafbridge-speaker --bench cluster             (1000 Services)
 //!     cargo bench -p leafbridge-speaker --bench cluster -- 2000     (another burst size)
 //!
-//! 1. Burst: N Services written at once. For each, the time from its address appearing in
+//! 1. Burst: N Services written at once, one file each, then N more as the items of one
+//!    `kind: List` file (one `kubectl apply -f`: the controller's status writes then combine
+//!    into few rewrites of that file, as the API server would take them as fast as they come,
+//!    where one file each makes every status an atomic file replacement). For each, the time from its address appearing in
 //!    status (the mtime of the file the controller rewrote) to its route in the leaf;
 //!    median, 90th percentile and worst. The UPDATE messages node 0's speaker sent for the
 //!    burst, counted from a capture on the leaf's port (TCP stream reassembled), and
@@ -68,54 +71,10 @@ fn main() {
          (2 cores shared with other work)\n"
     );
 
-    // 1. The burst.
+    // 1. The burst, one file per Service, then all in one file.
     let monitor = RouteMonitor::start(&c);
-    let capture = Capture::start(&c.fabric.leaf, "burst", "port-n0", "tcp port 179");
-    let updates_before = updates_sent(&c);
-    let burst: Vec<Service> = (0..count)
-        .map(|i| Service::new("burst", &format!("svc{i}")))
-        .collect();
-    let cpu_before = cpu_times(&c, bird);
-    let written = Instant::now();
-    c.state.apply_many(&burst);
-    let files: Vec<PathBuf> = burst.iter().map(|s| c.state.path_of(s)).collect();
-    let (lat, poll) = latencies(&c, &monitor, &files);
-    let all_in = written.elapsed();
-    let cpu_burst: Vec<(&str, f64)> = cpu_times(&c, bird)
-        .into_iter()
-        .zip(cpu_before)
-        .map(|((who, after), (_, before))| (who, after - before))
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    capture.stop();
-    let updates_metric = updates_sent(&c) - updates_before;
-    let msgs = capture.bgp_messages_from(Fabric::node_v4(0));
-    let ups: Vec<&BgpMessage> = msgs.iter().filter(|m| m.kind == 2).collect();
-    let announcing: Vec<&&BgpMessage> = ups.iter().filter(|m| m.announced > 0).collect();
-    let announced: usize = announcing.iter().map(|m| m.announced).sum();
-    println!("burst: {count} Services written at once");
-    print_latencies(&lat, poll);
-    println!(
-        "  files written -> all {count} routes at the leaf: {:.3} s (includes the controller's allocation)",
-        all_in.as_secs_f64()
-    );
-    println!(
-        "  CPU seconds until then: {}",
-        cpu_burst
-            .iter()
-            .map(|(who, s)| format!("{who} {s:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "  UPDATEs from the speaker (capture): {} ({} announcing {} prefixes: {:.0} per UPDATE, largest {}), \
-         speaker metric: {updates_metric}",
-        ups.len(),
-        announcing.len(),
-        announced,
-        announced as f64 / announcing.len().max(1) as f64,
-        announcing.iter().map(|m| m.announced).max().unwrap_or(0),
-    );
+    burst(&c, bird, &monitor, count, false);
+    burst(&c, bird, &monitor, count, true);
 
     // 2. One at a time.
     let mut seq = Vec::new();
@@ -123,7 +82,7 @@ fn main() {
     for i in 0..SEQUENTIAL {
         let s = Service::new("seq", &format!("svc{i}"));
         c.state.apply(&s);
-        let (l, p) = latencies(&c, &monitor, &[c.state.path_of(&s)]);
+        let (l, p) = latencies(&c, &monitor, &[(c.state.path_of(&s), s.name.clone())]);
         seq.extend(l);
         seq_poll = seq_poll.max(p);
     }
@@ -174,6 +133,77 @@ fn main() {
     );
 }
 
+/// `count` Services written at once (`one_file`: as the items of one List manifest, else one
+/// file each); prints the latencies, the CPU used and the UPDATEs sent for them.
+fn burst(c: &Cluster, bird: &Bird, monitor: &RouteMonitor, count: usize, one_file: bool) {
+    let ns = if one_file { "burstlist" } else { "burst" };
+    let capture = Capture::start(&c.fabric.leaf, ns, "port-n0", "tcp port 179");
+    let updates_before = updates_sent(c);
+    let burst: Vec<Service> = (0..count)
+        .map(|i| Service::new(ns, &format!("svc{i}")))
+        .collect();
+    let cpu_before = cpu_times(c, bird);
+    let written = Instant::now();
+    let list = format!("{ns}.json");
+    if one_file {
+        c.state.apply_in_one_file(&list, &burst);
+    } else {
+        c.state.apply_many(&burst);
+    }
+    let services: Vec<(PathBuf, String)> = burst
+        .iter()
+        .map(|s| {
+            let path = if one_file {
+                c.state.root().join(&list)
+            } else {
+                c.state.path_of(s)
+            };
+            (path, s.name.clone())
+        })
+        .collect();
+    let (lat, poll) = latencies(c, monitor, &services);
+    let all_in = written.elapsed();
+    let cpu_burst: Vec<(&str, f64)> = cpu_times(c, bird)
+        .into_iter()
+        .zip(cpu_before)
+        .map(|((who, after), (_, before))| (who, after - before))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    capture.stop();
+    let updates_metric = updates_sent(c) - updates_before;
+    let msgs = capture.bgp_messages_from(Fabric::node_v4(0));
+    let ups: Vec<&BgpMessage> = msgs.iter().filter(|m| m.kind == 2).collect();
+    let announcing: Vec<&&BgpMessage> = ups.iter().filter(|m| m.announced > 0).collect();
+    let announced: usize = announcing.iter().map(|m| m.announced).sum();
+    if one_file {
+        println!("\nburst: {count} Services written at once, as one List manifest");
+    } else {
+        println!("burst: {count} Services written at once, one file each");
+    }
+    print_latencies(&lat, poll);
+    println!(
+        "  files written -> all {count} routes at the leaf: {:.3} s (includes the controller's allocation)",
+        all_in.as_secs_f64()
+    );
+    println!(
+        "  CPU seconds until then: {}",
+        cpu_burst
+            .iter()
+            .map(|(who, s)| format!("{who} {s:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  UPDATEs from the speaker (capture): {} ({} announcing {} prefixes: {:.0} per UPDATE, largest {}), \
+         speaker metric: {updates_metric}",
+        ups.len(),
+        announcing.len(),
+        announced,
+        announced as f64 / announcing.len().max(1) as f64,
+        announcing.iter().map(|m| m.announced).max().unwrap_or(0),
+    );
+}
+
 /// CPU seconds used so far by the controller, node 0's speaker, the leaf's BIRD and this
 /// benchmark (which looks at the files and reads the route monitor).
 fn cpu_times(c: &Cluster, bird: &Bird) -> Vec<(&'static str, f64)> {
@@ -203,44 +233,51 @@ fn updates_sent(c: &Cluster) -> f64 {
 /// namespace: BIRD exports to the kernel as it takes the route into its RIB, so this is the
 /// RIB time plus the kernel install, not a polling period). Returns the latencies and the
 /// longest gap between two looks at the files.
-fn latencies(c: &Cluster, monitor: &RouteMonitor, files: &[PathBuf]) -> (Vec<Duration>, Duration) {
+fn latencies(
+    c: &Cluster,
+    monitor: &RouteMonitor,
+    services: &[(PathBuf, String)],
+) -> (Vec<Duration>, Duration) {
     let mut allocated: BTreeMap<usize, (IpAddr, SystemTime)> = BTreeMap::new();
-    let mut mtimes: BTreeMap<usize, SystemTime> = BTreeMap::new();
+    let mut mtimes: BTreeMap<&Path, SystemTime> = BTreeMap::new();
     let mut routed: BTreeMap<usize, Duration> = BTreeMap::new();
     let mut longest_poll = Duration::ZERO;
     let start = Instant::now();
-    while routed.len() < files.len() {
+    while routed.len() < services.len() {
         assert!(
             start.elapsed() < LIMIT,
             "only {} of {} routes at the leaf after {LIMIT:?} ({} allocated)",
             routed.len(),
-            files.len(),
+            services.len(),
             allocated.len()
         );
         c.assert_running_except(&[1]);
         let poll = Instant::now();
-        for (i, f) in files.iter().enumerate() {
-            if allocated.contains_key(&i) {
-                continue;
+        let mut pending: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
+        for (i, (path, _)) in services.iter().enumerate() {
+            if !allocated.contains_key(&i) {
+                pending.entry(path.as_path()).or_default().push(i);
             }
-            // Read a file only when it changed since the last look (the status write).
-            let Ok(mtime) = std::fs::metadata(f).and_then(|m| m.modified()) else {
+        }
+        for (path, idx) in pending {
+            // Read a file only when it changed since the last look (a status write).
+            let Ok(mtime) = std::fs::metadata(path).and_then(|m| m.modified()) else {
                 continue;
             };
-            if mtimes.insert(i, mtime) == Some(mtime) {
+            if mtimes.insert(path, mtime) == Some(mtime) {
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(f) else {
+            let Ok(text) = std::fs::read_to_string(path) else {
                 continue;
             };
             if !text.contains("ingress") {
                 continue;
             }
-            let ip = parse_yaml_documents(&text)
-                .first()
-                .and_then(|d| ingress_of(d).first().copied());
-            if let Some(ip) = ip {
-                allocated.insert(i, (ip, mtime));
+            let ips = addresses_by_name(&text);
+            for i in idx {
+                if let Some(ip) = ips.get(services[i].1.as_str()) {
+                    allocated.insert(i, (*ip, mtime));
+                }
             }
         }
         let installed = monitor.installed();
@@ -255,6 +292,26 @@ fn latencies(c: &Cluster, monitor: &RouteMonitor, files: &[PathBuf]) -> (Vec<Dur
         std::thread::sleep(Duration::from_millis(10));
     }
     (routed.into_values().collect(), longest_poll)
+}
+
+/// The first ingress address of each Service in a manifest file (items of a List too).
+fn addresses_by_name(text: &str) -> BTreeMap<String, IpAddr> {
+    let mut out = BTreeMap::new();
+    for d in parse_yaml_documents(text) {
+        let items = match d["items"].as_array() {
+            Some(items) => items.clone(),
+            None => vec![d],
+        };
+        for item in items {
+            if let (Some(name), Some(ip)) = (
+                item["metadata"]["name"].as_str(),
+                ingress_of(&item).first().copied(),
+            ) {
+                out.insert(name.to_string(), ip);
+            }
+        }
+    }
+    out
 }
 
 /// `ip -ts monitor route` in the leaf's namespace: when each host route was installed.

@@ -593,6 +593,19 @@ impl StateDir {
         }
     }
 
+    /// Writes many objects into one `kind: List` file (`file`, relative to the state
+    /// directory), as one `kubectl apply -f` of one manifest would bring them.
+    #[track_caller]
+    pub fn apply_in_one_file(&self, file: &str, ms: &[impl Manifest]) {
+        let _lock = self.lock();
+        let items: Vec<Value> = ms.iter().map(|m| m.to_value()).collect();
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        write_atomically(
+            &self.root.join(file),
+            &serde_json::to_vec_pretty(&list).expect("JSON"),
+        );
+    }
+
     /// Deletes the object's file (`kubectl delete`).
     #[track_caller]
     pub fn delete(&self, m: &impl Manifest) {
