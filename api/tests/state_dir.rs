@@ -63,6 +63,29 @@ where
     }
 }
 
+/// `n` Services `s0`, `s1`, … in a file each, a source that rescans only on notify events, and
+/// a watch of it that has listed them.
+async fn services_in_files(
+    n: usize,
+) -> (
+    tempfile::TempDir,
+    StateSource,
+    futures::stream::BoxStream<'static, Result<Event<Service>, leafbridge_api::StateError>>,
+) {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..n {
+        write(
+            d.path(),
+            &format!("s{i}.yaml"),
+            &svc_yaml(&format!("s{i}"), "shop", 80),
+        );
+    }
+    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
+    let mut s = src.watch::<Service>();
+    init(&mut s).await;
+    (d, src, s)
+}
+
 #[tokio::test]
 async fn lists_matching_objects_from_multi_document_files_in_subdirectories() {
     let d = tempfile::tempdir().unwrap();
@@ -878,17 +901,7 @@ async fn a_symlinked_manifest_stays_a_symlink_and_its_target_gets_the_status() {
 
 #[tokio::test]
 async fn a_status_write_that_misses_does_not_read_the_whole_tree_again() {
-    let d = tempfile::tempdir().unwrap();
-    for i in 0..50 {
-        write(
-            d.path(),
-            &format!("s{i}.yaml"),
-            &svc_yaml(&format!("s{i}"), "shop", 80),
-        );
-    }
-    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
-    let mut s = src.watch::<Service>();
-    init(&mut s).await;
+    let (_d, src, _s) = services_in_files(50).await;
     let StateSource::Dir(sd) = &src else {
         unreachable!()
     };
@@ -1095,17 +1108,7 @@ async fn an_unreadable_directory_keeps_its_objects_reports_an_error_and_then_rel
 
 #[tokio::test]
 async fn a_burst_of_file_writes_is_read_file_by_file_without_listing_the_tree_each_time() {
-    let d = tempfile::tempdir().unwrap();
-    for i in 0..300 {
-        write(
-            d.path(),
-            &format!("s{i}.yaml"),
-            &svc_yaml(&format!("s{i}"), "shop", 80),
-        );
-    }
-    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
-    let mut s = src.watch::<Service>();
-    init(&mut s).await;
+    let (d, src, mut s) = services_in_files(300).await;
     let StateSource::Dir(sd) = &src else {
         unreachable!()
     };
@@ -1137,17 +1140,7 @@ async fn a_burst_of_file_writes_is_read_file_by_file_without_listing_the_tree_ea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_status_writes_to_many_files_all_land_durably_renamed() {
-    let d = tempfile::tempdir().unwrap();
-    for i in 0..64 {
-        write(
-            d.path(),
-            &format!("s{i}.yaml"),
-            &svc_yaml(&format!("s{i}"), "shop", 80),
-        );
-    }
-    let src = StateSource::dir_with_rescan(d.path(), Duration::from_secs(3600)).unwrap();
-    let mut s = src.watch::<Service>();
-    init(&mut s).await;
+    let (d, src, mut s) = services_in_files(64).await;
     let writes = (0..64).map(|i| {
         let src = src.clone();
         async move {
