@@ -82,10 +82,10 @@ fn bfd_comes_up_with_frr_bfdd_and_interval_changes_on_both_sides_need_no_flap() 
     assert_eq!(changes(), before, "{}", speaker.log());
 }
 
-#[test]
-fn bgp_with_frr_is_closed_while_bfdd_is_frozen_and_reopened_after() {
-    let pair = Pair::new("bfdfrrbgp");
-    let b = bfdd(&pair);
+/// bfdd and bgpd on the leaf, our speaker with BFD on its BGP session, both sessions up and
+/// the speaker's first Poll Sequence done.
+fn bgp_and_bfd_with_frr(pair: &Pair) -> (Bfdd, Frr, Speaker) {
+    let b = bfdd(pair);
     let mut cfg = FrrConfig::new("192.0.2.2".parse().unwrap(), 65000);
     cfg.neighbors.push(FrrNeighbor::new(Pair::a_v4(), 65001));
     let frr = Frr::start(&pair.b, "leaf", &cfg);
@@ -93,6 +93,13 @@ fn bgp_with_frr_is_closed_while_bfdd_is_frozen_and_reopened_after() {
     frr.wait_established(Pair::a_v4(), T);
     wait_peer(&b, "bfdd up", up);
     speaker.wait_log("BFD poll sequence completed", T);
+    (b, frr, speaker)
+}
+
+#[test]
+fn bgp_with_frr_is_closed_while_bfdd_is_frozen_and_reopened_after() {
+    let pair = Pair::new("bfdfrrbgp");
+    let (b, frr, speaker) = bgp_and_bfd_with_frr(&pair);
 
     let frozen = Instant::now();
     b.process().signal("STOP");
@@ -118,14 +125,7 @@ fn bgp_with_frr_is_closed_while_bfdd_is_frozen_and_reopened_after() {
 #[test]
 fn bfdd_turning_the_session_off_sends_admin_down_and_leaves_bgp_alone() {
     let pair = Pair::new("bfdfrradm");
-    let b = bfdd(&pair);
-    let mut cfg = FrrConfig::new("192.0.2.2".parse().unwrap(), 65000);
-    cfg.neighbors.push(FrrNeighbor::new(Pair::a_v4(), 65001));
-    let frr = Frr::start(&pair.b, "leaf", &cfg);
-    let speaker = Speaker::start(BIN, &pair.a, "a", &speaker_yaml(300, 300));
-    frr.wait_established(Pair::a_v4(), T);
-    wait_peer(&b, "bfdd up", up);
-    speaker.wait_log("BFD poll sequence completed", T);
+    let (b, frr, speaker) = bgp_and_bfd_with_frr(&pair);
 
     // An operator shuts the BFD peer down on the leaf: bfdd sends AdminDown (RFC 5880
     // §6.8.16), which RFC 5882 §3.2 says is not a path failure.

@@ -378,20 +378,12 @@ impl StandaloneSpeaker {
     /// Writes `yaml` and starts the speaker in `ns`.
     #[track_caller]
     pub fn start(bin: impl AsRef<Path>, ns: &Netns, label: &str, yaml: &str) -> StandaloneSpeaker {
-        let dir = ns.topology().subdir(&format!("speaker-{label}"));
-        let config = dir.join("speaker.yaml");
+        let config = ns
+            .topology()
+            .subdir(&format!("speaker-{label}"))
+            .join("speaker.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let restart_marker_dir = dir.join("state");
-        let bin = bin.as_ref().to_path_buf();
-        let process = spawn(&bin, ns, label, &config, &restart_marker_dir, &[]);
-        StandaloneSpeaker {
-            ns: ns.clone(),
-            bin,
-            config,
-            restart_marker_dir,
-            process,
-            label: label.to_owned(),
-        }
+        Self::start_at(bin, ns, label, config)
     }
 
     /// Starts the speaker in `ns` on a config file that already exists (a ConfigMap volume).
