@@ -6,6 +6,7 @@ pub mod crd;
 pub mod ops;
 pub mod rules;
 pub mod state;
+pub mod yaml;
 
 pub use crd::{BFDProfile, BFDProfileSpec};
 pub use crd::{

@@ -508,7 +508,7 @@ fn many_concurrent_status_writes_to_one_file_all_land() {
         d.path().join("many.yaml"),
         docs[1..]
             .iter()
-            .map(|d| serde_yaml::to_string(d).unwrap())
+            .map(|d| leafbridge_api::yaml::to_string(d).unwrap())
             .collect::<Vec<_>>()
             .join("---\n"),
     )
@@ -516,7 +516,7 @@ fn many_concurrent_status_writes_to_one_file_all_land() {
     write(
         d.path(),
         "moved.yaml",
-        &serde_yaml::to_string(&docs[0]).unwrap(),
+        &leafbridge_api::yaml::to_string(&docs[0]).unwrap(),
     );
     sd.apply_status(
         "v1",
@@ -807,11 +807,11 @@ async fn a_status_write_changes_only_the_status_block_of_the_operators_file() {
     let want = text
         .replace(
             "status:\n  loadBalancer: {}\n",
-            "status:\n  loadBalancer:\n    ingress:\n    - ip: 203.0.113.1\n",
+            "status:\n  loadBalancer:\n    ingress:\n    - ip: \"203.0.113.1\"\n",
         )
         .replace(
             "spec: {type: LoadBalancer}\n",
-            "spec: {type: LoadBalancer}\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: 203.0.113.2\n",
+            "spec: {type: LoadBalancer}\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: \"203.0.113.2\"\n",
         );
     assert_eq!(after, want);
 }
@@ -1154,7 +1154,7 @@ async fn concurrent_status_writes_to_many_files_all_land_durably_renamed() {
     }
     for i in 0..64 {
         let text = std::fs::read_to_string(d.path().join(format!("s{i}.yaml"))).unwrap();
-        assert!(text.contains(&format!("ip: 203.0.113.{i}\n")), "{text}");
+        assert!(text.contains(&format!("ip: \"203.0.113.{i}\"\n")), "{text}");
         assert!(
             text.starts_with("apiVersion: v1\nkind: Service\n"),
             "{text}"

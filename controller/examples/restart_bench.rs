@@ -76,7 +76,7 @@ fn svc(i: usize) -> Value {
 
 fn render(docs: &[Value]) -> String {
     docs.iter()
-        .map(|d| serde_yaml::to_string(d).expect("YAML"))
+        .map(|d| leafbridge_api::yaml::to_string(d).expect("YAML"))
         .collect::<Vec<_>>()
         .join("---\n")
 }

@@ -15,7 +15,7 @@ pub fn all() -> Vec<(&'static str, String)> {
     let y = |crd| {
         format!(
             "# Generated from the Rust types in api/src/crd.rs by `leafbridge-controller gen-crds`; do not edit.\n{}",
-            serde_yaml::to_string(&crd).expect("CRDs serialize")
+            leafbridge_api::yaml::to_string(&crd).expect("CRDs serialize")
         )
     };
     vec![

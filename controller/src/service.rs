@@ -229,7 +229,7 @@ mod tests {
     use super::*;
 
     fn svc(yaml: &str) -> Service {
-        serde_yaml::from_str(yaml).unwrap()
+        leafbridge_api::yaml::from_str(yaml).unwrap()
     }
 
     #[test]

@@ -303,7 +303,7 @@ fn allocates_for_yaml_services_and_keeps_every_address_across_restarts_and_failo
     }
     let text: Vec<String> = docs
         .iter()
-        .map(|d| serde_yaml::to_string(d).unwrap())
+        .map(|d| leafbridge_api::yaml::to_string(d).unwrap())
         .collect();
     std::fs::write(&path, text.join("---\n")).unwrap();
     wait_for("release on type change", Duration::from_secs(10), || {
@@ -345,7 +345,7 @@ fn edit(dir: &Path, file: &str, name: &str, f: impl Fn(&mut serde_json::Value)) 
     }
     let text: Vec<String> = docs
         .iter()
-        .map(|d| serde_yaml::to_string(d).unwrap())
+        .map(|d| leafbridge_api::yaml::to_string(d).unwrap())
         .collect();
     std::fs::write(&path, text.join("---\n")).unwrap();
 }
@@ -416,14 +416,14 @@ fn addresses_survive_non_atomic_rewrites_moves_and_changes_made_while_the_contro
         .clone();
     std::fs::write(
         dir.join("svcs.yaml"),
-        serde_yaml::to_string(&a_doc).unwrap(),
+        leafbridge_api::yaml::to_string(&a_doc).unwrap(),
     )
     .unwrap();
     std::fs::write(dir.join("d.yaml"), svc("d", "", "")).unwrap();
     std::thread::sleep(Duration::from_millis(700));
     std::fs::write(
         dir.join("moved.yaml"),
-        serde_yaml::to_string(&b_doc).unwrap(),
+        leafbridge_api::yaml::to_string(&b_doc).unwrap(),
     )
     .unwrap();
     wait_for("d allocated", Duration::from_secs(30), || {

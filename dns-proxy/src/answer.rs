@@ -959,10 +959,12 @@ mod tests {
 
         fn index() -> ZoneIndex {
             let mut idx = ZoneIndex::new();
-            let services: Vec<Service> = serde_yaml::from_str(OBJECTS).unwrap();
+            let services: Vec<Service> = leafbridge_api::yaml::from_str(OBJECTS).unwrap();
             services.iter().for_each(|s| idx.apply_service(s));
-            idx.apply_endpoint_slice(&serde_yaml::from_str::<EndpointSlice>(SLICE).unwrap());
-            let pods: Vec<Pod> = serde_yaml::from_str(PODS).unwrap();
+            idx.apply_endpoint_slice(
+                &leafbridge_api::yaml::from_str::<EndpointSlice>(SLICE).unwrap(),
+            );
+            let pods: Vec<Pod> = leafbridge_api::yaml::from_str(PODS).unwrap();
             pods.iter().for_each(|p| idx.apply_pod(p));
             idx
         }
@@ -1015,7 +1017,7 @@ mod tests {
             let picky = ViewPolicy::from_config(&ViewConfig {
                 name: "picky".into(),
                 service_selector: Some(
-                    serde_yaml::from_str("matchLabels: {expose: office}").unwrap(),
+                    leafbridge_api::yaml::from_str("matchLabels: {expose: office}").unwrap(),
                 ),
                 ..Default::default()
             });

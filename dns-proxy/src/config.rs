@@ -19,7 +19,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("cannot parse configuration: {0}")]
-    Parse(#[from] serde_yaml::Error),
+    Parse(#[from] leafbridge_api::yaml::Error),
     #[error("invalid domain name {name:?}: {reason}")]
     BadName { name: String, reason: String },
     #[error("invalid configuration: {0}")]
@@ -430,7 +430,7 @@ fn default_ipv6_prefix() -> u8 {
 
 impl Config {
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let mut config: Config = serde_yaml::from_str(text)?;
+        let mut config: Config = leafbridge_api::yaml::from_str(text)?;
         config.validate()?;
         if config.cluster.nameserver_addresses.is_empty() {
             let mut addrs: Vec<IpAddr> = config

@@ -699,7 +699,7 @@ mod tests {
     }
 
     fn svc(yaml: &str) -> Service {
-        serde_yaml::from_str(yaml).unwrap()
+        leafbridge_api::yaml::from_str(yaml).unwrap()
     }
 
     fn web() -> Service {
@@ -737,7 +737,7 @@ mod tests {
     #[test]
     fn an_address_shared_by_a_pod_and_a_headless_endpoint_has_both_ptrs_in_a_stable_order() {
         let mut idx = ZoneIndex::new();
-        let pod: Pod = serde_yaml::from_str(
+        let pod: Pod = leafbridge_api::yaml::from_str(
             "metadata: {name: db-0, namespace: data}\nstatus: {podIP: 10.244.1.5, podIPs: [{ip: 10.244.1.5}]}",
         )
         .unwrap();
@@ -745,7 +745,7 @@ mod tests {
         idx.apply_service(&svc(
             "metadata: {name: db, namespace: data}\nspec: {clusterIP: None}",
         ));
-        let slice: EndpointSlice = serde_yaml::from_str(
+        let slice: EndpointSlice = leafbridge_api::yaml::from_str(
             "metadata: {name: db-x, namespace: data, labels: {kubernetes.io/service-name: db}}\naddressType: IPv4\nendpoints: [{addresses: [10.244.1.5], hostname: db-0, conditions: {ready: true}}]",
         )
         .unwrap();
@@ -810,7 +810,7 @@ mod tests {
     fn endpoint_slice_relabelled_to_another_service_moves_its_endpoints() {
         let mut idx = ZoneIndex::new();
         let slice = |svc_name: &str| -> EndpointSlice {
-            serde_yaml::from_str(&format!(
+            leafbridge_api::yaml::from_str(&format!(
                 "metadata: {{name: s1, namespace: default, labels: {{kubernetes.io/service-name: {svc_name}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [10.244.0.9]}}]"
             ))
             .unwrap()

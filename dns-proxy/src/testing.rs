@@ -69,13 +69,14 @@ pub fn fixture_server() -> Server {
     );
     {
         let mut index = server.index.write().expect("index lock");
-        let services: Vec<Service> = serde_yaml::from_str(OBJECTS).expect("fixture services");
+        let services: Vec<Service> =
+            leafbridge_api::yaml::from_str(OBJECTS).expect("fixture services");
         for s in &services {
             index.apply_service(s);
         }
-        let slice: EndpointSlice = serde_yaml::from_str(SLICE).expect("fixture slice");
+        let slice: EndpointSlice = leafbridge_api::yaml::from_str(SLICE).expect("fixture slice");
         index.apply_endpoint_slice(&slice);
-        let pod: Pod = serde_yaml::from_str(POD).expect("fixture pod");
+        let pod: Pod = leafbridge_api::yaml::from_str(POD).expect("fixture pod");
         index.apply_pod(&pod);
     }
     server

@@ -647,7 +647,7 @@ mod tests {
     }
 
     fn spec(yaml: &str) -> DNSViewSpec {
-        serde_yaml::from_str(yaml).unwrap()
+        leafbridge_api::yaml::from_str(yaml).unwrap()
     }
 
     fn crd_views(views: &[(&str, &str)]) -> BTreeMap<String, ViewConfig> {
@@ -883,7 +883,8 @@ mod tests {
     #[test]
     fn service_selector_follows_kubernetes_semantics() {
         let sel = |y: &str| {
-            ServiceSelector::new(&serde_yaml::from_str::<LabelSelector>(y).unwrap()).unwrap()
+            ServiceSelector::new(&leafbridge_api::yaml::from_str::<LabelSelector>(y).unwrap())
+                .unwrap()
         };
         let labels = |pairs: &[(&str, &str)]| {
             Labels::from_map(

@@ -482,10 +482,11 @@ pub enum ConfigError {
 
 impl Config {
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let c = match parse_in_chunks(text) {
-            Some(c) => c,
-            None => serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?,
-        };
+        let mut c: Config =
+            leafbridge_api::yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        // The list grew by doubling while it was read; a large configuration keeps it for
+        // as long as it runs.
+        c.prefixes.shrink_to_fit();
         c.validate()?;
         Ok(c)
     }
@@ -645,77 +646,6 @@ impl Config {
     }
 }
 
-/// How many `prefixes` items are parsed at a time by `parse_in_chunks`.
-const PREFIX_CHUNK: usize = 2048;
-
-/// serde_yaml reads a whole document into a list of events before deserializing it, about
-/// 400 bytes for each prefix entry: 40 MB of transient memory for 100,000 prefixes. A block
-/// sequence under a top-level `prefixes:` key is therefore parsed a few thousand items at a
-/// time (an item starts on a line at the sequence's indentation beginning with "- "; YAML
-/// requires every continuation line of an item to be more indented). Anything unusual (flow
-/// style, anchors and aliases, a parse error) returns `None`, and the caller parses the whole
-/// document, which also gives the error message with the right line number.
-fn parse_in_chunks(text: &str) -> Option<Config> {
-    if text.contains('&') || text.contains('*') {
-        return None;
-    }
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.iter().position(|l| l.trim_end() == "prefixes:")?;
-    let mut end = start + 1;
-    while end < lines.len() {
-        if matches!(lines[end].chars().next(), Some(c) if c != ' ' && c != '-' && c != '#') {
-            break;
-        }
-        end += 1;
-    }
-    let block = &lines[start + 1..end];
-    let first = block.iter().find(|l| {
-        let t = l.trim_start();
-        !t.is_empty() && !t.starts_with('#')
-    })?;
-    let indent = first.len() - first.trim_start().len();
-    let item_start = |l: &str| {
-        l.len() > indent
-            && l.as_bytes()[..indent].iter().all(|b| *b == b' ')
-            && l[indent..].starts_with("- ")
-    };
-    if !item_start(first) {
-        return None;
-    }
-    let mut head: Vec<&str> = lines[..start].to_vec();
-    head.push("prefixes: []");
-    head.extend_from_slice(&lines[end..]);
-    let mut config: Config = serde_yaml::from_str(&head.join("\n")).ok()?;
-    // Exactly as many as there are: growing by doubling would leave up to half the largest
-    // structure of a big configuration unused.
-    config
-        .prefixes
-        .reserve_exact(block.iter().filter(|l| item_start(l)).count());
-    let mut chunk = String::new();
-    let mut items = 0;
-    let flush = |chunk: &mut String, config: &mut Config| -> Option<()> {
-        if !chunk.is_empty() {
-            let v: Vec<PrefixConfig> = serde_yaml::from_str(chunk).ok()?;
-            config.prefixes.extend(v);
-            chunk.clear();
-        }
-        Some(())
-    };
-    for l in block {
-        if item_start(l) {
-            if items == PREFIX_CHUNK {
-                flush(&mut chunk, &mut config)?;
-                items = 0;
-            }
-            items += 1;
-        }
-        chunk.push_str(l);
-        chunk.push('\n');
-    }
-    flush(&mut chunk, &mut config)?;
-    Some(config)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,27 +711,39 @@ prefixes:
     }
 
     #[test]
-    fn prefixes_parsed_in_chunks_equal_a_whole_document_parse() {
+    fn a_long_block_of_prefixes_with_comments_reads_every_entry() {
         let mut text = GOOD.replace("prefixes:\n", "prefixes:\n  # a comment\n\n");
         for i in 0..5000u32 {
             text.push_str(&format!(
-                "  - prefix: 100.64.{}.{}/32\n    # note\n    communities:\n      - \"65000:{}\"\n",
+                "  - prefix: 100.64.{}.{}/32\n    # note\n    peers: [leaf1]\n    communities:\n      - \"65000:{}\"\n",
                 i / 256,
                 i % 256,
                 i % 100
             ));
         }
         text.push_str("restart_time: 60\n");
-        let chunked = parse_in_chunks(&text).expect("block style is parsed in chunks");
-        let whole: Config = serde_yaml::from_str(&text).unwrap();
-        assert_eq!(chunked, whole);
-        assert_eq!(chunked.prefixes.len(), 5002);
-        assert_eq!(chunked.restart_time, 60);
-        // Flow style goes through a whole parse; a sequence at column 0 is chunked too.
+        let c = Config::from_yaml(&text).unwrap();
+        assert_eq!(c.prefixes.len(), 5002);
+        assert_eq!(c.prefixes.capacity(), 5002);
+        assert_eq!(c.restart_time, 60);
+        assert_eq!(c.prefixes[4001].communities.len(), 1);
+        // Flow style, and a sequence at column 0.
         let flow = "local_as: 1\nrouter_id: 1.1.1.1\nprefixes: [{prefix: 203.0.113.1/32}]\n";
-        assert_eq!(Config::from_yaml(flow).unwrap().prefixes.len(), 1);
+        assert_eq!(
+            leafbridge_api::yaml::from_str::<Config>(flow)
+                .unwrap()
+                .prefixes
+                .len(),
+            1
+        );
         let col0 = "local_as: 1\nrouter_id: 1.1.1.1\nprefixes:\n- prefix: 203.0.113.1/32\n- prefix: 203.0.113.2/32\n";
-        assert_eq!(parse_in_chunks(col0).unwrap().prefixes.len(), 2);
+        assert_eq!(
+            leafbridge_api::yaml::from_str::<Config>(col0)
+                .unwrap()
+                .prefixes
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Documents are written as JSON, which is YAML: no YAML emitter needed. They are read back
-//! with serde_yaml (the programs write status as YAML).
+//! with the programs' own YAML reader (they write status as YAML).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -683,13 +683,10 @@ pub fn ingress_of(service: &Value) -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
-/// The documents of a YAML (or JSON) text; unparsable documents are left out.
+/// The documents of a YAML (or JSON) text, read as the programs read them; none if the text
+/// does not parse.
 pub fn parse_yaml_documents(text: &str) -> Vec<Value> {
-    use serde::Deserialize as _;
-    serde_yaml::Deserializer::from_str(text)
-        .filter_map(|d| Value::deserialize(d).ok())
-        .filter(|v| !v.is_null())
-        .collect()
+    leafbridge_api::yaml::documents(text).unwrap_or_default()
 }
 
 fn read_first(path: &Path) -> Option<Value> {

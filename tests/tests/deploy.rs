@@ -299,13 +299,8 @@ fn render(dir: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("kustomize output is UTF-8");
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            serde::Deserialize::deserialize(d)
-                .unwrap_or_else(|e| panic!("{}: unparsable document: {e}", rel(dir)))
-        })
-        .filter(|v: &Value| !v.is_null())
-        .collect();
+    let docs: Vec<Value> = leafbridge_api::yaml::documents(&text)
+        .unwrap_or_else(|e| panic!("{}: unparsable output: {e}", rel(dir)));
     assert!(!docs.is_empty(), "{} renders nothing", rel(dir));
     docs
 }
@@ -379,9 +374,10 @@ fn crds_kustomization_lists_every_generated_crd() {
         .filter(|f| f.ends_with(".yaml") && f != "kustomization.yaml")
         .collect();
     files.sort();
-    let k: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
-            .unwrap();
+    let k: Value = leafbridge_api::yaml::from_str(
+        &std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
     let mut listed: Vec<String> = strs(&k["resources"])
         .into_iter()
         .map(str::to_owned)

@@ -47,7 +47,6 @@ use kube::runtime::watcher::Event;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -976,7 +975,9 @@ impl StateDir {
                     if i > 0 {
                         text.push_str("---\n");
                     }
-                    text.push_str(&serde_yaml::to_string(d).map_err(|e| malformed(e.to_string()))?);
+                    text.push_str(
+                        &crate::yaml::to_string(d).map_err(|e| malformed(e.to_string()))?,
+                    );
                 }
                 text
             }
@@ -1077,7 +1078,7 @@ impl StateDir {
         if fs::metadata(&path).is_ok_and(|m| m.len() > EVENTS_ROTATE_BYTES) {
             let _ = fs::rename(&path, meta.join("events.yaml.1"));
         }
-        let yaml = serde_yaml::to_string(doc).map_err(|e| StateError::Malformed {
+        let yaml = crate::yaml::to_string(doc).map_err(|e| StateError::Malformed {
             path: path.clone(),
             reason: e.to_string(),
         })?;
@@ -1884,14 +1885,7 @@ pub fn list_manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Every document of a file, as written (null documents dropped).
 fn raw_documents(content: &[u8]) -> Result<Vec<Value>, String> {
     let text = std::str::from_utf8(content).map_err(|e| format!("not UTF-8: {e}"))?;
-    let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        match Value::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))? {
-            Value::Null => {}
-            v => out.push(v),
-        }
-    }
-    Ok(out)
+    crate::yaml::documents(text).map_err(|e| e.to_string())
 }
 
 /// Check every document is a manifest and expand `kind: List` documents. Ok(None): nothing to
@@ -2052,13 +2046,13 @@ fn splice_documents(text: &str, docs: &[Value], touched: &[bool]) -> Option<Stri
     let mut idx = 0;
     for r in ranges {
         let seg = &text[r.clone()];
-        let v: Value = serde_yaml::from_str(seg).ok()?;
+        let v: Value = crate::yaml::from_str(seg).ok()?;
         if v.is_null() {
             continue;
         }
         let doc = docs.get(idx)?;
         if touched.get(idx).copied().unwrap_or(false) {
-            let new = splice_status(seg, doc).or_else(|| serde_yaml::to_string(doc).ok())?;
+            let new = splice_status(seg, doc).or_else(|| crate::yaml::to_string(doc).ok())?;
             out.push_str(&text[copied..r.start]);
             out.push_str(&new);
             copied = r.end;
@@ -2083,7 +2077,7 @@ fn splice_status(seg: &str, doc: &Value) -> Option<String> {
             .any(|k| l.starts_with(k))
     };
     let rendered = match doc.get("status") {
-        Some(st) => serde_yaml::to_string(&serde_json::json!({ "status": st })).ok()?,
+        Some(st) => crate::yaml::to_string(&serde_json::json!({ "status": st })).ok()?,
         None => String::new(),
     };
     let mut out = String::with_capacity(seg.len() + rendered.len());
@@ -2125,7 +2119,7 @@ fn splice_status(seg: &str, doc: &Value) -> Option<String> {
             out.push_str(&rendered);
         }
     }
-    let v: Value = serde_yaml::from_str(&out).ok()?;
+    let v: Value = crate::yaml::from_str(&out).ok()?;
     (v == *doc).then_some(out)
 }
 

@@ -247,7 +247,7 @@ impl StateSource {
                 })?;
                 doc["apiVersion"] = K::api_version(&()).into();
                 doc["kind"] = K::kind(&()).into();
-                let text = serde_yaml::to_string(&doc).map_err(|e| StateError::Malformed {
+                let text = crate::yaml::to_string(&doc).map_err(|e| StateError::Malformed {
                     path: d.root().to_owned(),
                     reason: e.to_string(),
                 })?;
