@@ -295,6 +295,12 @@ pub struct BGPPeerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1").message("peerPort must be 1..65535"))]
     pub peer_port: Option<u16>,
+    /// The interface a link-local `peerAddress` (fe80::/10) is on, e.g. `eth0`: required for
+    /// such an address, refused for any other (the routing table chooses their interface).
+    /// Link-local peers are single hop and run without BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) >= 1 && size(self) <= 15").message("interface must be an interface name of 1 to 15 characters"))]
+    pub interface: Option<String>,
     /// Local address to connect from; unset: the kernel chooses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("isIP(self)").message("sourceAddress must be an IP address"))]
@@ -761,6 +767,11 @@ impl BGPPeerSpec {
         if self.peer_port == Some(0) {
             return Err("peerPort must be 1..65535".into());
         }
+        if let Some(i) = &self.interface
+            && !(1..=15).contains(&i.len())
+        {
+            return Err("interface must be an interface name of 1 to 15 characters".into());
+        }
         if let Some(s) = &self.source_address {
             ip_of_family("sourceAddress", s, None)?;
         }
@@ -890,6 +901,8 @@ mod tests {
         };
         assert!(bad(|p| p.peer_address = "192.0.2.300".into()).contains("peerAddress"));
         assert!(bad(|p| p.peer_asn = 0).contains("AS 0"));
+        assert!(bad(|p| p.interface = Some(String::new())).contains("interface"));
+        assert!(bad(|p| p.interface = Some("x".repeat(16))).contains("interface"));
         assert!(bad(|p| p.hold_time_seconds = Some(2)).contains("holdTimeSeconds"));
         assert!(bad(|p| p.keepalive_time_seconds = Some(9)).contains("keepalive"));
         assert!(bad(|p| p.connect_retry_seconds = Some(0)).contains("connectRetry"));

@@ -421,7 +421,12 @@ pub fn node_conditions(
 /// The status document of the node's BGPNodeState (pure), without condition times.
 pub fn node_status(
     desired: &Desired,
-    sessions: &[(String, SocketAddr, crate::bgp::fsm::State, usize)],
+    sessions: &[(
+        String,
+        crate::bgp::transport::PeerId,
+        crate::bgp::fsm::State,
+        usize,
+    )],
     bfd: &BTreeMap<String, (String, BfdStatus)>,
 ) -> Value {
     let mut not_announced = Vec::new();
@@ -1640,13 +1645,13 @@ mod tests {
         let sessions = vec![
             (
                 "leaf".to_owned(),
-                "192.0.2.1:179".parse().unwrap(),
+                "192.0.2.1:179".parse::<SocketAddr>().unwrap().into(),
                 crate::bgp::fsm::State::Idle,
                 3,
             ),
             (
                 "other".to_owned(),
-                "192.0.2.3:179".parse().unwrap(),
+                "192.0.2.3:179".parse::<SocketAddr>().unwrap().into(),
                 crate::bgp::fsm::State::Established,
                 3,
             ),

@@ -177,6 +177,10 @@ pub struct PeerConfig {
     pub address: IpAddr,
     #[serde(default = "default_port")]
     pub port: u16,
+    /// The interface a link-local peer address (fe80::/10) is on; required for such an
+    /// address and refused for any other (see [`check_peer_interface`]).
+    #[serde(default)]
+    pub interface: Option<String>,
     pub remote_as: u32,
     #[serde(default)]
     pub source_address: Option<IpAddr>,
@@ -238,10 +242,12 @@ fn default_hold_time() -> u16 {
 }
 
 impl PeerConfig {
+    /// The `name`, else the address (`fe80::1%eth0` for a link-local one).
     pub fn name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| self.address.to_string())
+        self.name.clone().unwrap_or_else(|| match &self.interface {
+            Some(i) => format!("{}%{i}", self.address),
+            None => self.address.to_string(),
+        })
     }
 
     pub fn is_ibgp(&self, local_as: u32) -> bool {
@@ -369,13 +375,21 @@ pub enum NextHopProblem {
     Multicast,
     #[error("it is a loopback address")]
     Loopback,
-    #[error("it is link-local, which needs an interface scope this configuration cannot give")]
+    #[error(
+        "it is link-local, which only means something on a session with a link-local peer (with an interface)"
+    )]
     LinkLocal,
 }
 
 /// Whether `addr` can be a next hop: the pure check behind every next hop the configuration
 /// names (RFC 4271 §5.1.3, RFC 2545 §3 for IPv6: a global address, link-local only beside one).
 pub fn check_next_hop(addr: IpAddr) -> Result<(), NextHopProblem> {
+    check_next_hop_on(addr, false)
+}
+
+/// [`check_next_hop`] for a next hop sent only on sessions with link-local peers (`on_link`):
+/// there an IPv6 link-local next hop is scoped by the session's interface and usable.
+pub fn check_next_hop_on(addr: IpAddr, on_link: bool) -> Result<(), NextHopProblem> {
     let addr = crate::bgp::transport::unmap(addr);
     if addr.is_unspecified() {
         return Err(NextHopProblem::Unspecified);
@@ -388,12 +402,94 @@ pub fn check_next_hop(addr: IpAddr) -> Result<(), NextHopProblem> {
     }
     let link_local = match addr {
         IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local() && !on_link,
     };
     if link_local {
         return Err(NextHopProblem::LinkLocal);
     }
     Ok(())
+}
+
+/// Longest interface name Linux accepts (IFNAMSIZ 16 with the terminating NUL).
+pub const MAX_INTERFACE_NAME: usize = 15;
+
+/// Why a peer's `interface` (or its absence) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InterfaceProblem {
+    #[error(
+        "peer address {0} is link-local (fe80::/10) and needs `interface`: the name of the interface the peer is on, since the same link-local address can exist on every link"
+    )]
+    Missing(Ipv6Addr),
+    #[error(
+        "`interface` is only for a link-local (fe80::/10) peer address; {0} is reached through the routing table, which chooses the interface"
+    )]
+    NotLinkLocal(IpAddr),
+    #[error("`interface` {name:?} is not an interface name: {why}")]
+    BadName { name: String, why: &'static str },
+    #[error(
+        "a link-local peer is directly connected: multihop does not apply (its packets never leave the link)"
+    )]
+    Multihop,
+    #[error(
+        "BFD is not supported with a link-local peer: BFD sessions are told apart by peer address alone, without the interface"
+    )]
+    Bfd,
+}
+
+/// The one rule for a peer's interface, shared by the standalone configuration and `BGPPeer`:
+/// a link-local IPv6 peer address needs the interface it is on (the kernel needs it as the
+/// address's scope); any other address must not name one, since the routing table already
+/// decides where its packets go. Link-local peers are single hop and run without BFD.
+pub fn check_peer_interface(
+    address: IpAddr,
+    interface: Option<&str>,
+    multihop: bool,
+    bfd: bool,
+) -> Result<(), InterfaceProblem> {
+    let link_local = match address {
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(v6),
+        _ => None,
+    };
+    match (link_local, interface) {
+        (Some(v6), None) => Err(InterfaceProblem::Missing(v6)),
+        (None, Some(_)) => Err(InterfaceProblem::NotLinkLocal(address)),
+        (None, None) => Ok(()),
+        (Some(_), Some(name)) => {
+            check_interface_name(name)?;
+            if multihop {
+                return Err(InterfaceProblem::Multihop);
+            }
+            if bfd {
+                return Err(InterfaceProblem::Bfd);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What Linux accepts as an interface name (`dev_valid_name`).
+fn check_interface_name(name: &str) -> Result<(), InterfaceProblem> {
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_INTERFACE_NAME {
+        Some("it is longer than 15 octets (IFNAMSIZ)")
+    } else if name == "." || name == ".." {
+        Some("\".\" and \"..\" are not names")
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c == '%' || c.is_whitespace() || c.is_control())
+    {
+        Some("it contains '/', ':', '%', a space or a control character")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(InterfaceProblem::BadName {
+            name: name.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn next_hop_ok(what: impl FnOnce() -> String, addr: IpAddr) -> Result<(), ConfigError> {
@@ -449,10 +545,8 @@ pub enum ConfigError {
         addr: IpAddr,
         why: NextHopProblem,
     },
-    #[error(
-        "peer {peer}: address {addr} is link-local and needs an interface, which is not supported"
-    )]
-    LinkLocalPeer { peer: String, addr: IpAddr },
+    #[error("peer {peer}: {why}")]
+    PeerInterface { peer: String, why: InterfaceProblem },
     #[error(
         "prefix {prefix} with next_hop self on peer {peer}: a session over {session} needs {option} (an IPv4-mapped next hop is unresolvable for switches)"
     )]
@@ -531,7 +625,9 @@ impl Config {
                     profile: profile.clone(),
                 });
             }
-            if !names.insert(name.clone()) || !addrs.insert((p.address, p.port)) {
+            if !names.insert(name.clone())
+                || !addrs.insert((p.address, p.port, p.interface.clone()))
+            {
                 return Err(ConfigError::DuplicatePeer(name));
             }
             if p.remote_as == 0 || p.remote_as == u32::from(AS_TRANS) {
@@ -566,13 +662,13 @@ impl Config {
                     source_addr: src,
                 });
             }
-            if let IpAddr::V6(v6) = p.address
-                && v6.is_unicast_link_local()
-            {
-                return Err(ConfigError::LinkLocalPeer {
-                    peer: name,
-                    addr: p.address,
-                });
+            if let Err(why) = check_peer_interface(
+                p.address,
+                p.interface.as_deref(),
+                p.multihop_ttl.is_some(),
+                p.bfd_profile.is_some(),
+            ) {
+                return Err(ConfigError::PeerInterface { peer: name, why });
             }
             if p.graceful_restart && self.restart_time == 0 {
                 return Err(ConfigError::RestartTimeZero(name));
@@ -602,7 +698,16 @@ impl Config {
                             next_hop: nh,
                         });
                     }
-                    next_hop_ok(|| format!("prefix {}: next_hop", pf.prefix), nh)?;
+                    // A link-local next hop is scoped by the session's interface: only for
+                    // prefixes that go to link-local peers alone.
+                    let mut targets = self.peers_of(pf).peekable();
+                    let on_link =
+                        targets.peek().is_some() && targets.all(|p| p.interface.is_some());
+                    check_next_hop_on(nh, on_link).map_err(|why| ConfigError::BadNextHop {
+                        what: format!("prefix {}: next_hop", pf.prefix),
+                        addr: nh,
+                        why,
+                    })?;
                 }
                 NextHop::SelfAddress => self.check_self_next_hop(pf)?,
             }
@@ -621,16 +726,20 @@ impl Config {
     /// `next_hop: self` is our address on the session: an IPv6 prefix over an IPv4 session
     /// needs `ipv6_next_hop` (else it would go out as `::ffff:a.b.c.d`), an IPv4 prefix over an
     /// IPv6 session needs `ipv4_next_hop`.
+    /// An IPv4 prefix over a link-local session is the same case: without RFC 8950 (not
+    /// implemented) its next hop must be an IPv4 address, which the session does not have.
     fn check_self_next_hop(&self, pf: &PrefixConfig) -> Result<(), ConfigError> {
         let v4_prefix = matches!(pf.prefix, IpNet::V4(_));
-        for p in &self.peers {
+        for p in self.peers_of(pf) {
             let name = p.name();
-            if pf.peers.as_ref().is_some_and(|ps| !ps.contains(&name)) {
-                continue;
-            }
+            let ipv6_session = if p.interface.is_some() {
+                "link-local IPv6 (an IPv6 next hop for IPv4 needs RFC 8950, not implemented)"
+            } else {
+                "IPv6"
+            };
             let missing = match (v4_prefix, p.address.is_ipv4()) {
                 (false, true) if p.ipv6_next_hop.is_none() => Some(("IPv4", "ipv6_next_hop")),
-                (true, false) if p.ipv4_next_hop.is_none() => Some(("IPv6", "ipv4_next_hop")),
+                (true, false) if p.ipv4_next_hop.is_none() => Some((ipv6_session, "ipv4_next_hop")),
                 _ => None,
             };
             if let Some((session, option)) = missing {
@@ -643,6 +752,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The peers a prefix is announced to.
+    fn peers_of<'a>(&'a self, pf: &'a PrefixConfig) -> impl Iterator<Item = &'a PeerConfig> {
+        self.peers.iter().filter(move |p| {
+            pf.peers
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|n| *n == p.name()))
+        })
     }
 }
 
@@ -941,8 +1059,208 @@ prefixes:
         ));
         assert!(matches!(
             invalid(|c| c.peers[1].address = "fe80::2".parse().unwrap()),
-            ConfigError::LinkLocalPeer { .. }
+            ConfigError::PeerInterface {
+                why: InterfaceProblem::Missing(_),
+                ..
+            }
         ));
+    }
+
+    #[test]
+    fn the_interface_rule_refuses_each_case_with_its_reason() {
+        use InterfaceProblem as P;
+        let ll: IpAddr = "fe80::2".parse().unwrap();
+        let global: IpAddr = "2001:db8::2".parse().unwrap();
+        let v4: IpAddr = "192.0.2.2".parse().unwrap();
+        let bad = |name: &str| {
+            matches!(check_peer_interface(ll, Some(name), false, false),
+                     Err(P::BadName { name: ref n, .. }) if n == name)
+        };
+        for (addr, iface, multihop, bfd, want) in [
+            (
+                ll,
+                None,
+                false,
+                false,
+                Err(P::Missing("fe80::2".parse().unwrap())),
+            ),
+            (ll, Some("eth0"), false, false, Ok(())),
+            (ll, Some("eth0"), true, false, Err(P::Multihop)),
+            (ll, Some("eth0"), false, true, Err(P::Bfd)),
+            (
+                global,
+                Some("eth0"),
+                false,
+                false,
+                Err(P::NotLinkLocal(global)),
+            ),
+            (v4, Some("eth0"), false, false, Err(P::NotLinkLocal(v4))),
+            (global, None, true, true, Ok(())),
+            (v4, None, false, false, Ok(())),
+            // fe80::/10, not only fe80::/64.
+            (
+                "febf::1".parse().unwrap(),
+                None,
+                false,
+                false,
+                Err(P::Missing("febf::1".parse().unwrap())),
+            ),
+        ] {
+            assert_eq!(
+                check_peer_interface(addr, iface, multihop, bfd),
+                want,
+                "{addr} {iface:?} multihop {multihop} bfd {bfd}"
+            );
+        }
+        for name in [
+            "",
+            "a-name-of-16-oct",
+            "eth 0",
+            "a/b",
+            "eth0:1",
+            "..",
+            "eth0%1",
+        ] {
+            assert!(bad(name), "{name:?} accepted");
+        }
+        assert_eq!(
+            check_peer_interface(ll, Some("a-name-of-15-oc"), false, false),
+            Ok(())
+        );
+        // The message names the field.
+        let e = check_peer_interface(ll, None, false, false).unwrap_err();
+        assert!(e.to_string().contains("needs `interface`"), "{e}");
+    }
+
+    const LINK_LOCAL: &str = r#"
+local_as: 65001
+router_id: 192.0.2.1
+listen: { address: "::" }
+peers:
+  - address: "fe80::2"
+    interface: eth0
+    remote_as: 65000
+  - address: "fe80::2"
+    interface: eth1
+    remote_as: 65000
+prefixes:
+  - prefix: "2001:db8:100::/64"
+"#;
+
+    #[test]
+    fn link_local_peers_take_an_interface_and_are_one_peer_per_link() {
+        let c = Config::from_yaml(LINK_LOCAL).unwrap();
+        assert_eq!(c.peers[0].interface.as_deref(), Some("eth0"));
+        assert_eq!(c.peers[0].name(), "fe80::2%eth0");
+        assert_eq!(c.peers[1].name(), "fe80::2%eth1");
+        // The same address on the same interface twice is one peer configured twice.
+        let e = Config::from_yaml(&LINK_LOCAL.replace("eth1", "eth0")).unwrap_err();
+        assert!(matches!(e, ConfigError::DuplicatePeer(_)), "{e}");
+        // Without an interface, with one on a global address: refused, naming the field.
+        let e = Config::from_yaml(&LINK_LOCAL.replace("    interface: eth1\n", "")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::PeerInterface {
+                    why: InterfaceProblem::Missing(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("`interface`"), "{e}");
+        let e = Config::from_yaml(&LINK_LOCAL.replacen("fe80::2", "2001:db8::2", 1)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::PeerInterface {
+                    why: InterfaceProblem::NotLinkLocal(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_ipv4_prefix_with_next_hop_self_over_a_link_local_session_needs_ipv4_next_hop() {
+        let text = LINK_LOCAL.replace("prefixes:\n", "prefixes:\n  - prefix: 203.0.113.1/32\n");
+        let e = Config::from_yaml(&text).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::SelfNextHopFamily { option: "ipv4_next_hop", session, .. }
+                    if session.contains("link-local") && session.contains("RFC 8950")
+            ),
+            "{e}"
+        );
+        let with_v4 = text.replace(
+            "    remote_as: 65000\n",
+            "    remote_as: 65000\n    ipv4_next_hop: 192.0.2.1\n",
+        );
+        Config::from_yaml(&with_v4).unwrap();
+    }
+
+    #[test]
+    fn a_link_local_next_hop_is_only_for_prefixes_sent_to_link_local_peers() {
+        let ll_next_hop = LINK_LOCAL.replace(
+            "  - prefix: \"2001:db8:100::/64\"\n",
+            "  - prefix: \"2001:db8:100::/64\"\n    next_hop: \"fe80::1\"\n",
+        );
+        Config::from_yaml(&ll_next_hop).unwrap();
+        let with_global_peer = ll_next_hop.replace(
+            "prefixes:\n",
+            "  - { address: \"2001:db8::2\", remote_as: 65000 }\nprefixes:\n",
+        );
+        let e = Config::from_yaml(&with_global_peer).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::BadNextHop {
+                    why: NextHopProblem::LinkLocal,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bfd_and_multihop_are_refused_for_link_local_peers() {
+        let bfd = LINK_LOCAL
+            .replace("listen:", "bfd_profiles: { p: {} }\nlisten:")
+            .replacen(
+                "    interface: eth0\n",
+                "    interface: eth0\n    bfd_profile: p\n",
+                1,
+            );
+        let e = Config::from_yaml(&bfd).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::PeerInterface {
+                    why: InterfaceProblem::Bfd,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let multihop = LINK_LOCAL.replacen(
+            "    interface: eth0\n",
+            "    interface: eth0\n    multihop_ttl: 2\n",
+            1,
+        );
+        let e = Config::from_yaml(&multihop).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::PeerInterface {
+                    why: InterfaceProblem::Multihop,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

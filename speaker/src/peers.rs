@@ -24,7 +24,7 @@ use crate::bgp::fsm::{self, GracefulRestartConfig, State};
 use crate::bgp::log_limit::{LogLimit, Verdict};
 use crate::bgp::message::AddressFamily;
 use crate::bgp::session::{self, DesiredRoutes, SessionConfig, SessionHandle, StopMode};
-use crate::bgp::transport::{Listener, Md5Key, TransportConfig, TtlPolicy};
+use crate::bgp::transport::{Listener, Md5Key, PeerId, TransportConfig, TtlPolicy};
 use crate::metrics::SpeakerMetrics;
 
 /// Restart Time advertised when a BGPPeer sets none (RFC 4724 §3 leaves it to configuration).
@@ -77,8 +77,8 @@ pub enum PeerError {
         value: IpAddr,
         why: crate::config::NextHopProblem,
     },
-    #[error("peerAddress {0} is link-local and needs an interface, which a BGPPeer cannot name")]
-    LinkLocalPeer(IpAddr),
+    #[error("{0}")]
+    Interface(#[from] crate::config::InterfaceProblem),
     #[error("ebgpMultihop and gtsm cannot both be set (RFC 5082 §3 sends TTL 255)")]
     GtsmWithMultihop,
     #[error("ebgpMultihop applies to eBGP only")]
@@ -98,11 +98,12 @@ pub fn from_bgppeer(
         .parse()
         .map_err(|_| PeerError::PeerAddress(spec.peer_address.clone()))?;
     // The same rules as the standalone configuration (`Config::validate`).
-    if let IpAddr::V6(v6) = peer_ip
-        && v6.is_unicast_link_local()
-    {
-        return Err(PeerError::LinkLocalPeer(peer_ip));
-    }
+    crate::config::check_peer_interface(
+        peer_ip,
+        spec.interface.as_deref(),
+        spec.ebgp_multihop.is_some(),
+        spec.bfd_profile.is_some(),
+    )?;
     let mut fsm_cfg = fsm::PeerConfig::new(spec.my_asn, spec.peer_asn, router_id);
     if let Some(h) = spec.hold_time_seconds {
         fsm_cfg.hold_time = h;
@@ -168,6 +169,7 @@ pub fn from_bgppeer(
         peer_ip,
         spec.peer_port.unwrap_or(crate::bgp::transport::BGP_PORT),
     ));
+    transport.interface = spec.interface.clone();
     transport.source = source;
     transport.ttl = ttl;
     Ok(PeerSpec {
@@ -248,13 +250,13 @@ impl BfdPeer {
     }
 }
 
-/// A peer as the listener sees it: inbound connections come from its address.
+/// A peer as the listener sees it: inbound connections come from its address (and, for a
+/// link-local one, its interface).
 #[derive(Debug, Clone)]
 struct InboundPeer {
     name: String,
-    /// Address and port: the identity of a peer everywhere (two BGP instances of one router
-    /// are one address and two ports).
-    peer: SocketAddr,
+    /// The identity of a peer everywhere.
+    peer: PeerId,
     remote_as: u32,
     tx: mpsc::Sender<TcpStream>,
 }
@@ -262,7 +264,9 @@ struct InboundPeer {
 /// The peers of every address, in name order.
 type IncomingRoutes = Arc<Mutex<HashMap<IpAddr, Vec<InboundPeer>>>>;
 
-/// The shared listener, with the MD5 key it holds for each peer address.
+/// The shared listener, with the MD5 key it holds for each peer address. Keys are by address
+/// alone, also for link-local peers: Linux scopes a listener's key to an interface only for
+/// VRF devices (TCP_MD5SIG_FLAG_IFINDEX), so a link-local address has one key on every link.
 struct ListenerRuntime {
     addr: SocketAddr,
     listener: Arc<Listener>,
@@ -282,32 +286,33 @@ impl ListenerRuntime {
 /// Why a peer cannot run beside the others.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerConflict {
-    #[error("peer {other} has the same address and port {peer}")]
-    SameAddress { other: String, peer: SocketAddr },
+    #[error("peer {other} has the same address, port and interface {peer}")]
+    SameAddress { other: String, peer: PeerId },
     #[error(
         "peer {other} on the same address {addr} has another TCP MD5 key (the kernel keys inbound connections by address alone)"
     )]
     OtherKey { other: String, addr: IpAddr },
 }
 
-/// The peers (in name order) that cannot run because an earlier one has the same address and
-/// port, or the same address with another MD5 key: the one pure check behind both modes.
+/// The peers (in name order) that cannot run because an earlier one has the same identity
+/// (address, port and interface), or the same address with another MD5 key (on any interface,
+/// see `ListenerRuntime`): the one pure check behind both modes.
 pub fn conflicts<'a>(
-    peers: impl IntoIterator<Item = (&'a str, SocketAddr, Option<&'a Md5Key>)>,
+    peers: impl IntoIterator<Item = (&'a str, PeerId, Option<&'a Md5Key>)>,
 ) -> Vec<(String, PeerConflict)> {
-    let mut kept: Vec<(&str, SocketAddr, Option<&Md5Key>)> = Vec::new();
+    let mut kept: Vec<(&str, PeerId, Option<&Md5Key>)> = Vec::new();
     let mut out = Vec::new();
-    for (name, addr, key) in peers {
+    for (name, id, key) in peers {
         let clash = kept.iter().find_map(|(other, a, k)| {
-            if *a == addr {
+            if *a == id {
                 Some(PeerConflict::SameAddress {
                     other: (*other).to_owned(),
-                    peer: addr,
+                    peer: id.clone(),
                 })
-            } else if a.ip() == addr.ip() && *k != key {
+            } else if a.addr.ip() == id.addr.ip() && *k != key {
                 Some(PeerConflict::OtherKey {
                     other: (*other).to_owned(),
-                    addr: addr.ip(),
+                    addr: id.addr.ip(),
                 })
             } else {
                 None
@@ -315,7 +320,7 @@ pub fn conflicts<'a>(
         });
         match clash {
             Some(c) => out.push((name.to_owned(), c)),
-            None => kept.push((name, addr, key)),
+            None => kept.push((name, id, key)),
         }
     }
     out
@@ -325,7 +330,7 @@ pub fn conflicts<'a>(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InboundRefusal {
     /// RFC 4271 §8.2.1.1 leaves unconfigured peers to policy: ours is to refuse.
-    #[error("no peer is configured on this address")]
+    #[error("no peer is configured on this address (and interface, for a link-local one)")]
     Unconfigured,
     #[error("several peers share this address and no OPEN came to tell them apart")]
     NoOpen,
@@ -355,6 +360,24 @@ fn inbound_peer(
             }
         }
     }
+}
+
+/// The peers on the connecting address that can take a connection which came in with IPv6
+/// scope id `scope` (the interface index of a link-local address, 0 otherwise): a peer with an
+/// interface when that interface's index (`index_of`, looked up now) is the scope, a peer
+/// without one when there is no scope. `fe80::1` on two links is two peers.
+fn on_interface(
+    candidates: Vec<InboundPeer>,
+    scope: u32,
+    index_of: impl Fn(&str) -> Option<u32>,
+) -> Vec<InboundPeer> {
+    candidates
+        .into_iter()
+        .filter(|p| match &p.peer.interface {
+            Some(i) => scope != 0 && index_of(i) == Some(scope),
+            None => scope == 0,
+        })
+        .collect()
 }
 
 /// The MD5 key the listener needs per peer address.
@@ -457,7 +480,7 @@ impl PeerManager {
         let refused = conflicts(
             wanted
                 .values()
-                .map(|p| (p.spec.name(), p.spec.session.transport.peer, p.md5.as_ref())),
+                .map(|p| (p.spec.name(), p.spec.session.transport.id(), p.md5.as_ref())),
         );
         for (name, why) in refused {
             error!(peer = %name, error = %why, "peer not started");
@@ -542,8 +565,8 @@ impl PeerManager {
                 });
                 continue;
             }
-            info!(peer = %name, addr = %p.spec.session.transport.peer, "starting session");
-            let peer_addr = p.spec.session.transport.peer;
+            let peer_id = p.spec.session.transport.id();
+            info!(peer = %name, addr = %peer_id, "starting session");
             let (desired_tx, desired_rx) = watch::channel(p.routes);
             let (bfd, gate) = match p.bfd {
                 Some(b) => match self.start_bfd(&b).await {
@@ -567,10 +590,10 @@ impl PeerManager {
             );
             {
                 let mut incoming = self.incoming.lock().expect("not poisoned");
-                let on_addr = incoming.entry(peer_addr.ip()).or_default();
+                let on_addr = incoming.entry(peer_id.addr.ip()).or_default();
                 on_addr.push(InboundPeer {
                     name: name.clone(),
-                    peer: peer_addr,
+                    peer: peer_id,
                     remote_as: p.spec.session.fsm.peer_as,
                     tx: handle.incoming_sender(),
                 });
@@ -626,14 +649,14 @@ impl PeerManager {
         }
     }
 
-    /// (name, peer address, state, routes desired) of every running session.
-    pub fn sessions(&self) -> Vec<(String, SocketAddr, State, usize)> {
+    /// (name, peer, state, routes desired) of every running session.
+    pub fn sessions(&self) -> Vec<(String, PeerId, State, usize)> {
         self.peers
             .iter()
             .map(|(n, rt)| {
                 (
                     n.clone(),
-                    rt.session_cfg.transport.peer,
+                    rt.session_cfg.transport.id(),
                     *rt.handle.state().borrow(),
                     rt.desired.borrow().len(),
                 )
@@ -843,6 +866,13 @@ fn route_inbound(incoming: &IncomingRoutes, stream: TcpStream, addr: SocketAddr)
         .get(&addr.ip())
         .cloned()
         .unwrap_or_default();
+    let scope = match addr {
+        SocketAddr::V6(a) => a.scope_id(),
+        SocketAddr::V4(_) => 0,
+    };
+    let candidates = on_interface(candidates, scope, |name| {
+        crate::bgp::transport::interface_index(name).ok()
+    });
     if candidates.len() <= 1 {
         deliver(inbound_peer(&candidates, None), stream, addr);
         return;
@@ -905,6 +935,7 @@ async fn peek_open_as(stream: &TcpStream) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::InterfaceProblem;
 
     fn spec(json: serde_json::Value) -> BGPPeerSpec {
         serde_json::from_value(json).unwrap()
@@ -966,47 +997,105 @@ mod tests {
         ));
     }
 
+    fn id(s: &str) -> PeerId {
+        match s.split_once('%') {
+            Some((ip, rest)) => {
+                let (iface, port) = rest.split_once("]:").unwrap();
+                PeerId {
+                    addr: format!("{ip}]:{port}").parse().unwrap(),
+                    interface: Some(iface.to_owned()),
+                }
+            }
+            None => PeerId {
+                addr: s.parse().unwrap(),
+                interface: None,
+            },
+        }
+    }
+
+    #[test]
+    fn link_local_peers_are_one_per_address_and_interface_with_one_key_per_address() {
+        let eth0 = id("[fe80::2%eth0]:179");
+        let eth1 = id("[fe80::2%eth1]:179");
+        assert_eq!(eth0.to_string(), "[fe80::2%eth0]:179");
+        let k1 = Md5Key::new(b"one".to_vec()).unwrap();
+        let k2 = Md5Key::new(b"two".to_vec()).unwrap();
+        assert!(conflicts([("x", eth0.clone(), None), ("y", eth1.clone(), None)]).is_empty());
+        assert!(
+            conflicts([
+                ("x", eth0.clone(), Some(&k1)),
+                ("y", eth1.clone(), Some(&k1))
+            ])
+            .is_empty()
+        );
+        assert_eq!(
+            conflicts([("x", eth0.clone(), None), ("y", eth0.clone(), None)]),
+            vec![(
+                "y".to_owned(),
+                PeerConflict::SameAddress {
+                    other: "x".into(),
+                    peer: eth0.clone()
+                }
+            )]
+        );
+        // The listener keys a link-local address on every interface alike.
+        assert_eq!(
+            conflicts([("x", eth0.clone(), Some(&k1)), ("y", eth1, Some(&k2))]),
+            vec![(
+                "y".to_owned(),
+                PeerConflict::OtherKey {
+                    other: "x".into(),
+                    addr: eth0.addr.ip()
+                }
+            )]
+        );
+    }
+
     #[test]
     fn peers_are_one_per_address_and_port_and_an_address_has_one_key() {
-        let a: SocketAddr = "192.0.2.1:179".parse().unwrap();
-        let a2: SocketAddr = "192.0.2.1:1179".parse().unwrap();
-        let b: SocketAddr = "192.0.2.2:179".parse().unwrap();
+        let a = id("192.0.2.1:179");
+        let a2 = id("192.0.2.1:1179");
+        let b = id("192.0.2.2:179");
         let k1 = Md5Key::new(b"one".to_vec()).unwrap();
         let k2 = Md5Key::new(b"two".to_vec()).unwrap();
         // Two ports of one address with one key, another address with another key: fine.
         assert!(
             conflicts([
-                ("x", a, Some(&k1)),
-                ("y", a2, Some(&k1)),
+                ("x", a.clone(), Some(&k1)),
+                ("y", a2.clone(), Some(&k1)),
                 ("z", b, Some(&k2))
             ])
             .is_empty()
         );
         assert_eq!(
-            conflicts([("x", a, None), ("y", a, None)]),
+            conflicts([("x", a.clone(), None), ("y", a.clone(), None)]),
             vec![(
                 "y".to_owned(),
                 PeerConflict::SameAddress {
                     other: "x".into(),
-                    peer: a
+                    peer: a.clone()
                 }
             )]
         );
         assert_eq!(
-            conflicts([("x", a, Some(&k1)), ("y", a2, Some(&k2)), ("z", a2, None)]),
+            conflicts([
+                ("x", a.clone(), Some(&k1)),
+                ("y", a2.clone(), Some(&k2)),
+                ("z", a2, None)
+            ]),
             vec![
                 (
                     "y".to_owned(),
                     PeerConflict::OtherKey {
                         other: "x".into(),
-                        addr: a.ip()
+                        addr: a.addr.ip()
                     }
                 ),
                 (
                     "z".to_owned(),
                     PeerConflict::OtherKey {
                         other: "x".into(),
-                        addr: a.ip()
+                        addr: a.addr.ip()
                     }
                 )
             ]
@@ -1018,7 +1107,10 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         let p = |name: &str, port: u16, remote_as: u32| InboundPeer {
             name: name.into(),
-            peer: SocketAddr::new("192.0.2.1".parse().unwrap(), port),
+            peer: PeerId {
+                addr: SocketAddr::new("192.0.2.1".parse().unwrap(), port),
+                interface: None,
+            },
             remote_as,
             tx: tx.clone(),
         };
@@ -1089,8 +1181,88 @@ mod tests {
         let ll = spec(serde_json::json!({"peerAddress": "fe80::2", "peerASN": 1, "myASN": 2}));
         assert_eq!(
             from_bgppeer("x", &ll, RID).unwrap_err(),
-            PeerError::LinkLocalPeer("fe80::2".parse().unwrap())
+            PeerError::Interface(InterfaceProblem::Missing("fe80::2".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn a_bgppeer_interface_is_the_scope_of_its_link_local_address() {
+        let s = spec(serde_json::json!({
+            "peerAddress": "fe80::2", "interface": "eth0", "peerASN": 65000, "myASN": 65001,
+            "addressFamilies": ["IPv6Unicast"]
+        }));
+        let p = from_bgppeer("leaf1", &s, RID).unwrap();
+        assert_eq!(p.session.transport.interface.as_deref(), Some("eth0"));
+        assert_eq!(p.session.transport.id().to_string(), "[fe80::2%eth0]:179");
+        // The same rules, and reasons, as the standalone configuration.
+        for (json, want) in [
+            (
+                serde_json::json!({"peerAddress": "2001:db8::2", "interface": "eth0",
+                                   "peerASN": 1, "myASN": 2}),
+                InterfaceProblem::NotLinkLocal("2001:db8::2".parse().unwrap()),
+            ),
+            (
+                serde_json::json!({"peerAddress": "fe80::2", "interface": "eth0",
+                                   "peerASN": 1, "myASN": 2, "bfdProfile": "fast"}),
+                InterfaceProblem::Bfd,
+            ),
+            (
+                serde_json::json!({"peerAddress": "fe80::2", "interface": "eth0",
+                                   "peerASN": 1, "myASN": 2, "ebgpMultihop": 2}),
+                InterfaceProblem::Multihop,
+            ),
+        ] {
+            assert_eq!(
+                from_bgppeer("x", &spec(json.clone()), RID).unwrap_err(),
+                PeerError::Interface(want),
+                "{json}"
+            );
+        }
+        let bad_name = spec(serde_json::json!({
+            "peerAddress": "fe80::2", "interface": "eth 0", "peerASN": 1, "myASN": 2
+        }));
+        assert!(matches!(
+            from_bgppeer("x", &bad_name, RID).unwrap_err(),
+            PeerError::Interface(InterfaceProblem::BadName { .. })
+        ));
+    }
+
+    #[test]
+    fn an_inbound_link_local_connection_goes_to_the_peer_of_its_interface() {
+        let (tx, _rx) = mpsc::channel(1);
+        let p = |name: &str, interface: Option<&str>| InboundPeer {
+            name: name.into(),
+            peer: PeerId {
+                addr: "[fe80::2]:179".parse().unwrap(),
+                interface: interface.map(str::to_owned),
+            },
+            remote_as: 65000,
+            tx: tx.clone(),
+        };
+        let index_of = |name: &str| match name {
+            "eth0" => Some(2),
+            "eth1" => Some(3),
+            _ => None,
+        };
+        let peers = || {
+            vec![
+                p("zero", Some("eth0")),
+                p("one", Some("eth1")),
+                p("gone", Some("eth9")),
+            ]
+        };
+        let names = |v: Vec<InboundPeer>| v.into_iter().map(|p| p.name).collect::<Vec<_>>();
+        assert_eq!(names(on_interface(peers(), 2, index_of)), ["zero"]);
+        assert_eq!(names(on_interface(peers(), 3, index_of)), ["one"]);
+        // Another link, or no scope at all: nobody's.
+        assert!(on_interface(peers(), 4, index_of).is_empty());
+        assert!(on_interface(peers(), 0, index_of).is_empty());
+        // A peer without an interface takes connections without a scope only.
+        assert_eq!(
+            names(on_interface(vec![p("global", None)], 0, index_of)),
+            ["global"]
+        );
+        assert!(on_interface(vec![p("global", None)], 2, index_of).is_empty());
     }
 
     #[test]

@@ -336,6 +336,7 @@ fn prepare_peer(
         TtlPolicy::Ttl(1)
     };
     let mut transport = TransportConfig::new(SocketAddr::new(p.address, p.port));
+    transport.interface = p.interface.clone();
     transport.source = p.source_address;
     transport.ttl = ttl;
     let session = SessionConfig {

@@ -34,6 +34,8 @@ pub struct BirdPeer {
     pub neighbor_as: u32,
     /// The peer's TCP port (default 179).
     pub neighbor_port: Option<u16>,
+    /// The interface of a link-local `neighbor` (`interface "eth0"`).
+    pub interface: Option<String>,
     /// Local address to use (`local ADDR as N`); BIRD picks one when `None`.
     pub local_addr: Option<IpAddr>,
     /// Only accept connections, never open one.
@@ -72,6 +74,7 @@ impl BirdPeer {
             neighbor,
             neighbor_as,
             neighbor_port: None,
+            interface: None,
             local_addr: None,
             passive: false,
             password: None,
@@ -281,6 +284,10 @@ impl BirdConfig {
                 let _ = write!(c, " port {port}");
             }
             c.push_str(";\n");
+            if let Some(i) = &p.interface {
+                // Not `fe80::1%ifname`: BIRD's lexer takes no '-' in that name.
+                let _ = writeln!(c, "  interface \"{i}\";");
+            }
             c.push_str(
                 "  connect delay time 1;\n  connect retry time 1;\n  error wait time 1, 5;\n",
             );

@@ -33,6 +33,9 @@ pub struct FrrNeighbor {
     pub remote_as: u32,
     /// The peer's TCP port (default 179).
     pub port: Option<u16>,
+    /// `neighbor ADDR interface IFNAME`: the interface of a link-local `addr` (needs zebra,
+    /// which tells bgpd the interface's index).
+    pub interface: Option<String>,
     /// Local address (`update-source`).
     pub update_source: Option<IpAddr>,
     pub passive: bool,
@@ -57,6 +60,7 @@ impl FrrNeighbor {
             addr,
             remote_as,
             port: None,
+            interface: None,
             update_source: None,
             passive: false,
             password: None,
@@ -140,6 +144,9 @@ impl FrrConfig {
         for n in &self.neighbors {
             let a = n.addr;
             let _ = writeln!(c, " neighbor {a} remote-as {}", n.remote_as);
+            if let Some(i) = &n.interface {
+                let _ = writeln!(c, " neighbor {a} interface {i}");
+            }
             let _ = writeln!(c, " neighbor {a} timers connect 1");
             let _ = writeln!(c, " neighbor {a} advertisement-interval 0");
             if let Some(p) = n.port {

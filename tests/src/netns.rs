@@ -535,6 +535,30 @@ impl Netns {
         self.run("ip", &args);
     }
 
+    /// The kernel's automatic fe80:: address of `ifname` (made when the link comes up; usable
+    /// at once, since [`Topology::namespace`] turns duplicate address detection off). Waits up
+    /// to 5 s for it to appear.
+    #[track_caller]
+    pub fn link_local_addr(&self, ifname: &str) -> std::net::Ipv6Addr {
+        self.name_or_panic();
+        crate::support::wait_for(
+            Duration::from_secs(5),
+            &format!("a link-local address on {ifname}"),
+            || {
+                let out = self.run(
+                    "ip",
+                    &["-6", "-o", "addr", "show", "dev", ifname, "scope", "link"],
+                );
+                out.split_whitespace()
+                    .skip_while(|w| *w != "inet6")
+                    .nth(1)
+                    .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+                    .filter(|a: &std::net::Ipv6Addr| a.is_unicast_link_local())
+                    .ok_or(out)
+            },
+        )
+    }
+
     /// Sets a sysctl in this namespace (for example `net.ipv4.ip_forward`).
     #[track_caller]
     pub fn sysctl(&self, key: &str, value: &str) {

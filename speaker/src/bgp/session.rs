@@ -167,7 +167,7 @@ pub fn spawn_gated(
     let (stop_tx, stop_rx) = oneshot::channel();
     let (in_tx, in_rx) = mpsc::channel(4);
     let (state_tx, state_rx) = watch::channel(State::Idle);
-    let span = tracing::info_span!("peer", name = %cfg.name, addr = %cfg.transport.peer);
+    let span = tracing::info_span!("peer", name = %cfg.name, addr = %cfg.transport.id());
     let (ev_tx, ev_rx) = mpsc::channel(1024);
     let session = Session {
         fsm: Fsm::new(cfg.fsm.clone()),
@@ -225,6 +225,9 @@ struct Connection {
 #[derive(Debug)]
 struct EstablishedSession {
     connection: ConnectionId,
+    /// What `next_hop: self` is on this connection: our address, or for an IPv6 session the
+    /// global next hop `ExportPolicy::link_local_next_hop` pairs with a link-local one.
+    self_address: IpAddr,
     rib: AdjRibOut,
     negotiated: Box<Negotiated>,
 }
@@ -590,15 +593,23 @@ impl Session {
             "session established"
         );
         let mut policy = ExportPolicy::from_negotiated(&negotiated, self.cfg.ipv6_next_hop);
+        let mut self_address = local;
         if let (IpAddr::V6(l), IpAddr::V6(p)) = (local, self.cfg.transport.peer.ip()) {
-            policy.link_local_next_hop = transport::link_local_next_hop(l, p).map(|ll| (l, ll));
+            policy.link_local_next_hop =
+                transport::self_next_hops(l, p, self.cfg.transport.interface.as_deref());
+            if let Some((global, ll)) = policy.link_local_next_hop {
+                self_address = IpAddr::V6(global);
+                debug!(next_hop = %global, link_local = %ll, "IPv6 next hop self");
+            } else if l.is_unicast_link_local() {
+                warn!(%l, "no addresses readable for the link-local session; IPv6 next hop self is the link-local address alone");
+            }
         }
         let mut rib = AdjRibOut::new(policy);
         let queued = if self.stopping.is_some() {
             rib.queue_desired(std::iter::empty())
         } else {
             let desired = self.desired.borrow_and_update();
-            let mut routes = Resolved::new(&desired, local, &self.cfg);
+            let mut routes = Resolved::new(&desired, self_address, &self.cfg);
             let queued = rib.queue_desired(&mut routes);
             routes.warn_left_out();
             queued
@@ -608,6 +619,7 @@ impl Session {
         info!(routes = queued.announce, "initial sync, then End-of-RIB");
         self.established = Some(EstablishedSession {
             connection: id,
+            self_address,
             rib,
             negotiated,
         });
@@ -621,11 +633,8 @@ impl Session {
             self.desired.borrow_and_update();
             return;
         };
-        let Some(local) = self.connections.get(&est.connection).map(|c| c.local.ip()) else {
-            return;
-        };
         let desired = self.desired.borrow_and_update();
-        let mut routes = Resolved::new(&desired, local, &self.cfg);
+        let mut routes = Resolved::new(&desired, est.self_address, &self.cfg);
         let queued = est.rib.queue_desired(&mut routes);
         routes.warn_left_out();
         drop(desired);
@@ -770,7 +779,14 @@ impl Session {
             async move {
                 let ev = match transport::connect(&cfg).await {
                     Ok(stream) => Event::Connected(id, stream),
-                    Err(e) => Event::ConnectFailed(id, e.to_string()),
+                    Err(e) => {
+                        if matches!(e, transport::TransportError::Interface { .. }) {
+                            // An operator's mistake or an interface not there yet: say so
+                            // (other connect failures are the peer's and logged at debug).
+                            warn!(error = %e, "cannot connect to the link-local peer");
+                        }
+                        Event::ConnectFailed(id, e.to_string())
+                    }
                 };
                 let _ = tx.send(ev).await;
             }

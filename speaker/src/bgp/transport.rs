@@ -9,7 +9,7 @@ mod md5;
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -98,10 +98,44 @@ impl TtlPolicy {
     }
 }
 
+/// Who a peer is, everywhere: configuration conflicts, inbound connections, logs and status.
+/// Its address and port (two BGP instances of one router are one address and two ports) and,
+/// for a link-local address, the interface it is on: `fe80::1` on `eth0` and on `eth1` are
+/// two peers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId {
+    pub addr: SocketAddr,
+    pub interface: Option<String>,
+}
+
+impl From<SocketAddr> for PeerId {
+    /// A peer without an interface.
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            interface: None,
+        }
+    }
+}
+
+impl fmt::Display for PeerId {
+    /// `192.0.2.1:179`, `[2001:db8::1]:179`, `[fe80::1%eth0]:179`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.interface {
+            Some(i) => write!(f, "[{}%{i}]:{}", self.addr.ip(), self.addr.port()),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
 /// Everything needed to open (or accept) the TCP connection of one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
     pub peer: SocketAddr,
+    /// The interface of a link-local peer address: its index, looked up at each connection
+    /// attempt (the interface may appear later, or be recreated with another index), is the
+    /// scope of the peer address and of `source`.
+    pub interface: Option<String>,
     pub source: Option<IpAddr>,
     pub ttl: TtlPolicy,
     pub md5: Option<Md5Key>,
@@ -112,10 +146,18 @@ impl TransportConfig {
     pub fn new(peer: SocketAddr) -> Self {
         Self {
             peer,
+            interface: None,
             source: None,
             ttl: TtlPolicy::Default,
             md5: None,
             connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn id(&self) -> PeerId {
+        PeerId {
+            addr: self.peer,
+            interface: self.interface.clone(),
         }
     }
 }
@@ -132,6 +174,26 @@ pub enum TransportError {
     Io { op: &'static str, source: io::Error },
     #[error("connect to {peer} timed out")]
     ConnectTimeout { peer: SocketAddr },
+    #[error("interface {name} of the link-local peer: {source} (retrying later)")]
+    Interface { name: String, source: nix::Error },
+}
+
+/// The index of interface `name` now (`if_nametoindex`).
+pub fn interface_index(name: &str) -> Result<u32, TransportError> {
+    nix::net::if_::if_nametoindex(name).map_err(|source| TransportError::Interface {
+        name: name.to_owned(),
+        source,
+    })
+}
+
+/// `addr` with `scope` as its IPv6 scope id (the interface index of a link-local address).
+fn scoped(addr: SocketAddr, scope: Option<u32>) -> SocketAddr {
+    match (addr, scope) {
+        (SocketAddr::V6(a), Some(scope)) => {
+            SocketAddr::V6(SocketAddrV6::new(*a.ip(), a.port(), a.flowinfo(), scope))
+        }
+        (a, _) => a,
+    }
 }
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> TransportError {
@@ -168,6 +230,8 @@ fn apply_ttl(sock: &Socket, is_v6: bool, ttl: TtlPolicy) -> Result<(), Transport
 pub async fn connect(cfg: &TransportConfig) -> Result<TcpStream, TransportError> {
     let peer_ip = cfg.peer.ip();
     let is_v6 = peer_ip.is_ipv6();
+    let scope = cfg.interface.as_deref().map(interface_index).transpose()?;
+    let peer = scoped(cfg.peer, scope);
     let sock = Socket::new(domain_of(peer_ip), Type::STREAM, None).map_err(io_err("socket"))?;
     sock.set_nonblocking(true)
         .map_err(io_err("set O_NONBLOCK"))?;
@@ -182,7 +246,7 @@ pub async fn connect(cfg: &TransportConfig) -> Result<TcpStream, TransportError>
                 peer: peer_ip,
             });
         }
-        sock.bind(&SocketAddr::new(src, 0).into())
+        sock.bind(&scoped(SocketAddr::new(src, 0), scope).into())
             .map_err(io_err("bind source address"))?;
     }
     apply_ttl(&sock, is_v6, cfg.ttl)?;
@@ -192,7 +256,7 @@ pub async fn connect(cfg: &TransportConfig) -> Result<TcpStream, TransportError>
     }
     let std_stream: std::net::TcpStream = sock.into();
     let tsock = TcpSocket::from_std_stream(std_stream);
-    match tokio::time::timeout(cfg.connect_timeout, tsock.connect(cfg.peer)).await {
+    match tokio::time::timeout(cfg.connect_timeout, tsock.connect(peer)).await {
         Ok(r) => r.map_err(io_err("connect")),
         Err(_) => Err(TransportError::ConnectTimeout { peer: cfg.peer }),
     }
@@ -268,7 +332,8 @@ impl Listener {
             .map_err(io_err("set TCP_MD5SIG on listener"))
     }
 
-    /// Accept one connection; the peer address is unmapped (IPv4-mapped IPv6 → IPv4).
+    /// Accept one connection; the peer address is unmapped (IPv4-mapped IPv6 → IPv4). A
+    /// link-local peer address keeps its scope id: the index of the interface it came in on.
     pub async fn accept(&self) -> Result<(TcpStream, SocketAddr), TransportError> {
         let (stream, mut addr) = self.inner.accept().await.map_err(io_err("accept"))?;
         addr.set_ip(unmap(addr.ip()));
@@ -305,15 +370,64 @@ pub fn configure_accepted(stream: &TcpStream, ttl: TtlPolicy) -> Result<(), Tran
 /// RFC 2545 §3: the link-local address to send beside our global IPv6 next hop `local` when
 /// `peer` shares our subnet, from the addresses of our interfaces.
 pub fn link_local_next_hop(local: Ipv6Addr, peer: Ipv6Addr) -> Option<Ipv6Addr> {
-    let addrs: Vec<(String, Ipv6Addr, u8)> = nix::ifaddrs::getifaddrs()
-        .ok()?
-        .filter_map(|ia| {
-            let a = ia.address?.as_sockaddr_in6()?.ip();
-            let m = ia.netmask?.as_sockaddr_in6()?.ip();
-            Some((ia.interface_name, a, u128::from(m).leading_ones() as u8))
-        })
-        .collect();
-    link_local_beside(&addrs, local, peer)
+    link_local_beside(&interface_addresses()?, local, peer)
+}
+
+/// Our IPv6 addresses: (interface, address, prefix length).
+fn interface_addresses() -> Option<Vec<(String, Ipv6Addr, u8)>> {
+    Some(
+        nix::ifaddrs::getifaddrs()
+            .ok()?
+            .filter_map(|ia| {
+                let a = ia.address?.as_sockaddr_in6()?.ip();
+                let m = ia.netmask?.as_sockaddr_in6()?.ip();
+                Some((ia.interface_name, a, u128::from(m).leading_ones() as u8))
+            })
+            .collect(),
+    )
+}
+
+/// The IPv6 next hops of `next_hop: self` on a session from our address `local` to `peer`:
+/// (the next hop, the link-local address sent beside it), `None` when nothing goes beside it.
+/// `interface` is the interface of a link-local peer (see `self_next_hops_from`).
+pub fn self_next_hops(
+    local: Ipv6Addr,
+    peer: Ipv6Addr,
+    interface: Option<&str>,
+) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    self_next_hops_from(&interface_addresses()?, local, peer, interface)
+}
+
+/// The pure part of `self_next_hops`; `addrs` are (interface, address, prefix length).
+/// - A session between global addresses: our address, and beside it our link-local address
+///   when the peer shares our subnet (`link_local_beside`).
+/// - A session between link-local addresses (on `interface`): RFC 2545 §3 wants a global
+///   address first, so the first global address of that interface goes first and our
+///   link-local address beside it. An interface with link-local addresses only (unnumbered)
+///   has no global one to give: as FRR does there, the link-local address takes the global
+///   place too and is sent twice (32 octets), which receivers read as "link-local only".
+pub fn self_next_hops_from(
+    addrs: &[(String, Ipv6Addr, u8)],
+    local: Ipv6Addr,
+    peer: Ipv6Addr,
+    interface: Option<&str>,
+) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    match interface {
+        Some(iface) if local.is_unicast_link_local() => {
+            let global = addrs
+                .iter()
+                .find(|(i, a, _)| {
+                    i == iface
+                        && !a.is_unicast_link_local()
+                        && !a.is_loopback()
+                        && !a.is_multicast()
+                        && !a.is_unspecified()
+                })
+                .map_or(local, |(_, a, _)| *a);
+            Some((global, local))
+        }
+        _ => link_local_beside(addrs, local, peer).map(|ll| (local, ll)),
+    }
 }
 
 /// The pure part of `link_local_next_hop`: `addrs` are (interface, address, prefix length).
@@ -410,6 +524,58 @@ mod tests {
         // No link-local address on that interface, or no such local address.
         assert_eq!(beside("2001:db8:2::1", "2001:db8:2::2"), None);
         assert_eq!(beside("2001:db8:9::1", "2001:db8:9::2"), None);
+    }
+
+    #[test]
+    fn next_hop_self_on_a_link_local_session_is_the_interface_global_then_the_link_local() {
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let addrs = vec![
+            ("eth0".to_owned(), a("fe80::1"), 64),
+            ("eth0".to_owned(), a("2001:db8::1"), 64),
+            ("eth1".to_owned(), a("fe80::1"), 64),
+            ("lo".to_owned(), a("::1"), 128),
+        ];
+        let hops = |l, p, i| self_next_hops_from(&addrs, a(l), a(p), i);
+        // RFC 2545 §3: the global address of the peer's interface, the link-local beside it.
+        assert_eq!(
+            hops("fe80::1", "fe80::2", Some("eth0")),
+            Some((a("2001:db8::1"), a("fe80::1")))
+        );
+        // Link-local only (unnumbered): the link-local address in both places.
+        assert_eq!(
+            hops("fe80::1", "fe80::2", Some("eth1")),
+            Some((a("fe80::1"), a("fe80::1")))
+        );
+        // A session between global addresses is as before.
+        assert_eq!(
+            hops("2001:db8::1", "2001:db8::2", None),
+            Some((a("2001:db8::1"), a("fe80::1")))
+        );
+        assert_eq!(hops("2001:db8::1", "2001:db8:5::2", None), None);
+    }
+
+    #[tokio::test]
+    async fn a_missing_interface_is_an_error_naming_it() {
+        let mut cfg = TransportConfig::new("[fe80::2]:179".parse().unwrap());
+        cfg.interface = Some("lb-no-such-if".into());
+        let e = connect(&cfg).await.unwrap_err();
+        assert!(
+            matches!(e, TransportError::Interface { ref name, .. } if name == "lb-no-such-if"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("lb-no-such-if"), "{e}");
+    }
+
+    #[test]
+    fn scoped_addresses_carry_the_interface_index() {
+        let v6: SocketAddr = "[fe80::2]:179".parse().unwrap();
+        match scoped(v6, Some(7)) {
+            SocketAddr::V6(a) => assert_eq!((a.scope_id(), a.port()), (7, 179)),
+            other => panic!("{other}"),
+        }
+        let v4: SocketAddr = "192.0.2.1:179".parse().unwrap();
+        assert_eq!(scoped(v4, Some(7)), v4);
+        assert_eq!(scoped(v6, None), v6);
     }
 
     #[test]
