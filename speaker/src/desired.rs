@@ -628,10 +628,7 @@ pub fn compute(view: &ClusterView, node_name: &str) -> Desired {
         if let Some(p) = out.peers.get_mut(&peer) {
             p.routes = by_prefix
                 .into_values()
-                .map(|route| DesiredRoute {
-                    route,
-                    next_hop_self: true,
-                })
+                .map(DesiredRoute::next_hop_self)
                 .collect();
         }
     }

@@ -4,7 +4,8 @@
 //! added or removed peer touches only that peer, and a bad edit is logged and ignored, keeping
 //! the running configuration.
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,9 +18,9 @@ use tracing::{error, info, warn};
 use crate::bfd;
 use crate::bgp::fsm::{self, GracefulRestartConfig};
 use crate::bgp::rib::Route;
-use crate::bgp::session::{DesiredRoute, SessionConfig, StopMode};
+use crate::bgp::session::{DesiredRoute, DesiredRoutes, SessionConfig, StopMode};
 use crate::bgp::transport::{Md5Key, TransportConfig, TtlPolicy};
-use crate::config::{Config, NextHop, PeerConfig, ShutdownMode};
+use crate::config::{Config, NextHop, PeerConfig, PrefixConfig, ShutdownMode};
 use crate::metrics::SpeakerMetrics;
 use crate::peers::{BfdPeer, PasswordRef, PeerManager, PeerSpec, ResolvedPeer};
 
@@ -270,13 +271,14 @@ impl Speaker {
     /// Make the running sessions match `config`.
     pub async fn apply(&mut self, mut config: Config) -> anyhow::Result<()> {
         config.validate()?;
+        // The routes move into the per-peer desired sets; keeping the parsed list as well
+        // would double the memory of a large configuration.
+        let mut routes = routes_by_peer(&mut config);
         let mut prepared = Vec::new();
         for p in &config.peers {
-            prepared.push(prepare_peer(&config, p, self.restarting)?);
+            let r = routes.remove(&p.name()).unwrap_or_default();
+            prepared.push(prepare_peer(&config, p, r, self.restarting)?);
         }
-        // The routes now live in the per-peer desired sets; keeping the parsed list as well
-        // would double the memory of a large configuration.
-        config.prefixes = Vec::new();
         let listen = config
             .listen
             .as_ref()
@@ -307,6 +309,7 @@ impl Speaker {
 fn prepare_peer(
     config: &Config,
     p: &PeerConfig,
+    routes: DesiredRoutes,
     restarting: bool,
 ) -> Result<ResolvedPeer, anyhow::Error> {
     let name = p.name();
@@ -379,43 +382,66 @@ fn prepare_peer(
             bfd_profile: p.bfd_profile.clone(),
         },
         md5,
-        routes: Arc::new(desired_for(config, &name)),
+        routes,
         bfd,
     })
 }
 
-/// The routes one peer should have.
-pub fn desired_for(config: &Config, peer: &str) -> Vec<DesiredRoute> {
-    let for_peer = |pf: &&crate::config::PrefixConfig| {
-        pf.peers
-            .as_ref()
-            .is_none_or(|ps| ps.iter().any(|n| n == peer))
-    };
-    // Counted first: a vector grown by doubling can leave a third of a large table unused.
-    let mut out = Vec::with_capacity(config.prefixes.iter().filter(for_peer).count());
-    out.extend(config.prefixes.iter().filter(for_peer).map(|pf| {
-        let (next_hop, next_hop_self) = match pf.next_hop {
-            NextHop::SelfAddress => (unspecified_for(pf.prefix), true),
-            NextHop::Address(a) => (a, false),
-        };
-        let mut route = Route::new(pf.prefix, next_hop);
-        route.communities = pf.communities.iter().map(|c| c.0).collect();
-        route.large_communities = pf.large_communities.iter().map(|c| c.0).collect();
-        route.local_pref = pf.local_pref;
-        route.med = pf.med;
-        route.normalize();
-        DesiredRoute {
-            route,
-            next_hop_self,
-        }
-    }));
-    out
+/// Each peer's routes (by peer name), taken out of `config.prefixes`, which is left empty.
+///
+/// When every prefix goes to every peer (no prefix names its peers), the peers share one
+/// list, and that list is built in the allocation of the parsed one: a configuration entry and
+/// a desired route have the same size, so even a million-prefix table never exists twice.
+pub fn routes_by_peer(config: &mut Config) -> HashMap<String, DesiredRoutes> {
+    let prefixes = std::mem::take(&mut config.prefixes);
+    if prefixes.iter().all(|pf| pf.peers.is_none()) {
+        let all: DesiredRoutes = Arc::new(prefixes.into_iter().map(desired_route).collect());
+        return config
+            .peers
+            .iter()
+            .map(|p| (p.name(), all.clone()))
+            .collect();
+    }
+    config
+        .peers
+        .iter()
+        .map(|p| {
+            let name = p.name();
+            let for_peer = |pf: &&PrefixConfig| {
+                pf.peers
+                    .as_ref()
+                    .is_none_or(|ps| ps.contains(&name))
+            };
+            // Counted first: a vector grown by doubling can leave a third of a large table
+            // unused.
+            let mut out = Vec::with_capacity(prefixes.iter().filter(for_peer).count());
+            out.extend(prefixes.iter().filter(for_peer).cloned().map(desired_route));
+            (name, Arc::new(out))
+        })
+        .collect()
 }
 
-fn unspecified_for(prefix: ipnet::IpNet) -> IpAddr {
-    match prefix {
-        ipnet::IpNet::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        ipnet::IpNet::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+// What lets `routes_by_peer` convert in place (equal size and alignment).
+const _: () = assert!(
+    std::mem::size_of::<PrefixConfig>() == std::mem::size_of::<DesiredRoute>()
+        && std::mem::align_of::<PrefixConfig>() == std::mem::align_of::<DesiredRoute>()
+);
+
+/// The route a configuration entry asks for.
+fn desired_route(pf: PrefixConfig) -> DesiredRoute {
+    let next_hop = match pf.next_hop {
+        NextHop::SelfAddress => None,
+        NextHop::Address(a) => Some(a),
+    };
+    let mut route = Route::new(pf.prefix, next_hop.unwrap_or(pf.prefix.addr()));
+    route.communities = pf.communities.iter().map(|c| c.0).collect();
+    route.large_communities = pf.large_communities.iter().map(|c| c.0).collect();
+    route.local_pref = pf.local_pref;
+    route.med = pf.med;
+    route.normalize();
+    match next_hop {
+        None => DesiredRoute::next_hop_self(route),
+        Some(_) => DesiredRoute::with_next_hop(route),
     }
 }
 
@@ -441,16 +467,44 @@ prefixes:
   - { prefix: 203.0.113.2/32, peers: [leaf2], next_hop: 192.0.2.9, communities: ["65000:2", "65000:1"] }
 "#,
         );
-        let d1 = desired_for(&c, "leaf1");
+        let mut c = c;
+        let routes = routes_by_peer(&mut c);
+        assert!(c.prefixes.is_empty());
+        let d1 = &routes["leaf1"];
         assert_eq!(d1.len(), 1);
-        assert!(d1[0].next_hop_self);
-        let d2 = desired_for(&c, "leaf2");
+        assert!(d1[0].is_next_hop_self());
+        let d2 = &routes["leaf2"];
         assert_eq!(d2.len(), 2);
-        assert!(!d2[1].next_hop_self);
-        assert_eq!(d2[1].route.next_hop, "192.0.2.9".parse::<IpAddr>().unwrap());
+        assert!(!d2[1].is_next_hop_self());
+        assert_eq!(d2[1].route.next_hop, "192.0.2.9".parse::<std::net::IpAddr>().unwrap());
         assert_eq!(
             d2[1].route.communities,
             vec![65000 << 16 | 1, 65000 << 16 | 2]
+        );
+    }
+
+    #[test]
+    fn peers_that_take_every_prefix_share_one_list_built_where_the_parsed_one_was() {
+        let mut c = config(
+            r#"
+local_as: 65001
+router_id: 192.0.2.1
+peers:
+  - { name: leaf1, address: 192.0.2.2, remote_as: 65000 }
+  - { name: leaf2, address: 192.0.2.3, remote_as: 65000 }
+prefixes:
+  - { prefix: 203.0.113.1/32 }
+  - { prefix: 203.0.113.2/32, next_hop: 192.0.2.9 }
+"#,
+        );
+        let parsed = c.prefixes.as_ptr() as usize;
+        let routes = routes_by_peer(&mut c);
+        assert!(Arc::ptr_eq(&routes["leaf1"], &routes["leaf2"]));
+        assert_eq!(routes["leaf1"].as_ptr() as usize, parsed);
+        assert!(routes["leaf1"][0].is_next_hop_self());
+        assert_eq!(
+            routes["leaf1"][1].route.next_hop,
+            "192.0.2.9".parse::<std::net::IpAddr>().unwrap()
         );
     }
 
@@ -468,7 +522,7 @@ peers:
 "#,
         );
         let ttl = |i: usize| {
-            prepare_peer(&c, &c.peers[i], false)
+            prepare_peer(&c, &c.peers[i], Default::default(), false)
                 .unwrap()
                 .spec
                 .session
@@ -491,7 +545,7 @@ peers:
   - { address: 192.0.2.2, remote_as: 65000, password_file: /nonexistent/key }
 "#,
         );
-        let e = prepare_peer(&c, &c.peers[0], false).err().unwrap();
+        let e = prepare_peer(&c, &c.peers[0], Default::default(), false).err().unwrap();
         assert!(format!("{e:#}").contains("/nonexistent/key"), "{e:#}");
     }
 

@@ -94,10 +94,7 @@ async fn established() -> (
     let nh: IpAddr = "192.0.2.1".parse().unwrap();
     let desired: Vec<DesiredRoute> = prefixes()
         .into_iter()
-        .map(|p| DesiredRoute {
-            route: Route::new(p, nh),
-            next_hop_self: false,
-        })
+        .map(|p| DesiredRoute::with_next_hop(Route::new(p, nh)))
         .collect();
     let (tx, rx) = watch::channel(Arc::new(desired));
     let handle = session::spawn(cfg, rx, SpeakerMetrics::default());

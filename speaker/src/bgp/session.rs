@@ -39,12 +39,35 @@ use super::rib::{AdjRibOut, ExportPolicy, RefreshAnswer, Route, RouteSet, Unexpo
 use super::transport::{self, TransportConfig};
 use crate::metrics::{SpeakerMetrics, state_number};
 
-/// A route as configured: the next hop may be "our address on the session" (next hop self).
+/// A route as configured: the next hop may be "our address on the session" (next hop self),
+/// written as the unspecified address of the prefix's family. That address can never be a
+/// real next hop (configurations refuse it), and a flag beside the route would make every
+/// desired route 8 bytes larger than the configuration entry it is built from, which keeps a
+/// large table from being converted in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredRoute {
-    /// `route.next_hop` is ignored when `next_hop_self` is set.
     pub route: Route,
-    pub next_hop_self: bool,
+}
+
+impl DesiredRoute {
+    /// `route`, sent with our session address as its next hop.
+    pub fn next_hop_self(mut route: Route) -> Self {
+        route.next_hop = match route.prefix {
+            IpNet::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpNet::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        Self { route }
+    }
+
+    /// `route`, sent with its own next hop (which must not be unspecified).
+    pub fn with_next_hop(route: Route) -> Self {
+        Self { route }
+    }
+
+    /// Whether the next hop is our session address.
+    pub fn is_next_hop_self(&self) -> bool {
+        self.route.next_hop.is_unspecified()
+    }
 }
 
 /// What one peer should have, shared between the configuration and the session task.
@@ -971,7 +994,7 @@ impl Iterator for Resolved<'_> {
         loop {
             let d = self.desired.next()?;
             let mut route = d.route.clone();
-            if d.next_hop_self {
+            if d.is_next_hop_self() {
                 route.next_hop = match (route.prefix, self.local) {
                     (IpNet::V4(_), IpAddr::V4(_)) => self.local,
                     (IpNet::V4(_), IpAddr::V6(_)) => match self.cfg.ipv4_next_hop {
@@ -1100,9 +1123,10 @@ mod tests {
         } else {
             "2001:db8::9".parse().unwrap()
         };
-        DesiredRoute {
-            route: Route::new(prefix, nh),
-            next_hop_self,
+        if next_hop_self {
+            DesiredRoute::next_hop_self(Route::new(prefix, nh))
+        } else {
+            DesiredRoute::with_next_hop(Route::new(prefix, nh))
         }
     }
 

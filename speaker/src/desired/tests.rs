@@ -133,7 +133,7 @@ fn cluster_policy_announces_from_every_eligible_node() {
     for n in ["n1", "n2"] {
         let d = compute(&v, n);
         assert_eq!(prefixes(&d, "leaf"), ["203.0.113.10/32"], "{n}");
-        assert!(d.peers["leaf"].routes[0].next_hop_self);
+        assert!(d.peers["leaf"].routes[0].is_next_hop_self());
     }
 }
 
@@ -271,7 +271,7 @@ fn pod_cidrs_are_announced_with_next_hop_self_only_when_asked() {
     v.advertisements = vec![ad("pods", json!({"advertisePodCIDRs": true}))];
     let d = compute(&v, "n2");
     assert_eq!(prefixes(&d, "leaf"), ["10.244.2.0/24"]);
-    assert!(d.peers["leaf"].routes[0].next_hop_self);
+    assert!(d.peers["leaf"].routes[0].is_next_hop_self());
 }
 
 #[test]
