@@ -1,8 +1,8 @@
 //! YAML in and out, the same way in every program: manifests in the state directory, the
 //! speaker's standalone configuration, the DNS proxy's configuration, and test fixtures.
 //!
-//! - YAML 1.2 core schema: `yes`, `on` and `off` are strings, as Kubernetes' own decoders
-//!   read them since they moved to YAML 1.2 (a label value `on` must not turn into `true`).
+//! - YAML 1.2 core schema: `yes`, `on` and `off` are strings and only `true`/`false` are
+//!   booleans (a label value `on` must not turn into `true`).
 //! - A plain number with leading zeros (`0755`) stays the text it is: octal in YAML 1.1,
 //!   decimal in 1.2, and a string to whoever wrote it as a label value.
 //! - A key given twice in one mapping is an error, not last-one-wins.
