@@ -7,7 +7,9 @@
 //!
 //! The curve runs leafbridge-speaker and BIRD at 10,000, 100,000 and 1,000,000 prefixes and
 //! prints each one's peak RSS, the bytes per prefix that makes, and the marginal bytes per
-//! prefix between successive counts (what one more prefix costs, without the fixed part).
+//! prefix between successive counts (what one more prefix costs, without the fixed part), and,
+//! once every prefix is received, the sender's private memory (`RssAnon`) and the resident
+//! pages of its program and libraries (`RssFile`, "code").
 //!
 //! For each sender: time from process start until the receiver holds every prefix, time from
 //! the session reaching Established until then, the sender's peak RSS (VmHWM), and the time
@@ -32,6 +34,10 @@ struct Figures {
     from_start: Duration,
     from_established: Duration,
     peak_rss_kib: u64,
+    /// `RssAnon` and `RssFile` once every prefix is received: private memory, and the pages
+    /// of the program's own code and libraries (shared, and given back under pressure).
+    anon_kib: u64,
+    file_kib: u64,
     withdraw: Option<Duration>,
 }
 
@@ -88,8 +94,14 @@ fn curve() {
     const COUNTS: [u32; 3] = [10_000, 100_000, 1_000_000];
     println!("sender peak RSS by prefix count (/32s into a BIRD 2 receiver)\n");
     println!(
-        "{:<20} {:>10} {:>14} {:>14} {:>22}",
-        "sender", "prefixes", "peak RSS (MB)", "bytes/prefix", "marginal bytes/prefix"
+        "{:<20} {:>10} {:>14} {:>14} {:>22} {:>13} {:>13}",
+        "sender",
+        "prefixes",
+        "peak RSS (MB)",
+        "bytes/prefix",
+        "marginal bytes/prefix",
+        "private (MB)",
+        "code (MB)"
     );
     let senders: [(&'static str, Start); 2] = [
         ("leafbridge-speaker", start_speaker),
@@ -104,12 +116,14 @@ fn curve() {
                 .map(|(c, b)| format!("{:.0}", (bytes as f64 - b as f64) / f64::from(count - c)))
                 .unwrap_or_else(|| "-".into());
             println!(
-                "{:<20} {:>10} {:>14.1} {:>14.0} {:>22}",
+                "{:<20} {:>10} {:>14.1} {:>14.0} {:>22} {:>13.1} {:>13.1}",
                 name,
                 count,
                 bytes as f64 / 1024.0 / 1024.0,
                 bytes as f64 / f64::from(count),
-                marginal
+                marginal,
+                f.anon_kib as f64 / 1024.0,
+                f.file_kib as f64 / 1024.0
             );
             previous = Some((count, bytes));
         }
@@ -147,6 +161,8 @@ fn run(name: &'static str, count: u32, start: Start) -> Figures {
     };
     let established_at = established_at.expect("set before the loop ends");
     let peak_rss_kib = sender.peak_rss_kib().unwrap_or(0);
+    let anon_kib = sender.status_kib("RssAnon").unwrap_or(0);
+    let file_kib = sender.status_kib("RssFile").unwrap_or(0);
 
     let t_term = Instant::now();
     sender.signal("TERM");
@@ -166,6 +182,8 @@ fn run(name: &'static str, count: u32, start: Start) -> Figures {
         from_start: all_at - t0,
         from_established: all_at - established_at,
         peak_rss_kib,
+        anon_kib,
+        file_kib,
         withdraw,
     }
 }

@@ -407,11 +407,8 @@ pub fn routes_by_peer(config: &mut Config) -> HashMap<String, DesiredRoutes> {
         .iter()
         .map(|p| {
             let name = p.name();
-            let for_peer = |pf: &&PrefixConfig| {
-                pf.peers
-                    .as_ref()
-                    .is_none_or(|ps| ps.contains(&name))
-            };
+            let for_peer =
+                |pf: &&PrefixConfig| pf.peers.as_ref().is_none_or(|ps| ps.contains(&name));
             // Counted first: a vector grown by doubling can leave a third of a large table
             // unused.
             let mut out = Vec::with_capacity(prefixes.iter().filter(for_peer).count());
@@ -453,21 +450,22 @@ mod tests {
         Config::from_yaml(yaml).unwrap()
     }
 
-    #[test]
-    fn prefixes_go_to_the_peers_they_name() {
-        let c = config(
-            r#"
-local_as: 65001
+    /// Two eBGP leaves; the prefixes follow.
+    const TWO_LEAVES: &str = "local_as: 65001
 router_id: 192.0.2.1
 peers:
   - { name: leaf1, address: 192.0.2.2, remote_as: 65000 }
   - { name: leaf2, address: 192.0.2.3, remote_as: 65000 }
-prefixes:
-  - { prefix: 203.0.113.1/32 }
-  - { prefix: 203.0.113.2/32, peers: [leaf2], next_hop: 192.0.2.9, communities: ["65000:2", "65000:1"] }
-"#,
-        );
-        let mut c = c;
+prefixes:";
+
+    #[test]
+    fn prefixes_go_to_the_peers_they_name() {
+        let mut c = config(&format!(
+            r#"{TWO_LEAVES}
+  - {{ prefix: 203.0.113.1/32 }}
+  - {{ prefix: 203.0.113.2/32, peers: [leaf2], next_hop: 192.0.2.9, communities: ["65000:2", "65000:1"] }}
+"#
+        ));
         let routes = routes_by_peer(&mut c);
         assert!(c.prefixes.is_empty());
         let d1 = &routes["leaf1"];
@@ -476,7 +474,10 @@ prefixes:
         let d2 = &routes["leaf2"];
         assert_eq!(d2.len(), 2);
         assert!(!d2[1].is_next_hop_self());
-        assert_eq!(d2[1].route.next_hop, "192.0.2.9".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(
+            d2[1].route.next_hop,
+            "192.0.2.9".parse::<std::net::IpAddr>().unwrap()
+        );
         assert_eq!(
             d2[1].route.communities,
             vec![65000 << 16 | 1, 65000 << 16 | 2]
@@ -485,18 +486,12 @@ prefixes:
 
     #[test]
     fn peers_that_take_every_prefix_share_one_list_built_where_the_parsed_one_was() {
-        let mut c = config(
-            r#"
-local_as: 65001
-router_id: 192.0.2.1
-peers:
-  - { name: leaf1, address: 192.0.2.2, remote_as: 65000 }
-  - { name: leaf2, address: 192.0.2.3, remote_as: 65000 }
-prefixes:
-  - { prefix: 203.0.113.1/32 }
-  - { prefix: 203.0.113.2/32, next_hop: 192.0.2.9 }
-"#,
-        );
+        let mut c = config(&format!(
+            r#"{TWO_LEAVES}
+  - {{ prefix: 203.0.113.1/32 }}
+  - {{ prefix: 203.0.113.2/32, next_hop: 192.0.2.9 }}
+"#
+        ));
         let parsed = c.prefixes.as_ptr() as usize;
         let routes = routes_by_peer(&mut c);
         assert!(Arc::ptr_eq(&routes["leaf1"], &routes["leaf2"]));
@@ -545,7 +540,9 @@ peers:
   - { address: 192.0.2.2, remote_as: 65000, password_file: /nonexistent/key }
 "#,
         );
-        let e = prepare_peer(&c, &c.peers[0], Default::default(), false).err().unwrap();
+        let e = prepare_peer(&c, &c.peers[0], Default::default(), false)
+            .err()
+            .unwrap();
         assert!(format!("{e:#}").contains("/nonexistent/key"), "{e:#}");
     }
 

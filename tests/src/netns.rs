@@ -726,10 +726,16 @@ impl Process {
 
     /// Peak resident set size so far (`VmHWM` from /proc, KiB); `None` once it has exited.
     pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM")
+    }
+
+    /// A kB figure of `/proc/<pid>/status` now (`VmRSS`, `RssAnon`: private memory,
+    /// `RssFile`: pages of the program's files and libraries).
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
