@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Event;
 use leafbridge_tests::bird::{Bird, BirdConfig, BirdPeer};
 use leafbridge_tests::{Pair, wait_until};
 
@@ -121,9 +122,9 @@ fn announces_a_service_address_from_the_state_directory_and_withdraws_it_on_cord
     // And so does an Event on the Service (kubectl describe service web).
     let events = state.join(".leafbridge/events.yaml");
     wait_until(T, "an Event on the Service says why", || {
-        std::fs::read_to_string(&events).is_ok_and(|s| {
-            s.contains("message: 'node node1 does not announce it: NodeCordoned'")
-                || s.contains("message: node node1 does not announce it: NodeCordoned")
+        service_events(&events).iter().any(|e| {
+            e.reason.as_deref() == Some("NodeCordoned")
+                && e.message.as_deref() == Some("node node1 does not announce it: NodeCordoned")
         })
     });
 
@@ -131,14 +132,35 @@ fn announces_a_service_address_from_the_state_directory_and_withdraws_it_on_cord
     write(&state, "node.yaml", &node(false));
     wait_until_prefixes(&bird, &["10.244.1.0/24", "203.0.113.10/32"], &speaker);
     wait_until(T, "an Event says where the address goes", || {
-        std::fs::read_to_string(&events).is_ok_and(|s| {
-            s.contains("node node1 announces 203.0.113.10/32 to BGPPeer leaf")
-                && s.contains("reportingInstance: node1")
+        service_events(&events).iter().any(|e| {
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.contains("node node1 announces 203.0.113.10/32 to BGPPeer leaf"))
+                && e.reporting_instance.as_deref() == Some("node1")
         })
     });
     std::fs::remove_file(state.join("service.yaml")).unwrap();
     wait_until_prefixes(&bird, &["10.244.1.0/24"], &speaker);
     assert!(bird.is_established("node1"));
+}
+
+/// The Events recorded on Service default/web, read as the YAML documents they are. A file
+/// caught in the middle of an append reads as none yet; the caller waits and reads again.
+fn service_events(path: &Path) -> Vec<Event> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(events) = leafbridge_api::yaml::documents::<Event>(&text) else {
+        return Vec::new();
+    };
+    events
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("Service")
+                && e.involved_object.namespace.as_deref() == Some("default")
+                && e.involved_object.name.as_deref() == Some("web")
+        })
+        .collect()
 }
 
 #[track_caller]
